@@ -45,9 +45,9 @@ def check_size(size: Any, name: str = "size", *, allow_none: bool = True) -> int
     if isinstance(size, bool) or not isinstance(size, int | np.integer):
         if isinstance(size, float) and size.is_integer() and int(size) % 2 == 1 and size > 0:
             return int(size)
-        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
+        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}") from None
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
+        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}") from None
     return int(size)
 
 
@@ -56,9 +56,13 @@ def check_epsilon(epsilon: Any, name: str = "epsilon") -> float:
     try:
         value = float(epsilon)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in the open interval (0, 1); got {epsilon!r}")
+        raise ValueError(
+            f"{name} must be a number in the open interval (0, 1); got {epsilon!r}"
+        ) from None
     if not (0.0 < value < 1.0):
-        raise ValueError(f"{name} must be a number in the open interval (0, 1); got {epsilon!r}")
+        raise ValueError(
+            f"{name} must be a number in the open interval (0, 1); got {epsilon!r}"
+        ) from None
     return value
 
 
@@ -82,7 +86,9 @@ def check_nonneg(name: str, value: Any) -> None:
         try:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a finite number >= 0; got {_describe(value)}")
+            raise ValueError(
+                f"{name} must be a finite number >= 0; got {_describe(value)}"
+            ) from None
         bad = ~np.isfinite(arr) | (arr < 0)
         if not bad.any():
             return
@@ -105,7 +111,9 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
     try:
         arr = np.asarray(h, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a numeric array of shape [N, k, k]; got {type(h)}")
+        raise TypeError(
+            f"{name} must be a numeric array of shape [N, k, k]; got {type(h)}"
+        ) from None
     if arr.ndim == 2 and allow_single:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
@@ -114,7 +122,7 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
             f"got shape {arr.shape}"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one filter")
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one filter") from None
     if arr.shape[1] % 2 == 0:
         raise ValueError(
             f"{name} must have an odd size k so that the filter has a centre tap; "
@@ -123,9 +131,13 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
     finite = np.isfinite(arr)
     if not finite.all():
         idx = int(np.argwhere(~finite.reshape(arr.shape[0], -1).all(axis=1))[0, 0])
-        raise ValueError(f"{name}[{idx}] holds NaN or infinite values; clean the filters first")
+        raise ValueError(
+            f"{name}[{idx}] holds NaN or infinite values; clean the filters first"
+        ) from None
     zero = ~np.any(arr != 0, axis=(1, 2))
     if zero.any():
         idx = int(np.argwhere(zero)[0, 0])
-        raise ValueError(f"{name}[{idx}] is identically zero; a zero filter has no shape to fit")
+        raise ValueError(
+            f"{name}[{idx}] is identically zero; a zero filter has no shape to fit"
+        ) from None
     return arr

@@ -304,11 +304,19 @@ def _load_torch(path: Path) -> Any:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        text = str(exc)
+        detail = re.search(r"WeightsUnpickler error: *(.*)", text)
+        why = detail.group(1).split(" Please ")[0].strip(" .") if detail else ""
+        if "Unsupported global" in text:
+            raise ValueError(
+                f"refusing to load {path}: it holds objects other than tensors and plain "
+                "containers, and arbitrary pickles are never unpickled (torch.load with "
+                f"weights_only=True: {why}). Save the filters with torch.save(tensor) or as "
+                ".safetensors/.npy instead."
+            ) from exc
         raise ValueError(
-            f"refusing to load {path}: it holds objects other than tensors and plain "
-            "containers, and arbitrary pickles are never unpickled (torch.load with "
-            "weights_only=True). Save the filters with torch.save(tensor) or as "
-            ".safetensors/.npy instead."
+            f"cannot read {path} as a torch file (torch.load with weights_only=True failed: "
+            f"{why or 'corrupt or not a torch.save file'})"
         ) from exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ValueError(f"cannot read {path} as a torch file: {exc}") from exc
@@ -642,7 +650,11 @@ def fetch(name: str = "8Filters.txt", *, timeout: float = 30.0) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         if isinstance(exc, DownloadError):
             raise
-        reason = getattr(exc, "reason", None) or exc
+        if isinstance(exc, urllib.error.HTTPError):
+            reason: Any = f"HTTP {exc.code} {exc.reason}"
+            exc.close()
+        else:
+            reason = getattr(exc, "reason", None) or exc
         raise DownloadError(
             f"could not download {name} from {url} ({reason}); {_manual_hint(name, url, cache)}"
         ) from exc

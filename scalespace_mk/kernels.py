@@ -59,7 +59,9 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
     """
     epsilon = check_epsilon(epsilon)
     if isinstance(D, bool) or not isinstance(D, int | np.integer) or D < 1:
-        raise ValueError(f"D must be a positive integer (the number of dimensions); got {D!r}")
+        raise ValueError(
+            f"D must be a positive integer (the number of dimensions); got {D!r}"
+        ) from None
     return 1.0 - (1.0 - epsilon) ** (1.0 / D)
 
 
@@ -71,18 +73,24 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
     """Return ``(sigma as a 1-D float64 tensor, came_from_torch, original batch shape)``."""
     if isinstance(sigma, torch.Tensor):
         if sigma.is_complex() or sigma.dtype == torch.bool:
-            raise TypeError(f"sigma must be a real tensor; got dtype {sigma.dtype}")
+            raise TypeError(f"sigma must be a real tensor; got dtype {sigma.dtype}") from None
         shape = tuple(sigma.shape)
         if len(shape) > 1:
-            raise ValueError(f"sigma must be a scalar or a 1-D batch of scales; got shape {shape}")
+            raise ValueError(
+                f"sigma must be a scalar or a 1-D batch of scales; got shape {shape}"
+            ) from None
         check_nonneg("sigma", sigma)
         return sigma.reshape(-1).to(torch.float64), True, shape
     try:
         arr = np.asarray(sigma, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"sigma must be a number or a 1-D array of numbers; got {sigma!r}")
+        raise TypeError(
+            f"sigma must be a number or a 1-D array of numbers; got {sigma!r}"
+        ) from None
     if arr.ndim > 1:
-        raise ValueError(f"sigma must be a scalar or a 1-D batch of scales; got shape {arr.shape}")
+        raise ValueError(
+            f"sigma must be a scalar or a 1-D batch of scales; got shape {arr.shape}"
+        ) from None
     check_nonneg("sigma", arr)
     return torch.from_numpy(arr.reshape(-1).copy()), False, arr.shape
 
@@ -134,9 +142,9 @@ def kernel_radius(
     sig, _, shape = _to_tensor(sigma)
     if method == "discgauss":
         with torch.no_grad():
-            r_est = int(np.ceil(1 + 1.5 * _gaussfiltsize(sig.max().numpy(), eps1d))) if len(
-                sig
-            ) else 0
+            r_est = (
+                int(np.ceil(1 + 1.5 * _gaussfiltsize(sig.max().numpy(), eps1d))) if len(sig) else 0
+            )
             half = _discgauss_half(sig * sig, r_est)
             radius = _mass_radius(half, eps1d).numpy()
     else:
@@ -316,8 +324,11 @@ def _sampled_family(sig: torch.Tensor, method: str, radius: int) -> torch.Tensor
         def xphi(x):
             return x * phi(x)
 
-        values = xphi(n + 1) - 2 * xphi(n) + xphi(n - 1) + (safe * safe) * (
-            gauss(n + 1) - 2 * gauss(n) + gauss(n - 1)
+        values = (
+            xphi(n + 1)
+            - 2 * xphi(n)
+            + xphi(n - 1)
+            + (safe * safe) * (gauss(n + 1) - 2 * gauss(n) + gauss(n - 1))
         )
     return torch.where(zero, delta, values)
 

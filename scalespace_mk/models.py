@@ -98,7 +98,7 @@ def parse_model(name: str) -> ModelSpec:
     ModelSpec
     """
     if not isinstance(name, str):
-        raise ValueError(f"model name must be a string; got {name!r}")
+        raise ValueError(f"model name must be a string; got {name!r}") from None
     if name.startswith("mk") and name[2:].isdigit() and int(name[2:]) in MASTERKEY_MODELS:
         base = MASTERKEY_MODELS[int(name[2:])]
         if base == "mk7":
@@ -143,14 +143,16 @@ def _gather(*values: Any) -> tuple[list[torch.Tensor | None], bool, torch.dtype,
             try:
                 t = torch.as_tensor(np.asarray(v, dtype=np.float64))
             except (TypeError, ValueError):
-                raise TypeError(f"scales and alpha must be numbers or 1-D arrays; got {v!r}")
+                raise TypeError(
+                    f"scales and alpha must be numbers or 1-D arrays; got {v!r}"
+                ) from None
         if t.ndim > 1:
             raise ValueError(
                 f"scales and alpha must be scalars or 1-D batches; got shape {tuple(t.shape)}"
             )
         if t.ndim == 1:
             if batch not in (None, t.shape[0]) and t.shape[0] != 1:
-                raise ValueError(f"batch lengths differ: {batch} and {t.shape[0]}")
+                raise ValueError(f"batch lengths differ: {batch} and {t.shape[0]}") from None
             batch = max(batch or 1, t.shape[0])
         tensors.append(t)
     if device is not None:
@@ -159,8 +161,13 @@ def _gather(*values: Any) -> tuple[list[torch.Tensor | None], bool, torch.dtype,
 
 
 def _axis_kernels(
-    sigma: torch.Tensor, ops: tuple[str, ...], size: int, method: str, mode: str,
-    epsilon: float, boundary: str,
+    sigma: torch.Tensor,
+    ops: tuple[str, ...],
+    size: int,
+    method: str,
+    mode: str,
+    epsilon: float,
+    boundary: str,
 ) -> torch.Tensor:
     """1-D kernels ``[B, size]`` in increasing-coordinate order, operators applied."""
     factors = sum(1 for _ in ops)
@@ -234,7 +241,7 @@ def model_kernel(
         if alpha is None:
             raise ValueError("model 'mk7' needs alpha (the weight of the Laplacian); got None")
     elif alpha is not None:
-        raise ValueError(f"alpha is used only by model 'mk7'; got alpha for {name!r}")
+        raise ValueError(f"alpha is used only by model 'mk7'; got alpha for {name!r}") from None
     (sx, sy, al), from_torch, dtype, batch = _gather(sigma_x, sigma_y, alpha)
     if sy is None:
         sy = sx
@@ -254,9 +261,9 @@ def model_kernel(
         tx, ty = axis(sx, ()), axis(sy, ())
         bnd = "zero"  # SPEC §5: nabla5 on the cropped array with zero padding ('same')
         dxx, dyy = axis(sx, ("xx",), bnd), axis(sy, ("xx",), bnd)
-        kernel = ty.flip(-1)[:, :, None] * dxx[:, None, :] + dyy.flip(-1)[:, :, None] * tx[
-            :, None, :
-        ]
+        kernel = (
+            ty.flip(-1)[:, :, None] * dxx[:, None, :] + dyy.flip(-1)[:, :, None] * tx[:, None, :]
+        )
         if spec.centre_surround:
             delta = torch.zeros(size, size, dtype=torch.float64, device=kernel.device)
             delta[size // 2, size // 2] = 1.0
@@ -285,9 +292,7 @@ def gaussian_2d(
     epsilon: float = 1e-8,
 ) -> Any:
     """Separable 2-D Gaussian ``T(x; sigma_x) T(y; sigma_y)``; see :func:`model_kernel`."""
-    return model_kernel(
-        "T", sigma_x, sigma_y, size=size, method=method, mode=mode, epsilon=epsilon
-    )
+    return model_kernel("T", sigma_x, sigma_y, size=size, method=method, mode=mode, epsilon=epsilon)
 
 
 def masterkey_model(
@@ -318,13 +323,23 @@ def masterkey_model(
         ``[size, size]`` or ``[B, size, size]`` (rows top to bottom, y up; no flip needed to
         use it as a conv2d weight).
     """
-    if isinstance(filter_type, bool) or not isinstance(filter_type, int | np.integer) or (
-        int(filter_type) not in MASTERKEY_MODELS
+    if (
+        isinstance(filter_type, bool)
+        or not isinstance(filter_type, int | np.integer)
+        or (int(filter_type) not in MASTERKEY_MODELS)
     ):
-        raise ValueError(f"filter_type must be an integer from 1 to 8; got {filter_type!r}")
+        raise ValueError(
+            f"filter_type must be an integer from 1 to 8; got {filter_type!r}"
+        ) from None
     return model_kernel(
-        f"mk{int(filter_type)}", sigma_x, sigma_y, alpha=alpha, size=size, method=method,
-        mode=mode, epsilon=epsilon,
+        f"mk{int(filter_type)}",
+        sigma_x,
+        sigma_y,
+        alpha=alpha,
+        size=size,
+        method=method,
+        mode=mode,
+        epsilon=epsilon,
     )
 
 

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"{__name__}.{group}":
                 raise
             continue
-        module.add_parser(sub)
+        made = module.add_parser(sub)
+        if isinstance(made, argparse.ArgumentParser) and made.get_default("_run") is None:
+            made.set_defaults(_run=module.run)
     return parser
 
 

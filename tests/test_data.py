@@ -1,0 +1,388 @@
+"""Tests of scalespace_mk.data: the filter text format, array formats and fetching."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scalespace_mk import data
+from scalespace_mk.data import (
+    CACHE_ENV,
+    DATA_ENV,
+    OFFLINE_ENV,
+    REGISTRY,
+    ChecksumError,
+    DownloadError,
+    cache_dir,
+    fetch,
+    file_sha256,
+    load_filters,
+    read_filter_text,
+    save_filters,
+    write_filter_text,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "masterkey"
+PUBLISHED_SHA256 = "b48e20624d5089caa7a5bfcacf12d7a43f32aab5571f3a02e6583514c3506fcc"
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No data dir, a private cache, and no proxies for 127.0.0.1."""
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def published(isolated, monkeypatch):
+    """Point the data directory at the shared copy of the published filters (offline)."""
+    if not (SHARED / "8Filters.txt").is_file():
+        pytest.fail(f"the shared copy of the published filters is missing: {SHARED}")
+    monkeypatch.setenv(DATA_ENV, str(SHARED))
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    return SHARED / "8Filters.txt"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving tmp_path/srv; yields (root, base_url, hits)."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def _register(monkeypatch, name: str, url: str, sha: str) -> None:
+    monkeypatch.setitem(REGISTRY, name, (url, sha))
+
+
+# ------------------------------------------------------------------ the published file
+
+
+def test_registry_pins_the_published_file():
+    url, sha = REGISTRY["8Filters.txt"]
+    assert url.startswith("https://raw.githubusercontent.com/tonylindeberg/masterfiltmodel/")
+    assert "af051cb0667895cb479e15a3a1367b6a524362fe" in url
+    assert sha == PUBLISHED_SHA256
+    assert file_sha256(SHARED / "8Filters.txt") == PUBLISHED_SHA256
+    assert hashlib.sha256((SHARED / "8Filters.txt").read_bytes()).hexdigest() == sha
+
+
+def test_parse_shared_file():
+    h = read_filter_text(SHARED / "8Filters.txt")
+    assert h.shape == (8, 7, 7)
+    assert h.dtype == np.float64
+    # SPEC §1: sum ~ 0, l2 norm 1 (to the 6 printed decimals).
+    np.testing.assert_allclose(h.sum(axis=(1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt((h**2).sum(axis=(1, 2))), 1.0, atol=1e-6)
+    # spot values: first and last numbers of the file, and filter 1's centre column peak
+    assert h[0, 0, 0] == -0.010366
+    assert h[7, 6, 6] == -0.043075
+    assert h[0, 4, 3] == 0.936427
+    assert h[1, 3, 4] == 0.848257
+
+
+def test_load_filters_default_uses_data_dir(published):
+    h = load_filters()
+    np.testing.assert_array_equal(h, read_filter_text(published))
+    np.testing.assert_array_equal(load_filters("masterkey"), h)
+    np.testing.assert_array_equal(load_filters(SHARED), h)  # a directory with 8Filters.txt
+    assert fetch() == published
+
+
+def test_data_dir_checksum_mismatch_is_an_error(isolated, tmp_path, monkeypatch):
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    text = (SHARED / "8Filters.txt").read_bytes().replace(b"-0.010366", b"-0.010367", 1)
+    (folder / "8Filters.txt").write_bytes(text)
+    monkeypatch.setenv(DATA_ENV, str(folder))
+    with pytest.raises(ChecksumError, match="expected " + PUBLISHED_SHA256):
+        fetch()
+    assert (folder / "8Filters.txt").read_bytes() == text  # user files are never deleted
+
+
+def test_data_dir_without_the_file_falls_back_to_cache(isolated, tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
+    isolated.mkdir(parents=True)
+    (isolated / "8Filters.txt").write_bytes((SHARED / "8Filters.txt").read_bytes())
+    assert fetch() == isolated / "8Filters.txt"
+
+
+# ------------------------------------------------------------------ fetching
+
+
+def test_fetch_downloads_verifies_and_caches(isolated, server, monkeypatch):
+    root, base, hits = server
+    payload = b"Filter 1:\n0 1 0\n1 -4 1\n0 1 0\n"
+    (root / "f.txt").write_bytes(payload)
+    _register(monkeypatch, "f.txt", f"{base}/f.txt", hashlib.sha256(payload).hexdigest())
+    path = fetch("f.txt")
+    assert path == isolated / "f.txt"
+    assert path.read_bytes() == payload
+    assert hits == ["/f.txt"]
+    assert sorted(p.name for p in isolated.iterdir()) == ["f.txt"]  # no temp files left
+    assert fetch("f.txt") == path
+    assert hits == ["/f.txt"]  # second call served from the cache
+
+
+def test_fetch_checksum_mismatch_keeps_nothing(isolated, server, monkeypatch):
+    root, base, _ = server
+    (root / "f.txt").write_bytes(b"tampered")
+    _register(monkeypatch, "f.txt", f"{base}/f.txt", "0" * 64)
+    with pytest.raises(ChecksumError, match="expected 0{64}"):
+        fetch("f.txt")
+    assert list(isolated.iterdir()) == []
+
+
+def test_fetch_replaces_corrupt_cache(isolated, server, monkeypatch):
+    root, base, hits = server
+    payload = b"good content"
+    (root / "f.txt").write_bytes(payload)
+    _register(monkeypatch, "f.txt", f"{base}/f.txt", hashlib.sha256(payload).hexdigest())
+    isolated.mkdir(parents=True)
+    (isolated / "f.txt").write_bytes(b"bad content")
+    with pytest.warns(RuntimeWarning, match="downloading it again"):
+        path = fetch("f.txt")
+    assert path.read_bytes() == payload
+    assert hits == ["/f.txt"]
+
+
+def test_fetch_http_error(isolated, server, monkeypatch):
+    _, base, _ = server
+    _register(monkeypatch, "missing.txt", f"{base}/missing.txt", "0" * 64)
+    with pytest.raises(DownloadError, match="404"):
+        fetch("missing.txt")
+    assert not isolated.exists() or list(isolated.iterdir()) == []
+
+
+def test_fetch_offline_connection_refused(isolated, monkeypatch):
+    with socket.socket() as sock:  # find a port on which nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/8Filters.txt"
+    _register(monkeypatch, "8Filters.txt", url, PUBLISHED_SHA256)
+    with pytest.raises(DownloadError) as info:
+        fetch(timeout=5)
+    message = str(info.value)
+    assert url in message
+    assert str(isolated) in message
+    assert DATA_ENV in message and CACHE_ENV in message
+    assert list(isolated.iterdir()) == []
+
+
+def test_fetch_offline_env_never_downloads(isolated, monkeypatch):
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    _register(monkeypatch, "8Filters.txt", "http://127.0.0.1:9/never", PUBLISHED_SHA256)
+    with pytest.raises(DownloadError, match=OFFLINE_ENV):
+        fetch()
+
+
+def test_fetch_unknown_name(isolated):
+    with pytest.raises(ValueError, match="'8Filters.txt'"):
+        fetch("9Filters.txt")
+
+
+def test_cache_dir_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setattr(data.sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "scalespace_mk"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home() / ".cache" / "scalespace_mk"
+
+
+# ------------------------------------------------------------------ formats
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".npy", ".npz", ".pt", ".pth", ".safetensors"])
+def test_save_load_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(3, 5, 5))
+    path = save_filters(tmp_path / f"f{suffix}", h)
+    back = load_filters(path)
+    assert back.dtype == np.float64
+    np.testing.assert_array_equal(back, h)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"f{suffix}"]
+
+
+def test_foreign_layouts(tmp_path):
+    rng = np.random.default_rng(2)
+    h = rng.normal(size=(4, 7, 7))
+    np.savez(tmp_path / "k.npz", kernels=h, other=np.zeros(3))
+    np.testing.assert_array_equal(load_filters(tmp_path / "k.npz"), h)
+    np.savez(tmp_path / "one.npz", whatever=h)
+    np.testing.assert_array_equal(load_filters(tmp_path / "one.npz"), h)
+    np.save(tmp_path / "single.npy", h[0])
+    np.testing.assert_array_equal(load_filters(tmp_path / "single.npy"), h[:1])
+    # depthwise weights [C, 1, k, k] in float32, in a dict
+    w = torch.from_numpy(h).float()[:, None]
+    torch.save({"filters": w, "step": torch.tensor(3)}, tmp_path / "dw.pt")
+    np.testing.assert_array_equal(load_filters(tmp_path / "dw.pt"), w[:, 0].double().numpy())
+    torch.save({"only": w}, tmp_path / "only.pth")
+    assert load_filters(str(tmp_path / "only.pth")).shape == (4, 7, 7)
+    from safetensors.torch import save_file
+
+    save_file({"w": w.to(torch.bfloat16).contiguous()}, str(tmp_path / "bf.safetensors"))
+    back = load_filters(tmp_path / "bf.safetensors")
+    np.testing.assert_allclose(back, h, rtol=1e-2, atol=1e-2)
+    # arrays and tensors pass straight through
+    np.testing.assert_array_equal(load_filters(torch.from_numpy(h)), h)
+
+
+def test_text_format_tolerance_and_fmt(tmp_path):
+    text = (
+        "# comment\r\n\r\nFilter 1:\r\n 1  2 3\r\n4 5 6\r\n\r\n7 8 9\r\n"
+        "\nFILTER 2\n-1 -2 -3\n-4 -5 -6\n-7 -8 -9.5e-1\n"
+    )
+    (tmp_path / "f.txt").write_text(text, newline="")
+    h = read_filter_text(tmp_path / "f.txt")
+    assert h.shape == (2, 3, 3)
+    assert h[0].tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert h[1, 2, 2] == -0.95
+    write_filter_text(tmp_path / "g.txt", h / 3, fmt="%.6f")
+    lines = (tmp_path / "g.txt").read_text().splitlines()
+    assert lines[0] == "Filter 1:"
+    assert lines[1] == "0.333333 0.666667 1.000000"
+    np.testing.assert_allclose(read_filter_text(tmp_path / "g.txt"), h / 3, atol=5e-7)
+    # the published file survives a write/read round trip exactly
+    pub = read_filter_text(SHARED / "8Filters.txt")
+    write_filter_text(tmp_path / "p.txt", pub, fmt="%.6f")
+    np.testing.assert_array_equal(read_filter_text(tmp_path / "p.txt"), pub)
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("Filter 1:\n1 2 3\n4 5\n7 8 9\n", r":3: ragged row .* 2 numbers .* 3"),
+        ("Filter 1:\n1 2 3\n4 x 6\n7 8 9\n", r":3: .*numbers"),
+        ("Filter 1:\n1 2 3\n4 5 6\n", r":1: .*square"),
+        ("1 2 3\n", r":1: expected a header"),
+        ("Filter 1:\n1\nFilter 2:\n1 2 3\n4 5 6\n7 8 9\n", r":3: .*same size"),
+        ("Filter 1:\n1\n\nFilter 3:\n2\n", r":4: .*consecutively .*'Filter 2:'"),
+        ("Filter 1:\n", r":1: .*no rows"),
+        ("\n\n", r"no 'Filter k:' blocks"),
+    ],
+)
+def test_text_format_errors(tmp_path, text, pattern):
+    (tmp_path / "bad.txt").write_text(text)
+    with pytest.raises(ValueError, match=pattern):
+        read_filter_text(tmp_path / "bad.txt")
+
+
+class _Evil:
+    """Unpickling this would call print: weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("unpickled an arbitrary object",))
+
+
+def test_pt_with_arbitrary_pickle_is_refused(tmp_path, capsys):
+    torch.save({"filters": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refusing to load .*weights_only=True"):
+        load_filters(tmp_path / "evil.pt")
+    assert "unpickled" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "exc", "pattern"),
+    [
+        ("g.npy", b"garbage", ValueError, "cannot read .* .npy"),
+        ("g.npz", b"garbage", ValueError, "cannot read .* .npz"),
+        ("g.pt", b"garbage", ValueError, "cannot read .* torch"),
+        ("g.safetensors", b"garbage", ValueError, "cannot read .* .safetensors"),
+        ("g.bin", b"garbage", ValueError, "unknown filter file type '.bin'"),
+    ],
+)
+def test_corrupt_files(tmp_path, name, content, exc, pattern):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(exc, match=pattern):
+        load_filters(tmp_path / name)
+
+
+def test_invalid_contents(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickled objects are refused"):
+        load_filters(tmp_path / "obj.npy")
+    np.savez(tmp_path / "many.npz", a=np.ones((7, 7)), b=np.ones((7, 7)))
+    with pytest.raises(ValueError, match="holds 2 arrays .*'filters' or 'kernels'"):
+        load_filters(tmp_path / "many.npz")
+    np.save(tmp_path / "c3.npy", np.ones((2, 3, 7, 7)))
+    with pytest.raises(ValueError, match=r"\[C, 1, k, k\]"):
+        load_filters(tmp_path / "c3.npy")
+    bad = np.ones((2, 7, 7))
+    bad[1, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match=r"\[1\] holds NaN"):
+        load_filters(tmp_path / "nan.npy")
+    np.save(tmp_path / "even.npy", np.ones((2, 6, 6)))
+    with pytest.raises(ValueError, match="odd size"):
+        load_filters(tmp_path / "even.npy")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(TypeError, match="tensor"):
+        load_filters(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError, match="neither an existing file"):
+        load_filters(tmp_path / "nope.npy")
+    with pytest.raises(FileNotFoundError, match="no 8Filters.txt"):
+        load_filters(tmp_path)
+    with pytest.raises(TypeError, match="source must be"):
+        load_filters(3.5)
+
+
+def test_builtin(tmp_path, monkeypatch):
+    missing = tmp_path / "data_files" / "builtin_filters.npy"
+    monkeypatch.setattr(data, "_builtin_path", lambda: missing)
+    with pytest.raises(FileNotFoundError, match="builtin_filters.npy"):
+        load_filters("builtin")
+    h = np.random.default_rng(3).normal(size=(8, 7, 7))
+    save_filters(missing, h)
+    np.testing.assert_array_equal(load_filters("builtin"), h)
+
+
+def test_real_builtin_path_is_inside_the_package():
+    path = data._builtin_path()
+    assert path.parts[-3:] == ("scalespace_mk", "data_files", "builtin_filters.npy")
+    assert Path(data.__file__).parent == path.parent.parent
+
+
+def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(ValueError):
+        write_filter_text(target, np.full((1, 3, 3), np.nan))
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["f.txt"]
