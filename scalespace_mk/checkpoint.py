@@ -69,12 +69,12 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)

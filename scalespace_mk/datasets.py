@@ -812,7 +812,9 @@ def _fetch_verified(
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             disable = not progress or not sys.stderr.isatty()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=disable) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=dest.name, disable=disable
+            ) as bar:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
                     h_md5.update(chunk)
@@ -1030,11 +1032,11 @@ class BuiltinPatchDataset(Dataset):
         self.split = split
         self.size = _check_positive_int("size", size)
         self.image_size = _check_positive_int("image_size", image_size)
-        self.patch = _check_positive_int(
-            "patch", min(image_size, 64) if patch is None else patch
-        )
-        if isinstance(classes, bool) or not isinstance(classes, int) or not (
-            2 <= classes <= len(BUILTIN_PHOTOS)
+        self.patch = _check_positive_int("patch", min(image_size, 64) if patch is None else patch)
+        if (
+            isinstance(classes, bool)
+            or not isinstance(classes, int)
+            or not (2 <= classes <= len(BUILTIN_PHOTOS))
         ):
             raise ValueError(
                 f"classes must be an integer in [2, {len(BUILTIN_PHOTOS)}]; got {classes!r}"
@@ -1042,8 +1044,10 @@ class BuiltinPatchDataset(Dataset):
         self.classes = list(BUILTIN_PHOTOS[:classes])
         self.seed = int(seed)
         photos = [_load_photo(name) for name in self.classes]
-        blocks_per_class = [self._blocks(p.shape[1], p.shape[2], name) for p, name in
-                            zip(photos, self.classes, strict=True)]
+        blocks_per_class = [
+            self._blocks(p.shape[1], p.shape[2], name)
+            for p, name in zip(photos, self.classes, strict=True)
+        ]
         rng = np.random.default_rng([self.seed, _SPLITS.index(split), 20240601])
         labels = np.arange(self.size) % classes
         pos = np.empty((self.size, 2), dtype=np.int64)
@@ -1345,7 +1349,7 @@ def _seed_worker(worker_id: int) -> None:
     import random
 
     seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds third-party code using the legacy RNG
     random.seed(seed)
 
 

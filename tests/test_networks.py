@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import types
 
 import pytest
 import torch
@@ -442,6 +443,24 @@ def test_analytic_dwconv_without_nn_module_raises_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "scalespace_mk.nn", None)
     with pytest.raises(ImportError, match="scalespace_mk.nn.make_dwconv"):
         create_model("convnextv2_test", dwconv="masterkey")
+
+
+def test_analytic_dwconv_kinds_are_built_by_make_dwconv(monkeypatch):
+    calls = []
+
+    def make_dwconv(kind, channels, kernel_size=7, **kwargs):
+        calls.append((kind, channels, kernel_size, kwargs))
+        return FrozenDW(channels, kernel_size)
+
+    fake = types.ModuleType("scalespace_mk.nn")
+    fake.make_dwconv = make_dwconv
+    monkeypatch.setitem(sys.modules, "scalespace_mk.nn", fake)
+    model = create_model("convnextv2_test", dwconv="learnable", dwconv_kwargs={"sigma": 0.7})
+    assert calls == [("learnable", c, 7, {"sigma": 0.7}) for c in (8, 16, 32, 64)]
+    assert all(isinstance(m, FrozenDW) for _, m in depthwise_convs(model))
+    assert all(
+        b.dwconv_kind == "learnable" for b in model.modules() if isinstance(b, ConvNeXtBlock)
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 import re
@@ -446,9 +447,9 @@ class ClassifierHead(nn.Module):
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_rate(name: str, value: Any) -> float:
@@ -525,16 +526,15 @@ class ConvNeXt(nn.Module):
         dwconv_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check_int("in_chans", in_chans, 1)
-        _check_int("num_classes", num_classes, 0)
+        in_chans = _check_int("in_chans", in_chans, 1)
+        num_classes = _check_int("num_classes", num_classes, 0)
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(
                 f"depths and dims must each hold 4 stage values; got depths={list(depths)}, "
                 f"dims={list(dims)}"
             )
-        for i in range(4):
-            _check_int(f"depths[{i}]", depths[i], 1)
-            _check_int(f"dims[{i}]", dims[i], 1)
+        depths = [_check_int(f"depths[{i}]", d, 1) for i, d in enumerate(depths)]
+        dims = [_check_int(f"dims[{i}]", d, 1) for i, d in enumerate(dims)]
         if (
             isinstance(kernel_size, bool)
             or not isinstance(kernel_size, int)
@@ -613,7 +613,7 @@ class ConvNeXt(nn.Module):
         The new weight is truncated normal with std 0.02 and the bias zero; ``head.norm``
         is kept.
         """
-        _check_int("num_classes", num_classes, 0)
+        num_classes = _check_int("num_classes", num_classes, 0)
         self.num_classes = num_classes
         ref = self.head.norm.weight
         if num_classes > 0:

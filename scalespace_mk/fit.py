@@ -1,0 +1,921 @@
+"""Fitting the idealised scale-space models to learned filters (SPEC §8).
+
+Every method starts from the paper-mode normalised filter ``h~``
+(:func:`scalespace_mk.normalize.normalize_filters`) and the paper-mode model
+``g = masterkey_model(t, sigma_x, sigma_y, alpha=..., mode="paper")`` of the filter's type t
+(SPEC §5), and returns scales ``sigma_x, sigma_y >= 0`` (standard deviations in pixels;
+``s = sigma**2`` in the theory):
+
+========== ==========================================================================
+method     criterion
+========== ==========================================================================
+A          weighted variance ``V`` of ``h~`` (weight ``|g(sigma_ref, sigma_ref)|``),
+           converted with the continuous self-weighting relations
+           ``sigma = sqrt(2 V)`` (smoothing axis) and ``sigma = sqrt(2 V / 3)``
+           (derivative axis); separate ``sigma_x``, ``sigma_y``
+A-exact    the same variances, converted with the exact continuous relation for the
+           weighting scale ``sigma_ref`` (:mod:`scalespace_mk.symbolic`)
+B          per axis, the ``sigma`` at which the weighted variance of ``|g|`` equals that
+           of ``|h~|`` (both weighted by ``|g(sigma_ref, sigma_ref)|``; the other model
+           scale stays at ``sigma_ref``), found by a bracketing root finder (Brent)
+C1 / C2    minimum of the l1 norm ``sum |g - h~|``: separate scales / one common sigma
+D1 / D2    minimum of the l2 norm ``sqrt(sum (g - h~)**2)``: separate / one common sigma
+A-joint,   one sigma per group {1, 2, 3, 4, 8} and {5, 6}: the geometric mean of the
+B-joint    group's per-filter ``sigma_x`` and ``sigma_y`` of method A or B
+C-joint,   one sigma per group minimising the summed l1 (C) or the summed squared l2 (D)
+D-joint    distance over the group's filters
+========== ==========================================================================
+
+Type 7 (``K - alpha nabla5 T(sigma)``) is fitted in every method by minimising over
+``(sigma, alpha)`` jointly: the l1 norm for the C methods, the l2 norm for all others.
+
+Optimisation. The model of type 7 is affine in ``alpha``, so for each sigma the best alpha
+is known in closed form (the least-squares coefficient for l2, a weighted median for l1);
+the resulting profile over sigma is searched on a dense grid, refined by bounded Brent
+minimisation and finally polished jointly in ``(sigma, alpha)``. One-scale problems (C2,
+D2, joint C/D) are searched the same way. Two-scale problems start from the best point of a
+grid over ``[0, sigma_max]**2``: l2 problems are polished by a bounded trust-region
+least-squares solver (``scipy.optimize.least_squares``), l1 problems (non-smooth) by
+Nelder-Mead and Powell with the bound ``sigma >= 0``. Every result is at least as good as
+the best grid point (the grid points are candidates too). ``sigma = 0`` is legal: ``T(.; 0)``
+is the Kronecker delta.
+
+Coordinates are centred with y up: ``x = c - m``, ``y = m - r`` (SPEC §2); arrays are stored
+depthwise weights ``h[r, c]`` used as conv2d (cross-correlation) weights with no flip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq, least_squares, minimize, minimize_scalar
+
+from scalespace_mk._checks import check_choice, check_filters, check_nonneg
+from scalespace_mk.models import MASTERKEY_MODELS, MODES, masterkey_model, model_kernel, parse_model
+
+__all__ = [
+    "DEFAULT_GRID_STEP",
+    "DEFAULT_SIGMA_MAX",
+    "JOINT_GROUPS",
+    "METHODS",
+    "FilterFit",
+    "FitResult",
+    "fit_filter",
+    "fit_filters",
+    "model_distance",
+    "variance_to_sigma",
+]
+
+#: Fitting methods (SPEC §8).
+METHODS: tuple[str, ...] = (
+    "A",
+    "A-exact",
+    "B",
+    "C1",
+    "C2",
+    "D1",
+    "D2",
+    "A-joint",
+    "B-joint",
+    "C-joint",
+    "D-joint",
+)
+
+#: Groups of master key types that share one scale in the joint methods (SPEC §8).
+JOINT_GROUPS: tuple[tuple[int, ...], ...] = ((1, 2, 3, 4, 8), (5, 6))
+
+#: Upper end (pixels) of the starting grids and of the root bracket of method B.
+DEFAULT_SIGMA_MAX = 4.0
+#: Spacing (pixels) of the starting grids.
+DEFAULT_GRID_STEP = 0.02
+
+_CENTRE_SURROUND = 7
+_BASE = {"A-joint": "A", "B-joint": "B"}
+_NORM = {"C1": "l1", "C2": "l1", "C-joint": "l1", "D1": "l2", "D2": "l2", "D-joint": "l2"}
+_TOL = 1e-14  # least-squares tolerances (relative)
+
+
+# --------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True, eq=False)
+class FilterFit:
+    """The fit of one filter.
+
+    Attributes
+    ----------
+    index : int
+        Position of the filter in the input, counted from 1 (the paper's numbering of the
+        published 8 filters).
+    filter_type : int
+        Master key type 1..8.
+    model : str
+        Model name (:data:`scalespace_mk.models.MASTERKEY_MODELS`): ``"dy+"``, ``"dx-"``,
+        ``"dy-"``, ``"dx+"``, ``"dx"``, ``"dy"``, ``"mk7"`` or ``"T"``.
+    sigma_x, sigma_y : float
+        Fitted scales (standard deviations, pixels, >= 0). Equal for one-scale fits and for
+        type 7 (its one sigma).
+    alpha : float or None
+        Weight of the Laplacian for type 7, None for the other types.
+    l1, l2 : float
+        ``sum |g - h~|`` and ``sqrt(sum (g - h~)**2)`` of the fitted model ``g`` against the
+        normalised filter ``h~``.
+    normalized : numpy.ndarray
+        ``[k, k]`` normalised filter ``h~`` (stored-weight layout, y up).
+    fitted : numpy.ndarray
+        ``[k, k]`` fitted paper-mode model ``g``.
+    """
+
+    index: int
+    filter_type: int
+    model: str
+    sigma_x: float
+    sigma_y: float
+    alpha: float | None
+    l1: float
+    l2: float
+    normalized: np.ndarray = field(repr=False)
+    fitted: np.ndarray = field(repr=False)
+
+    @property
+    def residual(self) -> np.ndarray:
+        """``[k, k]`` difference ``g - h~`` (model minus normalised filter)."""
+        return self.fitted - self.normalized
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record ``{"index", "model", "sigma_x", "sigma_y", "alpha", "l1", "l2"}``.
+
+        Returns
+        -------
+        dict
+            Python floats (``alpha`` is None except for type 7).
+        """
+        return {
+            "index": int(self.index),
+            "model": self.model,
+            "sigma_x": float(self.sigma_x),
+            "sigma_y": float(self.sigma_y),
+            "alpha": None if self.alpha is None else float(self.alpha),
+            "l1": float(self.l1),
+            "l2": float(self.l2),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Fits of N filters by one method.
+
+    Attributes
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    fits : tuple of FilterFit
+        One entry per filter, in input order.
+    mode : str
+        Model mode (``"paper"``).
+    """
+
+    method: str
+    fits: tuple[FilterFit, ...]
+    mode: str = "paper"
+
+    def __len__(self) -> int:
+        return len(self.fits)
+
+    def __iter__(self) -> Iterator[FilterFit]:
+        return iter(self.fits)
+
+    def __getitem__(self, i: int) -> FilterFit:
+        return self.fits[i]
+
+    @property
+    def filter_types(self) -> np.ndarray:
+        """``[N]`` int master key types."""
+        return np.array([f.filter_type for f in self.fits], dtype=np.int64)
+
+    @property
+    def sigma_x(self) -> np.ndarray:
+        """``[N]`` fitted ``sigma_x`` (pixels)."""
+        return np.array([f.sigma_x for f in self.fits])
+
+    @property
+    def sigma_y(self) -> np.ndarray:
+        """``[N]`` fitted ``sigma_y`` (pixels)."""
+        return np.array([f.sigma_y for f in self.fits])
+
+    @property
+    def l1(self) -> np.ndarray:
+        """``[N]`` l1 norms of ``g - h~``."""
+        return np.array([f.l1 for f in self.fits])
+
+    @property
+    def l2(self) -> np.ndarray:
+        """``[N]`` l2 norms of ``g - h~``."""
+        return np.array([f.l2 for f in self.fits])
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """``[N, k, k]`` normalised filters ``h~``."""
+        return np.stack([f.normalized for f in self.fits])
+
+    @property
+    def models(self) -> np.ndarray:
+        """``[N, k, k]`` fitted models ``g``."""
+        return np.stack([f.fitted for f in self.fits])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{"method": str, "filters": [FilterFit.to_dict(), ...]}``."""
+        return {"method": self.method, "filters": [f.to_dict() for f in self.fits]}
+
+    def format_table(self) -> str:
+        """Readable fixed-width table of the fits (one line per filter).
+
+        Returns
+        -------
+        str
+            Columns index, type, model, sigma_x, sigma_y, alpha, l1, l2.
+        """
+        head = (
+            f"{'index':>5} {'type':>4} {'model':>6} {'sigma_x':>9} {'sigma_y':>9} "
+            f"{'alpha':>9} {'l1':>9} {'l2':>9}"
+        )
+        lines = [f"method {self.method} ({self.mode} mode); sigma in pixels, y up", head]
+        lines.append("-" * len(head))
+        for f in self.fits:
+            alpha = "-" if f.alpha is None else f"{f.alpha:.4f}"
+            lines.append(
+                f"{f.index:>5} {f.filter_type:>4} {f.model:>6} {f.sigma_x:>9.4f} "
+                f"{f.sigma_y:>9.4f} {alpha:>9} {f.l1:>9.4f} {f.l2:>9.4f}"
+            )
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# small public helpers
+
+
+def variance_to_sigma(variance: Any, order: Any) -> np.ndarray:
+    """Convert a self-weighted variance to a scale (method A).
+
+    Parameters
+    ----------
+    variance : float or array_like
+        Weighted variance ``V`` (pixels squared, >= 0) along one axis.
+    order : int or array_like of int
+        Derivative order along that axis: 0 (smoothing axis) or 1 (derivative axis).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``sqrt(2 V)`` for order 0 and ``sqrt(2 V / 3)`` for order 1 (broadcast shape).
+
+    Notes
+    -----
+    For a continuous Gaussian derivative of order n weighted by itself, ``|g_n|^2`` is
+    ``x^(2n) exp(-x^2 / sigma^2)`` up to a constant, whose variance is ``sigma^2 / 2``
+    (n = 0) and ``3 sigma^2 / 2`` (n = 1).
+    """
+    v = np.asarray(variance, dtype=np.float64)
+    check_nonneg("variance", v)
+    n = np.asarray(order)
+    if n.dtype == bool or not np.isin(n, (0, 1)).all():
+        raise ValueError(f"order must be 0 (smoothing axis) or 1 (derivative axis); got {order!r}")
+    return np.sqrt(2.0 * v / np.where(n == 1, 3.0, 1.0))
+
+
+def model_distance(
+    h: Any,
+    filter_type: int,
+    sigma_x: Any,
+    sigma_y: Any = None,
+    *,
+    alpha: Any = None,
+    norm: str = "l2",
+    mode: str = "paper",
+) -> np.ndarray:
+    """Distance between the model of ``filter_type`` and a (normalised) filter.
+
+    Parameters
+    ----------
+    h : array_like
+        One filter ``[k, k]`` (odd k), normally the normalised filter ``h~``.
+    filter_type : int
+        Master key type 1..8.
+    sigma_x : float or array_like [B]
+        Scale(s) along x (pixels, >= 0); for type 7 the one sigma.
+    sigma_y : float or array_like [B], optional
+        Scale(s) along y; None means ``sigma_y = sigma_x``. Ignored for type 7.
+    alpha : float or array_like [B], optional
+        Laplacian weight, required for type 7 and rejected otherwise.
+    norm : {"l1", "l2"}
+        ``sum |g - h|`` or ``sqrt(sum (g - h)**2)``.
+    mode : {"paper", "full"}
+        Model mode (:func:`scalespace_mk.models.masterkey_model`).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``[]`` for scalar parameters, ``[B]`` for batches.
+    """
+    hn = _single(h)
+    t = _check_type(filter_type)
+    check_choice("norm", norm, ("l1", "l2"))
+    check_choice("mode", mode, MODES)
+    if t == _CENTRE_SURROUND:
+        g = masterkey_model(t, sigma_x, alpha=alpha, size=hn.shape[0], mode=mode)
+    else:
+        g = masterkey_model(t, sigma_x, sigma_y, alpha=alpha, size=hn.shape[0], mode=mode)
+    d = np.asarray(g) - hn
+    return np.abs(d).sum(axis=(-2, -1)) if norm == "l1" else np.sqrt((d * d).sum(axis=(-2, -1)))
+
+
+# --------------------------------------------------------------------------------------
+# input handling
+
+
+def _check_type(filter_type: Any) -> int:
+    if (
+        isinstance(filter_type, bool)
+        or not isinstance(filter_type, int | np.integer)
+        or int(filter_type) not in MASTERKEY_MODELS
+    ):
+        raise ValueError(f"filter_type must be an integer from 1 to 8; got {filter_type!r}")
+    return int(filter_type)
+
+
+def _single(h: Any) -> np.ndarray:
+    arr = check_filters(h, "h")
+    if arr.shape[0] != 1:
+        raise ValueError(f"h must be one filter of shape [k, k]; got shape {np.shape(h)}")
+    return arr[0]
+
+
+def _resolve_types(filter_types: Any, n: int) -> np.ndarray:
+    from scalespace_mk.spread import resolve_filter_types
+
+    return resolve_filter_types(filter_types, n)
+
+
+def _resolve_sigma_ref(sigma_ref: Any, types: np.ndarray) -> np.ndarray:
+    from scalespace_mk.spread import DEFAULT_SIGMA_REF
+
+    if sigma_ref is None:
+        return np.array([DEFAULT_SIGMA_REF[int(t)] for t in types], dtype=np.float64)
+    try:
+        arr = np.asarray(sigma_ref, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"sigma_ref must be None, a number >= 0 or one number per filter; got {sigma_ref!r}"
+        ) from None
+    check_nonneg("sigma_ref", arr)
+    if arr.ndim == 0:
+        return np.full(types.shape, float(arr))
+    if arr.shape != types.shape:
+        raise ValueError(
+            f"sigma_ref must be a number or hold one value per filter ({types.shape[0]}); "
+            f"got shape {arr.shape}"
+        )
+    return arr
+
+
+def _check_grid(sigma_max: Any, grid_step: Any) -> tuple[float, float]:
+    try:
+        smax, step = float(sigma_max), float(grid_step)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"sigma_max and grid_step must be numbers; got {sigma_max!r}, {grid_step!r}"
+        ) from None
+    if not (math.isfinite(smax) and smax > 0):
+        raise ValueError(f"sigma_max must be a finite number > 0 (pixels); got {sigma_max!r}")
+    if not (math.isfinite(step) and 0 < step <= smax / 4):
+        raise ValueError(
+            f"grid_step must be a number in (0, sigma_max / 4] (pixels); got {grid_step!r}"
+        )
+    return smax, step
+
+
+def _axis_orders(t: int) -> tuple[int, int]:
+    """Derivative order of the model of type t along (x, y); 0 or 1 for types 1-6, 8."""
+    return parse_model(MASTERKEY_MODELS[t]).order
+
+
+# --------------------------------------------------------------------------------------
+# generic minimisers
+
+
+def _grid(smax: float, step: float) -> np.ndarray:
+    return np.linspace(0.0, smax, int(round(smax / step)) + 1)
+
+
+def _local_minima(values: np.ndarray, count: int = 3) -> np.ndarray:
+    """Indices of up to ``count`` best local minima of a 1-D sampled function."""
+    v = values
+    left = np.concatenate([[np.inf], v[:-1]])
+    right = np.concatenate([v[1:], [np.inf]])
+    idx = np.flatnonzero((v <= left) & (v <= right))
+    if idx.size == 0:
+        idx = np.array([int(np.argmin(v))])
+    return idx[np.argsort(v[idx], kind="stable")][:count]
+
+
+def _minimize_1d(
+    f_vec: Callable[[np.ndarray], np.ndarray], grid: np.ndarray
+) -> tuple[float, float]:
+    """Minimise a function of one scale >= 0: grid, then bounded Brent in each best bracket.
+
+    Returns ``(x, f(x))``; never worse than the best grid point.
+    """
+    values = f_vec(grid)
+    best_x, best_f = float(grid[int(np.argmin(values))]), float(np.min(values))
+    for i in _local_minima(values):
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+        res = minimize_scalar(
+            lambda s: float(f_vec(np.array([s]))[0]),
+            bounds=(lo, hi),
+            method="bounded",
+            options={"xatol": 1e-12, "maxiter": 500},
+        )
+        if np.isfinite(res.fun) and res.fun < best_f:
+            best_x, best_f = float(res.x), float(res.fun)
+    return best_x, best_f
+
+
+def _polish_nm(
+    f: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    bounds: Sequence[tuple[float | None, float | None]],
+    scale: float,
+) -> tuple[np.ndarray, float]:
+    """Nelder-Mead, then Powell, then Nelder-Mead again if Powell moved (bounded)."""
+    x = np.asarray(x0, dtype=np.float64)
+    fx = f(x)
+    n = x.size
+    for step, method in enumerate(("Nelder-Mead", "Powell", "Nelder-Mead")):
+        if method == "Nelder-Mead":
+            simplex = np.repeat(x[None, :], n + 1, axis=0)
+            for j in range(n):
+                lo = bounds[j][0]
+                simplex[j + 1, j] += scale if (lo is None or x[j] - scale < lo) else -scale
+            options = {"xatol": 1e-10, "fatol": 1e-14, "maxiter": 2000, "initial_simplex": simplex}
+        else:
+            options = {"xtol": 1e-10, "ftol": 1e-14, "maxiter": 2000}
+        res = minimize(f, x, method=method, bounds=bounds, options=options)
+        improved = bool(np.isfinite(res.fun) and res.fun < fx - 1e-15)
+        if np.isfinite(res.fun) and res.fun <= fx:
+            x, fx = np.asarray(res.x, dtype=np.float64), float(res.fun)
+        if step == 1 and not improved:
+            break
+        scale = max(scale * 0.1, 1e-6)
+    return x, fx
+
+
+def _polish_lsq(
+    residual: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    lower: np.ndarray,
+) -> np.ndarray:
+    """Bounded trust-region least squares (``sum residual**2``) from ``x0``."""
+    x0 = np.maximum(np.asarray(x0, dtype=np.float64), lower)
+    res = least_squares(
+        residual,
+        x0,
+        bounds=(lower, np.full_like(lower, np.inf)),
+        jac="3-point",
+        method="trf",
+        ftol=_TOL,
+        xtol=_TOL,
+        gtol=_TOL,
+        max_nfev=2000,
+    )
+    return np.asarray(res.x, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# one filter, one criterion
+
+
+def _model(t: int, sx: Any, sy: Any, alpha: Any, size: int, mode: str) -> np.ndarray:
+    if t == _CENTRE_SURROUND:
+        return np.asarray(masterkey_model(t, sx, alpha=alpha, size=size, mode=mode))
+    return np.asarray(masterkey_model(t, sx, sy, size=size, mode=mode))
+
+
+def _norms(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.abs(d).sum(axis=(-2, -1)), np.sqrt((d * d).sum(axis=(-2, -1)))
+
+
+def _fit_centre_surround(
+    hn: np.ndarray, norm: str, mode: str, smax: float, step: float
+) -> tuple[float, float]:
+    """Type 7: minimise over (sigma, alpha); the best alpha per sigma is exact."""
+    size = hn.shape[0]
+    delta = np.zeros_like(hn)
+    delta[size // 2, size // 2] = 1.0
+    r = (delta - hn).reshape(-1)  # g - h~ = r - alpha * L
+
+    def lap(s: np.ndarray) -> np.ndarray:
+        return np.asarray(model_kernel("lap", s, size=size, mode=mode)).reshape(len(s), -1)
+
+    def best_alpha(L: np.ndarray) -> np.ndarray:
+        if norm == "l2":
+            den = (L * L).sum(axis=1)
+            return np.where(den > 0, (L @ r) / np.where(den > 0, den, 1.0), 0.0)
+        # l1: weighted median of r_i / L_i with weights |L_i|
+        w = np.abs(L)
+        z = np.where(w > 0, r[None, :] / np.where(w > 0, L, 1.0), 0.0)
+        order = np.argsort(z, axis=1, kind="stable")
+        zs = np.take_along_axis(z, order, axis=1)
+        cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+        k = np.argmax(cw >= 0.5 * cw[:, -1:], axis=1)
+        return zs[np.arange(len(zs)), k]
+
+    def profile(s: np.ndarray) -> np.ndarray:
+        L = lap(s)
+        d = r[None, :] - best_alpha(L)[:, None] * L
+        return np.abs(d).sum(axis=1) if norm == "l1" else (d * d).sum(axis=1)
+
+    sigma, _ = _minimize_1d(profile, _grid(smax, step))
+    alpha = float(best_alpha(lap(np.array([sigma])))[0])
+    x0 = np.array([sigma, alpha])
+
+    def objective(p: np.ndarray) -> float:
+        return float(model_distance(hn, 7, p[0], alpha=p[1], norm=norm, mode=mode))
+
+    if norm == "l2":
+        x = _polish_lsq(
+            lambda p: (_model(7, p[0], None, p[1], size, mode) - hn).reshape(-1),
+            x0,
+            np.array([0.0, -np.inf]),
+        )
+    else:
+        x, _ = _polish_nm(objective, x0, [(0.0, None), (None, None)], step / 2)
+    if objective(x) > objective(x0):
+        x = x0
+    return float(x[0]), float(x[1])
+
+
+def _fit_common(
+    hns: Sequence[np.ndarray], types: Sequence[int], norm: str, mode: str, smax: float,
+    step: float,
+) -> float:
+    """One sigma (sigma_x = sigma_y) for one or more filters: summed l1 or squared l2."""
+    size = hns[0].shape[0]
+
+    def total(s: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(s))
+        for hn, t in zip(hns, types, strict=True):
+            d = _model(t, s, s, None, size, mode) - hn
+            out += np.abs(d).sum(axis=(-2, -1)) if norm == "l1" else (d * d).sum(axis=(-2, -1))
+        return out
+
+    sigma, f_best = _minimize_1d(total, _grid(smax, step))
+    if norm == "l2":
+
+        def residual(p: np.ndarray) -> np.ndarray:
+            return np.concatenate(
+                [(_model(t, p[0], p[0], None, size, mode) - hn).reshape(-1)
+                 for hn, t in zip(hns, types, strict=True)]
+            )
+
+        x = float(_polish_lsq(residual, np.array([sigma]), np.array([0.0]))[0])
+        if float(total(np.array([x]))[0]) <= f_best:
+            sigma = x
+    return sigma
+
+
+def _fit_separate(
+    hn: np.ndarray, t: int, norm: str, mode: str, smax: float, step: float
+) -> tuple[float, float]:
+    """Separate sigma_x, sigma_y: 2-D grid, then least squares (l2) or NM/Powell (l1)."""
+    size = hn.shape[0]
+    coarse = _grid(smax, max(step, smax / 80))
+    sx, sy = np.meshgrid(coarse, coarse, indexing="ij")
+    sx, sy = sx.reshape(-1), sy.reshape(-1)
+    l1, l2 = _norms(_model(t, sx, sy, None, size, mode) - hn)
+    values = l1 if norm == "l1" else l2
+    starts = np.argsort(values, kind="stable")
+    # the best grid point and the best distinct one (another basin, if any)
+    chosen: list[int] = []
+    for i in starts:
+        if all(abs(sx[i] - sx[j]) + abs(sy[i] - sy[j]) > 3 * (coarse[1] - coarse[0])
+               for j in chosen):
+            chosen.append(int(i))
+        if len(chosen) == 2:
+            break
+
+    def objective(p: np.ndarray) -> float:
+        return float(model_distance(hn, t, p[0], p[1], norm=norm, mode=mode))
+
+    best = np.array([sx[chosen[0]], sy[chosen[0]]])
+    best_f = float(values[chosen[0]])
+    for i in chosen:
+        x0 = np.array([sx[i], sy[i]])
+        if norm == "l2":
+            x = _polish_lsq(
+                lambda p: (_model(t, p[0], p[1], None, size, mode) - hn).reshape(-1),
+                x0,
+                np.zeros(2),
+            )
+            fx = objective(x)
+        else:
+            x, fx = _polish_nm(objective, x0, [(0.0, None), (0.0, None)], coarse[1] / 2)
+        if fx < best_f:
+            best, best_f = x, fx
+    return float(best[0]), float(best[1])
+
+
+def _fit_variance(
+    hn: np.ndarray, t: int, method: str, sigma_ref: float, mode: str, smax: float, step: float,
+    index: int,
+) -> tuple[float, float]:
+    """Methods A, A-exact and B for types 1-6 and 8 (separate sigma_x, sigma_y)."""
+    from scalespace_mk.spread import reference_weights, spread
+
+    size = hn.shape[0]
+    weight = reference_weights([t], sigma_ref, size=size)[0]
+    v_learned = spread(hn, weights=weight).cov[0]
+    orders = _axis_orders(t)
+    out = []
+    for axis, name in ((0, "x"), (1, "y")):
+        v = float(v_learned[axis, axis])
+        if method == "A":
+            out.append(float(variance_to_sigma(v, orders[axis])))
+        elif method == "A-exact":
+            out.append(_sigma_exact(orders[axis], v, sigma_ref, index, t, name))
+        else:
+            out.append(_solve_b(hn, t, weight, v, axis, sigma_ref, mode, smax, step, index, name))
+    return out[0], out[1]
+
+
+def _sigma_exact(order: int, v: float, sigma_ref: float, index: int, t: int, name: str) -> float:
+    try:
+        from scalespace_mk.symbolic import sigma_from_weighted_variance
+    except ImportError as exc:  # pragma: no cover - the module ships with the package
+        raise RuntimeError(
+            "method 'A-exact' needs scalespace_mk.symbolic (sigma_from_weighted_variance)"
+        ) from exc
+    try:
+        sigma = float(sigma_from_weighted_variance(order, v, sigma_ref))
+    except (ValueError, ZeroDivisionError, TypeError) as exc:
+        raise ValueError(
+            f"method 'A-exact': filter {index} (type {t}): the weighted variance V_{name}{name} "
+            f"= {v:.6g} has no finite scale for a derivative of order {order} weighted at "
+            f"sigma_ref = {sigma_ref:.6g} ({exc}); use method A, B, C or D"
+        ) from None
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(
+            f"method 'A-exact': filter {index} (type {t}): the weighted variance V_{name}{name} "
+            f"= {v:.6g} has no finite scale for a derivative of order {order} weighted at "
+            f"sigma_ref = {sigma_ref:.6g} (got {sigma}); use method A, B, C or D"
+        )
+    return sigma
+
+
+def _solve_b(
+    hn: np.ndarray, t: int, weight: np.ndarray, v: float, axis: int, sigma_ref: float,
+    mode: str, smax: float, step: float, index: int, name: str,
+) -> float:
+    """Root of ``V_model(sigma) - V_learned`` along one axis (other axis at sigma_ref)."""
+    from scalespace_mk.spread import spread
+
+    size = hn.shape[0]
+
+    def v_model(s: np.ndarray) -> np.ndarray:
+        other = np.full(len(s), sigma_ref)
+        sx, sy = (s, other) if axis == 0 else (other, s)
+        return spread(_model(t, sx, sy, None, size, mode), weights=weight).cov[
+            :, axis, axis
+        ]
+
+    grid = _grid(smax, step)
+    f = v_model(grid) - v
+    if f[0] == 0.0:
+        return 0.0
+    change = np.flatnonzero(np.sign(f[:-1]) * np.sign(f[1:]) <= 0)
+    if change.size == 0:
+        raise ValueError(
+            f"method 'B': filter {index} (type {t}): no sigma_{name} in [0, {smax:g}] gives "
+            f"the weighted variance V_{name}{name} = {v:.6g} of the filter; the model's weighted "
+            f"variance ranges over [{f.min() + v:.6g}, {f.max() + v:.6g}] there (raise "
+            "sigma_max, or use method A, C or D)"
+        )
+    i = int(change[0])
+    if f[i + 1] == 0.0:
+        return float(grid[i + 1])
+    return float(
+        brentq(
+            lambda s: float(v_model(np.array([s]))[0] - v),
+            grid[i],
+            grid[i + 1],
+            xtol=1e-14,
+            rtol=4 * np.finfo(float).eps,
+            maxiter=200,
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------
+# public entry points
+
+
+def fit_filters(
+    h: Any,
+    filter_types: Any = None,
+    *,
+    method: str = "B",
+    normalize: bool = True,
+    sigma_ref: Any = None,
+    mode: str = "paper",
+    sigma_max: float = DEFAULT_SIGMA_MAX,
+    grid_step: float = DEFAULT_GRID_STEP,
+) -> FitResult:
+    """Fit the idealised models to N filters by one method (SPEC §8).
+
+    Parameters
+    ----------
+    h : array_like or torch.Tensor
+        Filters ``[N, k, k]`` (or ``[k, k]``), stored depthwise weights ``h[r, c]`` (odd k).
+    filter_types : None, int or sequence of int, optional
+        Master key type (1..8) of each filter; default ``1..8`` for exactly 8 filters (the
+        published order), required otherwise.
+    method : str
+        One of :data:`METHODS` (default ``"B"``).
+    normalize : bool
+        If True (default), normalise the filters in paper mode first
+        (:func:`scalespace_mk.normalize.normalize_filters`); if False, ``h`` is taken to be
+        the normalised filters ``h~`` already.
+    sigma_ref : None, float or sequence of float, optional
+        Reference scale (pixels, >= 0) of the weights of methods A, A-exact and B; default 1
+        for types 1-6 and 8 (type 7 is fitted by its l2 criterion in these methods).
+    mode : {"paper", "full"}
+        Model mode; ``"paper"`` (default) reproduces the reference analysis.
+    sigma_max : float
+        Upper end (pixels) of the starting grids and of the root bracket of method B. The
+        optimisers themselves may leave the grid (only ``sigma >= 0`` is imposed).
+    grid_step : float
+        Spacing (pixels) of the one-scale starting grids (two-scale grids use at least
+        ``sigma_max / 80``).
+
+    Returns
+    -------
+    FitResult
+        Per filter: type, model name, ``sigma_x``, ``sigma_y``, ``alpha`` (type 7), l1 and l2
+        of ``g - h~``, the normalised filter and the fitted model.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method (the message lists :data:`METHODS`), invalid filters (NaN,
+        all zero, not square or even-sized), types outside 1..8, or when method B finds no
+        root in ``[0, sigma_max]`` or method A-exact no finite scale (the message names the
+        filter and the axis).
+
+    Notes
+    -----
+    Joint methods pool the filters whose types belong to the same group of
+    :data:`JOINT_GROUPS`; ``A-joint``/``B-joint`` take the geometric mean of the group's
+    ``sigma_x`` and ``sigma_y`` (a zero scale makes it zero), ``C-joint``/``D-joint``
+    minimise the summed l1 / squared l2 distances. Coordinates: ``x = c - m``,
+    ``y = m - r`` (y up).
+
+    Examples
+    --------
+    >>> from scalespace_mk.data import load_filters
+    >>> res = fit_filters(load_filters(), method="B")  # doctest: +SKIP
+    >>> round(res[0].sigma_x, 4), round(res[0].sigma_y, 4)  # doctest: +SKIP
+    (0.6445, 0.5829)
+    """
+    check_choice("method", method, METHODS)
+    check_choice("mode", mode, MODES)
+    if not isinstance(normalize, bool | np.bool_):
+        raise TypeError(f"normalize must be True or False; got {normalize!r}")
+    smax, step = _check_grid(sigma_max, grid_step)
+    arr = check_filters(h, "h")
+    types = _resolve_types(filter_types, arr.shape[0])
+    refs = _resolve_sigma_ref(sigma_ref, types)
+    if normalize:
+        from scalespace_mk.normalize import normalize_filters
+
+        hns = normalize_filters(arr, filter_types=types).filters
+    else:
+        hns = arr
+    n, size = hns.shape[0], hns.shape[1]
+    sx = np.zeros(n)
+    sy = np.zeros(n)
+    alpha: list[float | None] = [None] * n
+    base = _BASE.get(method, method)
+    norm = _NORM.get(method, "l2")
+
+    # type 7: (sigma, alpha) jointly in every method
+    for i in np.flatnonzero(types == _CENTRE_SURROUND):
+        s, a = _fit_centre_surround(hns[i], norm, mode, smax, step)
+        sx[i] = sy[i] = s
+        alpha[i] = a
+
+    others = np.flatnonzero(types != _CENTRE_SURROUND)
+    if base in ("A", "A-exact", "B"):
+        for i in others:
+            sx[i], sy[i] = _fit_variance(
+                hns[i], int(types[i]), base, float(refs[i]), mode, smax, step, int(i) + 1
+            )
+        if method in ("A-joint", "B-joint"):
+            for group in JOINT_GROUPS:
+                members = [i for i in others if int(types[i]) in group]
+                if members:
+                    logs = np.log(np.concatenate([sx[members], sy[members]]))
+                    gm = 0.0 if np.isneginf(logs).any() else float(np.exp(logs.mean()))
+                    sx[members] = sy[members] = gm
+    elif method in ("C1", "D1"):
+        for i in others:
+            sx[i], sy[i] = _fit_separate(hns[i], int(types[i]), norm, mode, smax, step)
+    elif method in ("C2", "D2"):
+        for i in others:
+            sx[i] = sy[i] = _fit_common([hns[i]], [int(types[i])], norm, mode, smax, step)
+    else:  # C-joint, D-joint
+        for group in JOINT_GROUPS:
+            members = [i for i in others if int(types[i]) in group]
+            if members:
+                s = _fit_common(
+                    [hns[i] for i in members], [int(types[i]) for i in members], norm, mode,
+                    smax, step,
+                )
+                sx[members] = sy[members] = s
+
+    fits = []
+    for i in range(n):
+        t = int(types[i])
+        g = _model(t, sx[i], sy[i], alpha[i], size, mode)
+        l1, l2 = _norms(g - hns[i])
+        fits.append(
+            FilterFit(
+                index=i + 1,
+                filter_type=t,
+                model=MASTERKEY_MODELS[t],
+                sigma_x=float(sx[i]),
+                sigma_y=float(sy[i]),
+                alpha=alpha[i],
+                l1=float(l1),
+                l2=float(l2),
+                normalized=hns[i].copy(),
+                fitted=g,
+            )
+        )
+    return FitResult(method=method, fits=tuple(fits), mode=mode)
+
+
+def fit_filter(
+    h: Any,
+    filter_type: int,
+    *,
+    method: str = "B",
+    normalize: bool = True,
+    sigma_ref: float | None = None,
+    mode: str = "paper",
+    sigma_max: float = DEFAULT_SIGMA_MAX,
+    grid_step: float = DEFAULT_GRID_STEP,
+) -> FilterFit:
+    """Fit the model of one master key type to one filter.
+
+    Parameters
+    ----------
+    h : array_like or torch.Tensor
+        One filter ``[k, k]`` (odd k), stored depthwise weight ``h[r, c]``.
+    filter_type : int
+        Master key type 1..8.
+    method : str
+        One of :data:`METHODS`. The joint methods pool only this one filter: ``A-joint`` and
+        ``B-joint`` give the geometric mean of A's / B's ``sigma_x`` and ``sigma_y``,
+        ``C-joint`` and ``D-joint`` equal ``C2`` and ``D2``.
+    normalize, sigma_ref, mode, sigma_max, grid_step
+        As in :func:`fit_filters`.
+
+    Returns
+    -------
+    FilterFit
+        The fit (``index`` is 1).
+
+    Examples
+    --------
+    >>> from scalespace_mk.models import masterkey_model
+    >>> g = masterkey_model(5, 1.2, 0.8)
+    >>> fit = fit_filter(g, 5, method="D1")
+    >>> round(fit.sigma_x, 6), round(fit.sigma_y, 6)
+    (1.2, 0.8)
+    """
+    hn = _single(h)
+    t = _check_type(filter_type)
+    return fit_filters(
+        hn[None],
+        [t],
+        method=method,
+        normalize=normalize,
+        sigma_ref=sigma_ref,
+        mode=mode,
+        sigma_max=sigma_max,
+        grid_step=grid_step,
+    )[0]
