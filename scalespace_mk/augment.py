@@ -888,7 +888,9 @@ def rand_augment(
     -----
     torch backend, per image and per round: op uniform over the 15 operations, applied with
     probability ``prob``, magnitude ``m = clip(magnitude + magnitude_std * N(0, 1), 0, 10) / 10``
-    and a random sign for symmetric ops. Ranges at ``m = 1``: rotate 30 degrees, shear 0.3,
+    and a random sign for symmetric ops. Rotations (as Pillow's ``rotate``) and shears act
+    about the image centre (timm shears about the top-left corner, which adds a shift).
+    Ranges at ``m = 1``: rotate 30 degrees, shear 0.3,
     translate 0.45 of the side, enhance factors 1 +- 0.9, solarize threshold 1 - m, posterize
     to ``4 - floor(4 m)`` bits, solarize-add ``floor(110 m) / 255`` below 128 / 255.
     """

@@ -285,8 +285,10 @@ def _decode_resized(
                 Image.Resampling.BICUBIC,
                 box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy),
             )
-    arr = np.asarray(out, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    # HWC -> CHW in numpy: a single-threaded copy (torch's parallel copy of such small
+    # tensors stalls on a loaded CPU)
+    arr = np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
+    return torch.from_numpy(arr)
 
 
 # --------------------------------------------------------------------------------------------

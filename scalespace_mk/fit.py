@@ -46,13 +46,15 @@ depthwise weights ``h[r, c]`` used as conv2d (cross-correlation) weights with no
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, least_squares, minimize, minimize_scalar
+import torch
+from scipy.optimize import brentq, least_squares, minimize
 
 from scalespace_mk._checks import check_choice, check_filters, check_nonneg
 from scalespace_mk.models import MASTERKEY_MODELS, MODES, masterkey_model, model_kernel, parse_model
@@ -408,6 +410,21 @@ def _axis_orders(t: int) -> tuple[int, int]:
 # generic minimisers
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded meanwhile (the fits build thousands of tiny kernels, and
+    intra-op threading makes each tiny FFT ~100x slower); the setting is restored after."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _grid(smax: float, step: float) -> np.ndarray:
     return np.linspace(0.0, smax, int(round(smax / step)) + 1)
 
@@ -423,25 +440,55 @@ def _local_minima(values: np.ndarray, count: int = 3) -> np.ndarray:
     return idx[np.argsort(v[idx], kind="stable")][:count]
 
 
+def _zoom(
+    f_batch: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    width: float,
+    lower: np.ndarray,
+    *,
+    points: int,
+    iters: int = 48,
+) -> tuple[np.ndarray, float]:
+    """Vectorised pattern search: a grid of ``points**d`` around the best point, halved each step.
+
+    ``f_batch`` maps ``[B, d]`` parameters to ``[B]`` values. Never returns a point worse
+    than ``x0``; the window re-centres on the best point, so it can travel ``2 * width``.
+    """
+    x = np.asarray(x0, dtype=np.float64)
+    d = x.size
+    fx = float(f_batch(x[None, :])[0])
+    offsets = np.linspace(-1.0, 1.0, points)
+    mesh = np.stack(np.meshgrid(*([offsets] * d), indexing="ij"), axis=-1).reshape(-1, d)
+    w = width
+    for _ in range(iters):
+        cand = np.maximum(x[None, :] + w * mesh, lower[None, :])
+        vals = f_batch(cand)
+        j = int(np.argmin(vals))
+        if vals[j] < fx:
+            x, fx = cand[j], float(vals[j])
+        w *= 0.5
+        if w < 1e-13:
+            break
+    return x, fx
+
+
 def _minimize_1d(
     f_vec: Callable[[np.ndarray], np.ndarray], grid: np.ndarray
 ) -> tuple[float, float]:
-    """Minimise a function of one scale >= 0: grid, then bounded Brent in each best bracket.
+    """Minimise a function of one scale >= 0: a grid, then a zoom around its best minima.
 
-    Returns ``(x, f(x))``; never worse than the best grid point.
+    ``f_vec`` maps ``[B]`` scales to ``[B]`` values. Returns ``(x, f(x))``; never worse than
+    the best grid point.
     """
     values = f_vec(grid)
     best_x, best_f = float(grid[int(np.argmin(values))]), float(np.min(values))
+    spacing = float(grid[1] - grid[0])
     for i in _local_minima(values):
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-        res = minimize_scalar(
-            lambda s: float(f_vec(np.array([s]))[0]),
-            bounds=(lo, hi),
-            method="bounded",
-            options={"xatol": 1e-12, "maxiter": 500},
+        x, fx = _zoom(
+            lambda p: f_vec(p[:, 0]), grid[i : i + 1], spacing, np.zeros(1), points=17
         )
-        if np.isfinite(res.fun) and res.fun < best_f:
-            best_x, best_f = float(res.x), float(res.fun)
+        if fx < best_f:
+            best_x, best_f = float(x[0]), fx
     return best_x, best_f
 
 
@@ -450,6 +497,7 @@ def _polish_nm(
     x0: np.ndarray,
     bounds: Sequence[tuple[float | None, float | None]],
     scale: float,
+    maxiter: int = 400,
 ) -> tuple[np.ndarray, float]:
     """Nelder-Mead, then Powell, then Nelder-Mead again if Powell moved (bounded)."""
     x = np.asarray(x0, dtype=np.float64)
@@ -461,9 +509,14 @@ def _polish_nm(
             for j in range(n):
                 lo = bounds[j][0]
                 simplex[j + 1, j] += scale if (lo is None or x[j] - scale < lo) else -scale
-            options = {"xatol": 1e-10, "fatol": 1e-14, "maxiter": 2000, "initial_simplex": simplex}
+            options = {
+                "xatol": 1e-10,
+                "fatol": 1e-14,
+                "maxiter": maxiter,
+                "initial_simplex": simplex,
+            }
         else:
-            options = {"xtol": 1e-10, "ftol": 1e-14, "maxiter": 2000}
+            options = {"xtol": 1e-10, "ftol": 1e-14, "maxiter": maxiter}
         res = minimize(f, x, method=method, bounds=bounds, options=options)
         improved = bool(np.isfinite(res.fun) and res.fun < fx - 1e-15)
         if np.isfinite(res.fun) and res.fun <= fx:
@@ -543,8 +596,9 @@ def _fit_centre_surround(
     alpha = float(best_alpha(lap(np.array([sigma])))[0])
     x0 = np.array([sigma, alpha])
 
-    def objective(p: np.ndarray) -> float:
-        return float(model_distance(hn, 7, p[0], alpha=p[1], norm=norm, mode=mode))
+    def objective(p: np.ndarray) -> np.ndarray:
+        d = _model(7, p[:, 0], None, p[:, 1], size, mode) - hn
+        return np.abs(d).sum(axis=(-2, -1)) if norm == "l1" else (d * d).sum(axis=(-2, -1))
 
     if norm == "l2":
         x = _polish_lsq(
@@ -552,9 +606,9 @@ def _fit_centre_surround(
             x0,
             np.array([0.0, -np.inf]),
         )
-    else:
-        x, _ = _polish_nm(objective, x0, [(0.0, None), (None, None)], step / 2)
-    if objective(x) > objective(x0):
+    else:  # the profile is exact; a joint zoom only guards against rounding
+        x, _ = _zoom(objective, x0, step / 4, np.array([0.0, -np.inf]), points=9, iters=24)
+    if objective(x[None, :])[0] > objective(x0[None, :])[0]:
         x = x0
     return float(x[0]), float(x[1])
 
@@ -608,9 +662,14 @@ def _fit_separate(
         if len(chosen) == 2:
             break
 
-    def objective(p: np.ndarray) -> float:
-        return float(model_distance(hn, t, p[0], p[1], norm=norm, mode=mode))
+    def batch(p: np.ndarray) -> np.ndarray:
+        d = _model(t, p[:, 0], p[:, 1], None, size, mode) - hn
+        return np.abs(d).sum(axis=(-2, -1)) if norm == "l1" else np.sqrt((d * d).sum(axis=(-2, -1)))
 
+    def objective(p: np.ndarray) -> float:
+        return float(batch(np.asarray(p, dtype=np.float64)[None, :])[0])
+
+    spacing = float(coarse[1] - coarse[0])
     best = np.array([sx[chosen[0]], sy[chosen[0]]])
     best_f = float(values[chosen[0]])
     for i in chosen:
@@ -623,7 +682,8 @@ def _fit_separate(
             )
             fx = objective(x)
         else:
-            x, fx = _polish_nm(objective, x0, [(0.0, None), (0.0, None)], coarse[1] / 2)
+            x, fx = _zoom(batch, x0, spacing, np.zeros(2), points=9)
+            x, fx = _polish_nm(objective, x, [(0.0, None), (0.0, None)], 1e-4, maxiter=200)
         if fx < best_f:
             best, best_f = x, fx
     return float(best[0]), float(best[1])
@@ -804,6 +864,14 @@ def fit_filters(
         hns = normalize_filters(arr, filter_types=types).filters
     else:
         hns = arr
+    with _one_thread():
+        return _fit_all(hns, types, refs, method, mode, smax, step)
+
+
+def _fit_all(
+    hns: np.ndarray, types: np.ndarray, refs: np.ndarray, method: str, mode: str, smax: float,
+    step: float,
+) -> FitResult:
     n, size = hns.shape[0], hns.shape[1]
     sx = np.zeros(n)
     sy = np.zeros(n)

@@ -471,19 +471,16 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
+    """Every RNG state, as tensors and plain containers (loadable with weights_only)."""
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global RNG is what libraries use)
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(
-            np.frombuffer(
-                json.dumps(_np_state_to_list(np.random.get_state())).encode(),
-                dtype=np.uint8,  # noqa: NPY002
-            ).copy()
-        ),
-        "python": torch.from_numpy(
-            np.frombuffer(
-                json.dumps(_py_state_to_list(random.getstate())).encode(), dtype=np.uint8
-            ).copy()
-        ),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *map(float, np_state[2:]),
+        ],
+        "python": list(random.getstate()),
         "augment": aug_gen.get_state(),
     }
     if torch.cuda.is_available():
@@ -491,20 +488,14 @@ def _rng_state(aug_gen: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def _np_state_to_list(state):
-    return [state[0], state[1].tolist(), int(state[2]), int(state[3]), float(state[4])]
-
-
-def _py_state_to_list(state):
-    return [state[0], list(state[1]), state[2]]
-
-
 def _set_rng_state(state: Mapping[str, Any], aug_gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    np_state = json.loads(bytes(state["numpy"].numpy()).decode())
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))  # noqa: NPY002
-    py_state = json.loads(bytes(state["python"].numpy()).decode())
-    random.setstate((py_state[0], tuple(py_state[1]), py_state[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached))
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     aug_gen.set_state(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -673,7 +664,7 @@ def train(
     transform = TrainTransform(aug)
     criterion = SoftTargetCrossEntropy()
 
-    def save(epoch_: int, step_: int) -> None:
+    def save(epoch_: int, step_: int, partial: tuple[float, int, int] = (0.0, 0, 0)) -> None:
         if not d.main:
             return
         save_checkpoint_file(
@@ -689,6 +680,7 @@ def train(
                 "config": asdict(cfg),
                 "num_classes": num_classes,
                 "history": [json.dumps(h) for h in history],
+                "partial": list(partial),
             },
             ckpt_path,
         )
@@ -709,6 +701,8 @@ def train(
         sampler.set_epoch(epoch)
         net.train()
         started, seen, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
+        if step_in_epoch and state is not None:  # resumed mid-epoch: the sums so far
+            loss_sum, loss_count, seen = state.get("partial", (0.0, 0, 0))
         batches = iter(loader)
         for _ in range(step_in_epoch * cfg.accum_steps):  # resume: skip what was done
             next(batches)
@@ -765,7 +759,7 @@ def train(
                 and global_step % cfg.save_every_steps == 0
                 and (step + 1 < steps_per_epoch)
             ):
-                save(epoch, step + 1)
+                save(epoch, step + 1, (loss_sum, loss_count, seen))
         bar.close()
         step_in_epoch = 0
         seconds = time.perf_counter() - started
@@ -844,13 +838,14 @@ def evaluate_checkpoint(
 ) -> dict[str, float]:
     """Evaluate a training checkpoint on the validation split of ``data``."""
     from .datasets import build_dataset, build_loader
-    from .networks import create_model
 
     ckpt = load_training_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
     cfg = replace(cfg, init=None, replace_from=None)
     d, device = _setup_distributed()
-    val_set, num_classes = build_dataset(data, split="val", image_size=cfg.image_size)
+    val_set, num_classes = build_dataset(
+        data, split="val", image_size=cfg.image_size, seed=cfg.seed
+    )
     if num_classes != ckpt.get("num_classes", num_classes):
         raise ValueError(
             f"{data} has {num_classes} classes but the checkpoint was trained "
@@ -865,7 +860,6 @@ def evaluate_checkpoint(
             raise ValueError(f"{path} has no EMA weights (trained with ema_decay 0)")
         model.load_state_dict(ckpt["ema"])
     model.to(device)
-    del create_model
     return evaluate(
         model,
         loader,

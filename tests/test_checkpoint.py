@@ -210,6 +210,17 @@ def test_cli_analyze_replace_extract(tmp_path, capsys):
     np.testing.assert_allclose(np.linalg.norm(m.reshape(8, -1), axis=1), 1, atol=1e-12)
     # extracted filters can be used as masterkey candidates
     assert np.allclose(load_filters(str(tmp_path / "m.npy")), m)
-    assert main(["replace", str(path), "--filters", str(tmp_path / "m.npy"),
-                 "--out", str(tmp_path / "r2.pt")]) == 0
+    assert (
+        main(
+            [
+                "replace",
+                str(path),
+                "--filters",
+                str(tmp_path / "m.npy"),
+                "--out",
+                str(tmp_path / "r2.pt"),
+            ]
+        )
+        == 0
+    )
     assert main(["analyze", str(tmp_path / "missing.pt")]) == 2

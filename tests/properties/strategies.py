@@ -62,9 +62,22 @@ PROPERTY = settings(
 )
 
 
-def sigmas(lo: float = 0.0, hi: float = 10.0) -> st.SearchStrategy[float]:
-    """Standard deviations in ``[lo, hi]`` (finite, no NaN)."""
-    return st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False)
+def sigmas(
+    lo: float = 0.0, hi: float = 10.0, *, min_positive: float | None = None
+) -> st.SearchStrategy[float]:
+    """Standard deviations in ``[lo, hi]`` (finite, no NaN).
+
+    ``min_positive``: if given, positive values below it are not drawn (0 still is when
+    ``lo == 0``). The sampled-Gaussian formulas divide by ``sigma**2``, which underflows for
+    ``sigma < ~1e-162``; that range is tested on its own in ``tests/test_kernels.py``.
+    """
+    values = st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False)
+    if min_positive is None:
+        return values
+    above = st.floats(
+        min_value=max(lo, min_positive), max_value=hi, allow_nan=False, allow_infinity=False
+    )
+    return st.one_of(st.just(lo), above) if lo == 0.0 else above
 
 
 def methods() -> st.SearchStrategy[str]:

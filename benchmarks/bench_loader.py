@@ -1,0 +1,170 @@
+"""Data-loading throughput of scalespace_mk.datasets + scalespace_mk.augment.
+
+Writes a JPEG image folder (default 2,000 images of 256 x 256 pixels in 10 classes) into a
+temporary directory and measures, in images per second and with no model step:
+
+* ``pil-decode``: baseline, a plain Python loop of ``Image.open(p).convert('RGB')`` +
+  ``np.asarray`` (one process);
+* ``loader``: the training DataLoader of :func:`scalespace_mk.datasets.build_dataset`
+  (decode + random resized crop to ``--image-size`` + uint8 collation) for each
+  ``--workers`` value;
+* ``transform``: the batched :class:`scalespace_mk.augment.TrainTransform` alone (flip,
+  RandAugment, normalise, random erasing, Mixup/CutMix) on ``--device``;
+* ``loader+transform``: both, as a training loop would see them.
+
+Each figure is also printed as a ratio to the ``pil-decode`` baseline measured in the same run.
+
+Usage::
+
+    python benchmarks/bench_loader.py                       # defaults, CPU
+    python benchmarks/bench_loader.py --images 500 --workers 0 2 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_jpeg_folder(root: Path, *, images: int, size: int, classes: int, seed: int = 0) -> None:
+    """Write ``images`` smooth random JPEGs (quality 90) into ``root/train/<class>/``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(images):
+        d = root / "train" / f"class{i % classes:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        f = rng.uniform(1, 8, 6)
+        img = np.stack(
+            [np.sin(f[2 * c] * 6.28 * xx + f[2 * c + 1] * 6.28 * yy) for c in range(3)], -1
+        )
+        img = (127.5 + 100 * img + rng.normal(0, 12, img.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(d / f"{i:05d}.JPEG", quality=90)
+
+
+def bench_pil(paths: list[str]) -> float:
+    from PIL import Image
+
+    t = time.perf_counter()
+    for p in paths:
+        with Image.open(p) as im:
+            np.asarray(im.convert("RGB"))
+    return len(paths) / (time.perf_counter() - t)
+
+
+def bench_loader(ds, *, batch_size: int, workers: int, transform=None, device="cpu") -> float:
+    from scalespace_mk.datasets import build_loader
+
+    loader, sampler = build_loader(
+        ds, batch_size=batch_size, shuffle=True, num_workers=workers, seed=0, drop_last=True
+    )
+    gen = torch.Generator().manual_seed(0)
+    it = iter(loader)
+    x, y = next(it)  # start the workers outside the timed region
+    n = 0
+    t = time.perf_counter()
+    for x, y in it:
+        if transform is not None:
+            x, y = transform(x.to(device, non_blocking=True), y.to(device), generator=gen)
+            if device != "cpu":
+                torch.cuda.synchronize()
+        n += x.shape[0]
+    rate = n / (time.perf_counter() - t)
+    del it, loader
+    return rate
+
+
+def bench_transform(transform, *, batch_size: int, image_size: int, steps: int, device) -> float:
+    x = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8)
+    x = x.to(device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    gen = torch.Generator().manual_seed(0)
+    transform(x, y, generator=gen)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        transform(x, y, generator=gen)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - t)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and return the figures (also printed)."""
+    from scalespace_mk.augment import AugmentConfig, TrainTransform
+    from scalespace_mk.datasets import build_dataset
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=256, help="side of the written JPEGs")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--image-size", type=int, default=224, help="crop side of the loader")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--transform-steps", type=int, default=5)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}",
+        "device": str(args.device),
+        "images": args.images,
+        "jpeg_size": args.size,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t = time.perf_counter()
+        make_jpeg_folder(root, images=args.images, size=args.size, classes=args.classes)
+        results["write_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ds, k = build_dataset(str(root), split="train", image_size=args.image_size)
+        results["build_dataset_header_check_s"] = time.perf_counter() - t
+        paths = [p for p, _ in ds.samples]
+        base = bench_pil(paths)
+        results["pil_decode_img_s"] = base
+        cfg = AugmentConfig(image_size=args.image_size, num_classes=k, random_resized_crop=False)
+        tt = TrainTransform(cfg)
+        results["transform_img_s"] = bench_transform(
+            tt,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            steps=args.transform_steps,
+            device=args.device,
+        )
+        for w in args.workers:
+            results[f"loader_w{w}_img_s"] = bench_loader(ds, batch_size=args.batch_size, workers=w)
+            results[f"loader_transform_w{w}_img_s"] = bench_loader(
+                ds, batch_size=args.batch_size, workers=w, transform=tt, device=args.device
+            )
+    print(f"machine: {results['machine']}; transform device: {results['device']}")
+    print(
+        f"{args.images} JPEGs {args.size}x{args.size}, crop {args.image_size}, "
+        f"batch {args.batch_size}; header check at build: "
+        f"{results['build_dataset_header_check_s']:.2f} s"
+    )
+    print(f"{'what':<28}{'images/s':>10}{'x PIL decode':>14}")
+    for key, value in results.items():
+        if key.endswith("_img_s"):
+            print(f"{key[:-6]:<28}{value:>10.0f}{value / base:>14.2f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,894 @@
+"""Census of arbitrary learned filters: the best linear shift ``a g + b`` of every model.
+
+For each filter ``y`` (any odd size k) and each model type ``g(theta)`` (the 8 master key
+types of SPEC §5, optionally other derivative models), the census finds the scales
+``theta`` and the gain and offset ``(a, b)`` that minimise ``||a g(theta) + b - y||_2``,
+the linear shift ``a x + b`` of the master-key literature with the scales fitted too.
+
+For fixed ``g`` the optimum is closed-form (:func:`linear_shift`): with ``y_c = y - mean y``
+and ``g_c = g - mean g``,
+
+    a = <y_c, g_c> / <g_c, g_c>,   b = mean(y) - a mean(g),
+    RSS = ||y_c||^2 - <y_c, g_c>^2 / ||g_c||^2,
+
+so the fraction of the filter's variance explained, ``R^2 = 1 - RSS / TSS`` with
+``TSS = ||y_c||^2``, is the squared correlation of ``y`` and ``g``. The search maximises
+that over the scales, for all filters at once (torch, CPU or CUDA, float64):
+
+1. **Tables.** The models are tabulated once per call (and cached) at knots
+   ``sigma = 0, d, 2d, ...`` (``d`` ~ 0.001) with :func:`scalespace_mk.models.model_kernel`.
+   Separable models ``g = v(sigma_y) (x) u(sigma_x)`` are stored as their two 1-D
+   factors, so any pair of scales costs two 1-D interpolations. Between knots the factors
+   are interpolated by 4-point cubic Lagrange interpolation (error ~1e-12 where the kernel
+   is smooth in sigma; the truncation of the discrete Gaussian at ``epsilon`` makes the
+   kernel itself jump by ~1e-9 at a few small scales).
+2. **Coarse grid.** Every type is evaluated on a grid of scales (step ~0.1 for two scales,
+   ~0.02 for one) and the correlations of all filters with all grid models come from one
+   batched matrix product.
+3. **Refinement.** From the best grid point, a batched Newton iteration on the squared
+   correlation with finite-difference derivatives from a 3x3 (or 3-point) stencil whose
+   width shrinks from half a grid step to 1e-4, with the best stencil point kept whenever
+   the quadratic model is not trusted. There is no Python loop over filters.
+4. **Exact values.** At the final scales every model is recomputed exactly with
+   ``model_kernel`` and ``a``, ``b``, ``R^2`` come from :func:`linear_shift`.
+
+Model 7 (``K - alpha nabla5 T(sigma)``, one sigma) is linear in ``alpha`` and the gain, so
+for each sigma the pair (gain, alpha) is solved in closed form as a two-regressor least
+squares problem, with ``alpha`` held in ``alpha_range`` (default :data:`ALPHA_RANGE`); only
+sigma is searched.
+
+Conventions: filters are stored depthwise weights ``h[r, c]`` (rows top to bottom), with
+``x = c - m`` and ``y = m - r`` (**y up**) for the centre index ``m = k // 2``; models are
+built in the same index space and used with no flip. ``sigma`` is a standard deviation
+(the theory's scale parameter is ``s = sigma**2``); scales lie in ``[0, sigma_max]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from ._checks import check_choice, check_epsilon, check_filters, check_size
+from .kernels import METHODS
+from .models import MASTERKEY_MODELS, MODES, model_kernel, parse_model
+
+__all__ = [
+    "ALPHA_RANGE",
+    "DEFAULT_TYPES",
+    "CensusResult",
+    "LinearShift",
+    "census",
+    "linear_shift",
+]
+
+#: The 8 master key types of SPEC §5, fitted by default.
+DEFAULT_TYPES: tuple[int, ...] = tuple(MASTERKEY_MODELS)
+#: Default range of the Laplacian weight ``alpha`` of type 7 (``K - alpha nabla5 T``).
+ALPHA_RANGE: tuple[float, float] = (0.0, 10.0)
+
+_KNOT_STEP = 0.001  # table resolution in sigma (cubic interpolation error ~1e-12)
+_GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
+_GRID_STEP_1D = 0.02  # coarse grid step for one-scale models
+_H_MIN = 1e-4  # smallest finite-difference step of the refinement
+_MAX_ITER = 40
+_S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
+_TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
+
+
+# --------------------------------------------------------------------------------------
+# closed-form linear shift
+
+
+class LinearShift(NamedTuple):
+    """Least-squares gain and offset of ``y ~ a g + b`` (arrays of shape [N] or scalars)."""
+
+    a: Any
+    b: Any
+    r2: Any
+    rss: Any
+
+
+def _shift_t(y: torch.Tensor, g: torch.Tensor) -> LinearShift:
+    """Closed-form linear shift for rows of ``[n, P]`` tensors (float64)."""
+    ym = y.mean(dim=1, keepdim=True)
+    gm = g.mean(dim=1, keepdim=True)
+    yc, gc = y - ym, g - gm
+    gg = (gc * gc).sum(dim=1)
+    yg = (yc * gc).sum(dim=1)
+    yy = (yc * yc).sum(dim=1)
+    scale = (g * g).sum(dim=1)
+    ok = gg > _TINY * scale
+    a = torch.where(ok, yg / torch.where(ok, gg, torch.ones_like(gg)), torch.zeros_like(gg))
+    b = ym[:, 0] - a * gm[:, 0]
+    rss = ((a[:, None] * gc - yc) ** 2).sum(dim=1)  # direct: accurate when RSS << TSS
+    r2 = (1.0 - rss / yy).clamp(0.0, 1.0)
+    return LinearShift(a, b, r2, rss)
+
+
+def linear_shift(y: Any, g: Any) -> LinearShift:
+    """Least-squares gain and offset for ``y ~ a g + b`` (closed form).
+
+    Parameters
+    ----------
+    y : array_like or torch.Tensor, shape [k, k] or [N, k, k]
+        Filter(s) to explain (stored-weight layout, rows top to bottom, y up).
+    g : array_like or torch.Tensor, shape [k, k] or [N, k, k]
+        Model(s) in the same layout; a single ``[k, k]`` model is used for every filter.
+
+    Returns
+    -------
+    LinearShift
+        ``(a, b, r2, rss)``: gain, offset, ``R^2 = 1 - RSS / TSS`` in [0, 1] and the
+        residual sum of squares ``||a g + b - y||^2``. Scalars for a single ``[k, k]``
+        filter and model, else arrays of shape [N] (numpy float64; torch tensors when ``y``
+        is a tensor).
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or a filter is constant (``TSS = sum (y - mean y)^2 = 0``,
+        R^2 undefined); the message names the filter's index.
+
+    Notes
+    -----
+    ``a = <y_c, g_c> / <g_c, g_c>`` and ``b = mean(y) - a mean(g)`` with ``y_c = y - mean y``
+    and ``g_c = g - mean g``; ``RSS = ||y_c||^2 - <y_c, g_c>^2 / ||g_c||^2``, computed
+    directly from the residual. A constant model (``g_c = 0``) gives ``a = 0``,
+    ``b = mean(y)`` and ``R^2 = 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = np.arange(9.0).reshape(3, 3)
+    >>> s = linear_shift(3 * g + 0.5, g)
+    >>> round(float(s.a), 12), round(float(s.b), 12), float(s.r2)
+    (3.0, 0.5, 1.0)
+    """
+    as_torch = isinstance(y, torch.Tensor)
+    single = np.ndim(y) == 2 if not as_torch else y.ndim == 2
+    yy = torch.as_tensor(check_filters(y, "y"))
+    if isinstance(g, torch.Tensor):
+        g = g.detach().cpu().numpy()
+    try:
+        ga = np.asarray(g, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"g must be a numeric array of shape [k, k] or [N, k, k]; got {type(g)}")
+    if ga.ndim == 2:
+        ga = ga[None]
+    if ga.ndim != 3 or ga.shape[1:] != yy.shape[1:] or ga.shape[0] not in (1, yy.shape[0]):
+        raise ValueError(
+            f"g must have shape {tuple(yy.shape[1:])} or {tuple(yy.shape)} to match y; "
+            f"got shape {np.shape(g)}"
+        )
+    if not np.isfinite(ga).all():
+        raise ValueError("g holds NaN or infinite values")
+    _check_tss(yy.numpy(), "y")
+    gt = torch.as_tensor(ga).expand(yy.shape[0], -1, -1)
+    res = _shift_t(yy.reshape(yy.shape[0], -1), gt.reshape(yy.shape[0], -1))
+    if as_torch:
+        dev = y.device
+        out = [v.to(dev) for v in res]
+    else:
+        out = [v.numpy() for v in res]
+    if single:
+        out = [v[0] if as_torch else float(v[0]) for v in out]
+    return LinearShift(*out)
+
+
+def _check_tss(y: np.ndarray, name: str) -> np.ndarray:
+    """``TSS`` per filter; raise naming the first constant filter."""
+    flat = y.reshape(y.shape[0], -1)
+    yc = flat - flat.mean(axis=1, keepdims=True)
+    tss = (yc * yc).sum(axis=1)
+    bad = tss <= 1e-24 * (flat * flat).sum(axis=1)
+    if bad.any():
+        idx = int(np.argwhere(bad)[0, 0])
+        raise ValueError(
+            f"{name}[{idx}] is constant (all taps equal {flat[idx, 0]!r} up to rounding): it "
+            "has no variance to explain, so R^2 is undefined; drop constant filters first"
+        )
+    return tss
+
+
+# --------------------------------------------------------------------------------------
+# model types
+
+
+@dataclass(frozen=True)
+class _Type:
+    label: int | str  # what the user sees (1..8 or a model name)
+    name: str  # model name for model_kernel
+    kind: str  # "sep" (two scales, separable), "iso" (lap, one scale), "mk7"
+
+
+def _parse_types(types: Any) -> tuple[_Type, ...]:
+    if isinstance(types, int | str | np.integer) and not isinstance(types, bool):
+        types = (types,)
+    try:
+        items = list(types)
+    except TypeError:
+        raise TypeError(
+            f"types must be a sequence of master key types 1..8 and/or model names; got {types!r}"
+        ) from None
+    if not items:
+        raise ValueError("types is empty; pass at least one type, e.g. types=(1, 2, ..., 8)")
+    out: list[_Type] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | str | np.integer):
+            raise ValueError(
+                f"types must hold integers 1..8 or model names such as 'dxx', 'lap'; got {item!r}"
+            )
+        if isinstance(item, int | np.integer):
+            if int(item) not in MASTERKEY_MODELS:
+                raise ValueError(
+                    f"unknown type {item!r}: master key types are the integers 1..8 "
+                    "(or pass a model name such as 'dxx', 'dxy', 'dyy', 'lap')"
+                )
+            label: int | str = int(item)
+            name = f"mk{int(item)}"
+        else:
+            m = item[2:]
+            if item.startswith("mk") and m.isdigit() and int(m) in MASTERKEY_MODELS:
+                label, name = int(m), item
+            else:
+                label, name = item, item
+            try:
+                spec = parse_model(name)
+            except ValueError as exc:
+                raise ValueError(f"unknown type {item!r} in types: {exc}") from None
+        spec = parse_model(name)
+        kind = "mk7" if spec.centre_surround else ("iso" if spec.laplacian else "sep")
+        if any(t.label == label for t in out):
+            raise ValueError(f"type {item!r} is listed twice in types")
+        out.append(_Type(label, name, kind))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------
+# tables of the models over sigma
+
+
+def _knots(sigma_max: float) -> tuple[np.ndarray, float]:
+    """Knots ``|j| d`` for ``j = -1 .. J + 1`` with ``J d = sigma_max``."""
+    n = max(int(math.ceil(sigma_max / _KNOT_STEP)), 2)
+    step = sigma_max / n
+    return np.abs(np.arange(-1, n + 2, dtype=np.float64)) * step, step
+
+
+@functools.lru_cache(maxsize=64)
+def _table(
+    name: str, part: str, k: int, method: str, mode: str, epsilon: float, sigma_max: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tabulated model parts at the knots (CPU float64, cached).
+
+    ``part`` is ``"x"`` / ``"y"`` (unit-norm 1-D factor along x / along the rows of a
+    separable model; read off a 2-D model whose other scale is :data:`_S_REF`) or ``"lap"``
+    (unit-norm flattened Laplacian part ``L`` of model 7 or of ``"lap"``). Returns the table
+    ``[n_knots, D]`` and the norms ``[n_knots]`` of the raw rows.
+    """
+    knots, _ = _knots(sigma_max)
+    kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
+    with torch.no_grad():
+        if part == "x":
+            g = torch.as_tensor(model_kernel(name, knots, _S_REF, **kw))
+            row = int(g[len(knots) // 2].abs().sum(dim=1).argmax())
+            raw = g[:, row, :]
+        elif part == "y":
+            g = torch.as_tensor(model_kernel(name, _S_REF, knots, **kw))
+            col = int(g[len(knots) // 2].abs().sum(dim=0).argmax())
+            raw = g[:, :, col]
+        elif name == "lap" or parse_model(name).laplacian:
+            raw = torch.as_tensor(model_kernel(name, knots, **kw)).reshape(len(knots), -1)
+        else:  # mk7 = K - alpha L, linear in alpha: L = K - mk7(alpha = 1)
+            mk = torch.as_tensor(model_kernel(name, knots, alpha=np.ones_like(knots), **kw))
+            delta = torch.zeros(k, k, dtype=torch.float64)
+            delta[k // 2, k // 2] = 1.0
+            raw = (delta - mk).reshape(len(knots), -1)
+    norms = raw.norm(dim=1)
+    table = raw / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
+    return table.contiguous(), norms
+
+
+def _lagrange(t: torch.Tensor) -> torch.Tensor:
+    """4-point cubic Lagrange weights for nodes -1, 0, 1, 2 at ``t`` in [0, 1]: [..., 4]."""
+    tm, t1, t2 = t + 1.0, t - 1.0, t - 2.0
+    return torch.stack(
+        [-t * t1 * t2 / 6.0, tm * t1 * t2 / 2.0, -tm * t * t2 / 2.0, tm * t * t1 / 6.0], dim=-1
+    )
+
+
+class _Interp:
+    """Cubic interpolation of a table ``[n_knots, D]`` in sigma (even in sigma)."""
+
+    def __init__(self, table: torch.Tensor, step: float, sigma_max: float) -> None:
+        self.table = table
+        self.step = step
+        self.sigma_max = sigma_max
+        self.n = table.shape[0] - 3  # number of intervals
+        self.offsets = torch.arange(4, device=table.device)
+
+    def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.abs().clamp(max=self.sigma_max) / self.step
+        i = torch.floor(s).clamp(max=self.n - 1)
+        w = _lagrange(s - i)  # [..., 4]
+        idx = i.long()[..., None] + self.offsets  # table row 0 is knot -1
+        rows = self.table[idx]  # [..., 4, D]
+        return (rows * w[..., None]).sum(dim=-2)
+
+
+# --------------------------------------------------------------------------------------
+# objectives: squared correlation of the centred unit filters z with the models
+
+
+class _SepObjective:
+    """Two-scale separable model ``v(sigma_y) (x) u(sigma_x)``."""
+
+    dim = 2
+
+    def __init__(self, ux: _Interp, vy: _Interp, k: int) -> None:
+        self.ux, self.vy, self.k = ux, vy, k
+
+    def grid(self, z3: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        """R^2 on the grid ``sig x sig``: ``[n, Gy, Gx]``."""
+        u = self.ux(sig)  # [G, k]
+        v = self.vy(sig)
+        num = torch.matmul(v, torch.matmul(z3, u.T))  # [n, Gy, Gx]
+        den = self._den(u[None, :, :], v[:, None, :])
+        return num * num / den
+
+    def _den(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        uu, vv = (u * u).sum(-1), (v * v).sum(-1)
+        su, sv = u.sum(-1), v.sum(-1)
+        den = uu * vv - (su * sv) ** 2 / (self.k * self.k)
+        return torch.where(den > _TINY * uu * vv, den, torch.full_like(den, math.inf))
+
+    def points(self, z3: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        """R^2 at points ``th`` [n, S, 2] (sigma_x, sigma_y): [n, S]."""
+        u = self.ux(th[..., 0])  # [n, S, k]
+        v = self.vy(th[..., 1])
+        num = torch.einsum("nsr,nrc,nsc->ns", v, z3, u)
+        return num * num / self._den(u, v)
+
+
+class _LapObjective:
+    """One-scale models: ``"lap"`` (``kind="iso"``) and model 7 with closed-form alpha."""
+
+    dim = 1
+
+    def __init__(
+        self, lap: _Interp, norms: _Interp, k: int, kind: str, alpha_range: tuple[float, float]
+    ) -> None:
+        self.lap, self.norms, self.k, self.kind = lap, norms, k, kind
+        self.alpha_range = alpha_range
+        self.centre = (k * k) // 2
+        self.kk = 1.0 - 1.0 / (k * k)  # ||K_c||^2
+
+    def _r2(self, zf: torch.Tensor, lhat: torch.Tensor, nrm: torch.Tensor) -> torch.Tensor:
+        # zf [n, P]; lhat [n or 1, S, P] unit-norm L; nrm [n or 1, S] norms of the raw L
+        zl = torch.einsum("np,nsp->ns", zf, lhat) if lhat.shape[0] == zf.shape[0] else (
+            zf @ lhat[0].T
+        )
+        lm = lhat.mean(-1)
+        ll = ((lhat * lhat).sum(-1) - lhat.shape[-1] * lm * lm).clamp(min=_TINY)  # ||L_c||^2
+        if self.kind == "iso":
+            return zl * zl / ll
+        # model 7: y ~ a (K - alpha_hat L_hat) + b, alpha_hat = alpha * ||L||
+        zk = zf[:, self.centre : self.centre + 1]  # <z, K_c> (z is centred)
+        kl = lhat[..., self.centre] - lm  # <K_c, L_c>
+        kk = self.kk
+        det = kk * ll - kl * kl
+        okd = det > 1e-12 * kk * ll
+        sdet = torch.where(okd, det, torch.ones_like(det))
+        ca = (ll * zk - kl * zl) / sdet  # coefficient of K_c
+        cl = (kk * zl - kl * zk) / sdet  # coefficient of L_c
+        r2u = ca * zk + cl * zl
+        lo = self.alpha_range[0] * nrm
+        hi = self.alpha_range[1] * nrm
+        ahat_u = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
+        inside = okd & (ca != 0) & (ahat_u >= lo) & (ahat_u <= hi)
+
+        def bound(ah):
+            num = zk - ah * zl
+            den = kk - 2.0 * ah * kl + ah * ah * ll
+            return num * num / den
+
+        r2b = torch.maximum(bound(lo), bound(hi))
+        return torch.where(inside, r2u, r2b)
+
+    def grid(self, zf: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        """R^2 on the grid ``sig``: ``[n, G]``."""
+        return self._r2(zf, self.lap(sig)[None], self.norms(sig)[None, :, 0])
+
+    def points(self, zf: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        """R^2 at points ``th`` [n, S, 1]: [n, S]."""
+        s = th[..., 0]
+        return self._r2(zf, self.lap(s), self.norms(s)[..., 0])
+
+
+# --------------------------------------------------------------------------------------
+# batched refinement
+
+
+def _offsets(dim: int, device: torch.device) -> torch.Tensor:
+    if dim == 1:
+        return torch.tensor([[-1.0], [0.0], [1.0]], dtype=torch.float64, device=device)
+    o = [(ox, oy) for oy in (-1.0, 0.0, 1.0) for ox in (-1.0, 0.0, 1.0)]
+    return torch.tensor(o, dtype=torch.float64, device=device)
+
+
+def _refine(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    theta: torch.Tensor,
+    h0: float,
+    sigma_max: float,
+) -> torch.Tensor:
+    """Maximise ``f`` (batched, [n, S, d] -> [n, S]) from ``theta`` [n, d]; returns theta.
+
+    Each step evaluates a 3^d stencil of half-width h around theta, takes the Newton point
+    of the fitted quadratic (clipped to 2 h per coordinate), evaluates it and moves to the
+    best of all these points. h shrinks by 4 when the quadratic model is trusted (the
+    Newton point or the centre wins), down to :data:`_H_MIN`; f is even in each sigma, so
+    the stencil may cross 0.
+    """
+    n, d = theta.shape
+    offs = _offsets(d, theta.device)  # [S, d]
+    h = torch.full((n,), h0, dtype=torch.float64, device=theta.device)
+    done = torch.zeros(n, dtype=torch.long, device=theta.device)
+    centre = offs.shape[0] // 2
+    for _ in range(_MAX_ITER):
+        pts = (theta[:, None, :] + h[:, None, None] * offs[None]).clamp(-sigma_max, sigma_max)
+        fs = f(pts)  # [n, S]
+        hh = h[:, None]
+        if d == 1:
+            fm, f0, fp = fs[:, 0], fs[:, 1], fs[:, 2]
+            grad = ((fp - fm) / (2 * h))[:, None]
+            hess = (fp - 2 * f0 + fm) / (h * h)
+            ok = hess < 0
+            step = -grad / torch.where(ok, hess, -torch.ones_like(hess))[:, None]
+        else:
+            F = fs.reshape(n, 3, 3)  # [y, x]
+            f0 = F[:, 1, 1]
+            gx = (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
+            gy = (F[:, 2, 1] - F[:, 0, 1]) / (2 * h)
+            hxx = (F[:, 1, 2] - 2 * f0 + F[:, 1, 0]) / (h * h)
+            hyy = (F[:, 2, 1] - 2 * f0 + F[:, 0, 1]) / (h * h)
+            hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h * h)
+            det = hxx * hyy - hxy * hxy
+            ok = (hxx < 0) & (det > 0)
+            sdet = torch.where(ok, det, torch.ones_like(det))
+            step = torch.stack(
+                [-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], dim=1
+            )
+        lim = 2.0 * hh
+        clipped = (step.abs() > lim).any(dim=1) | ~ok
+        step = torch.where(ok[:, None], step.clamp(-lim, lim), torch.zeros_like(step))
+        prop = (theta + step).clamp(-sigma_max, sigma_max)
+        fp_ = f(prop[:, None, :])[:, 0]
+        fp_ = torch.where(ok, fp_, torch.full_like(fp_, -math.inf))
+        best_s = fs.argmax(dim=1)
+        best_f = fs.gather(1, best_s[:, None])[:, 0]
+        f0 = fs[:, centre]
+        stay = best_f <= f0  # ties (e.g. at sigma_max) keep the centre
+        best_s = torch.where(stay, torch.full_like(best_s, centre), best_s)
+        best_f = torch.where(stay, f0, best_f)
+        take_p = fp_ > best_f
+        new = torch.where(
+            take_p[:, None], prop, pts.gather(1, best_s[:, None, None].expand(-1, 1, d))[:, 0]
+        )
+        trusted = (take_p & ~clipped) | (~take_p & (best_s == centre))
+        at_min = h <= _H_MIN * 1.000001
+        done = torch.where(trusted & at_min, done + 1, torch.zeros_like(done))
+        h = torch.where(trusted, (h / 4.0).clamp(min=_H_MIN), h)
+        theta = new.clamp(-sigma_max, sigma_max)
+        if bool((done >= 2).all()):
+            break
+    return theta.abs()
+
+
+# --------------------------------------------------------------------------------------
+# result
+
+
+@dataclass
+class CensusResult:
+    """Result of :func:`census` (numpy arrays; N filters, T types).
+
+    Attributes
+    ----------
+    types : tuple
+        The fitted types, in the order of the ``*_all`` columns (ints 1..8 for the master
+        key types, model names for other models).
+    best : numpy.ndarray of int, shape [N]
+        Column of the best type (largest R^2; the first type on ties).
+    type : numpy.ndarray, shape [N]
+        Label of the best type (int64 when all types are ints, else object).
+    sigma_x, sigma_y, alpha, a, b, r2, rss : numpy.ndarray of float64, shape [N]
+        Fit of the best type: scales (standard deviations, >= 0; ``sigma_y = sigma_x`` for
+        one-scale models), the Laplacian weight of type 7 (NaN for other types), gain,
+        offset, ``R^2 = 1 - RSS / TSS`` in [0, 1] and the residual sum of squares.
+    tss : numpy.ndarray, shape [N]
+        ``sum (y - mean y)^2`` of each filter.
+    sigma_x_all, sigma_y_all, alpha_all, a_all, b_all, r2_all, rss_all : numpy.ndarray [N, T]
+        The same fit for every type.
+    alpha_range, sigma_max : the bounds used.
+    """
+
+    types: tuple[int | str, ...]
+    best: np.ndarray
+    sigma_x_all: np.ndarray
+    sigma_y_all: np.ndarray
+    alpha_all: np.ndarray
+    a_all: np.ndarray
+    b_all: np.ndarray
+    r2_all: np.ndarray
+    rss_all: np.ndarray
+    tss: np.ndarray
+    alpha_range: tuple[float, float] = ALPHA_RANGE
+    sigma_max: float = 3.5
+    _rows: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = np.arange(len(self.best))
+
+    def _pick(self, arr: np.ndarray) -> np.ndarray:
+        return arr[self._rows, self.best]
+
+    def __len__(self) -> int:
+        return len(self.best)
+
+    @property
+    def type(self) -> np.ndarray:
+        """Label of the best type per filter, shape [N]."""
+        labels = np.array(self.types, dtype=object)
+        if all(isinstance(t, int) for t in self.types):
+            labels = labels.astype(np.int64)
+        return labels[self.best]
+
+    sigma_x = property(lambda self: self._pick(self.sigma_x_all), doc="[N] best sigma_x")
+    sigma_y = property(lambda self: self._pick(self.sigma_y_all), doc="[N] best sigma_y")
+    alpha = property(lambda self: self._pick(self.alpha_all), doc="[N] best alpha (NaN: none)")
+    a = property(lambda self: self._pick(self.a_all), doc="[N] gain of the best fit")
+    b = property(lambda self: self._pick(self.b_all), doc="[N] offset of the best fit")
+    r2 = property(lambda self: self._pick(self.r2_all), doc="[N] R^2 of the best fit")
+    rss = property(lambda self: self._pick(self.rss_all), doc="[N] RSS of the best fit")
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per filter: index (0-based), type, sigma_x, sigma_y, alpha, a, b, r2.
+
+        ``alpha`` is None for types other than 7; all numbers are Python floats.
+        """
+        labels = self.type.tolist()
+        out = []
+        cols = (self.sigma_x, self.sigma_y, self.alpha, self.a, self.b, self.r2)
+        for i, (sx, sy, al, a, b, r2) in enumerate(zip(*(c.tolist() for c in cols))):
+            out.append(
+                {
+                    "index": i,
+                    "type": labels[i],
+                    "sigma_x": sx,
+                    "sigma_y": sy,
+                    "alpha": None if math.isnan(al) else al,
+                    "a": a,
+                    "b": b,
+                    "r2": r2,
+                }
+            )
+        return out
+
+    def counts(self) -> dict[int | str, int]:
+        """Number of filters whose best type is each type (in the order of ``types``)."""
+        c = np.bincount(self.best, minlength=len(self.types))
+        return {t: int(n) for t, n in zip(self.types, c)}
+
+
+# --------------------------------------------------------------------------------------
+# the census
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
+    return dev
+
+
+def _check_alpha_range(alpha_range: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in alpha_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha_range must be a pair (low, high) of numbers; got {alpha_range!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"alpha_range must be finite with low <= high; got {alpha_range!r}")
+    return lo, hi
+
+
+def census(
+    filters: Any,
+    *,
+    types: Sequence[int | str] | int | str = DEFAULT_TYPES,
+    size: int | None = None,
+    method: str = "discgauss",
+    mode: str = "paper",
+    epsilon: float = 1e-8,
+    sigma_max: float | None = None,
+    alpha_range: tuple[float, float] = ALPHA_RANGE,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> CensusResult:
+    """Best linear shift ``a g(theta) + b`` of every model type for every filter.
+
+    Parameters
+    ----------
+    filters : array_like or torch.Tensor, shape [N, k, k] or [k, k]
+        Learned filters in the stored-weight layout (rows top to bottom; ``x = c - m``,
+        ``y = m - r``, y up), any odd k >= 3. NaN, infinite, all-zero and constant filters
+        are rejected.
+    types : sequence of int or str
+        Model types to fit: master key types 1..8 (SPEC §5; also ``"mk1"``..``"mk8"``) and
+        any model name of :func:`scalespace_mk.models.parse_model`, e.g. ``"dxx"``,
+        ``"dxy"``, ``"dyy"`` (two scales) or ``"lap"`` (fitted here with one scale,
+        ``sigma_y = sigma_x``). Default: 1..8.
+    size : int, optional
+        Model size; must equal k when given (the models are built at the filter's size).
+    method : str
+        1-D Gaussian discretisation (:data:`scalespace_mk.kernels.METHODS`).
+    mode : str
+        ``"paper"`` or ``"full"`` (:func:`scalespace_mk.models.model_kernel`).
+    epsilon : float
+        Truncation error of the 1-D kernels, in (0, 1).
+    sigma_max : float, optional
+        Largest scale searched (standard deviation); default ``k / 2`` (3.5 for 7x7), beyond
+        which a cropped Gaussian is nearly flat. A fitted scale equal to ``sigma_max`` means
+        the fit wants a flatter model.
+    alpha_range : (float, float)
+        Range of the Laplacian weight ``alpha`` of type 7 (default :data:`ALPHA_RANGE`,
+        ``alpha >= 0`` keeps the centre-surround form ``K - alpha nabla5 T``).
+    device : str or torch.device, optional
+        ``"cpu"`` (default) or ``"cuda"``; all arithmetic is float64.
+    batch_size : int, optional
+        Filters processed at once (memory bound); default 8192 on CPU, 131072 on CUDA.
+    progress : bool, optional
+        Show a tqdm progress bar on stderr; default: only for >= 50,000 filters when
+        stderr is a terminal.
+
+    Returns
+    -------
+    CensusResult
+        Per filter the best type and its ``sigma_x``, ``sigma_y``, ``alpha`` (type 7, else
+        NaN), ``a``, ``b``, ``r2``; per filter and type the same in ``*_all`` ``[N, T]``.
+
+    Raises
+    ------
+    ValueError
+        Bad filters (wrong shape, even size, NaN, all zero, constant: the message names the
+        filter's index), unknown types, bad options.
+
+    Notes
+    -----
+    ``R^2 = 1 - RSS / TSS`` with ``TSS = sum (y - mean y)^2`` is the squared correlation of
+    the filter and the model: the fraction of the filter's variance explained. If no model
+    correlates with a filter (e.g. a filter odd in both x and y against the 8 types), every
+    R^2 is 0, ``a = 0``, ``b = mean(y)`` and the first type is reported. Scales lie in
+    ``[0, sigma_max]``; sigma is a standard deviation (``s = sigma**2``). The search is
+    global on a coarse grid and local after it: a filter whose correlation has two maxima
+    closer than the grid step may end on the lower one. See the module docstring.
+
+    Examples
+    --------
+    >>> from scalespace_mk.models import masterkey_model
+    >>> y = 2.0 * masterkey_model(5, 1.1, 0.9) + 0.01
+    >>> res = census(y)
+    >>> int(res.type[0]), round(float(res.sigma_x[0]), 6), round(float(res.sigma_y[0]), 6)
+    (5, 1.1, 0.9)
+    >>> round(float(res.a[0]), 6), round(float(res.r2[0]), 9)
+    (2.0, 1.0)
+    """
+    y = check_filters(filters, "filters")
+    n_filters, k = y.shape[0], y.shape[1]
+    if k < 3:
+        raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
+    if size is not None and check_size(size) != k:
+        raise ValueError(f"size must equal the filter size k = {k} (or be None); got {size!r}")
+    tps = _parse_types(types)
+    check_choice("method", method, METHODS)
+    check_choice("mode", mode, MODES)
+    epsilon = check_epsilon(epsilon)
+    lo_hi = _check_alpha_range(alpha_range)
+    if sigma_max is None:
+        sigma_max = k / 2.0
+    try:
+        sigma_max = float(sigma_max)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
+    if not (0.0 < sigma_max < math.inf):
+        raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    dev = _resolve_device(device)
+    if batch_size is None:
+        batch_size = 131072 if dev.type == "cuda" else 8192
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
+        batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    tss = _check_tss(y, "filters")
+
+    show = progress
+    if show is None:
+        show = n_filters >= 50_000 and sys.stderr.isatty()
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_filters * len(tps), unit="fit", desc="census", file=sys.stderr)
+
+    objectives = _objectives(tps, k, method, mode, epsilon, sigma_max, lo_hi, dev)
+    n_t = len(tps)
+    theta = np.zeros((n_filters, n_t, 2))
+    out = {key: np.zeros((n_filters, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
+    yt_all = torch.as_tensor(y)
+    try:
+        for start in range(0, n_filters, int(batch_size)):
+            stop = min(start + int(batch_size), n_filters)
+            yt = yt_all[start:stop].to(dev)
+            yf = yt.reshape(stop - start, -1)
+            zc = yf - yf.mean(dim=1, keepdim=True)
+            zf = zc / zc.norm(dim=1, keepdim=True)
+            z3 = zf.reshape(-1, k, k)
+            for j, (tp, obj) in enumerate(zip(tps, objectives)):
+                th = _search(obj, z3 if obj.dim == 2 else zf, sigma_max)
+                res = _exact(tp, th, yf, k, method, mode, epsilon, lo_hi)
+                theta[start:stop, j, : th.shape[1]] = th.cpu().numpy()
+                if th.shape[1] == 1:
+                    theta[start:stop, j, 1] = theta[start:stop, j, 0]
+                for key in out:
+                    out[key][start:stop, j] = res[key].cpu().numpy()
+                if bar is not None:
+                    bar.update(stop - start)
+    finally:
+        if bar is not None:
+            bar.close()
+    r2 = out["r2"]
+    best = np.argmax(r2, axis=1)
+    return CensusResult(
+        types=tuple(t.label for t in tps),
+        best=best,
+        sigma_x_all=theta[:, :, 0],
+        sigma_y_all=theta[:, :, 1],
+        alpha_all=out["alpha"],
+        a_all=out["a"],
+        b_all=out["b"],
+        r2_all=r2,
+        rss_all=out["rss"],
+        tss=tss,
+        alpha_range=lo_hi,
+        sigma_max=sigma_max,
+    )
+
+
+def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> list[Any]:
+    """Interpolated objective of each type on ``dev``."""
+    _, step = _knots(sigma_max)
+    objs: list[Any] = []
+    for tp in tps:
+        args = (tp.name, k, method, mode, epsilon, sigma_max)
+        if tp.kind == "sep":
+            tx, _ = _table(args[0], "x", *args[1:])
+            ty, _ = _table(args[0], "y", *args[1:])
+            objs.append(
+                _SepObjective(
+                    _Interp(tx.to(dev), step, sigma_max), _Interp(ty.to(dev), step, sigma_max), k
+                )
+            )
+        else:
+            tl, norms = _table(args[0], "lap", *args[1:])
+            objs.append(
+                _LapObjective(
+                    _Interp(tl.to(dev), step, sigma_max),
+                    _Interp(norms[:, None].to(dev), step, sigma_max),
+                    k,
+                    tp.kind,
+                    alpha_range,
+                )
+            )
+    return objs
+
+
+def _search(obj: Any, z: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """Coarse grid then batched refinement; returns scales ``[n, obj.dim]``."""
+    dev = z.device
+    gstep = _GRID_STEP_2D if obj.dim == 2 else _GRID_STEP_1D
+    n_grid = max(int(math.ceil(sigma_max / gstep)), 2)
+    sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
+    h0 = 0.5 * sigma_max / n_grid
+    if obj.dim == 2:
+        r2 = obj.grid(z, sig)  # [n, Gy, Gx]
+        flat = r2.reshape(r2.shape[0], -1).argmax(dim=1)
+        g = sig.shape[0]
+        theta = torch.stack([sig[flat % g], sig[flat // g]], dim=1)
+        f = functools.partial(obj.points, z)
+    else:
+        r2 = obj.grid(z, sig)  # [n, G]
+        theta = sig[r2.argmax(dim=1)][:, None]
+        f = functools.partial(obj.points, z)
+    return _refine(f, theta, h0, sigma_max)
+
+
+def _exact(
+    tp: _Type,
+    th: torch.Tensor,
+    yf: torch.Tensor,
+    k: int,
+    method: str,
+    mode: str,
+    epsilon: float,
+    alpha_range: tuple[float, float],
+) -> dict[str, torch.Tensor]:
+    """Exact models at the found scales and their linear shifts (``a, b, r2, rss, alpha``)."""
+    n = yf.shape[0]
+    kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
+    nan = torch.full((n,), math.nan, dtype=torch.float64, device=yf.device)
+    with torch.no_grad():
+        if tp.kind == "sep":
+            g = model_kernel(tp.name, th[:, 0], th[:, 1], **kw).reshape(n, -1)
+            res = _shift_t(yf, g)
+            alpha = nan
+        elif tp.kind == "iso":
+            g = model_kernel(tp.name, th[:, 0], **kw).reshape(n, -1)
+            res = _shift_t(yf, g)
+            alpha = nan
+        else:
+            ones = torch.ones_like(th[:, 0])
+            mk1 = model_kernel(tp.name, th[:, 0], alpha=ones, **kw).reshape(n, -1)
+            delta = torch.zeros(k * k, dtype=torch.float64, device=yf.device)
+            delta[(k * k) // 2] = 1.0
+            lap = delta - mk1
+            alpha = _best_alpha(yf, delta, lap, alpha_range)
+            g = model_kernel(tp.name, th[:, 0], alpha=alpha, **kw).reshape(n, -1)
+            res = _shift_t(yf, g)
+    return {"a": res.a, "b": res.b, "r2": res.r2, "rss": res.rss, "alpha": alpha}
+
+
+def _best_alpha(
+    yf: torch.Tensor, delta: torch.Tensor, lap: torch.Tensor, alpha_range: tuple[float, float]
+) -> torch.Tensor:
+    """Closed-form alpha of ``y ~ a (K - alpha L) + b`` within ``alpha_range``: [n]."""
+    yc = yf - yf.mean(dim=1, keepdim=True)
+    kc = delta - delta.mean()
+    lc = lap - lap.mean(dim=1, keepdim=True)
+    kk = (kc * kc).sum()
+    ll = (lc * lc).sum(dim=1)
+    kl = (lc * kc).sum(dim=1)
+    yk = (yc * kc).sum(dim=1)
+    yl = (yc * lc).sum(dim=1)
+    det = kk * ll - kl * kl
+    okd = det > 1e-12 * kk * ll
+    sdet = torch.where(okd, det, torch.ones_like(det))
+    ca = (ll * yk - kl * yl) / sdet
+    cl = (kk * yl - kl * yk) / sdet
+    lo, hi = alpha_range
+    a_u = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
+    inside = okd & (ca != 0) & (a_u >= lo) & (a_u <= hi)
+
+    def explained(al: float) -> torch.Tensor:
+        num = yk - al * yl
+        den = kk - 2.0 * al * kl + al * al * ll
+        return num * num / den
+
+    a_b = torch.where(
+        explained(lo) >= explained(hi),
+        torch.full_like(ll, lo),
+        torch.full_like(ll, hi),
+    )
+    return torch.where(inside, a_u, a_b)

@@ -1,0 +1,1373 @@
+"""Depthwise convolution layers whose kernels are the idealised master-key models.
+
+Drop-in replacements for ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)`` (input and output
+``[B, C, H, W]``), in the order functional first, thin module second:
+
+- :func:`analytic_basis_kernels` / :func:`analytic_depthwise_kernels`: every channel's
+  kernel ``gain * g + offset`` in one vectorised step, where ``g`` is the model of
+  SPEC §5 (:func:`scalespace_mk.models.masterkey_model`) of the channel's type (1-8) at its
+  own ``sigma_x``, ``sigma_y`` (and ``alpha`` for type 7);
+- :class:`AnalyticDepthwiseConv2d`: per-channel types with learnable (or frozen) scales,
+  gain, offset and bias (SPEC §9, experiment 3);
+- :class:`MasterKeyDepthwiseConv2d`: each channel one of a set of frozen filters with a
+  per-channel ``a * x + b`` (SPEC §9, experiment 2, variants ``"ab"`` and ``"f+b"``);
+- conversion: :meth:`AnalyticDepthwiseConv2d.from_census`,
+  :meth:`AnalyticDepthwiseConv2d.from_conv`, :func:`to_conv2d` (export to a plain
+  ``nn.Conv2d`` for deployment) and :func:`make_dwconv` (the factory used by
+  :mod:`scalespace_mk.networks`).
+
+Conventions (``docs/theory.md``): kernels are stored depthwise weights ``[C, 1, k, k]``,
+cross-correlation kernels used by ``F.conv2d`` with no flip, rows top to bottom, ``x = c - m``
+and ``y = m - r`` (y points **up**) for the centre index ``m = k // 2``. ``sigma`` is a
+standard deviation; the theory's scale is ``s = sigma**2``.
+
+Scales, gradients and precision. Kernels are built in float64 from the exact discrete
+Gaussian of :mod:`scalespace_mk.kernels` (its derivative in sigma comes from the
+semi-discrete diffusion equation, not from autograd through an FFT) and cast to the
+caller's dtype at the end. Scales are clamped to ``[0, sigma_max]`` (default 8, far beyond
+what a 7-tap kernel resolves) so that the FFT length is a constant: no host
+synchronisation, and ``torch.compile`` sees static shapes.
+
+Caching. A module keeps its last kernel while nothing it depends on can change: whenever
+autograd will not need the kernel's graph (``torch.no_grad()``/``inference_mode``, or every
+kernel parameter frozen). With frozen scales but learnable gain/offset, the model part ``g``
+is cached and only ``gain * g + offset`` is recomputed. Entries are keyed on each tensor's
+storage and version counter (``load_state_dict``, ``.to()``, optimiser steps and in-place
+edits under ``torch.no_grad()`` all invalidate them) and dropped by ``train()``/``eval()``
+and ``.to()``. Edits through ``.data`` bypass the version counter: call
+:meth:`clear_cache` after them. The cache is a plain attribute, never a buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import kernels as _kernels
+from ._checks import check_choice, check_nonneg, check_size
+from .models import MODES
+from .operators import apply_1d
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_SCALES",
+    "DWCONV_KINDS",
+    "SIGMA_MAX",
+    "AnalyticDepthwiseConv2d",
+    "MasterKeyDepthwiseConv2d",
+    "analytic_basis_kernels",
+    "analytic_depthwise_kernels",
+    "make_dwconv",
+    "to_conv2d",
+]
+
+#: Default ``(sigma_x, sigma_y)`` of each type: the SPEC §8 method-B fits of the published
+#: filters (type 7 has one sigma).
+DEFAULT_SCALES: dict[int, tuple[float, float]] = {
+    1: (0.6445, 0.5829),
+    2: (0.5858, 0.6440),
+    3: (0.6898, 0.6740),
+    4: (0.7560, 0.4596),
+    5: (1.1067, 0.9448),
+    6: (0.9004, 0.8889),
+    7: (0.6754, 0.6754),
+    8: (0.6095, 0.6012),
+}
+#: Default weight of the Laplacian of type 7 (SPEC §8, method B).
+DEFAULT_ALPHA = 0.5256
+#: Default upper clamp of the scales (sets the constant FFT length of the kernel builder).
+SIGMA_MAX = 8.0
+#: Kinds accepted by :func:`make_dwconv`.
+DWCONV_KINDS = ("learned", "masterkey", "idealized", "learnable")
+
+# operator bank: index of each 1-D operator in the bank
+_I, _XP, _XM, _X, _XX = range(5)
+# per type (index 1..8; 0 is unused): operator along x and along y of the first term
+_TERM1_X = (0, _I, _XM, _I, _XP, _X, _I, _XX, _I)
+_TERM1_Y = (0, _XP, _I, _XM, _I, _I, _X, _I, _I)
+# second term (only type 7 has one, K - alpha (dxx T + dyy T)): T along x, dyy along y
+_TERM2_X = (0, _I, _I, _I, _I, _I, _I, _I, _I)
+_TERM2_Y = (0, _I, _I, _I, _I, _I, _I, _XX, _I)
+
+
+# --------------------------------------------------------------------------------------
+# building blocks
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _make_bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """Constant tensors of the kernel builder for one (size, mode, device).
+
+    The 1-D operators of :mod:`scalespace_mk.operators` are linear maps on the Gaussian's
+    taps; each is taken as a matrix by applying it to the identity (``v @ A == op(v)``),
+    so every channel's operator is selected by an index instead of a Python branch.
+    """
+    n = size + 2 if mode == "full" else size
+    eye = torch.eye(n, dtype=torch.float64, device=device)
+    if mode == "paper":  # SPEC §4-§5: reflect for the first differences, zero for nabla5
+        mats = [
+            eye,
+            apply_1d(eye, "x+", boundary="reflect"),
+            apply_1d(eye, "x-", boundary="reflect"),
+            apply_1d(eye, "x", boundary="reflect"),
+            apply_1d(eye, "xx", boundary="zero"),
+        ]
+    else:  # operator on the (size + 2)-tap kernel, valid part only
+        mats = [eye[:, 1:-1]] + [
+            apply_1d(eye, op, boundary="none") for op in ("x+", "x-", "x", "xx")
+        ]
+    bank = torch.stack(mats)  # [5, n, size]
+    # along y the taps run upwards; rows run downwards: fold the flip into the matrices
+    bank_x = bank.permute(1, 0, 2).reshape(n, 5 * size)
+    bank_y = bank.flip(-1).permute(1, 0, 2).reshape(n, 5 * size)
+    tables = torch.tensor(
+        [_TERM1_X, _TERM2_X, _TERM1_Y, _TERM2_Y], dtype=torch.int64, device=device
+    )
+    delta = torch.zeros(size, size, dtype=torch.float64, device=device)
+    delta[size // 2, size // 2] = 1.0
+    return {"x": bank_x, "y": bank_y, "tables": tables, "delta": delta}
+
+
+_BANKS: dict[tuple[int, str, str], dict[str, torch.Tensor]] = {}
+
+
+def _bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Tensor]:
+    if _compiling():
+        return _make_bank(size, mode, device)
+    key = (size, mode, str(device))
+    bank = _BANKS.get(key)
+    if bank is None:
+        bank = _BANKS[key] = _make_bank(size, mode, device)
+    return bank
+
+
+class _DiscreteGaussianHalfPatched(_kernels._DiscreteGaussianHalf):
+    """Stop-gap for a shape bug in ``kernels._DiscreteGaussianHalf.backward``.
+
+    The forward saves ``T(0..R+1)``; the backward must pair ``T(n-1)``, ``T(n)`` and
+    ``T(n+1)`` for ``n = 0..R``, i.e. use ``half[:, 1:]`` for ``T(n+1)`` (it used
+    ``half[:, 2:]``, which fails with a size mismatch). Used only while the kernels
+    module still has the bug (probed once at import); same derivative as documented there.
+    """
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        sigma, half = ctx.saved_tensors
+        left = torch.cat([half[:, 1:2], half[:, :-2]], dim=1)
+        second = left - 2.0 * half[:, :-1] + half[:, 1:]
+        return (grad * second).sum(dim=1) * sigma, None, None
+
+
+def _pick_half_function() -> type[torch.autograd.Function]:
+    probe = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    try:
+        _kernels._DiscreteGaussianHalf.apply(probe, 3, 32).sum().backward()
+    except RuntimeError:
+        return _DiscreteGaussianHalfPatched
+    return _kernels._DiscreteGaussianHalf
+
+
+_HALF_FUNCTION = _pick_half_function()
+
+
+def _gaussian_rows(sigma: torch.Tensor, taps: int, n_fft: int, eps1d: float) -> torch.Tensor:
+    """``[B, taps]`` epsilon-truncated discrete Gaussians, no checks and no host sync.
+
+    Local wrapper of :func:`scalespace_mk.kernels.discrete_gaussian` with ``size=taps``
+    and a fixed ``n_fft`` (same pieces, same values), minus its input validation, which
+    synchronises with the device.
+    """
+    radius = taps // 2
+    if sigma.requires_grad:
+        half = _HALF_FUNCTION.apply(sigma, radius, n_fft)
+    else:
+        half = _kernels._discgauss_half(sigma * sigma, radius, n_fft)
+    with torch.no_grad():
+        own = _kernels._mass_radius(half.detach(), eps1d)
+        keep = torch.arange(radius + 1, device=sigma.device)[None, :] <= own[:, None]
+    return _kernels._mirror(half * keep)
+
+
+def _n_fft(taps: int, sigma_max: float) -> int:
+    # the autograd path evaluates one tap more than it returns (for the exact derivative)
+    return _kernels._fft_length(sigma_max * sigma_max, taps // 2 + 2)
+
+
+def _basis64(
+    types: torch.Tensor,
+    sigma_x: torch.Tensor,
+    sigma_y: torch.Tensor,
+    alpha: torch.Tensor,
+    size: int,
+    mode: str,
+    sigma_max: float,
+    eps1d: float,
+) -> torch.Tensor:
+    """Vectorised core: float64 ``[C, size, size]`` models (no checks)."""
+    c = types.shape[0]
+    bank = _bank(size, mode, types.device)
+    taps = size + 2 if mode == "full" else size
+    is7 = types == 7
+    sx = sigma_x.clamp(0.0, sigma_max)
+    sy = torch.where(is7, sx, sigma_y.clamp(0.0, sigma_max))  # type 7 has one sigma
+    rows = _gaussian_rows(torch.cat([sx, sy]), taps, _n_fft(taps, sigma_max), eps1d)
+    ux = (rows[:c] @ bank["x"]).view(c, 5, size)  # every operator along x, every channel
+    vy = (rows[c:] @ bank["y"]).view(c, 5, size)  # ... along y, already in row order
+    idx = bank["tables"][:, types]  # [4, C]
+    u = ux.gather(1, idx[:2].T[:, :, None].expand(c, 2, size))  # [C, 2, size]
+    v = vy.gather(1, idx[2:].T[:, :, None].expand(c, 2, size))
+    one = torch.ones_like(alpha)
+    coef = torch.stack(
+        [torch.where(is7, -alpha, one), torch.where(is7, -alpha, torch.zeros_like(alpha))], 1
+    )  # [C, 2]
+    kernel = torch.bmm((v * coef[:, :, None]).transpose(1, 2), u)  # sum of 2 outer products
+    return kernel + is7.to(torch.float64)[:, None, None] * bank["delta"]
+
+
+def _affine64(basis: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``gain * g + offset`` per channel, float64 ``[C, k, k]``."""
+    return gain.to(torch.float64)[:, None, None] * basis + offset.to(torch.float64)[:, None, None]
+
+
+# --------------------------------------------------------------------------------------
+# input handling of the functional API
+
+
+def _as_types(types: Any, name: str = "types") -> torch.Tensor:
+    """Validate types 1..8 and return them as an int64 tensor ``[C]`` (keeps the device)."""
+    if isinstance(types, torch.Tensor):
+        t = types
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(types))
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must be a 1-D sequence of integers 1..8; got {types!r}"
+            ) from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold integers 1..8; got dtype {t.dtype}")
+    if t.is_floating_point():
+        if not _compiling() and not bool(torch.all(t == torch.round(t))):
+            raise ValueError(f"{name} must hold integers 1..8; got non-integral values")
+    if t.ndim != 1 or t.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence [C]; got shape {tuple(t.shape)}")
+    t = t.to(torch.int64)
+    if not _compiling():
+        bad = (t < 1) | (t > 8)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{name} must hold master-key types 1..8; got {int(t[bad][0])} "
+                f"at channel {int(torch.nonzero(bad)[0, 0])}"
+            )
+    return t
+
+
+def _channel_values(
+    name: str, value: Any, channels: int, device: torch.device | None
+) -> torch.Tensor:
+    """A scalar or ``[C]`` value as a float64 tensor ``[C]`` (differentiable if a tensor)."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            value = value.to(torch.float64)
+        t = value.to(torch.float64)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must be a number or a sequence of C numbers; got {value!r}"
+            ) from None
+    if device is not None:
+        t = t.to(device)
+    if t.ndim == 0:
+        t = t.expand(channels)
+    if t.ndim != 1 or t.shape[0] != channels:
+        raise ValueError(
+            f"{name} must be a scalar or have shape [C] = [{channels}]; got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if _compiling() or t.numel() == 0:
+        return
+    with torch.no_grad():
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            ch = int(torch.nonzero(bad.reshape(-1))[0, 0])
+            raise ValueError(
+                f"{name} must be finite; got {float(t.reshape(-1)[ch])} at channel {ch}"
+            )
+
+
+def _check_sigma_max(sigma_max: Any) -> float:
+    try:
+        value = float(sigma_max)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma_max must be a positive finite number; got {sigma_max!r}") from None
+    if not (0.0 < value < math.inf):
+        raise ValueError(f"sigma_max must be a positive finite number; got {sigma_max!r}")
+    return value
+
+
+def _prepare(
+    types: Any,
+    sigma_x: Any,
+    sigma_y: Any,
+    alpha: Any,
+    size: Any,
+    mode: str,
+    sigma_max: Any,
+    epsilon: float,
+    validate: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float, float, list]:
+    size = check_size(size, "size", allow_none=False)
+    if size < 3:
+        raise ValueError(f"size must be an odd integer >= 3; got {size}")
+    check_choice("mode", mode, MODES)
+    sigma_max = _check_sigma_max(sigma_max)
+    eps1d = _kernels.truncation_error_1d(epsilon, 1)
+    inputs = [sigma_x, sigma_y, alpha]
+    device = next((v.device for v in inputs if isinstance(v, torch.Tensor)), None)
+    if device is None and isinstance(types, torch.Tensor):
+        device = types.device
+    t = _as_types(types) if validate else torch.as_tensor(types, dtype=torch.int64)
+    if device is not None:
+        t = t.to(device)
+    c = t.shape[0]
+    sx = _channel_values("sigma_x", sigma_x, c, device)
+    sy = sx if sigma_y is None else _channel_values("sigma_y", sigma_y, c, device)
+    if alpha is None:
+        if validate and bool((t == 7).any()):
+            raise ValueError("alpha (the weight of the Laplacian) is needed for type-7 channels")
+        al = torch.zeros(c, dtype=torch.float64, device=sx.device)
+    else:
+        al = _channel_values("alpha", alpha, c, device)
+    if validate:
+        check_nonneg("sigma_x", sx)
+        check_nonneg("sigma_y", sy)
+        _check_finite("alpha", al)
+    return t, sx, sy, al, size, sigma_max, eps1d, inputs
+
+
+def _out_dtype(dtype: torch.dtype | None, values: Iterable[Any]) -> torch.dtype:
+    if dtype is not None:
+        return dtype
+    out = None
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            out = v.dtype if out is None else torch.promote_types(out, v.dtype)
+    return out or torch.float64
+
+
+# --------------------------------------------------------------------------------------
+# functional API
+
+
+def analytic_basis_kernels(
+    types: Any,
+    sigma_x: Any,
+    sigma_y: Any = None,
+    alpha: Any = None,
+    *,
+    size: int = 7,
+    mode: str = "paper",
+    sigma_max: float = SIGMA_MAX,
+    epsilon: float = 1e-8,
+    dtype: torch.dtype | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Idealised master-key models of every channel, ``[C, 1, k, k]``, in one step.
+
+    Parameters
+    ----------
+    types : sequence of int or torch.Tensor, shape [C]
+        Model type of each channel, 1..8 (SPEC §5): 1 ``delta_y+ T``, 2 ``delta_x- T``,
+        3 ``delta_y- T``, 4 ``delta_x+ T``, 5 ``delta_x T``, 6 ``delta_y T``,
+        7 ``K - alpha nabla5 T(sigma_x, sigma_x)``, 8 ``T``.
+    sigma_x, sigma_y : float, array_like [C] or torch.Tensor [] / [C]
+        Standard deviations (pixels, >= 0) along x and y; ``sigma_y=None`` means
+        ``sigma_x``. Type 7 has one scale and uses ``sigma_x`` only. Values above
+        ``sigma_max`` are clamped to it.
+    alpha : float, array_like [C] or torch.Tensor, optional
+        Weight of the Laplacian for type-7 channels (ignored elsewhere; required when a
+        type-7 channel is present and ``validate``).
+    size : int
+        Odd kernel size k >= 3 (default 7).
+    mode : str
+        ``"paper"`` (SPEC §3-§5: each 1-D kernel truncated at ``epsilon`` and cropped to k
+        taps, not renormalised; 3-tap operators with reflect boundary, nabla5 with zero
+        padding) or ``"full"`` (operators on the (k + 2)-tap kernel, then cropped), as in
+        :func:`scalespace_mk.models.model_kernel`.
+    sigma_max : float
+        Upper clamp of the scales (default :data:`SIGMA_MAX` = 8); fixes the FFT length.
+    epsilon : float
+        Relative truncation error of each 1-D Gaussian (D = 1), in (0, 1).
+    dtype : torch.dtype, optional
+        Output dtype; default the promoted dtype of the floating tensor inputs, else float64.
+        The computation itself always runs in float64.
+    validate : bool
+        Check types, finiteness and signs (a host synchronisation on accelerators; skipped
+        under ``torch.compile``). Pass False on hot paths whose inputs are known good.
+
+    Returns
+    -------
+    torch.Tensor, shape [C, 1, k, k]
+        Depthwise conv weights (rows top to bottom, y up; used with no flip), on the device
+        of the tensor inputs, differentiable in ``sigma_x``, ``sigma_y`` and ``alpha``.
+
+    Notes
+    -----
+    Channel c equals ``masterkey_model(types[c], sigma_x[c], sigma_y[c], alpha=alpha[c],
+    size=k, mode=mode)`` to rounding (tested to 1e-12 in float64). All channels' 1-D
+    Gaussians come from one batched FFT; the operators of :mod:`scalespace_mk.operators` are
+    applied as small matrices and selected per channel by a gather (no loop over channels
+    or types). The derivative in sigma is the exact one of
+    :func:`scalespace_mk.kernels.discrete_gaussian`; at ``sigma = 0`` (the delta) it is 0.
+    Autocast is disabled inside, so the kernels keep float64 precision under mixed
+    precision.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = analytic_basis_kernels([5, 8], [1.0, 0.6], alpha=None)
+    >>> w.shape
+    torch.Size([2, 1, 7, 7])
+    >>> xs = torch.arange(-3, 4, dtype=torch.float64)
+    >>> round(float((w[0, 0] * -xs).sum()), 12)  # type 5 responds to x with +1
+    1.0
+    """
+    values = (sigma_x, sigma_y, alpha)
+    out = _out_dtype(dtype, values)
+    t, sx, sy, al, size, sigma_max, eps1d, _ = _prepare(
+        types, sigma_x, sigma_y, alpha, size, mode, sigma_max, epsilon, validate
+    )
+    with torch.autocast(sx.device.type, enabled=False):
+        basis = _basis64(t, sx, sy, al, size, mode, sigma_max, eps1d)
+    return basis.to(out)[:, None]
+
+
+def analytic_depthwise_kernels(
+    types: Any,
+    sigma_x: Any,
+    sigma_y: Any = None,
+    alpha: Any = None,
+    gain: Any = 1.0,
+    offset: Any = 0.0,
+    *,
+    size: int = 7,
+    mode: str = "paper",
+    sigma_max: float = SIGMA_MAX,
+    epsilon: float = 1e-8,
+    dtype: torch.dtype | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Kernels ``gain * g + offset`` of every channel, ``[C, 1, k, k]``, in one step.
+
+    ``g`` is the channel's model (:func:`analytic_basis_kernels`); ``gain`` and ``offset``
+    are the ``a`` and ``b`` of the linear shift ``a * g + b`` (SPEC §9): the offset is added
+    to every tap.
+
+    Parameters
+    ----------
+    types, sigma_x, sigma_y, alpha
+        As in :func:`analytic_basis_kernels`.
+    gain, offset : float, array_like [C] or torch.Tensor [] / [C]
+        Per-channel amplitude ``a`` and constant ``b`` (default 1 and 0).
+    size, mode, sigma_max, epsilon, dtype, validate
+        As in :func:`analytic_basis_kernels` (``validate`` also checks gain and offset).
+
+    Returns
+    -------
+    torch.Tensor, shape [C, 1, k, k]
+        Depthwise conv weights (cross-correlation kernels, y up), differentiable in
+        ``sigma_x``, ``sigma_y``, ``alpha``, ``gain`` and ``offset``.
+
+    Examples
+    --------
+    >>> w = analytic_depthwise_kernels([8], 0.0, gain=2.0, offset=0.5)
+    >>> w[0, 0, 3].tolist()
+    [0.5, 0.5, 0.5, 2.5, 0.5, 0.5, 0.5]
+    """
+    values = (sigma_x, sigma_y, alpha, gain, offset)
+    out = _out_dtype(dtype, values)
+    t = _as_types(types) if validate else torch.as_tensor(types, dtype=torch.int64)
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), t.device)
+    g = _channel_values("gain", gain, t.shape[0], device)
+    b = _channel_values("offset", offset, t.shape[0], device)
+    if validate:
+        _check_finite("gain", g)
+        _check_finite("offset", b)
+    basis = analytic_basis_kernels(
+        t,
+        sigma_x,
+        sigma_y,
+        alpha,
+        size=size,
+        mode=mode,
+        sigma_max=sigma_max,
+        epsilon=epsilon,
+        dtype=torch.float64,
+        validate=validate,
+    )
+    with torch.autocast(basis.device.type, enabled=False):
+        return _affine64(basis[:, 0], g, b).to(out)[:, None]
+
+
+# --------------------------------------------------------------------------------------
+# modules
+
+
+def _tensor_key(tensors: Sequence[torch.Tensor]) -> tuple:
+    # the detached aliases keep the storages alive, so a pointer cannot be reused meanwhile
+    return tuple((t.detach(), t._version) for t in tensors)
+
+
+def _key_matches(key: tuple, tensors: Sequence[torch.Tensor]) -> bool:
+    if len(key) != len(tensors):
+        return False
+    for (alias, version), t in zip(key, tensors, strict=True):
+        if (
+            t.data_ptr() != alias.data_ptr()
+            or t._version != version
+            or t.dtype != alias.dtype
+            or t.device != alias.device
+            or t.shape != alias.shape
+        ):
+            return False
+    return True
+
+
+class _CachedDepthwise(nn.Module):
+    """Shared machinery: depthwise conv with a generated kernel, cached when safe."""
+
+    channels: int
+    kernel_size: int
+    bias: nn.Parameter | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    # -- subclass interface --------------------------------------------------------------
+    def _basis_tensors(self) -> list[torch.Tensor]:  # tensors the model part depends on
+        raise NotImplementedError
+
+    def _affine_tensors(self) -> list[torch.Tensor]:  # gain, offset
+        return [self.gain, self.offset]
+
+    def _basis(self) -> torch.Tensor:  # float64 [C, k, k]
+        raise NotImplementedError
+
+    def _full(self) -> torch.Tensor:  # float64 [C, k, k], differentiable
+        return _affine64(self._basis(), self.gain, self.offset)
+
+    def _check_params(self) -> None:
+        pass
+
+    # -- cache ---------------------------------------------------------------------------
+    def clear_cache(self) -> None:
+        """Forget cached kernels (needed only after edits through ``.data``)."""
+        self._cache.clear()
+
+    def _cached(self, slot: str, tensors: list[torch.Tensor], build) -> torch.Tensor:
+        entry = self._cache.get(slot)
+        inference = torch.is_inference_mode_enabled()
+        if entry is not None and _key_matches(entry[0], tensors):
+            value = entry[1]
+            if inference or not value.is_inference():
+                return value
+        with torch.no_grad():
+            value = build()
+        self._cache[slot] = (_tensor_key(tensors), value)
+        return value
+
+    def _param_dtype(self) -> torch.dtype:
+        return self.gain.dtype
+
+    def kernel(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The current depthwise weight ``[C, 1, k, k]`` (cached when safe).
+
+        Parameters
+        ----------
+        dtype : torch.dtype, optional
+            Output dtype (default the parameters' dtype). The kernel is built in float64
+            and cast at the end.
+
+        Returns
+        -------
+        torch.Tensor, shape [C, 1, k, k]
+            Cross-correlation kernels (y up, no flip), differentiable in every kernel
+            parameter that requires grad.
+        """
+        dtype = dtype or self._param_dtype()
+        if _compiling():
+            return self._full().to(dtype)[:, None]
+        grad = torch.is_grad_enabled()
+        basis_t = self._basis_tensors()
+        affine_t = self._affine_tensors()
+        basis_grad = grad and any(t.requires_grad for t in basis_t)
+        affine_grad = grad and any(t.requires_grad for t in affine_t)
+        if basis_grad:
+            self._check_params()
+            return self._full().to(dtype)[:, None]
+
+        def basis() -> torch.Tensor:
+            self._check_params()
+            return self._basis()
+
+        if affine_grad:  # frozen model part, learnable gain/offset
+            g = self._cached("basis", basis_t, basis)
+            return _affine64(g, self.gain, self.offset).to(dtype)[:, None]
+        return self._cached(
+            f"weight:{dtype}",
+            basis_t + affine_t,
+            lambda: _affine64(self._cached("basis", basis_t, basis), self.gain, self.offset).to(
+                dtype
+            )[:, None],
+        )
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The current kernel ``[C, 1, k, k]`` (read-only view of :meth:`kernel`)."""
+        return self.kernel()
+
+    # -- module hooks that invalidate the cache -----------------------------------------
+    def train(self, mode: bool = True) -> _CachedDepthwise:  # noqa: D102
+        self.clear_cache()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: D102
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: D102
+        self.clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:  # noqa: D105
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+    # -- forward -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Depthwise cross-correlation with the generated kernels.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape [B, C, H, W]
+            Any memory format (channels_last included), any floating dtype; under
+            autocast the convolution runs in the autocast dtype.
+
+        Returns
+        -------
+        torch.Tensor, shape [B, C, H, W]
+            ``F.conv2d(x, kernel, bias, padding=k // 2, groups=C)``.
+        """
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"input must have shape [B, C, H, W] with C = {self.channels}; "
+                f"got shape {tuple(x.shape)}"
+            )
+        weight = self.kernel(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2, groups=self.channels)
+
+
+def _init_bias(
+    bias: Any, channels: int, factory: dict[str, Any], learn: bool
+) -> nn.Parameter | None:
+    if bias is None or bias is False:
+        return None
+    if bias is True:
+        value = torch.zeros(channels, **factory)
+    else:
+        value = _channel_values("bias", bias, channels, None).to(**factory)
+        _check_finite("bias", value)
+    return nn.Parameter(value.detach().clone(), requires_grad=learn)
+
+
+def _param(name: str, value: Any, channels: int, factory: dict[str, Any], learn: bool):
+    t = _channel_values(name, value, channels, None)
+    _check_finite(name, t)
+    return nn.Parameter(t.detach().clone().to(**factory), requires_grad=learn)
+
+
+def _factory(device: Any, dtype: Any) -> dict[str, Any]:
+    dtype = dtype or torch.get_default_dtype()
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype; got {dtype}")
+    return {"device": device, "dtype": dtype}
+
+
+def _check_channels(channels: Any) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, int | np.integer) or channels < 1:
+        raise ValueError(f"channels must be a positive integer; got {channels!r}")
+    return int(channels)
+
+
+def _default_types(channels: int) -> list[int]:
+    return [c % 8 + 1 for c in range(channels)]
+
+
+class AnalyticDepthwiseConv2d(_CachedDepthwise):
+    """Depthwise conv whose kernels are master-key models with per-channel scales.
+
+    Channel c has the kernel ``gain[c] * g_c + offset[c]`` with ``g_c`` the model of type
+    ``types[c]`` (1-8, SPEC §5) at scales ``sigma_x[c]``, ``sigma_y[c]`` (and ``alpha[c]``
+    for type 7), followed by a per-channel ``bias``. A drop-in for
+    ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``.
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels C (input and output).
+    kernel_size : int
+        Odd kernel size k >= 3 (default 7).
+    types : sequence of int [C], optional
+        Type of each channel (1..8); default cyclic ``1, 2, ..., 8, 1, ...``.
+    sigma_x, sigma_y : float or sequence [C], optional
+        Initial standard deviations (pixels, >= 0). Default: the SPEC §8 method-B values of
+        each channel's type (:data:`DEFAULT_SCALES`). ``sigma_y=None`` with ``sigma_x``
+        given means ``sigma_y = sigma_x``. Type-7 channels use ``sigma_x`` only.
+    alpha : float or sequence [C], optional
+        Laplacian weight of type-7 channels; default :data:`DEFAULT_ALPHA` (unused by the
+        other types).
+    gain, offset : float or sequence [C]
+        Initial ``a`` and ``b`` of the kernel ``a * g + b`` (default 1 and 0).
+    bias : bool or float or sequence [C]
+        Output bias: True (zeros), False/None (no bias) or initial values.
+    learn_scales : bool
+        Train ``sigma_x``/``sigma_y`` (default True).
+    learn_alpha : bool, optional
+        Train ``alpha`` (default: as ``learn_scales``).
+    learn_gain, learn_offset, learn_bias : bool
+        Train gain, offset, bias (default True). Frozen ones are ``nn.Parameter`` with
+        ``requires_grad=False``, so state dicts have the same keys in every configuration.
+    mode : str
+        ``"paper"`` (default) or ``"full"``; see :func:`analytic_basis_kernels`.
+    sigma_max : float
+        Upper clamp of the scales (default 8).
+    epsilon : float
+        Truncation error of the 1-D Gaussians (paper mode: 1e-8).
+    device, dtype
+        Where and in which floating dtype the parameters live (kernels are computed in
+        float64 regardless, then cast to the input's dtype).
+
+    Attributes
+    ----------
+    sigma_x_raw, sigma_y_raw : nn.Parameter [C]
+        Raw scale parameters; the scales are ``|raw|`` clamped to ``sigma_max``
+        (properties :attr:`sigma_x`, :attr:`sigma_y`). Because the kernel depends on
+        ``s = sigma**2 = raw**2`` only, this parametrisation is smooth everywhere, keeps
+        the scales >= 0 and represents sigma = 0 exactly.
+    alpha, gain, offset : nn.Parameter [C]
+    bias : nn.Parameter [C] or None
+    types : buffer, int64 [C]
+
+    Notes
+    -----
+    The scale gradient ``dL/draw = 2 raw dL/ds`` vanishes at ``raw = 0``: a channel whose
+    scale reaches exactly 0 stays there. Exclude the raw scales and alpha from weight decay
+    (they are 1-D, like biases, which the usual ``no_weight_decay`` rules already do).
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = AnalyticDepthwiseConv2d(16)
+    >>> layer(torch.randn(2, 16, 8, 8)).shape
+    torch.Size([2, 16, 8, 8])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        *,
+        types: Any = None,
+        sigma_x: Any = None,
+        sigma_y: Any = None,
+        alpha: Any = None,
+        gain: Any = 1.0,
+        offset: Any = 0.0,
+        bias: Any = True,
+        learn_scales: bool = True,
+        learn_alpha: bool | None = None,
+        learn_gain: bool = True,
+        learn_offset: bool = True,
+        learn_bias: bool = True,
+        mode: str = "paper",
+        sigma_max: float = SIGMA_MAX,
+        epsilon: float = 1e-8,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        channels = _check_channels(channels)
+        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
+        if kernel_size < 3:
+            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
+        self.channels, self.kernel_size = channels, kernel_size
+        self.mode = check_choice("mode", mode, MODES)
+        self.sigma_max = _check_sigma_max(sigma_max)
+        self.epsilon = float(epsilon)
+        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        factory = _factory(device, dtype)
+        t = _as_types(_default_types(channels) if types is None else types).cpu()
+        if t.shape[0] != channels:
+            raise ValueError(f"types must have length channels = {channels}; got {t.shape[0]}")
+        is7 = (t == 7).numpy()
+        if sigma_x is None:
+            sx = np.array([DEFAULT_SCALES[int(k)][0] for k in t])
+            sy = np.array([DEFAULT_SCALES[int(k)][1] for k in t]) if sigma_y is None else sigma_y
+        else:
+            sx, sy = sigma_x, sigma_x if sigma_y is None else sigma_y
+        cpu = torch.device("cpu")
+        sx = _channel_values("sigma_x", sx, channels, cpu).detach()
+        sy = _channel_values("sigma_y", sy, channels, cpu).detach()
+        check_nonneg("sigma_x", sx)
+        check_nonneg("sigma_y", sy)
+        sy = torch.where(torch.from_numpy(is7), sx, sy)  # type 7: one sigma
+        if alpha is None:
+            alpha = np.where(is7, DEFAULT_ALPHA, 0.0)
+        learn_alpha = learn_scales if learn_alpha is None else learn_alpha
+        self.register_buffer("types", t.to(factory["device"]))
+        self.sigma_x_raw = _param("sigma_x", sx, channels, factory, learn_scales)
+        self.sigma_y_raw = _param("sigma_y", sy, channels, factory, learn_scales)
+        self.alpha = _param("alpha", alpha, channels, factory, learn_alpha)
+        self.gain = _param("gain", gain, channels, factory, learn_gain)
+        self.offset = _param("offset", offset, channels, factory, learn_offset)
+        self.bias = _init_bias(bias, channels, factory, learn_bias)
+
+    @property
+    def sigma_x(self) -> torch.Tensor:
+        """Effective scales along x, ``|sigma_x_raw|`` clamped to ``sigma_max``, [C]."""
+        return self.sigma_x_raw.abs().clamp(max=self.sigma_max)
+
+    @property
+    def sigma_y(self) -> torch.Tensor:
+        """Effective scales along y (type 7: equal to :attr:`sigma_x`), [C]."""
+        sy = self.sigma_y_raw.abs().clamp(max=self.sigma_max)
+        return torch.where(self.types == 7, self.sigma_x, sy)
+
+    def _basis_tensors(self) -> list[torch.Tensor]:
+        return [self.types, self.sigma_x_raw, self.sigma_y_raw, self.alpha]
+
+    def _full(self) -> torch.Tensor:
+        # one call of the functional builder (validation done by _check_params)
+        return analytic_depthwise_kernels(
+            self.types,
+            self.sigma_x_raw.abs(),
+            self.sigma_y_raw.abs(),
+            self.alpha,
+            self.gain,
+            self.offset,
+            size=self.kernel_size,
+            mode=self.mode,
+            sigma_max=self.sigma_max,
+            epsilon=self.epsilon,
+            dtype=torch.float64,
+            validate=False,
+        )[:, 0]
+
+    def _check_params(self) -> None:
+        # cheap on the CPU; on accelerators it would synchronise, so it is skipped there
+        if self.sigma_x_raw.device.type != "cpu":
+            return
+        for name in ("sigma_x_raw", "sigma_y_raw", "alpha", "gain", "offset"):
+            _check_finite(name, getattr(self, name))
+
+    def _basis(self) -> torch.Tensor:
+        # the module-level name is looked up at call time (tests count the calls)
+        return analytic_basis_kernels(
+            self.types,
+            self.sigma_x_raw.abs(),
+            self.sigma_y_raw.abs(),
+            self.alpha,
+            size=self.kernel_size,
+            mode=self.mode,
+            sigma_max=self.sigma_max,
+            epsilon=self.epsilon,
+            dtype=torch.float64,
+            validate=False,
+        )[:, 0]
+
+    def extra_repr(self) -> str:  # noqa: D102
+        counts = torch.bincount(self.types.detach().cpu(), minlength=9)[1:].tolist()
+        learn = [
+            n for n in ("sigma_x_raw", "alpha", "gain", "offset") if getattr(self, n).requires_grad
+        ]
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, mode={self.mode!r}, "
+            f"types per 1..8={counts}, bias={self.bias is not None}, "
+            f"learnable={[n.replace('_raw', '') for n in learn]}"
+        )
+
+    # -- conversion ----------------------------------------------------------------------
+    @classmethod
+    def from_census(
+        cls,
+        result: Any,
+        *,
+        bias: Any = None,
+        kernel_size: int | None = None,
+        **kwargs: Any,
+    ) -> AnalyticDepthwiseConv2d:
+        """Build a layer from a census of trained depthwise filters.
+
+        Parameters
+        ----------
+        result : census result, mapping of arrays, or sequence of records
+            The output of :func:`scalespace_mk.census.census` (an object with ``records()``
+            or per-field array attributes), a mapping ``{"type": [C], "sigma_x": [C],
+            "sigma_y": [C], "alpha": [C], "a": [C], "b": [C]}``, or a sequence of C such
+            records (dicts or objects). ``a`` and ``b`` are the shift ``a * g + b`` of
+            the raw model ``g`` (:func:`scalespace_mk.models.masterkey_model`); alpha may be
+            NaN/None for types other than 7 and sigma_y for type 7.
+        bias : float, sequence [C] or tensor, optional
+            Output bias of the layer (e.g. the trained conv's bias); default zeros.
+        kernel_size : int, optional
+            Kernel size (default: from the result if it says, else 7).
+        **kwargs
+            Further :class:`AnalyticDepthwiseConv2d` options (``learn_scales``, ``mode``,
+            ``device``, ...).
+
+        Returns
+        -------
+        AnalyticDepthwiseConv2d
+            With ``types``, ``sigma_x``, ``sigma_y``, ``alpha``, ``gain = a``,
+            ``offset = b`` from the census.
+        """
+        fields = _census_fields(result)
+        size = kernel_size or fields.pop("size", None) or 7
+        fields.pop("size", None)
+        channels = len(fields["types"])
+        return cls(
+            channels,
+            size,
+            types=fields["types"],
+            sigma_x=fields["sigma_x"],
+            sigma_y=fields["sigma_y"],
+            alpha=fields["alpha"],
+            gain=fields["a"],
+            offset=fields["b"],
+            bias=True if bias is None else bias,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        *,
+        layer_kwargs: Mapping[str, Any] | None = None,
+        **census_kwargs: Any,
+    ) -> AnalyticDepthwiseConv2d:
+        """Fit every filter of a trained depthwise conv (census) and build the layer.
+
+        Parameters
+        ----------
+        conv : nn.Conv2d
+            Depthwise conv: ``groups == in_channels == out_channels``, square odd kernel,
+            padding ``k // 2``, stride 1, dilation 1.
+        layer_kwargs : mapping, optional
+            Options passed to :meth:`from_census` / the constructor.
+        **census_kwargs
+            Options of :func:`scalespace_mk.census.census` (e.g. ``types``).
+
+        Returns
+        -------
+        AnalyticDepthwiseConv2d
+            Its output approximates ``conv`` (exactly where the filters are exact models);
+            the conv's bias is kept.
+        """
+        w = _check_depthwise_conv(conv)
+        from .census import census
+
+        result = census(w[:, 0].detach().to(torch.float64).cpu().numpy(), **census_kwargs)
+        kw = dict(layer_kwargs or {})
+        kw.setdefault("device", w.device)
+        kw.setdefault("dtype", w.dtype)
+        bias = None if conv.bias is None else conv.bias.detach()
+        if conv.bias is None:
+            kw.setdefault("bias", False)
+        else:
+            kw["bias"] = bias
+        return cls.from_census(result, kernel_size=w.shape[-1], **kw)
+
+
+_FIELD_NAMES = {
+    "types": ("type", "types", "best_type", "filter_type"),
+    "sigma_x": ("sigma_x", "sx"),
+    "sigma_y": ("sigma_y", "sy"),
+    "alpha": ("alpha",),
+    "a": ("a", "gain"),
+    "b": ("b", "offset"),
+}
+
+
+def _lookup(obj: Any, names: tuple[str, ...]) -> Any:
+    for n in names:
+        if isinstance(obj, Mapping) and n in obj:
+            return obj[n]
+        if not isinstance(obj, Mapping) and hasattr(obj, n):
+            return getattr(obj, n)
+    return None
+
+
+def _census_fields(result: Any) -> dict[str, Any]:
+    """Normalise a census result into per-channel float arrays."""
+    if hasattr(result, "records") and callable(result.records):
+        result = result.records()
+    columns: dict[str, Any] = {}
+    if isinstance(result, Mapping) or (
+        not isinstance(result, Sequence) and _lookup(result, _FIELD_NAMES["types"]) is not None
+    ):
+        for key, names in _FIELD_NAMES.items():
+            columns[key] = _lookup(result, names)
+        size = _lookup(result, ("kernel_size", "size"))
+    elif isinstance(result, Sequence) and len(result) > 0:
+        for key, names in _FIELD_NAMES.items():
+            vals = [_lookup(rec, names) for rec in result]
+            columns[key] = None if all(v is None for v in vals) else vals
+        size = None
+    else:
+        raise TypeError(
+            "result must be a census result, a mapping of per-channel arrays or a non-empty "
+            f"sequence of records; got {type(result).__name__}"
+        )
+    missing = [k for k in ("types", "sigma_x", "a", "b") if columns.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"census result lacks the fields {missing} (accepted names: "
+            f"{ {k: _FIELD_NAMES[k] for k in missing} })"
+        )
+
+    def floats(v):
+        return np.array(
+            [np.nan if x is None else float(x) for x in np.asarray(v, dtype=object).reshape(-1)],
+            dtype=np.float64,
+        )
+
+    types = np.asarray(columns["types"]).astype(np.int64).reshape(-1)
+    sx = floats(columns["sigma_x"])
+    sy = sx.copy() if columns["sigma_y"] is None else floats(columns["sigma_y"])
+    alpha = np.zeros_like(sx) if columns["alpha"] is None else floats(columns["alpha"])
+    is7 = types == 7
+    sy = np.where(is7, sx, sy)
+    alpha = np.where(is7, alpha, 0.0)
+    out = {
+        "types": types,
+        "sigma_x": sx,
+        "sigma_y": sy,
+        "alpha": alpha,
+        "a": floats(columns["a"]),
+        "b": floats(columns["b"]),
+    }
+    for key in ("sigma_x", "sigma_y", "alpha", "a", "b"):
+        if len(out[key]) != len(types):
+            raise ValueError(
+                f"census field {key} has {len(out[key])} entries; types has {len(types)}"
+            )
+        bad = ~np.isfinite(out[key])
+        if bad.any():
+            raise ValueError(
+                f"census field {key} is NaN or infinite at channel {int(np.flatnonzero(bad)[0])}"
+            )
+    if size is not None:
+        out["size"] = int(size)
+    return out
+
+
+def _check_depthwise_conv(conv: Any) -> torch.Tensor:
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
+    c, k = conv.in_channels, conv.kernel_size
+    ok = (
+        conv.groups == c == conv.out_channels
+        and k[0] == k[1]
+        and k[0] % 2 == 1
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.padding_mode == "zeros"
+        and tuple(conv.padding) == (k[0] // 2, k[0] // 2)
+    )
+    if not ok:
+        raise ValueError(
+            "conv must be a depthwise nn.Conv2d(C, C, k, padding=k // 2, groups=C) with odd k, "
+            f"stride 1, dilation 1, zero padding; got {conv}"
+        )
+    return conv.weight
+
+
+class MasterKeyDepthwiseConv2d(_CachedDepthwise):
+    """Depthwise conv whose channels are frozen filters with a per-channel ``a * x + b``.
+
+    Channel c uses the kernel ``gain[c] * filters[assignment[c]] + offset[c]`` (SPEC §9,
+    experiment 2), followed by a per-channel bias.
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels C.
+    filters : array_like or torch.Tensor, shape [M, k, k]
+        The frozen filters (e.g. the 8 master key filters, made zero-mean and unit-l2 by
+        :func:`make_dwconv`); stored as a buffer. Rows top to bottom, y up, no flip.
+    assignment : sequence of int [C], optional
+        Index into ``filters`` (0-based) for each channel; default cyclic ``c % M``.
+    gain, offset : float or sequence [C]
+        Initial ``a`` and ``b`` (default 1 and 0).
+    bias : bool or float or sequence [C]
+        Output bias: True (zeros), False/None, or initial values.
+    variant : str
+        ``"ab"``: gain and offset learnable; ``"f+b"``: the frozen kernel
+        ``gain * filter`` plus a learnable per-channel constant added to every tap (gain
+        frozen); ``"frozen"``: neither (only the bias trains).
+    learn_gain, learn_offset : bool, optional
+        Override the variant's choice.
+    learn_bias : bool
+        Train the bias (default True).
+    device, dtype
+        Placement and floating dtype of the parameters and buffers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = MasterKeyDepthwiseConv2d(4, torch.eye(3)[None].repeat(2, 1, 1), variant="f+b")
+    >>> layer(torch.randn(1, 4, 5, 5)).shape
+    torch.Size([1, 4, 5, 5])
+    """
+
+    VARIANTS = ("ab", "f+b", "frozen")
+
+    def __init__(
+        self,
+        channels: int,
+        filters: Any,
+        assignment: Any = None,
+        *,
+        gain: Any = 1.0,
+        offset: Any = 0.0,
+        bias: Any = True,
+        variant: str = "ab",
+        learn_gain: bool | None = None,
+        learn_offset: bool | None = None,
+        learn_bias: bool = True,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        from ._checks import check_filters
+
+        channels = _check_channels(channels)
+        check_choice("variant", variant, self.VARIANTS)
+        factory = _factory(device, dtype)
+        f = torch.as_tensor(check_filters(filters, "filters"))
+        if f.shape[-1] < 3:
+            raise ValueError(f"filters must be at least 3x3; got shape {tuple(f.shape)}")
+        m = f.shape[0]
+        if assignment is None:
+            a = torch.arange(channels) % m
+        else:
+            a = torch.as_tensor(np.asarray(assignment))
+            if a.is_floating_point() or a.dtype == torch.bool or a.ndim != 1:
+                raise ValueError(
+                    "assignment must be a 1-D sequence of integer filter indices; "
+                    f"got {assignment!r}"
+                )
+            if a.shape[0] != channels:
+                raise ValueError(
+                    f"assignment must have length channels = {channels}; got {a.shape[0]}"
+                )
+            if bool(((a < 0) | (a >= m)).any()):
+                raise ValueError(
+                    f"assignment must hold filter indices 0..{m - 1} (0-based, one per filter); "
+                    f"got values from {int(a.min())} to {int(a.max())}"
+                )
+        self.channels, self.kernel_size, self.variant = channels, int(f.shape[-1]), variant
+        defaults = {"ab": (True, True), "f+b": (False, True), "frozen": (False, False)}[variant]
+        lg = defaults[0] if learn_gain is None else learn_gain
+        lo = defaults[1] if learn_offset is None else learn_offset
+        self.register_buffer("filters", f.to(**factory))
+        self.register_buffer("assignment", a.to(torch.int64).to(factory["device"]))
+        self.gain = _param("gain", gain, channels, factory, lg)
+        self.offset = _param("offset", offset, channels, factory, lo)
+        self.bias = _init_bias(bias, channels, factory, learn_bias)
+
+    def _basis_tensors(self) -> list[torch.Tensor]:
+        return [self.filters, self.assignment]
+
+    def _basis(self) -> torch.Tensor:
+        return self.filters.to(torch.float64)[self.assignment]
+
+    def _full(self) -> torch.Tensor:
+        return _affine64(self._basis(), self.gain, self.offset)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return (
+            f"{self.channels}, filters={self.filters.shape[0]}x{self.kernel_size}x"
+            f"{self.kernel_size}, variant={self.variant!r}, bias={self.bias is not None}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# export and factory
+
+
+def to_conv2d(layer: nn.Module) -> nn.Conv2d:
+    """Export a depthwise layer to a plain ``nn.Conv2d`` with identical output.
+
+    Parameters
+    ----------
+    layer : AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d or nn.Conv2d
+        The layer to export (an ``nn.Conv2d`` is copied).
+
+    Returns
+    -------
+    nn.Conv2d
+        ``nn.Conv2d(C, C, k, padding=k // 2, groups=C, bias=...)`` whose weight is the
+        layer's current kernel and whose bias is the layer's bias, on the layer's device and
+        in its parameter dtype; nothing in it depends on :mod:`scalespace_mk` (deployment,
+        ONNX, TorchScript).
+    """
+    if isinstance(layer, nn.Conv2d):
+        import copy
+
+        return copy.deepcopy(layer)
+    if not isinstance(layer, _CachedDepthwise):
+        raise TypeError(
+            "layer must be an AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d or nn.Conv2d; "
+            f"got {type(layer).__name__}"
+        )
+    with torch.no_grad():
+        weight = layer.kernel().detach().clone()
+        conv = nn.Conv2d(
+            layer.channels,
+            layer.channels,
+            layer.kernel_size,
+            padding=layer.kernel_size // 2,
+            groups=layer.channels,
+            bias=layer.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        conv.weight.copy_(weight)
+        if layer.bias is not None:
+            conv.bias.copy_(layer.bias)
+    return conv.train(layer.training)
+
+
+def _zero_mean_unit(f: torch.Tensor) -> torch.Tensor:
+    flat = f.reshape(f.shape[0], -1)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    norm = flat.norm(dim=1, keepdim=True)
+    if bool((norm == 0).any()):
+        raise ValueError("a filter is constant: it has no shape after removing its mean")
+    return (flat / norm).reshape(f.shape)
+
+
+def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -> nn.Module:
+    """Build the depthwise conv of a network block (the factory of :mod:`~.networks`).
+
+    Parameters
+    ----------
+    kind : str
+        - ``"learned"``: a plain trainable ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``
+          (kwargs: ``bias``, ``device``, ``dtype``);
+        - ``"masterkey"``: :class:`MasterKeyDepthwiseConv2d` with the published 8 filters
+          (or ``filters=``, anything :func:`scalespace_mk.data.load_filters` accepts), each
+          made zero-mean and unit-l2 (``normalize=False`` keeps them as they are); channel
+          c gets filter ``c % 8`` unless ``assignment`` is given;
+        - ``"idealized"``: :class:`AnalyticDepthwiseConv2d` with frozen scales
+          (``learn_scales=False``) at the given or default (method B) values, types cyclic
+          1..8 unless ``types`` is given;
+        - ``"learnable"``: the same with ``learn_scales=True``.
+    channels : int
+        Number of channels C.
+    kernel_size : int
+        Odd kernel size (default 7; the published filters are 7x7).
+    **kwargs
+        Options of the chosen layer. For ``"idealized"``/``"learnable"`` also ``sigma``
+        (one isotropic scale for every channel) and ``normalize`` (default True: gain and
+        offset start at values that make every kernel zero-mean with unit l2 norm, like the
+        master key filters; explicit ``gain``/``offset`` win).
+
+    Returns
+    -------
+    nn.Module
+        The layer, input and output ``[B, C, H, W]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = make_dwconv("idealized", 16)
+    >>> round(float(conv.kernel()[3].sum()), 6), round(float(conv.kernel()[3].norm()), 6)
+    (0.0, 1.0)
+    """
+    check_choice("kind", kind, DWCONV_KINDS)
+    channels = _check_channels(channels)
+    kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
+    kw = dict(kwargs)
+    if kind == "learned":
+        allowed = {"bias", "device", "dtype"}
+        extra = sorted(set(kw) - allowed)
+        if extra:
+            raise ValueError(f"kind 'learned' accepts only {sorted(allowed)}; got {extra}")
+        return nn.Conv2d(
+            channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, **kw
+        )
+    normalize = kw.pop("normalize", True)
+    if kind == "masterkey":
+        from .data import load_filters
+
+        f = torch.as_tensor(load_filters(kw.pop("filters", None)), dtype=torch.float64)
+        if f.shape[-1] != kernel_size:
+            raise ValueError(
+                f"the filters are {f.shape[-1]}x{f.shape[-1]} but kernel_size is {kernel_size}; "
+                "pass filters of the layer's size"
+            )
+        if normalize:
+            f = _zero_mean_unit(f)
+        assignment = kw.pop("assignment", None)
+        types = kw.pop("types", None)
+        if types is not None:
+            if assignment is not None:
+                raise ValueError("pass either assignment (0-based) or types (1-based), not both")
+            assignment = _as_types(types).cpu().numpy() - 1
+        return MasterKeyDepthwiseConv2d(channels, f, assignment, **kw)
+    # idealized / learnable
+    if "learn_scales" in kw:
+        raise ValueError(
+            f"kind {kind!r} fixes learn_scales; use kind 'idealized' (frozen) or 'learnable'"
+        )
+    sigma = kw.pop("sigma", None)
+    if sigma is not None:
+        if "sigma_x" in kw or "sigma_y" in kw:
+            raise ValueError("pass either sigma or sigma_x/sigma_y, not both")
+        kw["sigma_x"] = kw["sigma_y"] = sigma
+    layer = AnalyticDepthwiseConv2d(channels, kernel_size, learn_scales=(kind == "learnable"), **kw)
+    if normalize and "gain" not in kw and "offset" not in kw:
+        with torch.no_grad():
+            g = layer._basis()
+            flat = g.reshape(channels, -1)
+            mean = flat.mean(dim=1)
+            norm = (flat - mean[:, None]).norm(dim=1)
+            if bool((norm == 0).any()):
+                raise ValueError(
+                    "a channel's model is constant, so it cannot be made zero-mean and "
+                    "unit-norm; pass gain/offset or normalize=False"
+                )
+            layer.gain.copy_(1.0 / norm)
+            layer.offset.copy_(-mean / norm)
+    return layer
