@@ -62,7 +62,9 @@ def bench_pil(paths: list[str]) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def bench_loader(ds, *, batch_size: int, workers: int, transform=None, device="cpu") -> float:
+def bench_loader(
+    ds, *, batch_size: int, workers: int, transform=None, device="cpu", max_batches=None
+) -> float:
     from scalespace_mk.datasets import build_loader
 
     loader, sampler = build_loader(
@@ -73,7 +75,9 @@ def bench_loader(ds, *, batch_size: int, workers: int, transform=None, device="c
     x, y = next(it)  # start the workers outside the timed region
     n = 0
     t = time.perf_counter()
-    for x, y in it:
+    for i, (x, y) in enumerate(it):
+        if max_batches is not None and i >= max_batches:
+            break
         if transform is not None:
             x, y = transform(x.to(device, non_blocking=True), y.to(device), generator=gen)
             if device != "cpu":
@@ -114,10 +118,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--transform-steps", type=int, default=5)
+    ap.add_argument(
+        "--transform-batches",
+        type=int,
+        default=8,
+        help="batches timed for loader+transform (the CPU transform is slow at 224 px)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results: dict = {
+        "load_average_1min_at_start": load,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}",
         "device": str(args.device),
@@ -149,9 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
         for w in args.workers:
             results[f"loader_w{w}_img_s"] = bench_loader(ds, batch_size=args.batch_size, workers=w)
             results[f"loader_transform_w{w}_img_s"] = bench_loader(
-                ds, batch_size=args.batch_size, workers=w, transform=tt, device=args.device
+                ds,
+                batch_size=args.batch_size,
+                workers=w,
+                transform=tt,
+                device=args.device,
+                max_batches=args.transform_batches,
             )
     print(f"machine: {results['machine']}; transform device: {results['device']}")
+    print(f"1-min load average at start: {load:.1f}")
     print(
         f"{args.images} JPEGs {args.size}x{args.size}, crop {args.image_size}, "
         f"batch {args.batch_size}; header check at build: "

@@ -109,7 +109,8 @@ def _gen_device(generator: torch.Generator | None) -> torch.device:
 
 
 def _rand(shape: Sequence[int], generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(tuple(shape), generator=generator, device=_gen_device(generator))
+    """Uniform [0, 1) draws from ``generator`` (on its device), returned on the CPU."""
+    return torch.rand(tuple(shape), generator=generator, device=_gen_device(generator)).cpu()
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
@@ -186,7 +187,8 @@ def normalize(
         ``float32 [B, C, H, W]``; :func:`denormalize` inverts it.
     """
     x = to_float(images)
-    return (x - _stat_tensor(mean, x)) / _stat_tensor(std, x)
+    inv = 1.0 / _stat_tensor(std, x)
+    return torch.addcmul(-_stat_tensor(mean, x) * inv, x, inv)  # one pass over the images
 
 
 def denormalize(
@@ -451,13 +453,18 @@ def random_erasing(
     top = torch.floor(u[rows, first, 2] * (height - h + 1))
     left = torch.floor(u[rows, first, 3] * (width - w + 1))
     boxes = torch.stack([left, top, w, h], 1) * do[:, None]
-    boxes_dev = boxes.to(device=x.device, dtype=torch.float32)
-    ys = torch.arange(height, device=x.device, dtype=torch.float32).view(1, height, 1)
-    xs = torch.arange(width, device=x.device, dtype=torch.float32).view(1, 1, width)
-    l0, t0, bw, bh = (v.view(b, 1, 1) for v in boxes_dev.unbind(1))
-    mask = (ys >= t0) & (ys < t0 + bh) & (xs >= l0) & (xs < l0 + bw)
-    noise = _randn_on((b, c, height, width), x.device, generator).to(x.dtype)
-    out = torch.where(mask[:, None], noise, x)
+    out = x.clone()
+    idx = torch.nonzero(do).flatten()
+    if idx.numel():  # noise only for the erased images
+        k = idx.numel()
+        sub = boxes[idx].to(device=x.device, dtype=torch.float32)
+        ys = torch.arange(height, device=x.device, dtype=torch.float32).view(1, height, 1)
+        xs = torch.arange(width, device=x.device, dtype=torch.float32).view(1, 1, width)
+        l0, t0, bw, bh = (v.view(k, 1, 1) for v in sub.unbind(1))
+        mask = (ys >= t0) & (ys < t0 + bh) & (xs >= l0) & (xs < l0 + bw)
+        noise = _randn_on((k, c, height, width), x.device, generator).to(x.dtype)
+        idx_dev = idx.to(x.device)
+        out[idx_dev] = torch.where(mask[:, None], noise, x[idx_dev])
     if return_boxes:
         return out, boxes.to(torch.float32)
     return out
@@ -626,7 +633,7 @@ def mixup_cutmix(
             lam = 1.0 - (yh - yl) * (xh - xl) / float(height * width)
             box = (yl, yh, xl, xh)
         else:
-            x = x * lam + x.flip(0) * (1.0 - lam)
+            x = torch.lerp(x.flip(0), x, lam)  # lam * x + (1 - lam) * x.flip(0)
     t = smooth_one_hot(labels, num_classes, smoothing=label_smoothing)
     targets = t * lam + t.flip(0) * (1.0 - lam)
     return MixResult(x, targets, float(lam), bool(use_cutmix and box is not None), box)
@@ -1072,9 +1079,13 @@ class TrainTransform(nn.Module):
                     f"images must be {s} x {s} when random_resized_crop=False; got "
                     f"{tuple(x.shape[-2:])}"
                 )
+            owned = x.dtype == torch.uint8  # to_float makes a new tensor only for uint8
             x = to_float(x)
-            flip = (_rand((x.shape[0],), generator) < cfg.hflip).to(x.device)
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            idx = torch.nonzero(_rand((x.shape[0],), generator) < cfg.hflip).flatten()
+            if idx.numel():
+                x = x if owned else x.clone()
+                idx = idx.to(x.device)
+                x[idx] = x[idx].flip(-1)
         if cfg.rand_augment_ops > 0:
             x = rand_augment(
                 x,

@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -66,6 +66,7 @@ __all__ = [
     "LinearShift",
     "census",
     "linear_shift",
+    "reference_fit",
 ]
 
 #: The 8 master key types of SPEC §5, fitted by default.
@@ -77,7 +78,8 @@ _KNOT_STEP = 0.001  # table resolution in sigma (cubic interpolation error ~1e-1
 _GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
 _GRID_STEP_1D = 0.02  # coarse grid step for one-scale models
 _H_MIN = 1e-4  # smallest finite-difference step of the refinement
-_MAX_ITER = 40
+_MAX_ITER = 30
+_X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -159,7 +161,9 @@ def linear_shift(y: Any, g: Any) -> LinearShift:
     try:
         ga = np.asarray(g, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"g must be a numeric array of shape [k, k] or [N, k, k]; got {type(g)}")
+        raise TypeError(
+            f"g must be a numeric array of shape [k, k] or [N, k, k]; got {type(g)}"
+        ) from None
     if ga.ndim == 2:
         ga = ga[None]
     if ga.ndim != 3 or ga.shape[1:] != yy.shape[1:] or ga.shape[0] not in (1, yy.shape[0]):
@@ -262,6 +266,24 @@ def _knots(sigma_max: float) -> tuple[np.ndarray, float]:
     return np.abs(np.arange(-1, n + 2, dtype=np.float64)) * step, step
 
 
+def _factor_name(name: str, axis: str) -> str:
+    """A model with the same 1-D factor along ``axis`` as ``name`` (shares cached tables)."""
+    ops = getattr(parse_model(name), f"ops_{axis}")
+    a = axis
+    canonical = {
+        (): "T",
+        ("x",): f"d{a}",
+        ("xx",): f"d{a}{a}",
+        ("x", "xx"): f"d{a * 3}",
+        ("xx", "xx"): f"d{a * 4}",
+        ("x+",): f"d{a}+",
+        ("x-",): f"d{a}-",
+    }.get(ops)
+    if canonical is None or getattr(parse_model(canonical), f"ops_{axis}") != ops:
+        return name
+    return canonical
+
+
 @functools.lru_cache(maxsize=64)
 def _table(
     name: str, part: str, k: int, method: str, mode: str, epsilon: float, sigma_max: float
@@ -296,31 +318,39 @@ def _table(
     return table.contiguous(), norms
 
 
-def _lagrange(t: torch.Tensor) -> torch.Tensor:
-    """4-point cubic Lagrange weights for nodes -1, 0, 1, 2 at ``t`` in [0, 1]: [..., 4]."""
-    tm, t1, t2 = t + 1.0, t - 1.0, t - 2.0
-    return torch.stack(
-        [-t * t1 * t2 / 6.0, tm * t1 * t2 / 2.0, -tm * t * t2 / 2.0, tm * t * t1 / 6.0], dim=-1
-    )
+#: cubic Lagrange interpolation through nodes -1, 0, 1, 2 as a polynomial in t:
+#: coefficients of 1, t, t^2, t^3 (rows) from the four node values (columns)
+_LAGRANGE = (
+    (0.0, 1.0, 0.0, 0.0),
+    (-1.0 / 3.0, -0.5, 1.0, -1.0 / 6.0),
+    (0.5, -1.0, 0.5, 0.0),
+    (-1.0 / 6.0, 0.5, -0.5, 1.0 / 6.0),
+)
 
 
 class _Interp:
-    """Cubic interpolation of a table ``[n_knots, D]`` in sigma (even in sigma)."""
+    """Piecewise-cubic (4-point Lagrange) interpolation of a table in sigma.
+
+    ``table`` is ``[J + 3, D]`` with rows at the knots ``-1, 0, .., J + 1`` (times ``step``;
+    the model is even in sigma, so knot -1 holds the value at +step). Calling it with a
+    tensor of scales ``[...]`` returns ``[..., D]``; scales are taken as ``|sigma|`` and
+    clamped to ``sigma_max``.
+    """
 
     def __init__(self, table: torch.Tensor, step: float, sigma_max: float) -> None:
-        self.table = table
-        self.step = step
+        lag = torch.tensor(_LAGRANGE, dtype=table.dtype, device=table.device)
+        windows = table.unfold(0, 4, 1)  # [J, D, 4]: rows i-1..i+2 for interval i
+        self.coef = torch.einsum("cj,idj->icd", lag, windows).contiguous()  # [J, 4, D]
+        self.inv_step = 1.0 / step
         self.sigma_max = sigma_max
-        self.n = table.shape[0] - 3  # number of intervals
-        self.offsets = torch.arange(4, device=table.device)
+        self.n = self.coef.shape[0]
 
     def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.abs().clamp(max=self.sigma_max) / self.step
-        i = torch.floor(s).clamp(max=self.n - 1)
-        w = _lagrange(s - i)  # [..., 4]
-        idx = i.long()[..., None] + self.offsets  # table row 0 is knot -1
-        rows = self.table[idx]  # [..., 4, D]
-        return (rows * w[..., None]).sum(dim=-2)
+        s = sigma.abs().clamp(max=self.sigma_max) * self.inv_step
+        i = s.floor().clamp(max=self.n - 1)
+        t = (s - i)[..., None]
+        c = self.coef.index_select(0, i.long().reshape(-1)).reshape(*s.shape, 4, -1)
+        return ((c[..., 3, :] * t + c[..., 2, :]) * t + c[..., 1, :]) * t + c[..., 0, :]
 
 
 # --------------------------------------------------------------------------------------
@@ -328,37 +358,42 @@ class _Interp:
 
 
 class _SepObjective:
-    """Two-scale separable model ``v(sigma_y) (x) u(sigma_x)``."""
+    """Two-scale separable model ``v(sigma_y) (x) u(sigma_x)`` (filters as ``[n, k, k]``)."""
 
     dim = 2
 
     def __init__(self, ux: _Interp, vy: _Interp, k: int) -> None:
         self.ux, self.vy, self.k = ux, vy, k
 
-    def grid(self, z3: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
-        """R^2 on the grid ``sig x sig``: ``[n, Gy, Gx]``."""
-        u = self.ux(sig)  # [G, k]
-        v = self.vy(sig)
-        num = torch.matmul(v, torch.matmul(z3, u.T))  # [n, Gy, Gx]
-        den = self._den(u[None, :, :], v[:, None, :])
-        return num * num / den
-
     def _den(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``||g_c||^2`` of ``g = v (x) u`` for u ``[..., 1, B, k]``, v ``[..., A, 1, k]``."""
         uu, vv = (u * u).sum(-1), (v * v).sum(-1)
-        su, sv = u.sum(-1), v.sum(-1)
-        den = uu * vv - (su * sv) ** 2 / (self.k * self.k)
+        den = uu * vv - (u.sum(-1) * v.sum(-1)) ** 2 / (self.k * self.k)
         return torch.where(den > _TINY * uu * vv, den, torch.full_like(den, math.inf))
 
-    def points(self, z3: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
-        """R^2 at points ``th`` [n, S, 2] (sigma_x, sigma_y): [n, S]."""
-        u = self.ux(th[..., 0])  # [n, S, k]
-        v = self.vy(th[..., 1])
-        num = torch.einsum("nsr,nrc,nsc->ns", v, z3, u)
-        return num * num / self._den(u, v)
+    def product(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        """R^2 at all pairs of ``sx`` [n, B] (or [B]) and ``sy`` [n, A]: ``[n, A, B]``."""
+        u, v = self.ux(sx), self.vy(sy)  # [(n,) B, k], [(n,) A, k]
+        num = torch.matmul(v, torch.matmul(z3, u.transpose(-1, -2)))  # [n, A, B]
+        den = self._den(u.unsqueeze(-3), v.unsqueeze(-2))
+        return num * num / den
+
+    def grid(self, z3: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        """R^2 on the grid ``sig x sig``: ``[n, G * G]`` (index ``iy * G + ix``)."""
+        return self.product(z3, sig, sig).reshape(z3.shape[0], -1)
+
+    def stencil(self, z3: torch.Tensor, th: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """R^2 on the 3x3 stencil ``th + h {-1, 0, 1}^2``: ``[n, 9]`` (index ``3 iy + ix``)."""
+        o = h[:, None] * torch.tensor([-1.0, 0.0, 1.0], dtype=h.dtype, device=h.device)
+        return self.product(z3, th[:, :1] + o, th[:, 1:] + o).reshape(z3.shape[0], 9)
+
+    def point(self, z3: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        """R^2 at ``th`` [n, 2] (sigma_x, sigma_y): ``[n]``."""
+        return self.product(z3, th[:, :1], th[:, 1:]).reshape(-1)
 
 
 class _LapObjective:
-    """One-scale models: ``"lap"`` (``kind="iso"``) and model 7 with closed-form alpha."""
+    """One-scale models (filters as ``[n, P]``): ``"lap"`` and model 7 (closed-form alpha)."""
 
     dim = 1
 
@@ -368,18 +403,20 @@ class _LapObjective:
         self.lap, self.norms, self.k, self.kind = lap, norms, k, kind
         self.alpha_range = alpha_range
         self.centre = (k * k) // 2
-        self.kk = 1.0 - 1.0 / (k * k)  # ||K_c||^2
+        self.kk = 1.0 - 1.0 / (k * k)  # ||K_c||^2 of the Kronecker delta K
 
-    def _r2(self, zf: torch.Tensor, lhat: torch.Tensor, nrm: torch.Tensor) -> torch.Tensor:
-        # zf [n, P]; lhat [n or 1, S, P] unit-norm L; nrm [n or 1, S] norms of the raw L
-        zl = torch.einsum("np,nsp->ns", zf, lhat) if lhat.shape[0] == zf.shape[0] else (
-            zf @ lhat[0].T
-        )
+    def values(self, zf: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """R^2 at scales ``s`` ([G] shared, or [n, S] per filter): ``[n, G]`` / ``[n, S]``."""
+        lhat, nrm = self.lap(s), self.norms(s)[..., 0]  # unit-norm L, and its raw norm
+        if s.ndim == 1:
+            zl = zf @ lhat.T
+        else:
+            zl = torch.matmul(lhat, zf[:, :, None])[..., 0]
         lm = lhat.mean(-1)
         ll = ((lhat * lhat).sum(-1) - lhat.shape[-1] * lm * lm).clamp(min=_TINY)  # ||L_c||^2
         if self.kind == "iso":
             return zl * zl / ll
-        # model 7: y ~ a (K - alpha_hat L_hat) + b, alpha_hat = alpha * ||L||
+        # model 7: y ~ a (K - alpha L) + b = a K - a alpha_hat L_hat + b, alpha_hat = alpha ||L||
         zk = zf[:, self.centre : self.centre + 1]  # <z, K_c> (z is centred)
         kl = lhat[..., self.centre] - lm  # <K_c, L_c>
         kk = self.kk
@@ -388,107 +425,112 @@ class _LapObjective:
         sdet = torch.where(okd, det, torch.ones_like(det))
         ca = (ll * zk - kl * zl) / sdet  # coefficient of K_c
         cl = (kk * zl - kl * zk) / sdet  # coefficient of L_c
-        r2u = ca * zk + cl * zl
-        lo = self.alpha_range[0] * nrm
-        hi = self.alpha_range[1] * nrm
-        ahat_u = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
-        inside = okd & (ca != 0) & (ahat_u >= lo) & (ahat_u <= hi)
+        ahat = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
+        lo, hi = self.alpha_range[0] * nrm, self.alpha_range[1] * nrm
+        inside = okd & (ca != 0) & (ahat >= lo) & (ahat <= hi)
 
-        def bound(ah):
+        def bound(ah: torch.Tensor) -> torch.Tensor:
             num = zk - ah * zl
-            den = kk - 2.0 * ah * kl + ah * ah * ll
-            return num * num / den
+            return num * num / (kk - 2.0 * ah * kl + ah * ah * ll)
 
-        r2b = torch.maximum(bound(lo), bound(hi))
-        return torch.where(inside, r2u, r2b)
+        return torch.where(inside, ca * zk + cl * zl, torch.maximum(bound(lo), bound(hi)))
 
     def grid(self, zf: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
         """R^2 on the grid ``sig``: ``[n, G]``."""
-        return self._r2(zf, self.lap(sig)[None], self.norms(sig)[None, :, 0])
+        return self.values(zf, sig)
 
-    def points(self, zf: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
-        """R^2 at points ``th`` [n, S, 1]: [n, S]."""
-        s = th[..., 0]
-        return self._r2(zf, self.lap(s), self.norms(s)[..., 0])
+    def stencil(self, zf: torch.Tensor, th: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """R^2 at ``th + h {-1, 0, 1}``: ``[n, 3]``."""
+        o = torch.tensor([-1.0, 0.0, 1.0], dtype=h.dtype, device=h.device)
+        return self.values(zf, th + h[:, None] * o)
+
+    def point(self, zf: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        """R^2 at ``th`` [n, 1]: ``[n]``."""
+        return self.values(zf, th)[:, 0]
 
 
 # --------------------------------------------------------------------------------------
 # batched refinement
 
 
-def _offsets(dim: int, device: torch.device) -> torch.Tensor:
+def _newton(fs: torch.Tensor, h: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton step of the quadratic through a 3^dim stencil, and whether it is a maximum."""
     if dim == 1:
-        return torch.tensor([[-1.0], [0.0], [1.0]], dtype=torch.float64, device=device)
-    o = [(ox, oy) for oy in (-1.0, 0.0, 1.0) for ox in (-1.0, 0.0, 1.0)]
-    return torch.tensor(o, dtype=torch.float64, device=device)
+        fm, f0, fp = fs[:, 0], fs[:, 1], fs[:, 2]
+        grad = (fp - fm) / (2 * h)
+        hess = (fp - 2 * f0 + fm) / (h * h)
+        ok = hess < 0
+        return (-grad / torch.where(ok, hess, -torch.ones_like(hess)))[:, None], ok
+    F = fs.reshape(-1, 3, 3)  # [y, x]
+    f0 = F[:, 1, 1]
+    gx = (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
+    gy = (F[:, 2, 1] - F[:, 0, 1]) / (2 * h)
+    hxx = (F[:, 1, 2] - 2 * f0 + F[:, 1, 0]) / (h * h)
+    hyy = (F[:, 2, 1] - 2 * f0 + F[:, 0, 1]) / (h * h)
+    hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h * h)
+    det = hxx * hyy - hxy * hxy
+    ok = (hxx < 0) & (det > 0)
+    sdet = torch.where(ok, det, torch.ones_like(det))
+    return torch.stack([-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], 1), ok
 
 
-def _refine(
-    f: Callable[[torch.Tensor], torch.Tensor],
-    theta: torch.Tensor,
-    h0: float,
-    sigma_max: float,
-) -> torch.Tensor:
-    """Maximise ``f`` (batched, [n, S, d] -> [n, S]) from ``theta`` [n, d]; returns theta.
+def _refine(obj: Any, z: torch.Tensor, theta: torch.Tensor, h0: float, sigma_max: float):
+    """Maximise the objective from ``theta`` [n, d] for all filters at once; returns theta.
 
     Each step evaluates a 3^d stencil of half-width h around theta, takes the Newton point
-    of the fitted quadratic (clipped to 2 h per coordinate), evaluates it and moves to the
-    best of all these points. h shrinks by 4 when the quadratic model is trusted (the
-    Newton point or the centre wins), down to :data:`_H_MIN`; f is even in each sigma, so
-    the stencil may cross 0.
+    of the quadratic through it (clipped to 2 h per coordinate), evaluates it and moves to
+    the best of these points. When the quadratic model is trusted (the Newton point or the
+    centre wins), h shrinks towards the distance just moved (at most by 4, at least to
+    :data:`_H_MIN`); a filter is done after a trusted step at ``_H_MIN`` that moved less
+    than :data:`_X_TOL`, or when it correlates with no model of the type (R^2 < 1e-20).
+    Only unfinished filters are evaluated. The objective is even in each sigma, so the
+    stencil may cross 0 (``|theta|`` is returned).
     """
     n, d = theta.shape
-    offs = _offsets(d, theta.device)  # [S, d]
+    centre = 3**d // 2
+    offs = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64, device=theta.device)
+    grid_x = offs.repeat(3) if d == 2 else offs
+    grid_y = offs.repeat_interleave(3) if d == 2 else None
+    theta = theta.clone()
     h = torch.full((n,), h0, dtype=torch.float64, device=theta.device)
-    done = torch.zeros(n, dtype=torch.long, device=theta.device)
-    centre = offs.shape[0] // 2
+    idx = torch.arange(n, device=theta.device)
+    zs, th, hs = z, theta, h
     for _ in range(_MAX_ITER):
-        pts = (theta[:, None, :] + h[:, None, None] * offs[None]).clamp(-sigma_max, sigma_max)
-        fs = f(pts)  # [n, S]
-        hh = h[:, None]
-        if d == 1:
-            fm, f0, fp = fs[:, 0], fs[:, 1], fs[:, 2]
-            grad = ((fp - fm) / (2 * h))[:, None]
-            hess = (fp - 2 * f0 + fm) / (h * h)
-            ok = hess < 0
-            step = -grad / torch.where(ok, hess, -torch.ones_like(hess))[:, None]
-        else:
-            F = fs.reshape(n, 3, 3)  # [y, x]
-            f0 = F[:, 1, 1]
-            gx = (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
-            gy = (F[:, 2, 1] - F[:, 0, 1]) / (2 * h)
-            hxx = (F[:, 1, 2] - 2 * f0 + F[:, 1, 0]) / (h * h)
-            hyy = (F[:, 2, 1] - 2 * f0 + F[:, 0, 1]) / (h * h)
-            hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h * h)
-            det = hxx * hyy - hxy * hxy
-            ok = (hxx < 0) & (det > 0)
-            sdet = torch.where(ok, det, torch.ones_like(det))
-            step = torch.stack(
-                [-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], dim=1
-            )
-        lim = 2.0 * hh
+        fs = obj.stencil(zs, th, hs)  # [m, 3^d]
+        step, ok = _newton(fs, hs, d)
+        lim = 2.0 * hs[:, None]
         clipped = (step.abs() > lim).any(dim=1) | ~ok
-        step = torch.where(ok[:, None], step.clamp(-lim, lim), torch.zeros_like(step))
-        prop = (theta + step).clamp(-sigma_max, sigma_max)
-        fp_ = f(prop[:, None, :])[:, 0]
-        fp_ = torch.where(ok, fp_, torch.full_like(fp_, -math.inf))
-        best_s = fs.argmax(dim=1)
-        best_f = fs.gather(1, best_s[:, None])[:, 0]
+        prop = (th + step.clamp(-lim, lim)).clamp(-sigma_max, sigma_max)
+        fp = torch.where(ok, obj.point(zs, prop), -math.inf)
         f0 = fs[:, centre]
-        stay = best_f <= f0  # ties (e.g. at sigma_max) keep the centre
-        best_s = torch.where(stay, torch.full_like(best_s, centre), best_s)
+        best_f, best_s = fs.max(dim=1)
+        stay = best_f <= f0  # ties (e.g. beyond sigma_max) keep the centre
+        best_s = torch.where(stay, centre, best_s)
         best_f = torch.where(stay, f0, best_f)
-        take_p = fp_ > best_f
-        new = torch.where(
-            take_p[:, None], prop, pts.gather(1, best_s[:, None, None].expand(-1, 1, d))[:, 0]
+        take_p = fp > best_f
+        moved = hs[:, None] * torch.stack(
+            [grid_x[best_s]] + ([grid_y[best_s]] if d == 2 else []), dim=1
         )
+        new = torch.where(take_p[:, None], prop, (th + moved).clamp(-sigma_max, sigma_max))
         trusted = (take_p & ~clipped) | (~take_p & (best_s == centre))
-        at_min = h <= _H_MIN * 1.000001
-        done = torch.where(trusted & at_min, done + 1, torch.zeros_like(done))
-        h = torch.where(trusted, (h / 4.0).clamp(min=_H_MIN), h)
-        theta = new.clamp(-sigma_max, sigma_max)
-        if bool((done >= 2).all()):
-            break
+        dist = (new - th).abs().amax(dim=1)
+        shrunk = torch.minimum(hs / 4.0, torch.maximum(2.0 * dist, hs * hs)).clamp(min=_H_MIN)
+        h_new = torch.where(trusted, shrunk, hs)
+        fin = (trusted & (hs <= _H_MIN * 1.000001) & (dist <= _X_TOL)) | (
+            torch.maximum(best_f, fp) < 1e-20
+        )
+        keep = ~fin
+        if len(idx) < n or not bool(keep.all()):
+            theta[idx] = new
+            h[idx] = h_new
+            idx = idx[keep]
+            if idx.numel() == 0:
+                break
+            zs, th, hs = z.index_select(0, idx), theta.index_select(0, idx), h.index_select(0, idx)
+        else:
+            th, hs = new, h_new
+    if len(idx) == n:
+        theta = th
     return theta.abs()
 
 
@@ -567,7 +609,7 @@ class CensusResult:
         labels = self.type.tolist()
         out = []
         cols = (self.sigma_x, self.sigma_y, self.alpha, self.a, self.b, self.r2)
-        for i, (sx, sy, al, a, b, r2) in enumerate(zip(*(c.tolist() for c in cols))):
+        for i, (sx, sy, al, a, b, r2) in enumerate(zip(*(c.tolist() for c in cols), strict=True)):
             out.append(
                 {
                     "index": i,
@@ -585,7 +627,7 @@ class CensusResult:
     def counts(self) -> dict[int | str, int]:
         """Number of filters whose best type is each type (in the order of ``types``)."""
         c = np.bincount(self.best, minlength=len(self.types))
-        return {t: int(n) for t, n in zip(self.types, c)}
+        return {t: int(n) for t, n in zip(self.types, c, strict=True)}
 
 
 # --------------------------------------------------------------------------------------
@@ -598,7 +640,9 @@ def _resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}")
+        raise ValueError(
+            f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
     return dev
@@ -608,7 +652,9 @@ def _check_alpha_range(alpha_range: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in alpha_range)
     except (TypeError, ValueError):
-        raise ValueError(f"alpha_range must be a pair (low, high) of numbers; got {alpha_range!r}")
+        raise ValueError(
+            f"alpha_range must be a pair (low, high) of numbers; got {alpha_range!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
         raise ValueError(f"alpha_range must be finite with low <= high; got {alpha_range!r}")
     return lo, hi
@@ -661,7 +707,7 @@ def census(
     batch_size : int, optional
         Filters processed at once (memory bound); default 8192 on CPU, 131072 on CUDA.
     progress : bool, optional
-        Show a tqdm progress bar on stderr; default: only for >= 50,000 filters when
+        Show a tqdm progress bar on stderr; default: only for >= 20,000 filters when
         stderr is a terminal.
 
     Returns
@@ -718,15 +764,17 @@ def census(
     dev = _resolve_device(device)
     if batch_size is None:
         batch_size = 131072 if dev.type == "cuda" else 8192
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
-        batch_size < 1
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or (batch_size < 1)
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     tss = _check_tss(y, "filters")
 
     show = progress
     if show is None:
-        show = n_filters >= 50_000 and sys.stderr.isatty()
+        show = n_filters >= 20_000 and sys.stderr.isatty()
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -746,7 +794,7 @@ def census(
             zc = yf - yf.mean(dim=1, keepdim=True)
             zf = zc / zc.norm(dim=1, keepdim=True)
             z3 = zf.reshape(-1, k, k)
-            for j, (tp, obj) in enumerate(zip(tps, objectives)):
+            for j, (tp, obj) in enumerate(zip(tps, objectives, strict=True)):
                 th = _search(obj, z3 if obj.dim == 2 else zf, sigma_max)
                 res = _exact(tp, th, yf, k, method, mode, epsilon, lo_hi)
                 theta[start:stop, j, : th.shape[1]] = th.cpu().numpy()
@@ -784,8 +832,8 @@ def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> l
     for tp in tps:
         args = (tp.name, k, method, mode, epsilon, sigma_max)
         if tp.kind == "sep":
-            tx, _ = _table(args[0], "x", *args[1:])
-            ty, _ = _table(args[0], "y", *args[1:])
+            tx, _ = _table(_factor_name(tp.name, "x"), "x", *args[1:])
+            ty, _ = _table(_factor_name(tp.name, "y"), "y", *args[1:])
             objs.append(
                 _SepObjective(
                     _Interp(tx.to(dev), step, sigma_max), _Interp(ty.to(dev), step, sigma_max), k
@@ -812,17 +860,13 @@ def _search(obj: Any, z: torch.Tensor, sigma_max: float) -> torch.Tensor:
     n_grid = max(int(math.ceil(sigma_max / gstep)), 2)
     sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
     h0 = 0.5 * sigma_max / n_grid
+    best = obj.grid(z, sig).argmax(dim=1)
+    g = sig.shape[0]
     if obj.dim == 2:
-        r2 = obj.grid(z, sig)  # [n, Gy, Gx]
-        flat = r2.reshape(r2.shape[0], -1).argmax(dim=1)
-        g = sig.shape[0]
-        theta = torch.stack([sig[flat % g], sig[flat // g]], dim=1)
-        f = functools.partial(obj.points, z)
+        theta = torch.stack([sig[best % g], sig[best // g]], dim=1)
     else:
-        r2 = obj.grid(z, sig)  # [n, G]
-        theta = sig[r2.argmax(dim=1)][:, None]
-        f = functools.partial(obj.points, z)
-    return _refine(f, theta, h0, sigma_max)
+        theta = sig[best][:, None]
+    return _refine(obj, z, theta, h0, sigma_max)
 
 
 def _exact(
@@ -892,3 +936,106 @@ def _best_alpha(
         torch.full_like(ll, hi),
     )
     return torch.where(inside, a_u, a_b)
+
+
+# --------------------------------------------------------------------------------------
+# a slow per-filter reference on the same objective (for tests and benchmarks)
+
+
+def reference_fit(
+    y: Any,
+    filter_type: int | str,
+    *,
+    x0: Sequence[float] | None = None,
+    method: str = "discgauss",
+    mode: str = "paper",
+    epsilon: float = 1e-8,
+    sigma_max: float | None = None,
+    alpha_range: tuple[float, float] = ALPHA_RANGE,
+) -> dict[str, Any]:
+    """Fit one filter and one type with ``scipy.optimize`` (L-BFGS-B), as a reference.
+
+    Minimises the same objective as :func:`census`, ``RSS(theta) = ||a g(theta) + b - y||^2``
+    with the closed-form ``a, b`` of :func:`linear_shift`, over the scales (and, for type 7,
+    over ``(sigma, alpha)`` jointly) within the same bounds, from one starting point, with
+    the exact gradient from autograd through :func:`scalespace_mk.models.model_kernel`.
+    It is slow (one optimisation per filter and type) and finds a local optimum only.
+
+    Parameters
+    ----------
+    y : array_like, shape [k, k]
+        One filter (stored-weight layout, y up).
+    filter_type : int or str
+        A type accepted by :func:`census` (1..8 or a model name).
+    x0 : sequence of float, optional
+        Start: ``(sigma_x, sigma_y)``, ``(sigma,)`` for ``"lap"``, ``(sigma, alpha)`` for
+        type 7. Default ``(1, 1)``, ``(1,)``, ``(1, 0.5)``.
+    method, mode, epsilon, sigma_max, alpha_range
+        As in :func:`census`.
+
+    Returns
+    -------
+    dict
+        ``sigma_x``, ``sigma_y``, ``alpha`` (None unless type 7), ``a``, ``b``, ``r2``,
+        ``rss`` (floats) and ``nfev`` (objective evaluations).
+    """
+    from scipy.optimize import minimize
+
+    yy = check_filters(y, "y", allow_single=True)
+    if yy.shape[0] != 1:
+        raise ValueError(f"y must be one filter of shape [k, k]; got shape {np.shape(y)}")
+    _check_tss(yy, "y")
+    k = yy.shape[1]
+    (tp,) = _parse_types((filter_type,))
+    lo_hi = _check_alpha_range(alpha_range)
+    smax = k / 2.0 if sigma_max is None else float(sigma_max)
+    kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
+    yt = torch.as_tensor(yy.reshape(1, -1))
+    if tp.kind == "sep":
+        start, bounds = (1.0, 1.0), [(0.0, smax), (0.0, smax)]
+    elif tp.kind == "iso":
+        start, bounds = (1.0,), [(0.0, smax)]
+    else:
+        start, bounds = (1.0, 0.5), [(0.0, smax), lo_hi]
+    start = tuple(float(v) for v in (x0 if x0 is not None else start))
+    if len(start) != len(bounds):
+        raise ValueError(f"x0 must have {len(bounds)} values for type {filter_type!r}; got {x0!r}")
+
+    def model(p: torch.Tensor) -> torch.Tensor:
+        if tp.kind == "sep":
+            return model_kernel(tp.name, p[0:1], p[1:2], **kw)
+        if tp.kind == "iso":
+            return model_kernel(tp.name, p[0:1], **kw)
+        return model_kernel(tp.name, p[0:1], alpha=p[1:2], **kw)
+
+    def fun(x: np.ndarray) -> float:
+        p = torch.tensor(x, dtype=torch.float64)
+        p[0] = p[0].clamp(min=0.0)  # L-BFGS-B keeps to the bounds; guard rounding
+        if tp.kind == "sep":
+            p[1] = p[1].clamp(min=0.0)
+        with torch.no_grad():
+            return float(_shift_t(yt, model(p).reshape(1, -1)).rss[0])
+
+    opt = minimize(
+        fun,
+        np.array(start),
+        jac="3-point",
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 500},
+    )
+    p = torch.tensor(opt.x, dtype=torch.float64)
+    with torch.no_grad():
+        res = _shift_t(yt, model(p).reshape(1, -1))
+    sx = float(opt.x[0])
+    sy = float(opt.x[1]) if tp.kind == "sep" else sx
+    return {
+        "sigma_x": sx,
+        "sigma_y": sy,
+        "alpha": float(opt.x[1]) if tp.kind == "mk7" else None,
+        "a": float(res.a[0]),
+        "b": float(res.b[0]),
+        "r2": float(res.r2[0]),
+        "rss": float(res.rss[0]),
+        "nfev": int(opt.nfev),
+    }

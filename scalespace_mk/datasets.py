@@ -230,6 +230,14 @@ def _in_worker() -> bool:
     return torch.utils.data.get_worker_info() is not None
 
 
+def _mix_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that depends on ``(seed, epoch, index)`` (splitmix64-style mixing)."""
+    z = (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + int(index)) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return (z ^ (z >> 31)) >> 1
+
+
 def _warn_once_safe(message: str) -> None:
     """Warn; inside a DataLoader worker a warnings-as-errors filter must not kill the worker."""
     if _in_worker():
@@ -325,8 +333,10 @@ class ImageFolderDataset(Dataset):
     strict : bool, default False
         Raise :class:`CorruptImageError` naming the file instead of skipping it.
     seed : int, default 0
-        Seed of the random crops drawn in the main process (``num_workers=0``); inside
-        DataLoader workers the crops use torch's per-worker RNG, which the loader seeds.
+        Seed of the random crops. Through :func:`build_loader` (whose sampler yields
+        ``(index, epoch)`` keys) the crop of a sample depends only on ``(seed, epoch, index)``:
+        the same for any number of workers and after a resume. Plain integer indexing uses
+        a generator seeded with ``seed`` (main process) or torch's per-worker RNG.
     progress : bool, default False
         Show a tqdm bar while verifying.
 
@@ -339,6 +349,7 @@ class ImageFolderDataset(Dataset):
     """
 
     crops_on_load: bool
+    wants_epoch = True
 
     def __init__(
         self,
@@ -405,7 +416,8 @@ class ImageFolderDataset(Dataset):
             )
         self.samples = samples
         self.targets = [label for _, label in samples]
-        self._generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
         self._failed: set[int] = set()
 
     @property
@@ -454,10 +466,18 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> torch.Tensor:
-        """Decode sample ``index`` (no fallback); raises on an unreadable file."""
+    def load(self, index: int, epoch: int | None = None) -> torch.Tensor:
+        """Decode sample ``index`` (no fallback); raises on an unreadable file.
+
+        With ``epoch`` the random crop is a pure function of ``(seed, epoch, index)``;
+        without it the crop uses the dataset's generator (main process) or torch's
+        per-worker RNG (DataLoader workers).
+        """
         path = self.samples[index][0]
-        generator = None if _in_worker() else self._generator
+        if epoch is not None:
+            generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch, index))
+        else:
+            generator = None if _in_worker() else self._generator
         return _decode_resized(
             path,
             self.image_size,
@@ -468,7 +488,12 @@ class ImageFolderDataset(Dataset):
             generator=generator,
         )
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Return ``(uint8 [3, S, S], label)`` for ``index`` or for a key ``(index, epoch)``
+        (as yielded by the sampler of :func:`build_loader`)."""
+        epoch = None
+        if isinstance(index, tuple):
+            index, epoch = index
         n = len(self.samples)
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for {n} samples")
@@ -479,7 +504,7 @@ class ImageFolderDataset(Dataset):
             if j in self._failed:
                 continue
             try:
-                return self.load(j), self.samples[j][1]
+                return self.load(j, epoch), self.samples[j][1]
             except Exception as exc:
                 path = self.samples[j][0]
                 if self.strict:
@@ -1346,6 +1371,27 @@ class EpochSampler(Sampler[int]):
         return self.size
 
 
+class _EpochKeySampler(Sampler[tuple[int, int]]):
+    """Wrap a sampler so that it yields ``(index, epoch)`` keys (for datasets whose random
+    decode-time crops are keyed by the epoch); ``set_epoch`` is forwarded."""
+
+    def __init__(self, inner: Sampler[int]) -> None:
+        self.inner = inner
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch ``epoch`` (forwarded to the wrapped sampler)."""
+        self.epoch = int(epoch)
+        self.inner.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((int(i), epoch) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy and random in a DataLoader worker from torch's per-worker seed."""
     import random
@@ -1401,12 +1447,16 @@ def build_loader(
     loader : torch.utils.data.DataLoader
         Batches of ``(uint8 [B, 3, S, S], int64 [B])``.
     sampler : Sampler
-        Has ``set_epoch(epoch)``: call it before each epoch.
+        Has ``set_epoch(epoch)``: call it before each epoch. For datasets with
+        ``wants_epoch = True`` (image-folder sets) it yields ``(index, epoch)`` keys, so the
+        random decode-time crops depend only on ``(dataset seed, epoch, index)``.
 
     Notes
     -----
-    Deterministic: with a fixed ``seed`` and ``num_workers`` the batches (including the random
-    crops drawn on decode) are identical from run to run; the worker RNGs are seeded from a
+    Deterministic: with a fixed ``seed`` the batches, including the random crops drawn on
+    decode, are identical from run to run, for any ``num_workers``, and a resumed run that
+    calls ``set_epoch(e)`` sees exactly the batches of the original epoch ``e``. The worker
+    RNGs (used only by datasets that draw randomness without an epoch key) are seeded from a
     ``torch.Generator`` seeded with ``seed + 1_000_003 * rank``.
     """
     batch_size = _check_positive_int("batch_size", batch_size)
@@ -1435,6 +1485,8 @@ def build_loader(
     else:
         rank = 0
         sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+    if getattr(dataset, "wants_epoch", False):
+        sampler = _EpochKeySampler(sampler)
     generator = torch.Generator().manual_seed(int(seed) + 1_000_003 * int(rank))
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()

@@ -69,7 +69,6 @@ __all__ = [
     "fit_filter",
     "fit_filters",
     "model_distance",
-    "variance_to_sigma",
 ]
 
 #: Fitting methods (SPEC §8).
@@ -261,7 +260,7 @@ class FitResult:
 # small public helpers
 
 
-def variance_to_sigma(variance: Any, order: Any) -> np.ndarray:
+def _self_weighted_sigma(variance: float, order: int) -> float:
     """Convert a self-weighted variance to a scale (method A).
 
     Parameters
@@ -273,21 +272,18 @@ def variance_to_sigma(variance: Any, order: Any) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        ``sqrt(2 V)`` for order 0 and ``sqrt(2 V / 3)`` for order 1 (broadcast shape).
+    float
+        ``sqrt(2 V)`` for order 0 and ``sqrt(2 V / 3)`` for order 1.
 
     Notes
     -----
     For a continuous Gaussian derivative of order n weighted by itself, ``|g_n|^2`` is
     ``x^(2n) exp(-x^2 / sigma^2)`` up to a constant, whose variance is ``sigma^2 / 2``
-    (n = 0) and ``3 sigma^2 / 2`` (n = 1).
+    (n = 0) and ``3 sigma^2 / 2`` (n = 1). The same closed form is derived symbolically by
+    :func:`scalespace_mk.symbolic.sigma_from_self_weighted_variance` (tests check that they
+    agree); it is repeated here so that method A does not need to import sympy.
     """
-    v = np.asarray(variance, dtype=np.float64)
-    check_nonneg("variance", v)
-    n = np.asarray(order)
-    if n.dtype == bool or not np.isin(n, (0, 1)).all():
-        raise ValueError(f"order must be 0 (smoothing axis) or 1 (derivative axis); got {order!r}")
-    return np.sqrt(2.0 * v / np.where(n == 1, 3.0, 1.0))
+    return math.sqrt(2.0 * variance / (3.0 if order == 1 else 1.0))
 
 
 def model_distance(
@@ -440,6 +436,18 @@ def _local_minima(values: np.ndarray, count: int = 3) -> np.ndarray:
     return idx[np.argsort(v[idx], kind="stable")][:count]
 
 
+def _stencil(d: int, points: int) -> np.ndarray:
+    """Unit-size search stencil: ``points`` samples of [-1, 1] in 1-D; in 2-D, ``4 * points``
+    directions on four circles of radii 1, 1/2, 1/4, 1/8 (many directions, so that a
+    narrow descent cone along a kink of an l1 objective is not missed)."""
+    if d == 1:
+        return np.linspace(-1.0, 1.0, points)[:, None]
+    angles = np.linspace(0.0, 2.0 * np.pi, 4 * points, endpoint=False)
+    ring = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    radii = 0.5 ** np.arange(4)
+    return (radii[:, None, None] * ring[None, :, :]).reshape(-1, 2)
+
+
 def _zoom(
     f_batch: Callable[[np.ndarray], np.ndarray],
     x0: np.ndarray,
@@ -447,29 +455,51 @@ def _zoom(
     lower: np.ndarray,
     *,
     points: int,
-    iters: int = 48,
+    max_iter: int = 400,
 ) -> tuple[np.ndarray, float]:
-    """Vectorised pattern search: a grid of ``points**d`` around the best point, halved each step.
+    """Vectorised pattern search from ``x0`` (values never increase).
 
-    ``f_batch`` maps ``[B, d]`` parameters to ``[B]`` values. Never returns a point worse
-    than ``x0``; the window re-centres on the best point, so it can travel ``2 * width``.
+    Each step evaluates the stencil of :func:`_stencil` scaled by ``w`` around ``x``
+    (clipped at ``lower``) in one batch; the search moves to the best point if it is better
+    and halves ``w`` otherwise, until ``w < 1e-12``. ``f_batch`` maps ``[B, d]`` to ``[B]``.
     """
     x = np.asarray(x0, dtype=np.float64)
-    d = x.size
     fx = float(f_batch(x[None, :])[0])
-    offsets = np.linspace(-1.0, 1.0, points)
-    mesh = np.stack(np.meshgrid(*([offsets] * d), indexing="ij"), axis=-1).reshape(-1, d)
+    mesh = _stencil(x.size, points)
     w = width
-    for _ in range(iters):
+    for _ in range(max_iter):
         cand = np.maximum(x[None, :] + w * mesh, lower[None, :])
         vals = f_batch(cand)
         j = int(np.argmin(vals))
         if vals[j] < fx:
             x, fx = cand[j], float(vals[j])
-        w *= 0.5
-        if w < 1e-13:
-            break
+        else:
+            w *= 0.5
+            if w < 1e-12:
+                break
     return x, fx
+
+
+def _local_minima_2d(values: np.ndarray, count: int = 3) -> list[int]:
+    """Flat indices of up to ``count`` best local minima (8-neighbourhood) of a 2-D grid.
+
+    Points on the upper edges (``sigma_max``) are not minima of the objective, only of the
+    finite grid, and are skipped.
+    """
+    padded = np.pad(values, 1, constant_values=np.inf)
+    n0, n1 = values.shape
+    is_min = np.ones(values.shape, dtype=bool)
+    is_min[-1, :] = False
+    is_min[:, -1] = False
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            if di or dj:
+                is_min &= values <= padded[1 + di : 1 + di + n0, 1 + dj : 1 + dj + n1]
+    idx = np.flatnonzero(is_min)
+    if idx.size == 0:
+        idx = np.array([int(np.argmin(values))])
+    flat = values.reshape(-1)
+    return [int(i) for i in idx[np.argsort(flat[idx], kind="stable")][:count]]
 
 
 def _minimize_1d(
@@ -532,7 +562,11 @@ def _polish_lsq(
     x0: np.ndarray,
     lower: np.ndarray,
 ) -> np.ndarray:
-    """Bounded trust-region least squares (``sum residual**2``) from ``x0``."""
+    """Bounded trust-region least squares (``sum residual**2``) from ``x0``.
+
+    The solver stays strictly inside the bounds; a coordinate that ends within 1e-7 of its
+    bound is set onto it when that does not increase the objective (``sigma = 0`` is legal).
+    """
     x0 = np.maximum(np.asarray(x0, dtype=np.float64), lower)
     res = least_squares(
         residual,
@@ -545,7 +579,13 @@ def _polish_lsq(
         gtol=_TOL,
         max_nfev=2000,
     )
-    return np.asarray(res.x, dtype=np.float64)
+    x = np.asarray(res.x, dtype=np.float64)
+    snap = np.where(x - lower < 1e-7, lower, x)
+    if (snap != x).any():
+        r_x, r_s = residual(x), residual(snap)
+        if float(r_s @ r_s) <= float(r_x @ r_x):
+            x = snap
+    return x
 
 
 # --------------------------------------------------------------------------------------
@@ -607,7 +647,7 @@ def _fit_centre_surround(
             np.array([0.0, -np.inf]),
         )
     else:  # the profile is exact; a joint zoom only guards against rounding
-        x, _ = _zoom(objective, x0, step / 4, np.array([0.0, -np.inf]), points=9, iters=24)
+        x, _ = _zoom(objective, x0, step / 4, np.array([0.0, -np.inf]), points=12)
     if objective(x[None, :])[0] > objective(x0[None, :])[0]:
         x = x0
     return float(x[0]), float(x[1])
@@ -652,15 +692,7 @@ def _fit_separate(
     sx, sy = sx.reshape(-1), sy.reshape(-1)
     l1, l2 = _norms(_model(t, sx, sy, None, size, mode) - hn)
     values = l1 if norm == "l1" else l2
-    starts = np.argsort(values, kind="stable")
-    # the best grid point and the best distinct one (another basin, if any)
-    chosen: list[int] = []
-    for i in starts:
-        if all(abs(sx[i] - sx[j]) + abs(sy[i] - sy[j]) > 3 * (coarse[1] - coarse[0])
-               for j in chosen):
-            chosen.append(int(i))
-        if len(chosen) == 2:
-            break
+    chosen = _local_minima_2d(values.reshape(len(coarse), len(coarse)))
 
     def batch(p: np.ndarray) -> np.ndarray:
         d = _model(t, p[:, 0], p[:, 1], None, size, mode) - hn
@@ -682,10 +714,11 @@ def _fit_separate(
             )
             fx = objective(x)
         else:
-            x, fx = _zoom(batch, x0, spacing, np.zeros(2), points=9)
-            x, fx = _polish_nm(objective, x, [(0.0, None), (0.0, None)], 1e-4, maxiter=200)
+            x, fx = _zoom(batch, x0, spacing, np.zeros(2), points=12)
         if fx < best_f:
             best, best_f = x, fx
+    if norm == "l1":  # derivative-free polish of the best point (adaptive directions)
+        best, best_f = _polish_nm(objective, best, [(0.0, None), (0.0, None)], 1e-4, 200)
     return float(best[0]), float(best[1])
 
 
@@ -704,7 +737,7 @@ def _fit_variance(
     for axis, name in ((0, "x"), (1, "y")):
         v = float(v_learned[axis, axis])
         if method == "A":
-            out.append(float(variance_to_sigma(v, orders[axis])))
+            out.append(_self_weighted_sigma(v, orders[axis]))
         elif method == "A-exact":
             out.append(_sigma_exact(orders[axis], v, sigma_ref, index, t, name))
         else:
@@ -754,9 +787,10 @@ def _solve_b(
 
     grid = _grid(smax, step)
     f = v_model(grid) - v
-    if f[0] == 0.0:
-        return 0.0
-    change = np.flatnonzero(np.sign(f[:-1]) * np.sign(f[1:]) <= 0)
+    zero = np.flatnonzero(f == 0.0)
+    change = np.flatnonzero(np.sign(f[:-1]) * np.sign(f[1:]) < 0)
+    if zero.size and (change.size == 0 or zero[0] <= change[0]):
+        return float(grid[zero[0]])
     if change.size == 0:
         raise ValueError(
             f"method 'B': filter {index} (type {t}): no sigma_{name} in [0, {smax:g}] gives "
@@ -765,18 +799,16 @@ def _solve_b(
             "sigma_max, or use method A, C or D)"
         )
     i = int(change[0])
-    if f[i + 1] == 0.0:
-        return float(grid[i + 1])
-    return float(
-        brentq(
-            lambda s: float(v_model(np.array([s]))[0] - v),
-            grid[i],
-            grid[i + 1],
-            xtol=1e-14,
-            rtol=4 * np.finfo(float).eps,
-            maxiter=200,
-        )
-    )
+
+    def func(s: float) -> float:
+        return float(v_model(np.array([s]))[0] - v)
+
+    # re-evaluate the ends one by one: a batch may round differently in the last bit
+    a, b = float(grid[i]), float(grid[i + 1])
+    fa, fb = func(a), func(b)
+    if fa * fb >= 0.0:  # the root sits on an end, up to rounding
+        return a if abs(fa) <= abs(fb) else b
+    return float(brentq(func, a, b, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200))
 
 
 # --------------------------------------------------------------------------------------
@@ -971,7 +1003,7 @@ def fit_filter(
     --------
     >>> from scalespace_mk.models import masterkey_model
     >>> g = masterkey_model(5, 1.2, 0.8)
-    >>> fit = fit_filter(g, 5, method="D1")
+    >>> fit = fit_filter(g, 5, method="D1", normalize=False)  # g is its own h~
     >>> round(fit.sigma_x, 6), round(fit.sigma_y, 6)
     (1.2, 0.8)
     """

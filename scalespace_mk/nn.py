@@ -572,8 +572,18 @@ class _CachedDepthwise(nn.Module):
     def _full(self) -> torch.Tensor:  # float64 [C, k, k], differentiable
         return _affine64(self._basis(), self.gain, self.offset)
 
+    _finite_names: tuple[str, ...] = ("gain", "offset")
+
     def _check_params(self) -> None:
-        pass
+        """Raise on NaN/Inf kernel parameters (CPU only: elsewhere it would synchronise)."""
+        if _compiling() or self.gain.device.type != "cpu":
+            return
+        tensors = [getattr(self, n) for n in self._finite_names]
+        with torch.no_grad():
+            if bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all()):
+                return
+        for name, t in zip(self._finite_names, tensors, strict=True):
+            _check_finite(name, t)
 
     # -- cache ---------------------------------------------------------------------------
     def clear_cache(self) -> None:
@@ -627,6 +637,7 @@ class _CachedDepthwise(nn.Module):
             return self._basis()
 
         if affine_grad:  # frozen model part, learnable gain/offset
+            self._check_params()
             g = self._cached("basis", basis_t, basis)
             return _affine64(g, self.gain, self.offset).to(dtype)[:, None]
         return self._cached(
@@ -881,12 +892,7 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
             validate=False,
         )[:, 0]
 
-    def _check_params(self) -> None:
-        # cheap on the CPU; on accelerators it would synchronise, so it is skipped there
-        if self.sigma_x_raw.device.type != "cpu":
-            return
-        for name in ("sigma_x_raw", "sigma_y_raw", "alpha", "gain", "offset"):
-            _check_finite(name, getattr(self, name))
+    _finite_names = ("sigma_x_raw", "sigma_y_raw", "alpha", "gain", "offset")
 
     def _basis(self) -> torch.Tensor:
         # the module-level name is looked up at call time (tests count the calls)
@@ -984,19 +990,30 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
         layer_kwargs : mapping, optional
             Options passed to :meth:`from_census` / the constructor.
         **census_kwargs
-            Options of :func:`scalespace_mk.census.census` (e.g. ``types``).
+            Options of :func:`scalespace_mk.census.census` (``types`` among 1..8,
+            ``mode``, ``epsilon``, ``sigma_max``, ``device``, ...). ``method`` must be
+            ``"discgauss"``, the only discretisation the layer builds; ``mode`` and
+            ``epsilon`` are passed on to the layer.
 
         Returns
         -------
         AnalyticDepthwiseConv2d
             Its output approximates ``conv`` (exactly where the filters are exact models);
-            the conv's bias is kept.
+            the conv's bias is kept; same device and dtype as the conv.
         """
         w = _check_depthwise_conv(conv)
         from .census import census
 
+        if census_kwargs.get("method", "discgauss") != "discgauss":
+            raise ValueError(
+                "method must be 'discgauss' (the layer builds discrete Gaussians only); "
+                f"got {census_kwargs['method']!r}"
+            )
         result = census(w[:, 0].detach().to(torch.float64).cpu().numpy(), **census_kwargs)
         kw = dict(layer_kwargs or {})
+        for key in ("mode", "epsilon"):
+            if key in census_kwargs:
+                kw.setdefault(key, census_kwargs[key])
         kw.setdefault("device", w.device)
         kw.setdefault("dtype", w.dtype)
         bias = None if conv.bias is None else conv.bias.detach()
@@ -1027,21 +1044,24 @@ def _lookup(obj: Any, names: tuple[str, ...]) -> Any:
 
 
 def _census_fields(result: Any) -> dict[str, Any]:
-    """Normalise a census result into per-channel float arrays."""
-    if hasattr(result, "records") and callable(result.records):
-        result = result.records()
+    """Normalise a census result into per-channel float64 arrays (``types``, ..., ``b``)."""
     columns: dict[str, Any] = {}
-    if isinstance(result, Mapping) or (
-        not isinstance(result, Sequence) and _lookup(result, _FIELD_NAMES["types"]) is not None
-    ):
+    size = None
+    is_columns = isinstance(result, Mapping) or (
+        not isinstance(result, Sequence)
+        and _lookup(result, _FIELD_NAMES["types"]) is not None
+        and _lookup(result, _FIELD_NAMES["sigma_x"]) is not None
+    )
+    if not is_columns and hasattr(result, "records") and callable(result.records):
+        result = result.records()
+    if is_columns:
         for key, names in _FIELD_NAMES.items():
             columns[key] = _lookup(result, names)
         size = _lookup(result, ("kernel_size", "size"))
-    elif isinstance(result, Sequence) and len(result) > 0:
+    elif isinstance(result, Sequence) and not isinstance(result, str) and len(result) > 0:
         for key, names in _FIELD_NAMES.items():
             vals = [_lookup(rec, names) for rec in result]
             columns[key] = None if all(v is None for v in vals) else vals
-        size = None
     else:
         raise TypeError(
             "result must be a census result, a mapping of per-channel arrays or a non-empty "
@@ -1049,31 +1069,38 @@ def _census_fields(result: Any) -> dict[str, Any]:
         )
     missing = [k for k in ("types", "sigma_x", "a", "b") if columns.get(k) is None]
     if missing:
+        names = {k: _FIELD_NAMES[k] for k in missing}
+        raise ValueError(f"census result lacks the fields {missing} (accepted names: {names})")
+
+    def floats(key: str) -> np.ndarray:
+        flat = np.asarray(columns[key], dtype=object).reshape(-1)
+        try:
+            return np.array([np.nan if v is None else float(v) for v in flat], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"census field {key} must hold numbers") from None
+
+    raw_types = np.asarray(columns["types"], dtype=object).reshape(-1)
+    if not all(
+        isinstance(t, int | np.integer) and not isinstance(t, bool) and 1 <= int(t) <= 8
+        for t in raw_types
+    ):
+        bad = next(t for t in raw_types if not (isinstance(t, int | np.integer) and 1 <= t <= 8))
         raise ValueError(
-            f"census result lacks the fields {missing} (accepted names: "
-            f"{ {k: _FIELD_NAMES[k] for k in missing} })"
+            "an AnalyticDepthwiseConv2d holds master-key types 1..8 only; the census result "
+            f"has type {bad!r} (fit with types=range(1, 9))"
         )
-
-    def floats(v):
-        return np.array(
-            [np.nan if x is None else float(x) for x in np.asarray(v, dtype=object).reshape(-1)],
-            dtype=np.float64,
-        )
-
-    types = np.asarray(columns["types"]).astype(np.int64).reshape(-1)
-    sx = floats(columns["sigma_x"])
-    sy = sx.copy() if columns["sigma_y"] is None else floats(columns["sigma_y"])
-    alpha = np.zeros_like(sx) if columns["alpha"] is None else floats(columns["alpha"])
+    types = raw_types.astype(np.int64)
+    sx = floats("sigma_x")
+    sy = sx.copy() if columns["sigma_y"] is None else floats("sigma_y")
+    alpha = np.zeros_like(sx) if columns["alpha"] is None else floats("alpha")
     is7 = types == 7
-    sy = np.where(is7, sx, sy)
-    alpha = np.where(is7, alpha, 0.0)
     out = {
         "types": types,
         "sigma_x": sx,
-        "sigma_y": sy,
-        "alpha": alpha,
-        "a": floats(columns["a"]),
-        "b": floats(columns["b"]),
+        "sigma_y": np.where(is7, sx, sy) if len(sy) == len(sx) else sy,
+        "alpha": np.where(is7, alpha, 0.0) if len(alpha) == len(sx) else alpha,
+        "a": floats("a"),
+        "b": floats("b"),
     }
     for key in ("sigma_x", "sigma_y", "alpha", "a", "b"):
         if len(out[key]) != len(types):

@@ -404,6 +404,12 @@ def test_train_transform_without_mixing_or_crop():
     assert torch.equal(t, F.one_hot(y, 3).float())
     with pytest.raises(ValueError, match="8 x 8"):
         TrainTransform(cfg)(_uint8_batch(2, 9, 9), y)
+    flip_all = TrainTransform(dataclasses.replace(cfg, hflip=1.0))
+    xf = to_float(x)
+    before = xf.clone()
+    out, _ = flip_all(xf, y)
+    torch.testing.assert_close(out, normalize(x.flip(-1)))
+    assert torch.equal(xf, before)  # the caller's tensor is not modified
 
 
 def test_augment_config_validation():

@@ -442,7 +442,8 @@ def test_loader_workers_match_main_process():
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
 
 
-def test_random_crops_in_workers_are_seeded(tmp_path):
+def test_random_crops_keyed_by_epoch(tmp_path):
+    """Decode-time crops depend on (seed, epoch, index) only: any worker count, resumable."""
     root = tmp_path / "d"
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
@@ -450,12 +451,17 @@ def test_random_crops_in_workers_are_seeded(tmp_path):
         for k in range(4):
             arr = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
             Image.fromarray(arr).save(root / "train" / name / f"{k}.png")
-    ds, _ = build_dataset(str(root), split="train", image_size=8)
+    ds5, _ = build_dataset(str(root), split="train", image_size=8, seed=5)
+    ds6, _ = build_dataset(str(root), split="train", image_size=8, seed=6)
 
-    def epoch(seed: int) -> torch.Tensor:
-        loader, _ = build_loader(ds, batch_size=4, shuffle=False, num_workers=2, seed=seed)
+    def epoch(ds, workers: int, e: int) -> torch.Tensor:
+        loader, sampler = build_loader(ds, batch_size=4, shuffle=True, num_workers=workers, seed=0)
+        sampler.set_epoch(e)  # a fresh loader at epoch e = a resumed run
         return torch.cat([x for x, _ in loader])
 
-    first = epoch(5)
-    assert torch.equal(first, epoch(5))
-    assert not torch.equal(first, epoch(6))
+    first = epoch(ds5, 0, 1)
+    assert torch.equal(first, epoch(ds5, 2, 1))
+    assert not torch.equal(first, epoch(ds5, 0, 0))
+    assert not torch.equal(first, epoch(ds6, 0, 1))
+    img, label = ds5[(3, 1)]
+    assert torch.equal(img, ds5[(3, 1)][0]) and label == ds5.targets[3]

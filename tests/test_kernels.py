@@ -102,8 +102,10 @@ def test_sampled_family_formulas():
         return 0.5 * (1 + erf(x / (np.sqrt(2) * sigma)))
 
     np.testing.assert_allclose(
-        gaussian_kernel(sigma, method="intgauss", size=13), phi(n + 0.5) - phi(n - 0.5),
-        rtol=0, atol=1e-15,
+        gaussian_kernel(sigma, method="intgauss", size=13),
+        phi(n + 0.5) - phi(n - 0.5),
+        rtol=0,
+        atol=1e-15,
     )
 
 

@@ -236,7 +236,10 @@ def test_monomial_response_is_exact(sigma, op):
 
 
 @PROPERTY
-@given(sigma=sigmas(0.0, 0.2, min_positive=1e-100), method=st.sampled_from([m for m in METHODS if m != "samplgauss"]))
+@given(
+    sigma=sigmas(0.0, 0.2, min_positive=1e-100),
+    method=st.sampled_from([m for m in METHODS if m != "samplgauss"]),
+)
 def test_small_sigma_tends_to_delta(sigma, method):
     k = gaussian_kernel(sigma, method=method, size=7)
     delta = np.zeros(7)

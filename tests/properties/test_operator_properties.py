@@ -20,8 +20,14 @@ from scalespace_mk.operators import OPERATORS, apply_1d, difference_stencil
 from .strategies import PROPERTY, random_arrays, sigmas
 
 PRIMITIVE = ("x", "xx", "x+", "x-")
-FACTORS = {"x": ("x",), "xx": ("xx",), "x+": ("x+",), "x-": ("x-",), "xxx": ("x", "xx"),
-           "xxxx": ("xx", "xx")}
+FACTORS = {
+    "x": ("x",),
+    "xx": ("xx",),
+    "x+": ("x+",),
+    "x-": ("x-",),
+    "xxx": ("x", "xx"),
+    "xxxx": ("xx", "xx"),
+}
 
 
 def coords(size: int) -> tuple[np.ndarray, np.ndarray]:

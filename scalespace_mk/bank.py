@@ -1,0 +1,229 @@
+"""Banks of idealised model kernels: many scales times many models, in one array.
+
+A bank is what the ``scalespace-mk bank`` command writes: ``kernels[i, j]`` is the model
+``models[j]`` (a name accepted by :func:`scalespace_mk.models.parse_model`) at the scale
+``sigma[i]``, as a ``[size, size]`` stored depthwise weight (rows top to bottom, columns left
+to right, y up: ``x = c - m``, ``y = m - r`` for the centre index ``m``), to be used as a
+``conv2d`` weight with no flip (docs/theory.md).
+
+Examples
+--------
+>>> from scalespace_mk.bank import make_bank
+>>> bank = make_bank([0.5, 1.0], ["mk5", "mk8"])
+>>> bank.kernels.shape
+(2, 2, 7, 7)
+>>> bool(abs(bank.kernels[1, 1].sum() - 1.0) < 0.05)  # mk8 = T, cropped to 7x7
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_choice, check_epsilon, check_nonneg, check_size
+from ._io import atomic_path
+from .kernels import METHODS
+from .models import MODES, model_kernel, parse_model
+
+__all__ = ["DEFAULT_MODELS", "Bank", "load_bank", "make_bank", "save_bank"]
+
+#: the models of the 8 master key filters, in the paper's order
+DEFAULT_MODELS = ("mk1", "mk2", "mk3", "mk4", "mk5", "mk6", "mk7", "mk8")
+
+
+@dataclass(frozen=True)
+class Bank:
+    """Model kernels at several scales.
+
+    Attributes
+    ----------
+    kernels : numpy.ndarray, shape [n_sigma, n_models, size, size]
+        ``kernels[i, j]`` is model ``models[j]`` at ``sigma[i]``; float64 stored weights
+        (rows top to bottom, y up), used as conv2d weights without a flip.
+    sigma : numpy.ndarray, shape [n_sigma]
+        Standard deviations (``sigma_x = sigma_y = sigma``), >= 0.
+    models : tuple of str
+        Model names.
+    alpha : float
+        Weight of the Laplacian in ``"mk7"`` (stored even when mk7 is not in the bank).
+    size : int
+        Kernel size (odd).
+    method : str
+        1-D Gaussian discretisation (:data:`scalespace_mk.kernels.METHODS`).
+    mode : str
+        ``"paper"`` or ``"full"`` (see :mod:`scalespace_mk.models`).
+    epsilon : float
+        Relative truncation error of each 1-D kernel.
+    """
+
+    kernels: np.ndarray
+    sigma: np.ndarray
+    models: tuple[str, ...]
+    alpha: float = 0.5
+    size: int = 7
+    method: str = "discgauss"
+    mode: str = "paper"
+    epsilon: float = 1e-8
+
+
+def _check_models(models: Any) -> tuple[str, ...]:
+    if isinstance(models, str):
+        models = (models,)
+    try:
+        names = tuple(models)
+    except TypeError:
+        raise TypeError(f"models must be a sequence of model names; got {models!r}") from None
+    if not names:
+        raise ValueError("models is empty; pass at least one model name such as 'mk1'")
+    for name in names:
+        parse_model(name)  # raises a ValueError naming the accepted names
+    return names
+
+
+def make_bank(
+    sigma: float | Sequence[float] | np.ndarray,
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    alpha: float = 0.5,
+    size: int = 7,
+    method: str = "discgauss",
+    mode: str = "paper",
+    epsilon: float = 1e-8,
+) -> Bank:
+    """Evaluate models at several scales.
+
+    Parameters
+    ----------
+    sigma : float or sequence of float, shape [n_sigma]
+        Standard deviations in pixels, finite and >= 0 (``s = sigma**2``); the same sigma is
+        used along x and y.
+    models : sequence of str
+        Model names accepted by :func:`scalespace_mk.models.parse_model` (default: the 8
+        master key models ``"mk1"`` ... ``"mk8"``).
+    alpha : float
+        Weight of the Laplacian in ``"mk7"`` (``K - alpha nabla5 T``), finite; default 0.5.
+    size : int
+        Odd kernel size (default 7).
+    method : str
+        1-D Gaussian discretisation, one of :data:`scalespace_mk.kernels.METHODS`.
+    mode : str
+        ``"paper"`` (crop, then 3-tap operators with reflect boundary; SPEC §3-§5) or
+        ``"full"`` (operators on the full-support kernel, then crop).
+    epsilon : float
+        Relative truncation error of each 1-D kernel, in (0, 1).
+
+    Returns
+    -------
+    Bank
+        ``kernels`` of shape ``[n_sigma, n_models, size, size]`` (float64), with the inputs.
+
+    Notes
+    -----
+    Each model is evaluated once for the whole batch of scales (one call of
+    :func:`scalespace_mk.models.model_kernel` per model); ``kernels[i, j]`` equals
+    ``model_kernel(models[j], sigma[i], alpha=..., size=size, method=method, mode=mode)``.
+    """
+    try:
+        sig = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None or sig.ndim != 1 or isinstance(sigma, str):
+        raise ValueError(f"sigma must be a number or a 1-D sequence of numbers; got {sigma!r}")
+    if sig.size == 0:
+        raise ValueError("sigma is empty; pass at least one scale")
+    check_nonneg("sigma", sig)
+    names = _check_models(models)
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a finite number; got {alpha!r}") from None
+    if not np.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number; got {alpha!r}")
+    size = check_size(size, allow_none=False)
+    check_choice("method", method, METHODS)
+    check_choice("mode", mode, MODES)
+    epsilon = check_epsilon(epsilon)
+    out = np.empty((sig.size, len(names), size, size))
+    for j, name in enumerate(names):
+        kw = {"alpha": alpha} if parse_model(name).centre_surround else {}
+        out[:, j] = model_kernel(
+            name, sig, size=size, method=method, mode=mode, epsilon=epsilon, **kw
+        )
+    return Bank(out, sig, names, alpha, size, method, mode, epsilon)
+
+
+def save_bank(path: str | os.PathLike, bank: Bank) -> Path:
+    """Write a bank to an ``.npz`` file atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file (conventionally ``*.npz``; no suffix is added).
+    bank : Bank
+        As returned by :func:`make_bank`.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Notes
+    -----
+    Arrays: ``kernels`` [n_sigma, n_models, size, size], ``sigma`` [n_sigma], ``models``
+    (unicode strings), and the scalars ``alpha``, ``size``, ``method``, ``mode``,
+    ``epsilon``. Nothing is pickled: read it with ``np.load(path, allow_pickle=False)`` or
+    :func:`load_bank`.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            kernels=bank.kernels,
+            sigma=bank.sigma,
+            models=np.array(bank.models, dtype=str),
+            alpha=np.float64(bank.alpha),
+            size=np.int64(bank.size),
+            method=np.array(bank.method),
+            mode=np.array(bank.mode),
+            epsilon=np.float64(bank.epsilon),
+        )
+    return path
+
+
+def load_bank(path: str | os.PathLike) -> Bank:
+    """Read a bank written by :func:`save_bank` (no pickle).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.npz`` file with at least ``kernels``, ``sigma`` and ``models``.
+
+    Returns
+    -------
+    Bank
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"bank file not found: {path}")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"kernels", "sigma", "models"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} is not a bank file: missing arrays {sorted(missing)}")
+        kernels = data["kernels"]
+        sigma = data["sigma"]
+        models = tuple(str(m) for m in data["models"])
+        extra = {
+            k: data[k].item() for k in ("alpha", "size", "method", "mode", "epsilon") if k in data
+        }
+    if kernels.ndim != 4 or kernels.shape[:2] != (sigma.size, len(models)):
+        raise ValueError(
+            f"{path}: kernels must have shape [n_sigma, n_models, size, size] = "
+            f"[{sigma.size}, {len(models)}, k, k]; got {kernels.shape}"
+        )
+    return Bank(kernels, sigma, models, **extra)

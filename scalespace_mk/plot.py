@@ -1,0 +1,372 @@
+"""Matplotlib figures for scalespace_mk.
+
+matplotlib is imported lazily inside each function (the Agg backend is used when there is
+no display), so importing this module is cheap. Every function returns the
+:class:`matplotlib.figure.Figure` and, given ``path``, also writes it atomically (a
+temporary file in the same directory, then ``os.replace``).
+
+Arrays are shown as stored depthwise weights ``h[r, c]``: row 0 at the top, so y points up
+on the page as in the coordinates ``x = c - m``, ``y = m - r``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_bank", "plot_census", "plot_filter_grid", "plot_fit"]
+
+
+def _pyplot() -> Any:
+    """Import pyplot, choosing the Agg backend when no display is available."""
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_atomic(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write ``fig`` to ``path`` via a temporary file in the same directory."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=fmt, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def plot_fit(
+    result: Any,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    cmap: str = "RdBu_r",
+    dpi: int = 150,
+) -> Any:
+    """Learned (normalised), model and residual side by side for every fitted filter.
+
+    Parameters
+    ----------
+    result : scalespace_mk.fit.FitResult
+        Output of :func:`scalespace_mk.fit.fit_filters` (or a sequence of
+        :class:`scalespace_mk.fit.FilterFit`).
+    path : str or path-like, optional
+        If given, the figure is also written there (format from the suffix, e.g. ``.png``,
+        ``.pdf``), atomically.
+    title : str, optional
+        Figure title; default names the method.
+    cmap : str
+        Diverging matplotlib colormap; each column shares one symmetric colour range
+        ``[-a, a]`` with ``a = max |h~|`` of that filter, so the residual is on the scale of
+        the filter.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three rows (normalised filter ``h~``, model ``g``, residual ``g - h~``) and one
+        column per filter, titled with index, model name and the fitted scales.
+
+    Notes
+    -----
+    Pixels are drawn as stored (row 0 on top), so y points up on the page.
+    """
+    fits = list(getattr(result, "fits", result))
+    if not fits:
+        raise ValueError("result holds no fits; nothing to plot")
+    for f in fits:
+        if not all(hasattr(f, a) for a in ("normalized", "fitted", "sigma_x", "model")):
+            raise TypeError(
+                "result must be a FitResult or a sequence of FilterFit from scalespace_mk.fit; "
+                f"got an item of type {type(f).__name__}"
+            )
+    import numpy as np
+
+    plt = _pyplot()
+    n = len(fits)
+    fig, axes = plt.subplots(
+        3, n, figsize=(1.55 * n + 0.9, 6.0), squeeze=False, layout="constrained"
+    )
+    rows = ("normalised h~", "model g", "residual g - h~")
+    for j, f in enumerate(fits):
+        learned = np.asarray(f.normalized)
+        model = np.asarray(f.fitted)
+        vmax = float(np.abs(learned).max()) or 1.0
+        for i, img in enumerate((learned, model, model - learned)):
+            ax = axes[i, j]
+            im = ax.imshow(img, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(rows[i], fontsize=8)
+        if f.alpha is not None:
+            scales = f"σ={f.sigma_x:.3f}\nα={f.alpha:.3f}"
+        elif f.sigma_x == f.sigma_y:
+            scales = f"σ={f.sigma_x:.3f}\n"
+        else:
+            scales = f"σx={f.sigma_x:.3f}\nσy={f.sigma_y:.3f}"
+        axes[0, j].set_title(f"{f.index}: {f.model}\n{scales}", fontsize=8)
+        axes[2, j].set_title(f"l1 {f.l1:.3f}, l2 {f.l2:.3f}", fontsize=7)
+        bar = fig.colorbar(im, ax=axes[2, j], location="bottom", shrink=0.9, aspect=12)
+        bar.ax.tick_params(labelsize=6)
+    method = getattr(result, "method", None)
+    fig.suptitle(title if title is not None else f"fit by method {method}", fontsize=10)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def plot_bank(
+    kernels: Any,
+    sigma: Any,
+    models: Any,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    cmap: str = "RdBu_r",
+    dpi: int = 100,
+) -> Any:
+    """Grid of model kernels: one row per sigma, one column per model.
+
+    Parameters
+    ----------
+    kernels : array_like or torch.Tensor, shape [n_sigma, n_models, size, size]
+        Stored weights (rows top to bottom, y up), e.g. ``make_bank(...).kernels`` from
+        :mod:`scalespace_mk.bank`.
+    sigma : sequence of float, length n_sigma
+        Standard deviations (pixels), used as row labels.
+    models : sequence of str, length n_models
+        Model names, used as column titles.
+    path : str or path-like, optional
+        If given, the figure is also written there (format from the suffix), atomically.
+    title : str, optional
+        Figure title.
+    cmap : str
+        Diverging matplotlib colormap; each panel is centred at 0 with the symmetric range
+        ``[-a, a]``, ``a = max |h|`` of that panel (printed under it).
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``n_sigma x n_models`` panels (close with ``matplotlib.pyplot.close(fig)``).
+    """
+    import numpy as np
+
+    if hasattr(kernels, "detach"):
+        kernels = kernels.detach().cpu().numpy()
+    k = np.asarray(kernels, dtype=np.float64)
+    sig = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    names = [str(m) for m in ([models] if isinstance(models, str) else models)]
+    if k.ndim != 4 or k.shape[0] != sig.size or k.shape[1] != len(names):
+        raise ValueError(
+            "kernels must have shape [n_sigma, n_models, size, size] matching sigma and "
+            f"models ([{sig.size}, {len(names)}, k, k]); got shape {k.shape}"
+        )
+    if not np.isfinite(k).all():
+        raise ValueError("kernels hold NaN or infinite values; nothing to draw")
+    plt = _pyplot()
+    n_rows, n_cols = k.shape[:2]
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.35 * n_cols + 0.6, 1.45 * n_rows + 0.5), squeeze=False
+    )
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            vmax = float(np.abs(k[i, j]).max()) or 1.0
+            ax.imshow(k[i, j], cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"max {vmax:.3g}", fontsize=7, labelpad=2)
+            if i == 0:
+                ax.set_title(names[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"σ = {sig[i]:.3g}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def plot_census(
+    result: Any,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    bins: int = 40,
+    dpi: int = 120,
+) -> Any:
+    """Histograms of a census: best-type counts, R^2 and the fitted scales.
+
+    Parameters
+    ----------
+    result : scalespace_mk.census.CensusResult
+        Output of :func:`scalespace_mk.census.census`.
+    path : str or path-like, optional
+        If given, the figure is also written there (format from the suffix), atomically.
+    title : str, optional
+        Figure title; default gives the number of filters.
+    bins : int
+        Number of bins of the R^2 and scale histograms.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four panels: count of filters per best type; R^2 of the best fit (in [0, 1]);
+        ``sigma_x`` and ``sigma_y`` of the best fit (standard deviations in pixels, stacked
+        by type); ``alpha`` of the filters whose best type is 7 (when there are any).
+    """
+    import numpy as np
+
+    needed = ("types", "best", "r2", "sigma_x", "sigma_y", "alpha")
+    if not all(hasattr(result, a) for a in needed):
+        raise TypeError(
+            "result must be a CensusResult from scalespace_mk.census.census; "
+            f"got {type(result).__name__}"
+        )
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer; got {bins!r}")
+    types = [str(t) for t in result.types]
+    best = np.asarray(result.best)
+    n = best.size
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.4), layout="constrained")
+    counts = np.bincount(best, minlength=len(types))
+    axes[0].bar(types, counts, color="C0")
+    axes[0].set_xlabel("best type")
+    axes[0].set_ylabel("filters")
+    for x, c in enumerate(counts):
+        axes[0].annotate(f"{c}", (x, c), ha="center", va="bottom", fontsize=7)
+    axes[1].hist(np.asarray(result.r2), bins=bins, range=(0.0, 1.0), color="C1")
+    axes[1].set_xlabel("R² of the best fit")
+    axes[1].set_ylabel("filters")
+    sx, sy = np.asarray(result.sigma_x), np.asarray(result.sigma_y)
+    top = float(max(sx.max(), sy.max(), 1e-3))
+    axes[2].hist([sx, sy], bins=bins, range=(0.0, top), label=["σx", "σy"], color=["C2", "C3"])
+    axes[2].set_xlabel("scale of the best fit (σ, pixels)")
+    axes[2].legend(fontsize=8)
+    alpha = np.asarray(result.alpha, dtype=np.float64)
+    alpha = alpha[np.isfinite(alpha)]
+    if alpha.size:
+        axes[3].hist(alpha, bins=bins, color="C4")
+        axes[3].set_xlabel("α of type-7 fits")
+    else:
+        axes[3].text(0.5, 0.5, "no type-7 fits", ha="center", va="center")
+        axes[3].set_xticks([])
+        axes[3].set_yticks([])
+    fig.suptitle(title if title is not None else f"census of {n} filters", fontsize=10)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def plot_filter_grid(
+    panels: Any,
+    *,
+    row_labels: Any = None,
+    col_titles: Any = None,
+    notes: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    cmap: str = "RdBu_r",
+    share_column_scale: bool = False,
+    dpi: int = 120,
+) -> Any:
+    """Grid of filters, e.g. learned filters above their fitted models.
+
+    Parameters
+    ----------
+    panels : array_like, shape [rows, cols, k, k]
+        Stored weights (rows top to bottom, y up). A panel that is entirely NaN is left
+        blank (a missing entry).
+    row_labels : sequence of str, optional
+        One label per row (left of the row).
+    col_titles : sequence of str, optional
+        One title per column (above the first row).
+    notes : array_like of str, shape [rows, cols], optional
+        Small text under each panel (e.g. ``"R² 0.93"``); default: the colour range.
+    path : str or path-like, optional
+        If given, the figure is also written there (format from the suffix), atomically.
+    title : str, optional
+        Figure title.
+    cmap : str
+        Diverging matplotlib colormap, centred at 0.
+    share_column_scale : bool
+        If True, every column uses one symmetric range ``[-a, a]`` (``a`` the largest
+        ``|h|`` of the column), so a filter and its model are directly comparable;
+        otherwise each panel is scaled on its own.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``rows x cols`` panels (close with ``matplotlib.pyplot.close(fig)``).
+    """
+    import numpy as np
+
+    if hasattr(panels, "detach"):
+        panels = panels.detach().cpu().numpy()
+    p = np.asarray(panels, dtype=np.float64)
+    if p.ndim != 4 or p.shape[-1] != p.shape[-2]:
+        raise ValueError(f"panels must have shape [rows, cols, k, k]; got shape {p.shape}")
+    n_rows, n_cols = p.shape[:2]
+    blank = np.isnan(p).all(axis=(2, 3))
+    if not np.isfinite(p[~blank]).all():
+        raise ValueError("panels hold NaN or infinite values outside blank panels")
+    for name, seq, n in (("row_labels", row_labels, n_rows), ("col_titles", col_titles, n_cols)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{name} must have {n} entries; got {len(seq)}")
+    if notes is not None:
+        notes = np.asarray(notes, dtype=object)
+        if notes.shape != (n_rows, n_cols):
+            raise ValueError(f"notes must have shape {(n_rows, n_cols)}; got {notes.shape}")
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.3 * n_cols + 1.0, 1.4 * n_rows + 0.6), squeeze=False
+    )
+    col_max = np.array(
+        [np.nanmax(np.abs(p[:, j])) if not blank[:, j].all() else 1.0 for j in range(n_cols)]
+    )
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and col_titles is not None:
+                ax.set_title(str(col_titles[j]), fontsize=8)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[i]), fontsize=8)
+            if blank[i, j]:
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                continue
+            vmax = col_max[j] if share_column_scale else float(np.abs(p[i, j]).max())
+            vmax = vmax or 1.0
+            ax.imshow(p[i, j], cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            note = notes[i, j] if notes is not None else f"±{vmax:.2g}"
+            if note:
+                ax.set_xlabel(str(note), fontsize=7, labelpad=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
