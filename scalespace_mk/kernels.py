@@ -200,7 +200,7 @@ class _DiscreteGaussianHalf(torch.autograd.Function):
         sigma, half = ctx.saved_tensors
         # T(n - 1) for n = 0..R, using the symmetry T(-1) = T(1)
         left = torch.cat([half[:, 1:2], half[:, :-2]], dim=1)
-        second = left - 2.0 * half[:, :-1] + half[:, 2:]
+        second = left - 2.0 * half[:, :-1] + half[:, 1:]
         return (grad * second).sum(dim=1) * sigma, None, None
 
 
