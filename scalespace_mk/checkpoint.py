@@ -34,6 +34,7 @@ __all__ = [
     "ReplaceResult",
     "analyze",
     "candidate_filters",
+    "candidate_models",
     "extract",
     "find_depthwise",
     "linear_shift_replace",
@@ -296,24 +297,48 @@ def candidate_filters(
     from .data import load_filters
 
     check_choice("candidates", candidates, CANDIDATES)
-    learned = load_filters(filters)
     if candidates == "masterkey":
-        return _zero_mean_unit(check_filters(learned, "filters"))
+        return _zero_mean_unit(check_filters(load_filters(filters), "filters"))
+    return _zero_mean_unit(candidate_models(candidates, filters=filters, size=size)[0])
+
+
+def candidate_models(
+    method: str, *, filters: Any = None, size: int = 7
+) -> tuple[np.ndarray, list[Any]]:
+    """Idealised models of the 8 master key filters fitted by ``method`` (paper mode).
+
+    Parameters
+    ----------
+    method : str
+        A fitting method of :mod:`scalespace_mk.fit` (``"A"`` ... ``"D2"``).
+    filters : optional
+        Source of the 8 learned filters (default: the published 8).
+    size : int
+        Size of the generated models.
+
+    Returns
+    -------
+    models : numpy.ndarray, shape [8, size, size]
+        The fitted models ``g_j`` as they are (not normalised).
+    fits : list of FilterFit
+        The fits (``filter_type``, ``sigma_x``, ``sigma_y``, ``alpha``) of each filter.
+    """
+    from .data import load_filters
     from .fit import fit_filters
     from .models import masterkey_model
 
-    fitted = fit_filters(learned, method=candidates)
+    fits = list(fit_filters(load_filters(filters), method=method))
     models = [
         masterkey_model(
-            rec["type"],
-            rec["sigma_x"],
-            None if rec["type"] == 7 else rec["sigma_y"],
-            alpha=rec["alpha"],
+            f.filter_type,
+            f.sigma_x,
+            None if f.filter_type == 7 else f.sigma_y,
+            alpha=f.alpha,
             size=size,
         )
-        for rec in fitted.records()
+        for f in fits
     ]
-    return _zero_mean_unit(np.stack(models))
+    return np.stack(models), fits
 
 
 def linear_shift_replace(

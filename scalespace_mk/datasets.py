@@ -1392,6 +1392,31 @@ class _EpochKeySampler(Sampler[tuple[int, int]]):
         return len(self.inner)  # type: ignore[arg-type]
 
 
+def _collate(batch: list[Any]) -> Any:
+    """``default_collate``, except that ``(uint8 image, int)`` batches in the main process are
+    stacked by numpy: torch's multi-threaded stack of many small images stalls on a busy CPU
+    (measured 390 vs 31,000 images/s for 224 px on 2 loaded cores). Workers keep
+    ``default_collate``, which writes straight into shared memory."""
+    from torch.utils.data import default_collate
+
+    if (
+        not _in_worker()
+        and batch
+        and all(
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], torch.Tensor)
+            and item[0].dtype == torch.uint8
+            and isinstance(item[1], int)
+            for item in batch
+        )
+    ):
+        images = torch.from_numpy(np.stack([item[0].numpy() for item in batch]))
+        labels = torch.tensor([item[1] for item in batch], dtype=torch.int64)
+        return images, labels
+    return default_collate(batch)
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy and random in a DataLoader worker from torch's per-worker seed."""
     import random
@@ -1504,6 +1529,7 @@ def build_loader(
         pin_memory=bool(pin_memory),
         drop_last=drop_last,
         generator=generator,
+        collate_fn=_collate,
         **kwargs,
     )
     return loader, sampler

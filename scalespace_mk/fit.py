@@ -324,6 +324,10 @@ def model_distance(
     t = _check_type(filter_type)
     check_choice("norm", norm, ("l1", "l2"))
     check_choice("mode", mode, MODES)
+    sigma_x, sigma_y, alpha = (
+        v if v is None or isinstance(v, torch.Tensor) else np.array(v, dtype=np.float64)
+        for v in (sigma_x, sigma_y, alpha)
+    )
     if t == _CENTRE_SURROUND:
         g = masterkey_model(t, sigma_x, alpha=alpha, size=hn.shape[0], mode=mode)
     else:
@@ -426,13 +430,20 @@ def _grid(smax: float, step: float) -> np.ndarray:
 
 
 def _local_minima(values: np.ndarray, count: int = 3) -> np.ndarray:
-    """Indices of up to ``count`` best local minima of a 1-D sampled function."""
+    """Indices of up to ``count`` best local minima of a 1-D sampled function.
+
+    The last sample (``sigma_max``) is a minimum of the finite grid only, and is kept only
+    when it is the global minimum of the grid (then the search continues beyond it).
+    """
     v = values
     left = np.concatenate([[np.inf], v[:-1]])
     right = np.concatenate([v[1:], [np.inf]])
-    idx = np.flatnonzero((v <= left) & (v <= right))
-    if idx.size == 0:
-        idx = np.array([int(np.argmin(v))])
+    is_min = (v <= left) & (v <= right)
+    best = int(np.argmin(v))
+    if best != len(v) - 1:
+        is_min[-1] = False
+    is_min[best] = True
+    idx = np.flatnonzero(is_min)
     return idx[np.argsort(v[idx], kind="stable")][:count]
 
 
@@ -460,8 +471,10 @@ def _zoom(
     """Vectorised pattern search from ``x0`` (values never increase).
 
     Each step evaluates the stencil of :func:`_stencil` scaled by ``w`` around ``x``
-    (clipped at ``lower``) in one batch; the search moves to the best point if it is better
-    and halves ``w`` otherwise, until ``w < 1e-12``. ``f_batch`` maps ``[B, d]`` to ``[B]``.
+    (clipped at ``lower``) in one batch and moves to the best point if it is better. In 2-D
+    ``w`` is halved after a step without improvement; in 1-D it shrinks to one sample
+    spacing whenever the best sample is not at an end of the window. It stops when
+    ``w < 1e-12``. ``f_batch`` maps ``[B, d]`` to ``[B]``.
     """
     x = np.asarray(x0, dtype=np.float64)
     fx = float(f_batch(x[None, :])[0])
@@ -473,31 +486,34 @@ def _zoom(
         j = int(np.argmin(vals))
         if vals[j] < fx:
             x, fx = cand[j], float(vals[j])
+            # 1-D: a best sample inside the window brackets a minimum within one spacing
+            if x.size == 1 and 0 < j < len(mesh) - 1:
+                w *= 2.0 / (points - 1)
         else:
-            w *= 0.5
-            if w < 1e-12:
-                break
+            w *= 2.0 / (points - 1) if x.size == 1 else 0.5
+        if w < 1e-12:
+            break
     return x, fx
 
 
 def _local_minima_2d(values: np.ndarray, count: int = 3) -> list[int]:
     """Flat indices of up to ``count`` best local minima (8-neighbourhood) of a 2-D grid.
 
-    Points on the upper edges (``sigma_max``) are not minima of the objective, only of the
-    finite grid, and are skipped.
+    Points on the upper edges (``sigma_max``) are minima of the finite grid only, and are
+    kept only when one of them is the global minimum of the grid.
     """
     padded = np.pad(values, 1, constant_values=np.inf)
     n0, n1 = values.shape
     is_min = np.ones(values.shape, dtype=bool)
-    is_min[-1, :] = False
-    is_min[:, -1] = False
     for di in (-1, 0, 1):
         for dj in (-1, 0, 1):
             if di or dj:
                 is_min &= values <= padded[1 + di : 1 + di + n0, 1 + dj : 1 + dj + n1]
+    best = np.unravel_index(int(np.argmin(values)), values.shape)
+    is_min[-1, :] = False
+    is_min[:, -1] = False
+    is_min[best] = True
     idx = np.flatnonzero(is_min)
-    if idx.size == 0:
-        idx = np.array([int(np.argmin(values))])
     flat = values.reshape(-1)
     return [int(i) for i in idx[np.argsort(flat[idx], kind="stable")][:count]]
 
@@ -514,9 +530,7 @@ def _minimize_1d(
     best_x, best_f = float(grid[int(np.argmin(values))]), float(np.min(values))
     spacing = float(grid[1] - grid[0])
     for i in _local_minima(values):
-        x, fx = _zoom(
-            lambda p: f_vec(p[:, 0]), grid[i : i + 1], spacing, np.zeros(1), points=17
-        )
+        x, fx = _zoom(lambda p: f_vec(p[:, 0]), grid[i : i + 1], spacing, np.zeros(1), points=17)
         if fx < best_f:
             best_x, best_f = float(x[0]), fx
     return best_x, best_f
@@ -654,7 +668,11 @@ def _fit_centre_surround(
 
 
 def _fit_common(
-    hns: Sequence[np.ndarray], types: Sequence[int], norm: str, mode: str, smax: float,
+    hns: Sequence[np.ndarray],
+    types: Sequence[int],
+    norm: str,
+    mode: str,
+    smax: float,
     step: float,
 ) -> float:
     """One sigma (sigma_x = sigma_y) for one or more filters: summed l1 or squared l2."""
@@ -672,8 +690,10 @@ def _fit_common(
 
         def residual(p: np.ndarray) -> np.ndarray:
             return np.concatenate(
-                [(_model(t, p[0], p[0], None, size, mode) - hn).reshape(-1)
-                 for hn, t in zip(hns, types, strict=True)]
+                [
+                    (_model(t, p[0], p[0], None, size, mode) - hn).reshape(-1)
+                    for hn, t in zip(hns, types, strict=True)
+                ]
             )
 
         x = float(_polish_lsq(residual, np.array([sigma]), np.array([0.0]))[0])
@@ -723,7 +743,13 @@ def _fit_separate(
 
 
 def _fit_variance(
-    hn: np.ndarray, t: int, method: str, sigma_ref: float, mode: str, smax: float, step: float,
+    hn: np.ndarray,
+    t: int,
+    method: str,
+    sigma_ref: float,
+    mode: str,
+    smax: float,
+    step: float,
     index: int,
 ) -> tuple[float, float]:
     """Methods A, A-exact and B for types 1-6 and 8 (separate sigma_x, sigma_y)."""
@@ -770,8 +796,17 @@ def _sigma_exact(order: int, v: float, sigma_ref: float, index: int, t: int, nam
 
 
 def _solve_b(
-    hn: np.ndarray, t: int, weight: np.ndarray, v: float, axis: int, sigma_ref: float,
-    mode: str, smax: float, step: float, index: int, name: str,
+    hn: np.ndarray,
+    t: int,
+    weight: np.ndarray,
+    v: float,
+    axis: int,
+    sigma_ref: float,
+    mode: str,
+    smax: float,
+    step: float,
+    index: int,
+    name: str,
 ) -> float:
     """Root of ``V_model(sigma) - V_learned`` along one axis (other axis at sigma_ref)."""
     from scalespace_mk.spread import spread
@@ -781,9 +816,7 @@ def _solve_b(
     def v_model(s: np.ndarray) -> np.ndarray:
         other = np.full(len(s), sigma_ref)
         sx, sy = (s, other) if axis == 0 else (other, s)
-        return spread(_model(t, sx, sy, None, size, mode), weights=weight).cov[
-            :, axis, axis
-        ]
+        return spread(_model(t, sx, sy, None, size, mode), weights=weight).cov[:, axis, axis]
 
     grid = _grid(smax, step)
     f = v_model(grid) - v
@@ -901,7 +934,12 @@ def fit_filters(
 
 
 def _fit_all(
-    hns: np.ndarray, types: np.ndarray, refs: np.ndarray, method: str, mode: str, smax: float,
+    hns: np.ndarray,
+    types: np.ndarray,
+    refs: np.ndarray,
+    method: str,
+    mode: str,
+    smax: float,
     step: float,
 ) -> FitResult:
     n, size = hns.shape[0], hns.shape[1]
@@ -941,8 +979,12 @@ def _fit_all(
             members = [i for i in others if int(types[i]) in group]
             if members:
                 s = _fit_common(
-                    [hns[i] for i in members], [int(types[i]) for i in members], norm, mode,
-                    smax, step,
+                    [hns[i] for i in members],
+                    [int(types[i]) for i in members],
+                    norm,
+                    mode,
+                    smax,
+                    step,
                 )
                 sx[members] = sy[members] = s
 

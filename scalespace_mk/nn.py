@@ -169,7 +169,7 @@ class _DiscreteGaussianHalfPatched(_kernels._DiscreteGaussianHalf):
 
 
 def _pick_half_function() -> type[torch.autograd.Function]:
-    probe = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    probe = torch.ones(1, dtype=torch.float64, device="cpu", requires_grad=True)
     try:
         _kernels._DiscreteGaussianHalf.apply(probe, 3, 32).sum().backward()
     except RuntimeError:
@@ -249,7 +249,7 @@ def _as_types(types: Any, name: str = "types") -> torch.Tensor:
         t = types
     else:
         try:
-            t = torch.as_tensor(np.asarray(types))
+            t = torch.as_tensor(np.asarray(types), device="cpu")
         except (TypeError, ValueError):
             raise TypeError(
                 f"{name} must be a 1-D sequence of integers 1..8; got {types!r}"
@@ -282,7 +282,7 @@ def _channel_values(
         t = value.to(torch.float64)
     else:
         try:
-            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64), device="cpu")
         except (TypeError, ValueError):
             raise TypeError(
                 f"{name} must be a number or a sequence of C numbers; got {value!r}"
@@ -440,12 +440,15 @@ def analytic_basis_kernels(
     Examples
     --------
     >>> import torch
-    >>> w = analytic_basis_kernels([5, 8], [1.0, 0.6], alpha=None)
+    >>> w = analytic_basis_kernels([5, 8], [1.0, 0.0])
     >>> w.shape
     torch.Size([2, 1, 7, 7])
-    >>> xs = torch.arange(-3, 4, dtype=torch.float64)
-    >>> round(float((w[0, 0] * -xs).sum()), 12)  # type 5 responds to x with +1
-    1.0
+    >>> w[1, 0, 3].tolist()  # type 8 at sigma 0: the delta
+    [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    >>> # type 5 is odd in x; as a correlation kernel it is negative at x > 0 (its
+    >>> # convolution response to the monomial x is +1)
+    >>> bool(w[0, 0, 3, 4] == -w[0, 0, 3, 2]) and bool(w[0, 0, 3, 4] < 0)
+    True
     """
     values = (sigma_x, sigma_y, alpha)
     out = _out_dtype(dtype, values)
@@ -719,6 +722,8 @@ def _factory(device: Any, dtype: Any) -> dict[str, Any]:
     dtype = dtype or torch.get_default_dtype()
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype; got {dtype}")
+    # None: the default device, which follows ``with torch.device(...)`` (e.g. "meta")
+    device = torch.get_default_device() if device is None else torch.device(device)
     return {"device": device, "dtype": dtype}
 
 
@@ -1200,14 +1205,14 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
         channels = _check_channels(channels)
         check_choice("variant", variant, self.VARIANTS)
         factory = _factory(device, dtype)
-        f = torch.as_tensor(check_filters(filters, "filters"))
+        f = torch.as_tensor(check_filters(filters, "filters"), device="cpu")
         if f.shape[-1] < 3:
             raise ValueError(f"filters must be at least 3x3; got shape {tuple(f.shape)}")
         m = f.shape[0]
         if assignment is None:
-            a = torch.arange(channels) % m
+            a = torch.arange(channels, device="cpu") % m
         else:
-            a = torch.as_tensor(np.asarray(assignment))
+            a = torch.as_tensor(np.asarray(assignment), device="cpu")
             if a.is_floating_point() or a.dtype == torch.bool or a.ndim != 1:
                 raise ValueError(
                     "assignment must be a 1-D sequence of integer filter indices; "
@@ -1339,7 +1344,8 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
     --------
     >>> import torch
     >>> conv = make_dwconv("idealized", 16)
-    >>> round(float(conv.kernel()[3].sum()), 6), round(float(conv.kernel()[3].norm()), 6)
+    >>> k = conv.kernel().detach()
+    >>> round(float(k[3].sum()), 6), round(float(k[3].norm()), 6)
     (0.0, 1.0)
     """
     check_choice("kind", kind, DWCONV_KINDS)
@@ -1358,7 +1364,9 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
     if kind == "masterkey":
         from .data import load_filters
 
-        f = torch.as_tensor(load_filters(kw.pop("filters", None)), dtype=torch.float64)
+        f = torch.as_tensor(
+            load_filters(kw.pop("filters", None)), dtype=torch.float64, device="cpu"
+        )
         if f.shape[-1] != kernel_size:
             raise ValueError(
                 f"the filters are {f.shape[-1]}x{f.shape[-1]} but kernel_size is {kernel_size}; "
@@ -1383,7 +1391,12 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
         if "sigma_x" in kw or "sigma_y" in kw:
             raise ValueError("pass either sigma or sigma_x/sigma_y, not both")
         kw["sigma_x"] = kw["sigma_y"] = sigma
-    layer = AnalyticDepthwiseConv2d(channels, kernel_size, learn_scales=(kind == "learnable"), **kw)
+    device = kw.pop("device", None)
+    device = torch.get_default_device() if device is None else torch.device(device)
+    # built on the CPU (the normalisation needs values), then moved (also to "meta")
+    layer = AnalyticDepthwiseConv2d(
+        channels, kernel_size, learn_scales=(kind == "learnable"), device="cpu", **kw
+    )
     if normalize and "gain" not in kw and "offset" not in kw:
         with torch.no_grad():
             g = layer._basis()
@@ -1397,4 +1410,4 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
                 )
             layer.gain.copy_(1.0 / norm)
             layer.offset.copy_(-mean / norm)
-    return layer
+    return layer.to(device)

@@ -1,8 +1,8 @@
 """Symbolic derivations (sympy) behind the scale-space analysis of the master key filters.
 
 Everything here is derived once with sympy, turned into numpy functions with
-:func:`sympy.lambdify` and cached with :func:`functools.lru_cache`, so that repeated
-numerical calls cost no sympy work (see :func:`cache_info`).
+:func:`sympy.lambdify` and cached with :func:`functools.cache` (an unbounded
+``lru_cache``), so that repeated numerical calls cost no sympy work (see :func:`cache_info`).
 
 Contents
 --------
@@ -561,6 +561,10 @@ def weighted_variance(order: int, sigma: ArrayLike, sigma_ref: ArrayLike) -> flo
     case (separable kernel and separable weight, also mixed orders ``x**a y**b``) factorises,
     so each axis follows the 1-D relation of its own order and the covariance is diagonal.
 
+    SPEC §8 method A converts a measured variance with the self-weighting relations although
+    the weight sits at a fixed ``sigma_ref``; :func:`sigma_from_weighted_variance` gives the
+    conversion that is exact for a continuous Gaussian under that weight.
+
     Examples
     --------
     >>> weighted_variance(0, 1.0, 1.0)
@@ -708,17 +712,19 @@ def sigma_from_weighted_variance(
             "sigma gives V = 0); got 0.0"
         )
     v_b, r_b = np.broadcast_arrays(v, r)
-    bound = float(_bound_factor(order)) * r_b**2
-    over = v_b >= bound
+    factor = float(_bound_factor(order))
+    mant, expo = np.frexp(r_b)  # V / sigma_ref**2 by exact power-of-two scaling (no overflow)
+    v_norm = np.ldexp(v_b, -2 * expo) / mant**2
+    over = v_norm >= factor
     if over.any():
-        i = np.argwhere(over)[0]
-        i = tuple(i) if i.size else ()
+        i = tuple(np.argwhere(over)[0]) if over.ndim else ()
         raise ValueError(
-            f"V must be below the bound {float(_bound_factor(order))} * sigma_ref**2 for order "
-            f"{order} (V -> bound as sigma -> oo); got V = {float(v_b[i])!r} >= bound = "
-            f"{float(bound[i])!r} (sigma_ref = {float(r_b[i])!r})"
+            f"V must be below the bound {factor:g} * sigma_ref**2 for order {order} "
+            f"(V -> bound as sigma -> oo); got V = {float(v_b[i])!r} >= bound = "
+            f"{factor * float(r_b[i]) ** 2!r} (sigma_ref = {float(r_b[i])!r})"
         )
-    sig = np.asarray(_inverse_func(order)(v_b, r_b), dtype=np.float64)
+    # homogeneous of degree 1: sigma = sigma_ref * sigma(V / sigma_ref**2, 1)
+    sig = r_b * np.asarray(_inverse_func(order)(v_norm, 1.0), dtype=np.float64)
     return _out(np.broadcast_to(sig, v_b.shape).copy(), V, sigma_ref)
 
 

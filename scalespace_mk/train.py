@@ -61,6 +61,7 @@ __all__ = [
     "build_model",
     "convert_depthwise",
     "cosine_lr",
+    "deploy_state_dict",
     "evaluate",
     "evaluate_checkpoint",
     "load_training_checkpoint",
@@ -272,16 +273,16 @@ def _setup_distributed() -> tuple[_Dist, torch.device]:
 
 
 def convert_depthwise(
-    model: nn.Module,
-    source: Mapping[str, torch.Tensor],
-    cfg: TrainConfig,
+    model: nn.Module, source: Mapping[str, torch.Tensor], cfg: TrainConfig
 ) -> dict[str, dict[str, int]]:
     """Replace every learned depthwise conv of ``model`` by an analytic one.
 
     The per-channel choice comes from the least-squares replacement (SPEC §9, experiment 1)
-    of the depthwise weights ``source[name + '.weight']``: ``masterkey`` uses the master key
-    filters as candidates, ``idealized`` and ``learnable`` the idealised models of
-    ``cfg.method``. ``learnable`` layers start from those models' scales and learn them.
+    of the depthwise weights ``source[name + '.conv_dw.weight']`` by ``a x_j + b``:
+    ``masterkey`` uses the master key filters as candidates ``x_j`` and ``idealized`` the
+    idealised models of ``cfg.method`` (both frozen, with trainable ``a``, ``b`` and bias);
+    ``learnable`` starts each channel at the model of its chosen type, with the scales of
+    ``cfg.method``, and learns the scales too. Biases are taken from ``source``.
 
     Returns
     -------
@@ -289,11 +290,11 @@ def convert_depthwise(
         Per layer, the number of channels per candidate (1-based, as strings).
     """
     from . import nn as snn
-    from .checkpoint import candidate_filters, linear_shift_replace
+    from .checkpoint import candidate_filters, candidate_models, linear_shift_replace
 
     kind = cfg.dwconv
-    candidates = "masterkey" if kind == "masterkey" else cfg.method
     summary: dict[str, dict[str, int]] = {}
+    cache: dict[int, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
     for name, module in list(model.named_modules()):
         conv = getattr(module, "conv_dw", None)
         if not isinstance(conv, nn.Conv2d):
@@ -302,18 +303,32 @@ def convert_depthwise(
         if key not in source:
             raise ValueError(f"{key} is missing from the checkpoint to replace from")
         w = source[key].detach().to(torch.float64).cpu().numpy()[:, 0]
-        cands = candidate_filters(candidates, filters=cfg.filters, size=w.shape[-1])
+        k = w.shape[-1]
+        if k not in cache:
+            if kind == "masterkey":
+                cache[k] = (candidate_filters("masterkey", filters=cfg.filters), None, [])
+            else:
+                raw, fits = candidate_models(cfg.method, filters=cfg.filters, size=k)
+                cache[k] = (candidate_filters(cfg.method, filters=cfg.filters, size=k), raw, fits)
+        cands, raw, fits = cache[k]
         _, choice, a, b = linear_shift_replace(w, cands)
         bias = source.get(f"{name}.conv_dw.bias")
         if kind == "learnable":
-            new = snn.AnalyticDepthwiseConv2d.from_replacement(
-                cands_method=cfg.method,
-                choice=choice,
-                a=a,
-                b=b,
-                filters=cfg.filters,
-                kernel_size=w.shape[-1],
-                bias=bias,
+            # a x_j + b with x_j = (g_j - m_j) / n_j is (a / n_j) g_j + (b - a m_j / n_j)
+            mean = raw.reshape(len(raw), -1).mean(axis=1)
+            norm = np.linalg.norm(raw.reshape(len(raw), -1) - mean[:, None], axis=1)
+            pick = [fits[j] for j in choice]
+            new = snn.AnalyticDepthwiseConv2d(
+                w.shape[0],
+                k,
+                types=[f.filter_type for f in pick],
+                sigma_x=[f.sigma_x for f in pick],
+                sigma_y=[f.sigma_y for f in pick],
+                alpha=[f.alpha if f.alpha is not None else 0.0 for f in pick],
+                gain=a / norm[choice],
+                offset=b - a * mean[choice] / norm[choice],
+                bias=bias.detach().double().numpy() if bias is not None else True,
+                learn_scales=True,
             )
         else:
             new = snn.MasterKeyDepthwiseConv2d(
@@ -322,14 +337,36 @@ def convert_depthwise(
                 torch.from_numpy(choice),
                 gain=torch.from_numpy(a),
                 offset=torch.from_numpy(b),
-                bias=True,
+                bias=bias.detach().double() if bias is not None else True,
             )
-            if bias is not None:
-                with torch.no_grad():
-                    new.bias.copy_(bias)
         module.conv_dw = new.to(conv.weight.device)
         summary[name] = {str(j + 1): int((choice == j).sum()) for j in range(len(cands))}
     return summary
+
+
+def deploy_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict of the equivalent all-``nn.Conv2d`` network (analytic layers exported).
+
+    Every depthwise module that is not an ``nn.Conv2d`` is exported with
+    :func:`scalespace_mk.nn.to_conv2d`; its parameters are replaced by the exported
+    ``conv_dw.weight`` and ``conv_dw.bias``, so the result loads into
+    ``create_model(name, dwconv="learned")``.
+    """
+    from . import nn as snn
+
+    state = dict(model.state_dict())
+    for name, module in model.named_modules():
+        conv = getattr(module, "conv_dw", None)
+        if conv is None or isinstance(conv, nn.Conv2d):
+            continue
+        prefix = f"{name}.conv_dw."
+        for key in [k for k in state if k.startswith(prefix)]:
+            del state[key]
+        exported = snn.to_conv2d(conv)
+        state[prefix + "weight"] = exported.weight.detach().clone()
+        if exported.bias is not None:
+            state[prefix + "bias"] = exported.bias.detach().clone()
+    return state
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -340,8 +377,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
     source_path = cfg.init or cfg.replace_from
     dwconv = "learned" if (source_path and cfg.dwconv != "learned") else cfg.dwconv
     kwargs: dict[str, Any] = {}
-    if dwconv in ("masterkey", "idealized", "learnable"):
-        kwargs["dwconv_kwargs"] = {"filters": cfg.filters, "method": cfg.method}
+    if dwconv == "masterkey" and cfg.filters is not None:
+        kwargs["dwconv_kwargs"] = {"filters": cfg.filters}
     model = create_model(
         cfg.model, num_classes=num_classes, drop_path_rate=cfg.drop_path, dwconv=dwconv, **kwargs
     )
@@ -670,6 +707,10 @@ def train(
         save_checkpoint_file(
             {
                 "model": model.state_dict(),
+                "deploy": deploy_state_dict(model) if cfg.dwconv != "learned" else None,
+                "deploy_ema": deploy_state_dict(ema.module)
+                if (ema is not None and cfg.dwconv != "learned")
+                else None,
                 "ema": ema.module.state_dict() if ema is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -836,8 +877,12 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     workers: int = 0,
 ) -> dict[str, float]:
-    """Evaluate a training checkpoint on the validation split of ``data``."""
+    """Evaluate a training checkpoint on the validation split of ``data``.
+
+    Returns ``{"loss", "acc", "count"}`` (mean cross-entropy, top-1 accuracy, images).
+    """
     from .datasets import build_dataset, build_loader
+    from .networks import create_model
 
     ckpt = load_training_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -854,11 +899,16 @@ def evaluate_checkpoint(
     loader, _ = build_loader(
         val_set, batch_size=batch_size, shuffle=False, num_workers=workers, distributed=d.world > 1
     )
-    model = _model_from_state(cfg, ckpt["model"], int(ckpt.get("num_classes", num_classes)))
-    if ema:
-        if ckpt.get("ema") is None:
-            raise ValueError(f"{path} has no EMA weights (trained with ema_decay 0)")
-        model.load_state_dict(ckpt["ema"])
+    # analytic networks are evaluated through their exported all-Conv2d equivalent
+    learned = cfg.dwconv == "learned"
+    key = ("ema" if learned else "deploy_ema") if ema else ("model" if learned else "deploy")
+    if ckpt.get(key) is None:
+        raise ValueError(
+            f"{path} has no {'EMA ' if ema else ''}weights under {key!r}"
+            + (" (trained with ema_decay 0)" if ema else "")
+        )
+    model = create_model(cfg.model, num_classes=int(ckpt.get("num_classes", num_classes)))
+    model.load_state_dict(ckpt[key])
     model.to(device)
     return evaluate(
         model,
@@ -868,24 +918,6 @@ def evaluate_checkpoint(
         amp=cfg.amp,
         distributed=d.world > 1,
     )
-
-
-def _model_from_state(
-    cfg: TrainConfig, state: Mapping[str, torch.Tensor], num_classes: int
-) -> nn.Module:
-    """Rebuild a trained network (its analytic layers included) from its state dict."""
-    from . import nn as snn
-    from .networks import create_model
-
-    model = create_model(cfg.model, num_classes=num_classes, dwconv="learned")
-    if cfg.dwconv != "learned":
-        for name, module in list(model.named_modules()):
-            if isinstance(getattr(module, "conv_dw", None), nn.Conv2d):
-                prefix = f"{name}.conv_dw."
-                sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                module.conv_dw = snn.module_from_state_dict(sub)
-    model.load_state_dict(state)
-    return model
 
 
 if __name__ == "__main__":  # pragma: no cover

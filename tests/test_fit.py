@@ -62,9 +62,15 @@ REF_C1 = {
     6: (0.9728140703517588, 1.1711557788944722),
     8: (0.6366331658291458, 0.5866331658291457),
 }
-REF_C2 = {1: 0.4580194313955851, 2: 0.4482463177756579, 3: 0.6711849867963244,
-          4: 0.4203522130670464, 5: 1.3873955463956178, 6: 1.0902606031644924,
-          8: 0.6119728613663912}
+REF_C2 = {
+    1: 0.4580194313955851,
+    2: 0.4482463177756579,
+    3: 0.6711849867963244,
+    4: 0.4203522130670464,
+    5: 1.3873955463956178,
+    6: 1.0902606031644924,
+    8: 0.6119728613663912,
+}
 REF_C7 = (0.6537688442211055, 0.521608040201005)
 REF_CJ = {0: 0.6074435027601324, 1: 1.1329249680353086}
 REF_D1 = {
@@ -76,9 +82,15 @@ REF_D1 = {
     6: (0.9842713567839196, 1.0737688442211055),
     8: (0.6156281407035176, 0.608140703517588),
 }
-REF_D2 = {1: 0.6440209979383456, 2: 0.5580021518662255, 3: 0.4951507717698759,
-          4: 0.37962065829063185, 5: 1.1934352970554198, 6: 1.0382624689911877,
-          8: 0.6118535135425845}
+REF_D2 = {
+    1: 0.6440209979383456,
+    2: 0.5580021518662255,
+    3: 0.4951507717698759,
+    4: 0.37962065829063185,
+    5: 1.1934352970554198,
+    6: 1.0382624689911877,
+    8: 0.6118535135425845,
+}
 REF_D7 = (0.6753768844221105, 0.5256281407035176)
 REF_DJ = {0: 0.5216205270928954, 1: 1.10817570616526}
 
@@ -119,8 +131,16 @@ def _model(t, sx, sy=None, alpha=None):
 
 
 # generated filters: each type at known scales (7: sigma, alpha)
-TRUE_SEP = {1: (0.55, 0.7), 2: (0.65, 0.5), 3: (0.45, 0.6), 4: (0.6, 0.4), 5: (0.9, 0.6),
-            6: (0.7, 1.0), 7: (0.65, 0.5), 8: (0.6, 0.75)}
+TRUE_SEP = {
+    1: (0.55, 0.7),
+    2: (0.65, 0.5),
+    3: (0.45, 0.6),
+    4: (0.6, 0.4),
+    5: (0.9, 0.6),
+    6: (0.7, 1.0),
+    7: (0.65, 0.5),
+    8: (0.6, 0.75),
+}
 TRUE_COMMON = {1: 0.55, 2: 0.65, 3: 0.45, 4: 0.6, 5: 0.9, 6: 0.7, 7: (0.65, 0.5), 8: 0.75}
 TRUE_JOINT = {0: 0.62, 1: 0.95}  # group {1,2,3,4,8}, group {5,6}
 
@@ -144,8 +164,16 @@ def _generated(kind: str) -> np.ndarray:
 def recovered() -> dict[str, FitResult]:
     """Fits of filters generated from the models (used as their own h~, normalize=False)."""
     sets = {"sep": _generated("sep"), "common": _generated("common"), "joint": _generated("j")}
-    plan = {"B": "sep", "C1": "sep", "D1": "sep", "C2": "common", "D2": "common",
-            "B-joint": "joint", "C-joint": "joint", "D-joint": "joint"}
+    plan = {
+        "B": "sep",
+        "C1": "sep",
+        "D1": "sep",
+        "C2": "common",
+        "D2": "common",
+        "B-joint": "joint",
+        "C-joint": "joint",
+        "D-joint": "joint",
+    }
     return {m: fit_filters(sets[k], method=m, normalize=False) for m, k in plan.items()}
 
 
@@ -373,8 +401,10 @@ def test_summed_distance_joint(published, normalized, method):
         assert all(f.sigma_x == f.sigma_y == sigma for f in members)
 
         def total(x, members=members):
-            vals = [model_distance(normalized[f.index - 1], f.filter_type, x, norm=norm)
-                    for f in members]
+            vals = [
+                model_distance(normalized[f.index - 1], f.filter_type, x, norm=norm)
+                for f in members
+            ]
             return sum(v if norm == "l1" else v**2 for v in vals)
 
         value = float(total(sigma))
@@ -457,8 +487,16 @@ def test_to_dict_and_table(published):
         assert set(rec) == {"index", "model", "sigma_x", "sigma_y", "alpha", "l1", "l2"}
         assert rec["index"] == i + 1
         assert (rec["alpha"] is None) == (i != 6)
-    assert [r["model"] for r in d["filters"]] == ["dy+", "dx-", "dy-", "dx+", "dx", "dy", "mk7",
-                                                  "T"]
+    assert [r["model"] for r in d["filters"]] == [
+        "dy+",
+        "dx-",
+        "dy-",
+        "dx+",
+        "dx",
+        "dy",
+        "mk7",
+        "T",
+    ]
     table = published["B"].format_table()
     assert len(table.splitlines()) == 11 and "0.6445" in table
 

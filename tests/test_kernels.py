@@ -25,16 +25,6 @@ from scalespace_mk.kernels import (
 
 SIGMAS = [0.0, 1e-3, 0.05, 0.1, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 31.6, 100.0, 316.0, 1e3]
 
-# The backward pass of kernels._DiscreteGaussianHalf indexes T(n + 1) as half[:, 2:]
-# (one column short) instead of half[:, 1:], so every backward through discgauss raises
-# "RuntimeError: The size of tensor a (R+1) must match the size of tensor b (R)".
-GRAD_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="kernels._DiscreteGaussianHalf.backward uses half[:, 2:] for T(n+1); "
-    "must be half[:, 1:] (shape mismatch in every discgauss backward)",
-)
-
 
 def offsets(kernel: np.ndarray) -> np.ndarray:
     r = kernel.shape[-1] // 2
@@ -230,14 +220,12 @@ def diffusion_derivative(sigma: float, radius: int) -> np.ndarray:
     return sigma * (t[:-2] - 2 * t[1:-1] + t[2:])
 
 
-@GRAD_BUG
 @pytest.mark.parametrize("size", [None, 7])
 def test_gradcheck_discgauss(size):
     sigma = torch.tensor([0.3, 1.0, 2.5], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda s: discrete_gaussian(s, size=size), (sigma,))
 
 
-@GRAD_BUG
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 7.0, 40.0])
 def test_autograd_equals_diffusion_equation(sigma):
     s = torch.tensor(sigma, dtype=torch.float64)
@@ -249,7 +237,6 @@ def test_autograd_equals_diffusion_equation(sigma):
     np.testing.assert_allclose(jac7.numpy(), diffusion_derivative(sigma, 3), rtol=0, atol=1e-12)
 
 
-@GRAD_BUG
 def test_gradient_at_sigma_zero_is_zero():
     s = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     discrete_gaussian(s, size=5).pow(2).sum().backward()

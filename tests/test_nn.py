@@ -42,7 +42,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def random_params(n=len(TYPES), seed=0, low=0.0, high=2.5):
+def random_params(n=12, seed=0, low=0.0, high=2.5):
     rng = np.random.default_rng(seed)
     sx, sy = rng.uniform(low, high, n), rng.uniform(low, high, n)
     return sx, sy, rng.uniform(-1, 1, n), rng.uniform(-2, 2, n), rng.uniform(-0.3, 0.3, n)

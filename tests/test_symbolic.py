@@ -254,6 +254,13 @@ def test_bounds_and_monotonicity() -> None:
             S.sigma_from_weighted_variance(order, [0.1, 2 * factor], 1.0)
 
 
+def test_inverse_extreme_scales() -> None:
+    for sigma, ref in ((1e-150, 1e150), (1e150, 1e150), (1e-100, 1e-100), (2e100, 1e100)):
+        for order in (0, 1):
+            v = S.weighted_variance(order, sigma, ref)
+            assert S.sigma_from_weighted_variance(order, v, ref) == pytest.approx(sigma, rel=1e-12)
+
+
 def test_order2_is_not_invertible() -> None:
     def v(x: float) -> float:
         return S.weighted_variance(2, x, 1.0)
@@ -292,16 +299,11 @@ def test_weighted_variance_extreme_ratios(order: int) -> None:
     q = [S.weighted_variance(order, rho, 1.0) / rho**2 for rho in (1.01e-8, 0.99e-8, 1e-4)]
     assert q[0] == pytest.approx(limit, rel=1e-14) and q[1] == pytest.approx(limit, rel=1e-14)
     assert q[2] == pytest.approx(limit, rel=1e-6)
-    for lo, hi in ((1e-80, 1.0), (1e-200, 1e100), (3.0, 1e150), (1e120, 1e120)):
-        for s, r in ((lo, hi), (hi, lo)):
-            v = S.weighted_variance(order, s, r)
-            assert np.isfinite(v) and v > 0
-            expected = lo**2 * (0.5 if lo == hi else limit) if order != 2 or lo != hi else None
-            if expected is None:
-                expected = 7 * lo**2 / 6
-            elif lo == hi and order == 1:
-                expected = 1.5 * lo**2
-            assert v == pytest.approx(expected, rel=1e-12)
+    self_factor = (0.5, 1.5, 7 / 6)[order]
+    for lo, hi in ((1e-80, 1.0), (1e-100, 1e100), (3.0, 1e150), (1e120, 1e120)):
+        expected = lo**2 * (self_factor if lo == hi else limit)
+        for s, r in ((lo, hi), (hi, lo)):  # symmetric in (sigma, sigma_ref)
+            assert S.weighted_variance(order, s, r) == pytest.approx(expected, rel=1e-12)
 
 
 def test_two_d_separable_case() -> None:

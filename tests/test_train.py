@@ -208,3 +208,37 @@ def test_config_errors():
         TrainConfig.from_dict({"modle": "x"})
     with pytest.raises(ValueError, match="replace_from"):
         TrainConfig(replace_from="x.pt")
+
+
+@pytest.mark.parametrize("kind", ["masterkey", "idealized", "learnable"])
+def test_convert_depthwise_reproduces_replacement(kind):
+    from scalespace_mk.checkpoint import replace
+    from scalespace_mk.networks import create_model
+    from scalespace_mk.train import convert_depthwise, deploy_state_dict
+
+    torch.manual_seed(0)
+    learned = create_model("convnextv2_test", num_classes=10)
+    source = learned.state_dict()
+    cfg = TrainConfig(model="convnextv2_test", dwconv=kind, replace_from="unused.pt")
+    model = create_model("convnextv2_test", num_classes=10)
+    summary = convert_depthwise(model, source, cfg)
+    assert len(summary) == 4 and all(sum(v.values()) > 0 for v in summary.values())
+    expected = replace(source, candidates="masterkey" if kind == "masterkey" else "B").checkpoint
+    deployed = deploy_state_dict(model)
+    for key, value in expected.items():
+        if key.endswith("conv_dw.weight"):
+            torch.testing.assert_close(deployed[key], value, atol=1e-6, rtol=0)
+        if key.endswith("conv_dw.bias"):
+            assert torch.equal(deployed[key], value)
+    # the deployed state loads into an all-Conv2d network with the same outputs
+    plain = create_model("convnextv2_test", num_classes=10)
+    plain.load_state_dict(deployed)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    plain.eval()
+    torch.testing.assert_close(model(x), plain(x), atol=1e-5, rtol=1e-5)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad and "conv_dw" in n}
+    if kind == "learnable":
+        assert any("sigma" in n for n in trainable)
+    else:
+        assert not any(n.endswith("conv_dw.filters") for n in trainable)
