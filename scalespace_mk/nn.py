@@ -272,6 +272,13 @@ def _as_types(types: Any, name: str = "types") -> torch.Tensor:
     return t
 
 
+def _types_unchecked(types: Any) -> torch.Tensor:
+    """Types as int64 without checks; a tensor keeps its device (hot path)."""
+    if isinstance(types, torch.Tensor):
+        return types.to(torch.int64)
+    return torch.as_tensor(np.asarray(types), device="cpu").to(torch.int64)
+
+
 def _channel_values(
     name: str, value: Any, channels: int, device: torch.device | None
 ) -> torch.Tensor:
@@ -341,7 +348,7 @@ def _prepare(
     device = next((v.device for v in inputs if isinstance(v, torch.Tensor)), None)
     if device is None and isinstance(types, torch.Tensor):
         device = types.device
-    t = _as_types(types) if validate else torch.as_tensor(types, dtype=torch.int64)
+    t = _as_types(types) if validate else _types_unchecked(types)
     if device is not None:
         t = t.to(device)
     c = t.shape[0]
@@ -504,7 +511,7 @@ def analytic_depthwise_kernels(
     """
     values = (sigma_x, sigma_y, alpha, gain, offset)
     out = _out_dtype(dtype, values)
-    t = _as_types(types) if validate else torch.as_tensor(types, dtype=torch.int64)
+    t = _as_types(types) if validate else _types_unchecked(types)
     device = next((v.device for v in values if isinstance(v, torch.Tensor)), t.device)
     g = _channel_values("gain", gain, t.shape[0], device)
     b = _channel_values("offset", offset, t.shape[0], device)

@@ -16,7 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_bank", "plot_census", "plot_filter_grid", "plot_fit"]
+__all__ = [
+    "plot_analysis",
+    "plot_bank",
+    "plot_census",
+    "plot_filter_grid",
+    "plot_filters",
+    "plot_fit",
+]
 
 
 def _pyplot() -> Any:
@@ -370,3 +377,90 @@ def plot_filter_grid(
     if path is not None:
         _save_atomic(fig, path, dpi=dpi)
     return fig
+
+
+def plot_filters(
+    filters: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    titles: Any = None,
+    cmap: str = "RdBu_r",
+    dpi: int = 120,
+) -> Any:
+    """One row of filters (e.g. extracted master filters), each scaled on its own.
+
+    Parameters
+    ----------
+    filters : array_like, shape [N, k, k]
+        Stored weights (rows top to bottom, y up).
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    titles : sequence of str, optional
+        One title per filter (default ``1 .. N``).
+    cmap : str
+        Diverging colormap centred at 0.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import numpy as np
+
+    f = np.asarray(filters.detach().cpu().numpy() if hasattr(filters, "detach") else filters,
+                   dtype=np.float64)
+    if f.ndim != 3:
+        raise ValueError(f"filters must have shape [N, k, k]; got shape {f.shape}")
+    titles = list(titles) if titles is not None else [str(i) for i in range(1, len(f) + 1)]
+    return plot_filter_grid(f[None], col_titles=titles, path=path, cmap=cmap, dpi=dpi)
+
+
+def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 120) -> list[Path]:
+    """Figures of :func:`scalespace_mk.checkpoint.analyze`: types and R^2 per layer.
+
+    Parameters
+    ----------
+    result : scalespace_mk.checkpoint.AnalyzeResult
+        The analysis.
+    directory : str or path-like
+        Folder to write ``types_per_layer.png`` and ``r2.png`` into (created if missing).
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files.
+    """
+    import numpy as np
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    layers = result.layers
+    types = list(layers[0]["types"]) if layers else []
+    counts = np.array([[layer["types"][t] for t in types] for layer in layers], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 2), 3.6), layout="constrained")
+    bottom = np.zeros(len(layers))
+    for j, t in enumerate(types):
+        ax.bar(np.arange(len(layers)), share[:, j], bottom=bottom, label=f"type {t}")
+        bottom += share[:, j]
+    ax.plot(np.arange(len(layers)), [layer["median_r2"] for layer in layers], "k.-",
+            label="median R²")
+    ax.set_xlabel("depthwise layer (network order)")
+    ax.set_ylabel("share of channels")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=5, loc="lower left")
+    paths = [_save_atomic(fig, directory / "types_per_layer.png", dpi=dpi)]
+    plt.close(fig)
+    r2 = np.array([f["r2"] for f in result.filters])
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
+    ax.hist(r2, bins=40, range=(0, 1))
+    ax.set_xlabel("R² of the best idealised model (a g + b)")
+    ax.set_ylabel("filters")
+    ax.set_title(f"{len(r2)} filters, median R² {np.median(r2):.3f}", fontsize=9)
+    paths.append(_save_atomic(fig, directory / "r2.png", dpi=dpi))
+    plt.close(fig)
+    return paths

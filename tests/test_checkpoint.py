@@ -224,3 +224,30 @@ def test_cli_analyze_replace_extract(tmp_path, capsys):
         == 0
     )
     assert main(["analyze", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_cli_plots(tmp_path, capsys):
+    ckpt, _ = _planted_checkpoint(np.random.default_rng(8))
+    path = tmp_path / "c.safetensors"
+    save_checkpoint_file(ckpt, path)
+    assert main(["analyze", str(path), "--plot", str(tmp_path / "figs")]) == 0
+    table = capsys.readouterr().out
+    assert "stages.0.blocks.0.conv_dw.weight" in table and "48 filters" in table
+    for name in ("types_per_layer.png", "r2.png"):
+        assert (tmp_path / "figs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        main(
+            [
+                "extract",
+                str(path),
+                "-k",
+                "4",
+                "--out",
+                str(tmp_path / "m.npy"),
+                "--plot",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -606,6 +606,16 @@ def test_networks_build_with_analytic_dwconvs():
         assert out.shape == (2, 5) and torch.isfinite(out).all()
 
 
+def test_layers_can_be_built_on_the_meta_device():
+    with torch.device("meta"):
+        layers = [make_dwconv(k, 16) for k in ("learnable", "idealized", "masterkey")]
+        layers.append(AnalyticDepthwiseConv2d(8, types=[7] * 8))
+    for layer in layers:
+        tensors = list(layer.parameters()) + list(layer.buffers())
+        assert all(t.device.type == "meta" for t in tensors)
+    assert sum(p.numel() for p in layers[0].parameters()) == 6 * 16
+
+
 # --------------------------------------------------------------------------------------
 # errors
 
