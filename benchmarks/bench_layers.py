@@ -6,8 +6,11 @@ every variant once, in a shuffled order) and the median time per variant reporte
 1. **Layer**: forward + backward (input gradient and parameter gradients) of one depthwise
    layer at the ConvNeXt-T stage-1 shape ``[B, 96, 56, 56]``, channels_last, against
    ``nn.Conv2d(96, 96, 7, padding=3, groups=96)``; and the forward alone under
-   ``torch.no_grad()`` in eval mode. Targets: learnable scales <= 1.10x, frozen scales
-   and eval <= 1.02x the time of the plain conv.
+   ``torch.no_grad()`` in eval mode. Variants: ``learnable`` (scales, alpha, gain, offset
+   learn), ``idealized`` (scales frozen, gain/offset learn), ``masterkey`` (frozen filters,
+   ``a x + b`` learn), ``frozen`` (every kernel parameter frozen: cached kernel, no weight
+   gradient). Targets: learnable <= 1.10x, frozen/idealized and eval <= 1.02x the time of
+   the plain conv.
 2. **Model**: one whole training step (forward, cross-entropy, backward, AdamW step) of
    ConvNeXt-T (``scalespace_mk.networks.create_model``) with each ``dwconv`` kind against
    the learned baseline. Target: <= 1.05x.
@@ -92,6 +95,8 @@ def bench_layer(
         "learnable": make_dwconv("learnable", channels),
         "idealized": make_dwconv("idealized", channels),  # frozen scales, a and b learnable
         "masterkey": make_dwconv("masterkey", channels),
+        # every kernel parameter frozen: cached kernel, no weight gradient at all
+        "frozen": make_dwconv("idealized", channels, learn_gain=False, learn_offset=False),
     }
     layers = {k: m.to(device) for k, m in layers.items()}
     ctx = (

@@ -124,8 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=8,
         help="batches timed for loader+transform (the CPU transform is slow at 224 px)",
     )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads in the main process"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results: dict = {

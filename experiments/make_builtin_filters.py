@@ -30,7 +30,6 @@ coordinates ``x = c - m`` and ``y = m - r`` (y up), used as conv2d weights with 
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import re

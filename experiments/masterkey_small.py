@@ -176,8 +176,7 @@ def _train(cfg: Any, out: Path, *, reuse: bool, progress: bool) -> dict[str, Any
         stored = TrainConfig.from_dict(load_training_checkpoint(ckpt)["config"])
         if stored != cfg:
             raise ValueError(
-                f"--reuse: {out} holds a run of another configuration; remove it or drop "
-                "--reuse"
+                f"--reuse: {out} holds a run of another configuration; remove it or drop --reuse"
             )
         if summary.exists():
             return json.loads(summary.read_text())
@@ -262,8 +261,10 @@ def _fits(filters: np.ndarray, method: str) -> list[dict[str, Any]]:
     for j, h in enumerate(filters):
         try:
             fit = fit_filter(h, j + 1, method=method)
-        except ValueError as exc:
-            rows.append({"type": j + 1, "error": str(exc).splitlines()[0][:160]})
+        except ValueError as exc:  # e.g. method B: no scale matches the filter's variance
+            text = str(exc).splitlines()[0]
+            text = text.split("): ", 1)[-1].split(";")[0]
+            rows.append({"type": j + 1, "error": text[:120]})
             continue
         rows.append({"type": j + 1, **fit.to_dict(), "_fit": fit})
     return rows
@@ -311,9 +312,7 @@ def _figures(
     size = published.shape[-1]
     out: dict[str, str] = {}
     # 1. learned filters of the fully trained layers beside their census models
-    trained = [
-        r for r in learned_records if feature_side(r["layer"], setup.image_size) >= MIN_SIDE
-    ]
+    trained = [r for r in learned_records if feature_side(r["layer"], setup.image_size) >= MIN_SIDE]
     nan = np.full((size, size), np.nan)
     panels = np.empty((4, 8, size, size))
     notes = np.full((4, 8), "", dtype=object)
@@ -416,14 +415,14 @@ def _report(res: dict[str, Any], fig_rel: str) -> str:
         "(SPEC §9) and train every other weight afresh.",
         "",
         "| variant | depthwise filters | trainable params | val acc | best val acc "
-        "| val loss | train loss | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| val loss | train loss | train s | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in res["variants"].items():
         lines.append(
             f"| {name} | {_DESCRIPTION[name]} | {v['trainable_parameters']:,} | "
             f"{v['val_acc']:.4f} | {v['best_val_acc']:.4f} | {v['val_loss']:.4f} | "
-            f"{v['train_loss']:.4f} | {v['seconds']:.0f} |"
+            f"{v['train_loss']:.4f} | {v['seconds']:.1f} | {v['wall_s']:.1f} |"
         )
     n_val = res["data"]["val"]
     lines += [
@@ -601,8 +600,8 @@ def run_experiment(
     import torch
     from tqdm.auto import tqdm
 
-    from scalespace_mk.checkpoint import analyze, extract, find_depthwise
     from scalespace_mk.census import census
+    from scalespace_mk.checkpoint import analyze, extract, find_depthwise
     from scalespace_mk.data import load_filters
     from scalespace_mk.train import load_training_checkpoint
 
@@ -650,7 +649,10 @@ def run_experiment(
     save_filters_npy(masters.filters, extracted_path)
     fits: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for method in setup.fit_methods:
-        fits[method] = {"published": _fits(published, method), "extracted": _fits(masters.filters, method)}
+        fits[method] = {
+            "published": _fits(published, method),
+            "extracted": _fits(masters.filters, method),
+        }
     timings["extraction and fits"] = time.perf_counter() - t0
     steps.update(1)
 
@@ -678,6 +680,7 @@ def run_experiment(
             "val_loss": hist[-1]["val_loss"],
             "train_loss": hist[-1]["train_loss"],
             "seconds": sum(h["seconds"] for h in hist),
+            "wall_s": timings[name],
             "epochs": len(hist),
             "trainable_parameters": summary["trainable_parameters"],
             "parameters": summary["parameters"],
@@ -725,8 +728,10 @@ def run_experiment(
             "path": str(extracted_path),
         },
         "fits": {
-            m: {k: [{kk: vv for kk, vv in r.items() if kk != "_fit"} for r in rows]
-                for k, rows in by_set.items()}
+            m: {
+                k: [{kk: vv for kk, vv in r.items() if kk != "_fit"} for r in rows]
+                for k, rows in by_set.items()
+            }
             for m, by_set in fits.items()
         },
         "learnable_scales": learnable,
@@ -782,7 +787,6 @@ def _learnable_scales(path: Path) -> dict[str, dict[str, float]]:
             sy.append(state[prefix + "sigma_y_raw"].abs().double().numpy())
     if not types:
         return {}
-    from scalespace_mk.checkpoint import candidate_filters  # noqa: F401  (same source as train)
     from scalespace_mk.data import load_filters
     from scalespace_mk.fit import fit_filters
 
@@ -845,7 +849,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CI version (< 60 s)")
     parser.add_argument("--out", help="run folder (default runs/masterkey_small[_smoke])")
     parser.add_argument("--results", help="report (default docs/results.md; smoke: OUT/results.md)")
-    parser.add_argument("--figures", help="figure folder (default docs/figures; smoke: OUT/figures)")
+    parser.add_argument(
+        "--figures", help="figure folder (default docs/figures; smoke: OUT/figures)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override the epochs of the setup")
     parser.add_argument(
@@ -874,11 +880,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     default_out = REPO / "runs" / ("masterkey_small_smoke" if args.smoke else "masterkey_small")
     out = Path(args.out) if args.out else default_out
-    results = Path(args.results) if args.results else (
-        out / "results.md" if args.smoke else REPO / "docs" / "results.md"
+    results = (
+        Path(args.results)
+        if args.results
+        else (out / "results.md" if args.smoke else REPO / "docs" / "results.md")
     )
-    figures = Path(args.figures) if args.figures else (
-        out / "figures" if args.smoke else REPO / "docs" / "figures"
+    figures = (
+        Path(args.figures)
+        if args.figures
+        else (out / "figures" if args.smoke else REPO / "docs" / "figures")
     )
     if args.overwrite:
         for name in VARIANTS:

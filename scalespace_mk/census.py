@@ -155,7 +155,7 @@ def linear_shift(y: Any, g: Any) -> LinearShift:
     """
     as_torch = isinstance(y, torch.Tensor)
     single = np.ndim(y) == 2 if not as_torch else y.ndim == 2
-    yy = torch.as_tensor(check_filters(y, "y"))
+    yy = torch.as_tensor(np.ascontiguousarray(check_filters(y, "y")))
     if isinstance(g, torch.Tensor):
         g = g.detach().cpu().numpy()
     try:
@@ -292,8 +292,9 @@ def _table(
 
     ``part`` is ``"x"`` / ``"y"`` (unit-norm 1-D factor along x / along the rows of a
     separable model; read off a 2-D model whose other scale is :data:`_S_REF`) or ``"lap"``
-    (unit-norm flattened Laplacian part ``L`` of model 7 or of ``"lap"``). Returns the table
-    ``[n_knots, D]`` and the norms ``[n_knots]`` of the raw rows.
+    (unit-norm flattened Laplacian part ``L`` of model 7 or of ``"lap"``). Returns the cubic
+    coefficients (:func:`_cubic_coefficients`) of the unit-norm rows ``[J, 4, D]`` and of
+    the norms of the raw rows ``[J, 4, 1]``.
     """
     knots, _ = _knots(sigma_max)
     kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
@@ -315,7 +316,7 @@ def _table(
             raw = (delta - mk).reshape(len(knots), -1)
     norms = raw.norm(dim=1)
     table = raw / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
-    return table.contiguous(), norms
+    return _cubic_coefficients(table), _cubic_coefficients(norms[:, None])
 
 
 #: cubic Lagrange interpolation through nodes -1, 0, 1, 2 as a polynomial in t:
@@ -328,22 +329,31 @@ _LAGRANGE = (
 )
 
 
-class _Interp:
-    """Piecewise-cubic (4-point Lagrange) interpolation of a table in sigma.
+def _cubic_coefficients(table: torch.Tensor) -> torch.Tensor:
+    """Polynomial coefficients ``[J, 4, D]`` of the cubic on each interval of a table.
 
-    ``table`` is ``[J + 3, D]`` with rows at the knots ``-1, 0, .., J + 1`` (times ``step``;
-    the model is even in sigma, so knot -1 holds the value at +step). Calling it with a
-    tensor of scales ``[...]`` returns ``[..., D]``; scales are taken as ``|sigma|`` and
-    clamped to ``sigma_max``.
+    ``table`` is ``[J + 3, D]`` with rows at the knots ``-1, 0, .., J + 1`` (times the step;
+    the models are even in sigma, so knot -1 holds the value at +step). Interval ``i``
+    (between knots i and i + 1) gets the cubic through knots ``i - 1 .. i + 2`` as
+    ``c0 + c1 t + c2 t^2 + c3 t^3`` in ``t`` in [0, 1].
+    """
+    lag = torch.tensor(_LAGRANGE, dtype=table.dtype, device=table.device)
+    windows = table.unfold(0, 4, 1)  # [J, D, 4]: rows i-1..i+2 for interval i
+    return torch.einsum("cj,idj->icd", lag, windows).contiguous()
+
+
+class _Interp:
+    """Piecewise-cubic (4-point Lagrange) interpolation in sigma of a tabulated model part.
+
+    Calling it with scales ``[...]`` returns ``[..., D]``; scales are taken as ``|sigma|``
+    and clamped to ``sigma_max``.
     """
 
-    def __init__(self, table: torch.Tensor, step: float, sigma_max: float) -> None:
-        lag = torch.tensor(_LAGRANGE, dtype=table.dtype, device=table.device)
-        windows = table.unfold(0, 4, 1)  # [J, D, 4]: rows i-1..i+2 for interval i
-        self.coef = torch.einsum("cj,idj->icd", lag, windows).contiguous()  # [J, 4, D]
+    def __init__(self, coef: torch.Tensor, step: float, sigma_max: float) -> None:
+        self.coef = coef  # [J, 4, D] from _cubic_coefficients
         self.inv_step = 1.0 / step
         self.sigma_max = sigma_max
-        self.n = self.coef.shape[0]
+        self.n = coef.shape[0]
 
     def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma.abs().clamp(max=self.sigma_max) * self.inv_step
@@ -742,7 +752,7 @@ def census(
     >>> round(float(res.a[0]), 6), round(float(res.r2[0]), 9)
     (2.0, 1.0)
     """
-    y = check_filters(filters, "filters")
+    y = np.ascontiguousarray(check_filters(filters, "filters"))
     n_filters, k = y.shape[0], y.shape[1]
     if k < 3:
         raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
@@ -844,7 +854,7 @@ def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> l
             objs.append(
                 _LapObjective(
                     _Interp(tl.to(dev), step, sigma_max),
-                    _Interp(norms[:, None].to(dev), step, sigma_max),
+                    _Interp(norms.to(dev), step, sigma_max),
                     k,
                     tp.kind,
                     alpha_range,
@@ -981,7 +991,7 @@ def reference_fit(
     """
     from scipy.optimize import minimize
 
-    yy = check_filters(y, "y", allow_single=True)
+    yy = np.ascontiguousarray(check_filters(y, "y", allow_single=True))
     if yy.shape[0] != 1:
         raise ValueError(f"y must be one filter of shape [k, k]; got shape {np.shape(y)}")
     _check_tss(yy, "y")

@@ -40,6 +40,7 @@ and ``.to()``. Edits through ``.data`` bypass the version counter: call
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -102,6 +103,13 @@ _TERM2_Y = (0, _I, _I, _I, _I, _I, _I, _XX, _I)
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
+
+
+def _no_autocast(device: torch.device):
+    """Context that disables autocast on ``device`` (a no-op where autocast does not exist)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _make_bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Tensor]:
@@ -462,7 +470,7 @@ def analytic_basis_kernels(
     t, sx, sy, al, size, sigma_max, eps1d, _ = _prepare(
         types, sigma_x, sigma_y, alpha, size, mode, sigma_max, epsilon, validate
     )
-    with torch.autocast(sx.device.type, enabled=False):
+    with _no_autocast(sx.device):
         basis = _basis64(t, sx, sy, al, size, mode, sigma_max, eps1d)
     return basis.to(out)[:, None]
 
@@ -530,7 +538,7 @@ def analytic_depthwise_kernels(
         dtype=torch.float64,
         validate=validate,
     )
-    with torch.autocast(basis.device.type, enabled=False):
+    with _no_autocast(basis.device):
         return _affine64(basis[:, 0], g, b).to(out)[:, None]
 
 

@@ -496,6 +496,19 @@ def evaluate(
     return {"loss": loss / max(count, 1), "acc": correct / max(count, 1), "count": int(count)}
 
 
+def _val_loader(dataset: Any, d: _Dist, *, batch_size: int, workers: int) -> Any:
+    """Validation loader; under DDP each rank takes every world-th sample, so the summed
+    counts cover each image exactly once (a DistributedSampler would pad with repeats)."""
+    from torch.utils.data import Subset
+
+    from .datasets import build_loader
+
+    if d.world > 1:
+        dataset = Subset(dataset, range(d.rank, len(dataset), d.world))
+    loader, _ = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    return loader
+
+
 def _autocast(device: torch.device, amp: str):
     if amp == "none":
         return nullcontext()
@@ -616,14 +629,7 @@ def train(
         seed=cfg.seed,
         drop_last=True,
     )
-    val_loader, _ = build_loader(
-        val_set,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=cfg.workers,
-        distributed=d.world > 1,
-        seed=cfg.seed,
-    )
+    val_loader = _val_loader(val_set, d, batch_size=cfg.batch_size, workers=cfg.workers)
     if len(loader) < cfg.accum_steps:
         raise ValueError(
             f"the training set gives {len(loader)} batches per epoch, fewer than "
@@ -667,10 +673,13 @@ def train(
         )
     if cfg.compile:
         net = torch.compile(net)
+    # folder datasets already take the random resized crop while decoding
+    crop_in_transform = not getattr(train_set, "crops_on_load", False)
     if cfg.augment == "imagenet":
         aug = AugmentConfig(
             image_size=cfg.image_size,
             num_classes=num_classes,
+            random_resized_crop=crop_in_transform,
             mixup_alpha=cfg.mixup,
             cutmix_alpha=cfg.cutmix,
             label_smoothing=cfg.label_smoothing,
@@ -681,6 +690,7 @@ def train(
         aug = AugmentConfig.light(
             cfg.image_size,
             num_classes,
+            random_resized_crop=crop_in_transform,
             mixup_alpha=cfg.mixup,
             cutmix_alpha=cfg.cutmix,
             label_smoothing=cfg.label_smoothing,
@@ -821,6 +831,7 @@ def train(
             "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
             "val_loss": val["loss"],
             "val_acc": val["acc"],
+            "val_images": val["count"],
             "lr": lr,
             "seconds": seconds,
             "images_per_s": seen * d.world / max(seconds, 1e-9),
@@ -881,7 +892,7 @@ def evaluate_checkpoint(
 
     Returns ``{"loss", "acc", "count"}`` (mean cross-entropy, top-1 accuracy, images).
     """
-    from .datasets import build_dataset, build_loader
+    from .datasets import build_dataset
     from .networks import create_model
 
     ckpt = load_training_checkpoint(path)
@@ -896,9 +907,7 @@ def evaluate_checkpoint(
             f"{data} has {num_classes} classes but the checkpoint was trained "
             f"for {ckpt['num_classes']}"
         )
-    loader, _ = build_loader(
-        val_set, batch_size=batch_size, shuffle=False, num_workers=workers, distributed=d.world > 1
-    )
+    loader = _val_loader(val_set, d, batch_size=batch_size, workers=workers)
     # analytic networks are evaluated through their exported all-Conv2d equivalent
     learned = cfg.dwconv == "learned"
     key = ("ema" if learned else "deploy_ema") if ema else ("model" if learned else "deploy")

@@ -112,6 +112,25 @@ def test_image_folder_val_centre_crop_values(tmp_path):
     assert torch.all(img[:, :, :9] == 0) and torch.all(img[:, :, 11:] == 255)
 
 
+def test_jpeg_draft_keeps_crop_geometry(tmp_path):
+    """Large JPEGs are decoded at reduced scale (draft mode); the crop box must follow."""
+    root = tmp_path / "d"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+    arr = np.zeros((600, 800, 3), np.uint8)
+    arr[:, 400:] = 255  # left half black, right half white
+    Image.fromarray(arr).save(root / "val" / "a" / "x.jpg", quality=95)
+    Image.fromarray(arr).save(root / "train" / "a" / "x.jpg", quality=95)
+    ds, _ = build_dataset(str(root), split="val", image_size=30, crop_pct=1.0)
+    img = ds[0][0].int()  # centre 600 x 600 crop: columns 100..700, edge at column 15 of 30
+    assert img[:, :, :13].max() < 20 and img[:, :, 17:].min() > 235
+    tr, _ = build_dataset(
+        str(root), split="train", image_size=30, scale=(1.0, 1.0), ratio=(1.0, 1.0)
+    )
+    img = tr[0][0].int()  # the fallback crop is the same centre square
+    assert img[:, :, :13].max() < 20 and img[:, :, 17:].min() > 235
+
+
 def test_val_uses_training_classes(tmp_path):
     root = _write_folder(tmp_path / "d")
     import shutil

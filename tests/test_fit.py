@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scalespace_mk import fit as fit_mod
 from scalespace_mk.data import load_filters
@@ -507,6 +509,29 @@ def test_fit_filter_matches_fit_filters(published, filters):
         multi = published[method][4]
         assert single.sigma_x == pytest.approx(multi.sigma_x, abs=1e-12)
         assert single.sigma_y == pytest.approx(multi.sigma_y, abs=1e-12)
+    # a joint method on one filter pools just that filter
+    assert fit_filter(filters[4], 5, method="D-joint").sigma_x == pytest.approx(
+        published["D2"][4].sigma_x, abs=1e-9
+    )
+    b = published["B"][4]
+    assert fit_filter(filters[4], 5, method="B-joint").sigma_x == pytest.approx(
+        math.sqrt(b.sigma_x * b.sigma_y), rel=1e-12
+    )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    t=st.sampled_from([1, 2, 3, 4, 5, 6, 8]),
+    sx=st.floats(0.15, 1.6),
+    sy=st.floats(0.15, 1.6),
+)
+def test_b_and_d1_recover_any_scales(t, sx, sy):
+    """Property: a model used as its own h~ is recovered exactly by B and D1."""
+    g = _model(t, sx, sy)
+    with fit_mod._one_thread():
+        for method in ("B", "D1"):
+            f = fit_filter(g, t, method=method, normalize=False)
+            assert abs(f.sigma_x - sx) < 1e-6 and abs(f.sigma_y - sy) < 1e-6, (method, f)
 
 
 def test_torch_threads_restored(filters):

@@ -614,6 +614,9 @@ def test_layers_can_be_built_on_the_meta_device():
         tensors = list(layer.parameters()) + list(layer.buffers())
         assert all(t.device.type == "meta" for t in tensors)
     assert sum(p.numel() for p in layers[0].parameters()) == 6 * 16
+    for layer in layers[:3]:  # shape inference on meta tensors runs the whole forward
+        y = layer(torch.empty(2, 16, 8, 8, device="meta"))
+        assert y.shape == (2, 16, 8, 8) and y.device.type == "meta"
 
 
 # --------------------------------------------------------------------------------------

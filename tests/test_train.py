@@ -176,6 +176,10 @@ def test_two_process_gloo(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1
+    from scalespace_mk.datasets import build_dataset
+
+    val_set, _ = build_dataset(DATA, split="val", image_size=32)
+    assert records[0]["val_images"] == len(val_set)  # each image once over both ranks
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
     # only rank 0 wrote: one checkpoint, no stray temporary files
