@@ -141,7 +141,7 @@ def _gather(*values: Any) -> tuple[list[torch.Tensor | None], bool, torch.dtype,
             t = v.to(torch.float64)
         else:
             try:
-                t = torch.as_tensor(np.asarray(v, dtype=np.float64))
+                t = torch.as_tensor(np.ascontiguousarray(v, dtype=np.float64))
             except (TypeError, ValueError):
                 raise TypeError(
                     f"scales and alpha must be numbers or 1-D arrays; got {v!r}"
