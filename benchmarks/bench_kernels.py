@@ -17,12 +17,16 @@ Before timing, the values are checked: equal to 1e-12 on the common support. pys
 the radius at ``ceil(1 + 1.5 N)`` (N its continuous radius estimate), which for sigma below
 ~0.23 is shorter than the accumulated-mass rule used here; on those extra taps our values are
 checked against ``scipy.special.ive`` instead. Times are the best of ``--repeat`` runs.
+
+The batch is timed with 1 torch thread and with torch's default thread count (``--threads``):
+on a small machine shared with other jobs, torch's intra-op thread pool can be several times
+slower than a single thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import time
 
 import numpy as np
@@ -88,33 +92,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="number of scales")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="torch intra-op thread counts to measure (0: torch's default); default 1 0",
+    )
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
     sigmas = rng.uniform(0.1, 10.0, size=args.n)
     print(
-        f"{args.n} scales, sigma ~ U[0.1, 10] (seed {args.seed}); {platform.processor() or '?'}"
-        f", torch {torch.__version__} with {torch.get_num_threads()} threads; best of "
-        f"{args.repeat}"
+        f"{args.n} scales, sigma ~ U[0.1, 10] (seed {args.seed}); torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs; best of {args.repeat}"
     )
 
-    rows = []
-    t_ours, ours = best_time(lambda: discrete_gaussian(sigmas), args.repeat)
+    # the reference: a Python loop over pyscsp (single-threaded scipy), timed once
     t_ref, ref = best_time(lambda: pyscsp_loop(sigmas), args.repeat)
-    err = check_full(ours, ref, sigmas)
-    rows.append(("full kernels (eps 1e-8)", t_ours, t_ref, err, ours.shape))
-
-    t_ours7, ours7 = best_time(lambda: discrete_gaussian(sigmas, size=7), args.repeat)
     t_ref7, ref7 = best_time(lambda: pyscsp_loop_crop7(sigmas), args.repeat)
-    err7 = check_crop7(ours7, ref7, sigmas)
-    rows.append(("paper mode, size 7", t_ours7, t_ref7, err7, ours7.shape))
 
     ok = True
-    print(f"{'kernels':<26} {'batch [s]':>10} {'pyscsp loop [s]':>16} {'max |diff|':>11}  shape")
-    for name, t1, t2, e, shape in rows:
-        print(f"{name:<26} {t1:>10.4f} {t2:>16.4f} {e:>11.2e}  {list(shape)}")
-        print(f"  speed-up per kernel: {t2 / t1:.1f} x")
-        ok &= e <= 1e-12
+    print(
+        f"{'kernels':<26} {'threads':>7} {'batch [s]':>10} {'pyscsp loop [s]':>16} "
+        f"{'max |diff|':>11}  shape"
+    )
+    default_threads = torch.get_num_threads()
+    for threads in args.threads:
+        torch.set_num_threads(threads if threads > 0 else default_threads)
+        n_thr = torch.get_num_threads()
+        t_ours, ours = best_time(lambda: discrete_gaussian(sigmas), args.repeat)
+        t_ours7, ours7 = best_time(lambda: discrete_gaussian(sigmas, size=7), args.repeat)
+        rows = [
+            ("full kernels (eps 1e-8)", t_ours, t_ref, check_full(ours, ref, sigmas), ours.shape),
+            ("paper mode, size 7", t_ours7, t_ref7, check_crop7(ours7, ref7, sigmas), ours7.shape),
+        ]
+        for name, t1, t2, e, shape in rows:
+            print(f"{name:<26} {n_thr:>7} {t1:>10.4f} {t2:>16.4f} {e:>11.2e}  {list(shape)}")
+            print(f"  speed-up per kernel: {t2 / t1:.1f} x")
+            ok &= e <= 1e-12
+    torch.set_num_threads(default_threads)
     if not ok:
         print("VALUES DIFFER by more than 1e-12")
         return 1

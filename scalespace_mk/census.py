@@ -300,11 +300,11 @@ def _table(
     kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
     with torch.no_grad():
         if part == "x":
-            g = torch.as_tensor(model_kernel(name, knots, _S_REF, **kw))
+            g = torch.as_tensor(model_kernel(name, knots, np.full_like(knots, _S_REF), **kw))
             row = int(g[len(knots) // 2].abs().sum(dim=1).argmax())
             raw = g[:, row, :]
         elif part == "y":
-            g = torch.as_tensor(model_kernel(name, _S_REF, knots, **kw))
+            g = torch.as_tensor(model_kernel(name, np.full_like(knots, _S_REF), knots, **kw))
             col = int(g[len(knots) // 2].abs().sum(dim=0).argmax())
             raw = g[:, :, col]
         elif name == "lap" or parse_model(name).laplacian:
@@ -345,8 +345,8 @@ def _cubic_coefficients(table: torch.Tensor) -> torch.Tensor:
 class _Interp:
     """Piecewise-cubic (4-point Lagrange) interpolation in sigma of a tabulated model part.
 
-    Calling it with scales ``[...]`` returns ``[..., D]``; scales are taken as ``|sigma|``
-    and clamped to ``sigma_max``.
+    Calling it with scales ``[...]`` returns ``[..., D]``; the table is extended evenly
+    about 0 and about ``sigma_max`` (scales beyond it are mirrored back).
     """
 
     def __init__(self, coef: torch.Tensor, step: float, sigma_max: float) -> None:
@@ -356,7 +356,11 @@ class _Interp:
         self.n = coef.shape[0]
 
     def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.abs().clamp(max=self.sigma_max) * self.inv_step
+        s = sigma.abs()
+        # mirror at sigma_max as at 0: a maximum on the bound becomes a stationary point,
+        # so the finite differences along the other scale stay exact there
+        s = torch.where(s > self.sigma_max, 2.0 * self.sigma_max - s, s).clamp(min=0.0)
+        s = s * self.inv_step
         i = s.floor().clamp(max=self.n - 1)
         t = (s - i)[..., None]
         c = self.coef.index_select(0, i.long().reshape(-1)).reshape(*s.shape, 4, -1)

@@ -142,14 +142,29 @@ def kernel_radius(
     sig, _, shape = _to_tensor(sigma)
     if method == "discgauss":
         with torch.no_grad():
-            r_est = (
-                int(np.ceil(1 + 1.5 * _gaussfiltsize(sig.max().numpy(), eps1d))) if len(sig) else 0
-            )
-            half = _discgauss_half(sig * sig, r_est)
-            radius = _mass_radius(half, eps1d).numpy()
+            radius = _discgauss_truncated_half(sig * sig, eps1d)[1].numpy()
     else:
         radius = np.ceil(1.1 * _gaussfiltsize(sig.numpy(), eps1d)).astype(np.int64)
     return int(radius[0]) if len(shape) == 0 else radius.astype(np.int64)
+
+
+def _discgauss_truncated_half(
+    s: torch.Tensor, eps1d: float, extra: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``T(0..L + extra; s)`` with L large enough for every row's mass radius, and the radii.
+
+    The first window is pyscsp's estimate ``ceil(1 + 1.5 sqrt(2 s) erfcinv(eps1d))`` for the
+    largest s; it grows until every row reaches the mass ``1 - eps1d`` (only needed for
+    very small epsilon, where the estimate is short).
+    """
+    s_max = float(s.max()) if s.numel() else 0.0
+    length = int(np.ceil(1 + 1.5 * _gaussfiltsize(np.sqrt(s_max), eps1d))) + 1
+    while True:
+        half = _discgauss_half(s, length + extra)
+        radius = _mass_radius(half[:, : length + 1], eps1d)
+        if int(radius.max()) <= length:
+            return half, radius
+        length = 2 * length
 
 
 def _mass_radius(half: torch.Tensor, eps1d: float) -> torch.Tensor:
@@ -167,8 +182,9 @@ def _mass_radius(half: torch.Tensor, eps1d: float) -> torch.Tensor:
 
 def _fft_length(s_max: float, taps: int) -> int:
     """FFT length (a power of two) that keeps the periodic aliasing of T(.; s) below ~1e-20."""
+    # T(n) aliases with T(N - n): N - (taps - 1) must lie beyond the tail where T < 1e-20
     tail = int(math.ceil(9.5 * math.sqrt(s_max))) + 12
-    return 1 << (2 * (taps + tail) - 1).bit_length()
+    return 1 << (taps + tail - 1).bit_length()
 
 
 def _discgauss_half(s: torch.Tensor, radius: int, n_fft: int | None = None) -> torch.Tensor:
@@ -267,8 +283,9 @@ def discrete_gaussian(
     >>> from scalespace_mk.kernels import discrete_gaussian
     >>> discrete_gaussian(0.0, size=3).tolist()
     [0.0, 1.0, 0.0]
-    >>> k = discrete_gaussian(1.0)
-    >>> round(float((k * (np.arange(len(k)) - len(k) // 2) ** 2).sum()), 10)
+    >>> k = discrete_gaussian(1.0, epsilon=1e-15)
+    >>> n = np.arange(len(k)) - len(k) // 2
+    >>> round(float((k * n**2).sum()), 12)  # the variance is s
     1.0
     """
     size = check_size(size)
@@ -276,12 +293,13 @@ def discrete_gaussian(
     sig, from_torch, shape = _to_tensor(sigma)
     if sig.numel() == 0:
         raise ValueError("sigma is empty; pass at least one scale")
+    needs_grad = from_torch and sig.requires_grad
     if size is None:
-        radius = kernel_radius(sig.detach().cpu(), epsilon=epsilon, D=D)
-        radius = int(np.max(radius))
+        with torch.no_grad():
+            _, own_radius = _discgauss_truncated_half(sig.detach() * sig.detach(), eps1d)
+        radius = int(own_radius.max())
     else:
         radius = size // 2
-    needs_grad = from_torch and sig.requires_grad
     half = (
         _DiscreteGaussianHalf.apply(sig, radius, n_fft)
         if needs_grad
@@ -310,7 +328,7 @@ def _sampled_family(sig: torch.Tensor, method: str, radius: int) -> torch.Tensor
     delta = (n == 0).to(torch.float64).expand(sig.shape[0], -1)
 
     def gauss(x):
-        return torch.exp(-(x * x) / (2 * safe * safe)) / (math.sqrt(2 * math.pi) * safe)
+        return torch.exp(-0.5 * (x / safe) ** 2) / (math.sqrt(2 * math.pi) * safe)
 
     def phi(x):  # scaled error function: the Gaussian's distribution function
         return 0.5 * (1.0 + torch.erf(x / (math.sqrt(2.0) * safe)))

@@ -141,7 +141,7 @@ def _gather(*values: Any) -> tuple[list[torch.Tensor | None], bool, torch.dtype,
             t = v.to(torch.float64)
         else:
             try:
-                t = torch.as_tensor(np.ascontiguousarray(v, dtype=np.float64))
+                t = torch.as_tensor(np.array(v, dtype=np.float64, copy=True))
             except (TypeError, ValueError):
                 raise TypeError(
                     f"scales and alpha must be numbers or 1-D arrays; got {v!r}"
@@ -228,9 +228,9 @@ def model_kernel(
 
     Examples
     --------
-    >>> k = model_kernel("dx", 1.0)
-    >>> xs = np.arange(-3, 4)
-    >>> round(float((k * -xs[None, :]).sum()), 12)  # convolution response to x at 0
+    >>> k = model_kernel("dx", 1.0, size=21, mode="full")
+    >>> xs = np.arange(-10, 11)
+    >>> round(float((k * -xs[None, :]).sum()), 6)  # convolution response to x: 1 - 1e-8
     1.0
     """
     spec = parse_model(name)

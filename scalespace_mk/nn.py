@@ -154,7 +154,9 @@ def _bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Tensor]
     key = (size, mode, str(device))
     bank = _BANKS.get(key)
     if bank is None:
-        bank = _BANKS[key] = _make_bank(size, mode, device)
+        # normal tensors even if first built under inference_mode (autograd saves them)
+        with torch.inference_mode(False), torch.no_grad():
+            bank = _BANKS[key] = _make_bank(size, mode, device)
     return bank
 
 

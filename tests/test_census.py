@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -196,14 +197,17 @@ def test_invariant_to_gain_and_offset():
     np.testing.assert_allclose(r2.b_all, 3.0 * r1.b_all + 0.1, atol=1e-7)
 
 
-_PROPERTY_BANK = planted_bank(np.random.default_rng(14), 3, 0.05)["y"]
-_PROPERTY_BASE = census(_PROPERTY_BANK)
+@functools.cache
+def _property_base() -> tuple[np.ndarray, CensusResult]:
+    y = planted_bank(np.random.default_rng(14), 3, 0.05)["y"]
+    return y, census(y)
 
 
 @settings(max_examples=5, deadline=None)
 @given(gain=st.floats(-50, 50).filter(lambda v: abs(v) > 1e-3), offset=st.floats(-5, 5))
 def test_invariance_property(gain, offset):
-    r1, r2 = _PROPERTY_BASE, census(gain * _PROPERTY_BANK + offset)
+    y, r1 = _property_base()
+    r2 = census(gain * y + offset)
     assert np.array_equal(r1.best, r2.best)
     np.testing.assert_allclose(r2.r2_all, r1.r2_all, atol=1e-9)
     np.testing.assert_allclose(r2.sigma_x, r1.sigma_x, atol=1e-5)
@@ -405,3 +409,12 @@ def test_cli_errors(capsys, tmp_path):
     assert main(["census", str(bad), "--json"]) == 2
     err = capsys.readouterr().err
     assert "filters[0] is constant" in err and math.isfinite(len(err))
+
+
+def test_progress_bar(capsys):
+    y = planted_bank(np.random.default_rng(15), 6, 0.02)["y"]
+    census(y, progress=True, batch_size=4)
+    err = capsys.readouterr().err
+    assert "census" in err and "48/48" in err
+    census(y, progress=False)
+    assert capsys.readouterr().err == ""

@@ -145,13 +145,6 @@ def test_other_methods_use_pyscsp_radius(method):
     np.testing.assert_array_equal(kernel_radius(sigma, method=method), expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel_radius estimates the radius as ceil(1 + 1.5 N) and _mass_radius returns "
-    "that + 1 when the mass is not reached there: for small sigma and epsilon <~ 1e-11 the "
-    "kernel misses the SPEC §3 mass bound (sigma 0.3, eps 1e-15: tail 1.4e-13) and a "
-    "batch with a larger sigma gets a longer radius than the same sigma alone",
-)
 def test_radius_meets_mass_bound_for_small_epsilon():
     bad = []
     for eps in (1e-12, 1e-15):
@@ -299,11 +292,6 @@ def test_bad_dimension(D):
         discrete_gaussian(1.0, D=D)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_sampled_family computes exp(-x^2 / (2 sigma^2)): sigma^2 underflows to 0 for "
-    "0 < sigma < ~1e-162 and samplgauss/normsamplgauss/linintgauss return NaN (0/0)",
-)
 @pytest.mark.parametrize("method", ["samplgauss", "normsamplgauss", "linintgauss"])
 def test_tiny_positive_sigma_gives_no_nan(method):
     k = gaussian_kernel(1e-200, method=method)
@@ -320,25 +308,14 @@ def test_tiny_positive_sigma_discgauss_and_intgauss():
 # docstring examples
 
 
-DOCTEST_BUG_KERNELS = pytest.mark.xfail(
-    strict=True,
-    reason="discrete_gaussian's example expects the variance of the default (epsilon=1e-8) "
-    "kernel at sigma=1 rounded to 10 digits to be 1.0; it is 0.9999996497 (truncation)",
-)
-DOCTEST_BUG_MODELS = pytest.mark.xfail(
-    strict=True,
-    reason="model_kernel's example expects the response of the paper-mode 7x7 'dx' model "
-    "at sigma=1 to x to be 1.0; it is 0.938582423797 (crop + reflect); exact only in full "
-    "mode on the full support",
-)
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        pytest.param("kernels", marks=DOCTEST_BUG_KERNELS),
+        "kernels",
         "operators",
-        pytest.param("models", marks=DOCTEST_BUG_MODELS),
+        "models",
     ],
 )
 def test_doctests(module):

@@ -233,6 +233,21 @@ def test_dog_is_difference_of_gaussians():
 # batches and torch
 
 
+def test_output_shapes_scalar_and_batch():
+    # a scalar (Python float, 0-d array or 0-d tensor) gives [size, size]; a 1-D batch of
+    # length B (even B = 1, even a non-contiguous view) gives [B, size, size]
+    for scalar in (1.0, np.float64(1.0), np.array(1.0), torch.tensor(1.0, dtype=torch.float64)):
+        assert tuple(model_kernel("dx", scalar).shape) == (7, 7), type(scalar)
+        assert tuple(masterkey_model(7, scalar, alpha=0.5).shape) == (7, 7)
+    assert model_kernel("dx", [1.0]).shape == (1, 7, 7)
+    strided = np.array([0.5, 9.0, 1.5, 9.0])[::2]
+    assert not strided.flags.c_contiguous
+    batch = model_kernel("dxy", strided, size=5)
+    assert batch.shape == (2, 5, 5)
+    np.testing.assert_allclose(batch[1], model_kernel("dxy", 1.5, size=5), rtol=0, atol=1e-15)
+    assert masterkey_model(7, 1.0, alpha=[0.2, 0.4, 0.6]).shape == (3, 7, 7)
+
+
 def test_batch_equals_loop():
     sx = np.array([0.0, 0.4, 1.1, 2.5])
     sy = np.array([0.9, 0.0, 1.7, 0.3])

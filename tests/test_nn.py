@@ -322,6 +322,17 @@ def test_cache_hit_in_eval_no_grad(count_builds):
         torch.testing.assert_close(layer(x), ys[0], rtol=0, atol=0)
 
 
+def test_first_use_under_inference_mode_does_not_poison_training(monkeypatch):
+    monkeypatch.setattr(snn, "_BANKS", {})  # as if the package were freshly imported
+    layer = small_layer()
+    x = torch.randn(1, len(TYPES), 8, 8, dtype=torch.float64)
+    with torch.inference_mode():
+        y = layer(x)
+    layer(x).sum().backward()
+    assert torch.isfinite(layer.sigma_x_raw.grad).all()
+    torch.testing.assert_close(layer(x).detach(), y.clone(), rtol=0, atol=0)
+
+
 def test_cache_hit_when_all_kernel_parameters_frozen(count_builds):
     layer = small_layer(learn_scales=False, learn_gain=False, learn_offset=False)
     assert layer.training
