@@ -167,6 +167,28 @@ def _discgauss_truncated_half(
         length = 2 * length
 
 
+def _chunked_truncated_half(
+    s: torch.Tensor, eps1d: float, chunks: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_discgauss_truncated_half` for a large batch, in chunks of similar scale.
+
+    Sorting the scales and giving each chunk its own window and FFT length costs about the
+    mean scale instead of the largest one; rows are zero beyond their own radius either way.
+    """
+    if s.numel() < 1024:
+        return _discgauss_truncated_half(s, eps1d)
+    order = torch.argsort(s)
+    parts = [_discgauss_truncated_half(s[idx], eps1d) for idx in order.chunk(chunks)]
+    width = max(part[0].shape[1] for part in parts)
+    half = torch.zeros(s.shape[0], width, dtype=s.dtype, device=s.device)
+    radius = torch.empty(s.shape[0], dtype=torch.int64, device=s.device)
+    for idx, (h, r) in zip(order.chunk(chunks), parts, strict=True):
+        keep = torch.arange(h.shape[1], device=s.device)[None, :] <= r[:, None]
+        half[idx, : h.shape[1]] = h * keep
+        radius[idx] = r
+    return half, radius
+
+
 def _mass_radius(half: torch.Tensor, eps1d: float) -> torch.Tensor:
     """Per row, the smallest R whose accumulated two-sided mass reaches ``1 - eps1d``.
 
@@ -181,10 +203,29 @@ def _mass_radius(half: torch.Tensor, eps1d: float) -> torch.Tensor:
 
 
 def _fft_length(s_max: float, taps: int) -> int:
-    """FFT length (a power of two) that keeps the periodic aliasing of T(.; s) below ~1e-20."""
-    # T(n) aliases with T(N - n): N - (taps - 1) must lie beyond the tail where T < 1e-20
+    """FFT length that keeps the periodic aliasing of T(.; s) below ~1e-20."""
+    # T(n) aliases with T(N - n): N - (taps - 1) must lie beyond the tail where T < 1e-20.
+    # The window is at least the default-epsilon radius estimate, so that a cropped kernel
+    # and a full one of the same scale come from the same transform, bit for bit.
+    taps = max(taps, int(math.ceil(1 + 1.5 * 5.73 * math.sqrt(s_max))) + 2, 16)
     tail = int(math.ceil(9.5 * math.sqrt(s_max))) + 12
-    return 1 << (taps + tail - 1).bit_length()
+    return _next_fast_length(taps + tail)
+
+
+def _next_fast_length(n: int) -> int:
+    """Smallest even 2^a 3^b 5^c >= n (a fast length for pocketfft and cuFFT)."""
+    best = 1 << max(1, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n or m % 2:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _discgauss_half(s: torch.Tensor, radius: int, n_fft: int | None = None) -> torch.Tensor:
@@ -294,17 +335,21 @@ def discrete_gaussian(
     if sig.numel() == 0:
         raise ValueError("sigma is empty; pass at least one scale")
     needs_grad = from_torch and sig.requires_grad
+    half = None
     if size is None:
         with torch.no_grad():
-            _, own_radius = _discgauss_truncated_half(sig.detach() * sig.detach(), eps1d)
+            window, own_radius = _chunked_truncated_half(sig.detach() * sig.detach(), eps1d)
         radius = int(own_radius.max())
+        if not needs_grad and n_fft is None:
+            half = window[:, : radius + 1]  # reuse the evaluation that found the radius
     else:
         radius = size // 2
-    half = (
-        _DiscreteGaussianHalf.apply(sig, radius, n_fft)
-        if needs_grad
-        else _discgauss_half(sig * sig, radius, n_fft)
-    )
+    if half is None:
+        half = (
+            _DiscreteGaussianHalf.apply(sig, radius, n_fft)
+            if needs_grad
+            else _discgauss_half(sig * sig, radius, n_fft)
+        )
     # zero every tap beyond the row's own epsilon radius (SPEC §3 truncation)
     with torch.no_grad():
         own = _mass_radius(half.detach(), eps1d)
