@@ -32,6 +32,8 @@ from ._checks import check_choice, check_epsilon, check_nonneg, check_size
 __all__ = [
     "METHODS",
     "discrete_gaussian",
+    "discrete_gaussian_rows",
+    "fft_length",
     "gaussian_kernel",
     "kernel_radius",
     "truncation_error_1d",
@@ -151,7 +153,8 @@ def kernel_radius(
 def _discgauss_truncated_half(
     s: torch.Tensor, eps1d: float, extra: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``T(0..L + extra; s)`` with L large enough for every row's mass radius, and the radii.
+    """``T(0..L + extra; s)``, zero beyond each row's mass radius, with L large enough for
+    every row, and the radii.
 
     The first window is pyscsp's estimate ``ceil(1 + 1.5 sqrt(2 s) erfcinv(eps1d))`` for the
     largest s; it grows until every row reaches the mass ``1 - eps1d`` (only needed for
@@ -163,7 +166,8 @@ def _discgauss_truncated_half(
         half = _discgauss_half(s, length + extra)
         radius = _mass_radius(half[:, : length + 1], eps1d)
         if int(radius.max()) <= length:
-            return half, radius
+            keep = torch.arange(half.shape[1], device=s.device)[None, :] <= radius[:, None]
+            return half * keep, radius
         length = 2 * length
 
 
@@ -183,8 +187,7 @@ def _chunked_truncated_half(
     half = torch.zeros(s.shape[0], width, dtype=s.dtype, device=s.device)
     radius = torch.empty(s.shape[0], dtype=torch.int64, device=s.device)
     for idx, (h, r) in zip(order.chunk(chunks), parts, strict=True):
-        keep = torch.arange(h.shape[1], device=s.device)[None, :] <= r[:, None]
-        half[idx, : h.shape[1]] = h * keep
+        half[idx, : h.shape[1]] = h
         radius[idx] = r
     return half, radius
 
@@ -276,6 +279,63 @@ def _crop_or_pad(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(kernel, (pad, pad))
 
 
+def fft_length(sigma_max: float, size: int) -> int:
+    """FFT length for :func:`discrete_gaussian_rows` at scales up to ``sigma_max``.
+
+    Parameters
+    ----------
+    sigma_max : float
+        Largest standard deviation the kernels will have (>= 0).
+    size : int
+        Odd number of taps.
+
+    Returns
+    -------
+    int
+        A fast transform length that keeps the periodic aliasing below ~1e-20 for every
+        ``sigma <= sigma_max`` (including the extra tap the exact gradient needs). Fixing
+        it once lets a module evaluate kernels without a host synchronisation.
+    """
+    return _fft_length(float(sigma_max) ** 2, size // 2 + 2)
+
+
+def discrete_gaussian_rows(
+    sigma: torch.Tensor, size: int, *, n_fft: int, eps1d: float = 1e-8
+) -> torch.Tensor:
+    """Epsilon-truncated discrete Gaussians ``[B, size]``: no checks, no host sync.
+
+    The fast path behind :func:`discrete_gaussian` (which validates its input and then
+    calls this), for modules that evaluate kernels in every forward pass.
+
+    Parameters
+    ----------
+    sigma : torch.Tensor, shape [B]
+        Standard deviations, >= 0 and <= the ``sigma_max`` of ``n_fft`` (not checked).
+    size : int
+        Odd number of taps (not checked).
+    n_fft : int
+        Transform length from :func:`fft_length`.
+    eps1d : float
+        1-D relative truncation error (:func:`truncation_error_1d`).
+
+    Returns
+    -------
+    torch.Tensor, shape [B, size]
+        Float64 kernels, taps ``n = -(size // 2) .. size // 2``; differentiable in sigma
+        with the exact derivative of the diffusion equation.
+    """
+    radius = size // 2
+    if sigma.requires_grad:
+        half = _DiscreteGaussianHalf.apply(sigma.to(torch.float64), radius, n_fft)
+    else:
+        sig = sigma.to(torch.float64)
+        half = _discgauss_half(sig * sig, radius, n_fft)
+    with torch.no_grad():  # zero every tap beyond the row's own epsilon radius (SPEC §3)
+        own = _mass_radius(half.detach(), eps1d)
+        keep = torch.arange(radius + 1, device=sigma.device)[None, :] <= own[:, None]
+    return _mirror(half * keep)
+
+
 def discrete_gaussian(
     sigma: ArrayLike,
     *,
@@ -334,30 +394,24 @@ def discrete_gaussian(
     sig, from_torch, shape = _to_tensor(sigma)
     if sig.numel() == 0:
         raise ValueError("sigma is empty; pass at least one scale")
-    needs_grad = from_torch and sig.requires_grad
-    half = None
-    if size is None:
-        with torch.no_grad():
-            window, own_radius = _chunked_truncated_half(sig.detach() * sig.detach(), eps1d)
-        radius = int(own_radius.max())
-        if not needs_grad and n_fft is None:
-            half = window[:, : radius + 1]  # reuse the evaluation that found the radius
-    else:
-        radius = size // 2
-    if half is None:
-        half = (
-            _DiscreteGaussianHalf.apply(sig, radius, n_fft)
-            if needs_grad
-            else _discgauss_half(sig * sig, radius, n_fft)
-        )
-    # zero every tap beyond the row's own epsilon radius (SPEC §3 truncation)
-    with torch.no_grad():
-        own = _mass_radius(half.detach(), eps1d)
-        keep = torch.arange(radius + 1, device=sig.device)[None, :] <= own[:, None]
-    half = half * keep
-    kernel = _mirror(half)
     if size is not None:
-        kernel = _crop_or_pad(kernel, size)
+        if n_fft is None:
+            n_fft = fft_length(float(sig.detach().max()), size)
+        kernel = discrete_gaussian_rows(sig, size, n_fft=n_fft, eps1d=eps1d)
+        return _finish(kernel, sigma if from_torch else None, from_torch, shape)
+    needs_grad = from_torch and sig.requires_grad
+    with torch.no_grad():
+        window, own_radius = _chunked_truncated_half(sig.detach() * sig.detach(), eps1d)
+    radius = int(own_radius.max())
+    if needs_grad or n_fft is not None:
+        kernel = discrete_gaussian_rows(
+            sig,
+            2 * radius + 1,
+            n_fft=n_fft or fft_length(float(sig.detach().max()), 2 * radius + 1),
+            eps1d=eps1d,
+        )
+    else:  # reuse the evaluation that found the radius (rows already truncated)
+        kernel = _mirror(window[:, : radius + 1])
     return _finish(kernel, sigma if from_torch else None, from_torch, shape)
 
 

@@ -160,57 +160,14 @@ def _bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Tensor]
     return bank
 
 
-class _DiscreteGaussianHalfPatched(_kernels._DiscreteGaussianHalf):
-    """Stop-gap for a shape bug in ``kernels._DiscreteGaussianHalf.backward``.
-
-    The forward saves ``T(0..R+1)``; the backward must pair ``T(n-1)``, ``T(n)`` and
-    ``T(n+1)`` for ``n = 0..R``, i.e. use ``half[:, 1:]`` for ``T(n+1)`` (it used
-    ``half[:, 2:]``, which fails with a size mismatch). Used only while the kernels
-    module still has the bug (probed once at import); same derivative as documented there.
-    """
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        sigma, half = ctx.saved_tensors
-        left = torch.cat([half[:, 1:2], half[:, :-2]], dim=1)
-        second = left - 2.0 * half[:, :-1] + half[:, 1:]
-        return (grad * second).sum(dim=1) * sigma, None, None
-
-
-def _pick_half_function() -> type[torch.autograd.Function]:
-    probe = torch.ones(1, dtype=torch.float64, device="cpu", requires_grad=True)
-    try:
-        _kernels._DiscreteGaussianHalf.apply(probe, 3, 32).sum().backward()
-    except RuntimeError:
-        return _DiscreteGaussianHalfPatched
-    return _kernels._DiscreteGaussianHalf
-
-
-_HALF_FUNCTION = _pick_half_function()
-
-
 def _gaussian_rows(sigma: torch.Tensor, taps: int, n_fft: int, eps1d: float) -> torch.Tensor:
-    """``[B, taps]`` epsilon-truncated discrete Gaussians, no checks and no host sync.
-
-    Local wrapper of :func:`scalespace_mk.kernels.discrete_gaussian` with ``size=taps``
-    and a fixed ``n_fft`` (same pieces, same values), minus its input validation, which
-    synchronises with the device.
-    """
-    radius = taps // 2
-    if sigma.requires_grad:
-        half = _HALF_FUNCTION.apply(sigma, radius, n_fft)
-    else:
-        half = _kernels._discgauss_half(sigma * sigma, radius, n_fft)
-    with torch.no_grad():
-        own = _kernels._mass_radius(half.detach(), eps1d)
-        keep = torch.arange(radius + 1, device=sigma.device)[None, :] <= own[:, None]
-    return _kernels._mirror(half * keep)
+    """``[B, taps]`` epsilon-truncated discrete Gaussians, no checks and no host sync."""
+    return _kernels.discrete_gaussian_rows(sigma, taps, n_fft=n_fft, eps1d=eps1d)
 
 
 def _n_fft(taps: int, sigma_max: float) -> int:
     # the autograd path evaluates one tap more than it returns (for the exact derivative)
-    return _kernels._fft_length(sigma_max * sigma_max, taps // 2 + 2)
+    return _kernels.fft_length(sigma_max, taps)
 
 
 def _basis64(

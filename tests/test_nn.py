@@ -457,6 +457,26 @@ def test_forward_mutates_no_state():
     assert versions == [p._version for p in layer.parameters()]
 
 
+def test_ddp_single_process_gloo(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        layer = small_layer()
+        ref = copy.deepcopy(layer)
+        ddp = DDP(layer)
+        x = torch.randn(2, len(TYPES), 8, 8, dtype=torch.float64)
+        ddp(x).square().sum().backward()
+        ref(x).square().sum().backward()
+        for p, q in zip(layer.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+    finally:
+        dist.destroy_process_group()
+
+
 # --------------------------------------------------------------------------------------
 # conversion
 
