@@ -13,8 +13,12 @@ note ``builtin_filters.md``::
 Steps (all deterministic for a given checkpoint and seed):
 
 1. Pool the 7x7 depthwise filters of the layers whose feature maps are at least
-   ``min_side`` pixels wide (every tap of a 7x7 kernel then sees image content; in smaller
-   maps the outer taps never receive a gradient and keep their random initial values).
+   ``min_side`` pixels wide (default 2). In a map of side n only the taps within n - 1 of
+   the centre ever see image content; the others never receive a gradient and keep their
+   random initial values (shrunk by weight decay). A 1 x 1 map trains the centre tap
+   alone, a 2 x 2 map the central 3 x 3 taps, where the master key filters concentrate
+   their mass; the untrained outer taps are zero-mean noise that averages out in the
+   cluster centres.
 2. Cluster them into 8 master filters with :func:`scalespace_mk.checkpoint.extract`
    (sign-invariant spherical k-means: zero-mean, unit-l2 filters, invariant to ``a y + b``).
 3. Order them like the published 8: the one-to-one matching of extracted and published
@@ -45,7 +49,7 @@ DATA_FILES = REPO / "scalespace_mk" / "data_files"
 #: Date written into the provenance note (the release date of the data file).
 PROVENANCE_DATE = "2026-11-22"
 #: Smallest feature-map side (pixels) whose depthwise filters are pooled by default.
-MIN_SIDE = 4
+MIN_SIDE = 2
 
 __all__ = [
     "MIN_SIDE",

@@ -687,6 +687,7 @@ def census(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     progress: bool | None = None,
+    num_threads: int | None = None,
 ) -> CensusResult:
     """Best linear shift ``a g(theta) + b`` of every model type for every filter.
 
@@ -723,6 +724,12 @@ def census(
     progress : bool, optional
         Show a tqdm progress bar on stderr; default: only for >= 20,000 filters when
         stderr is a terminal.
+    num_threads : int, optional
+        CPU threads for torch during this call (``torch.set_num_threads``, restored
+        afterwards; it is process-wide). Default: torch's setting. On a CPU shared with
+        other busy processes, ``num_threads=1`` (or the environment variable
+        ``OMP_WAIT_POLICY=PASSIVE``) avoids OpenMP spin-waiting, which can make the call
+        several times slower.
 
     Returns
     -------
@@ -789,18 +796,25 @@ def census(
     show = progress
     if show is None:
         show = n_filters >= 20_000 and sys.stderr.isatty()
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
     bar = None
     if show:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_filters * len(tps), unit="fit", desc="census", file=sys.stderr)
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
 
-    objectives = _objectives(tps, k, method, mode, epsilon, sigma_max, lo_hi, dev)
     n_t = len(tps)
     theta = np.zeros((n_filters, n_t, 2))
     out = {key: np.zeros((n_filters, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
     yt_all = torch.as_tensor(y)
     try:
+        objectives = _objectives(tps, k, method, mode, epsilon, sigma_max, lo_hi, dev)
         for start in range(0, n_filters, int(batch_size)):
             stop = min(start + int(batch_size), n_filters)
             yt = yt_all[start:stop].to(dev)
@@ -821,6 +835,8 @@ def census(
     finally:
         if bar is not None:
             bar.close()
+        if num_threads is not None:
+            torch.set_num_threads(threads_before)
     r2 = out["r2"]
     best = np.argmax(r2, axis=1)
     return CensusResult(

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, least_squares, minimize
 
-from scalespace_mk._checks import check_choice, check_filters, check_nonneg
+from scalespace_mk._checks import check_choice, check_filters
 from scalespace_mk.models import MASTERKEY_MODELS, MODES, masterkey_model, model_kernel, parse_model
 
 __all__ = [
@@ -368,25 +368,9 @@ def _resolve_types(filter_types: Any, n: int) -> np.ndarray:
 
 
 def _resolve_sigma_ref(sigma_ref: Any, types: np.ndarray) -> np.ndarray:
-    from scalespace_mk.spread import DEFAULT_SIGMA_REF
+    from scalespace_mk.spread import _resolve_sigma_ref as resolve
 
-    if sigma_ref is None:
-        return np.array([DEFAULT_SIGMA_REF[int(t)] for t in types], dtype=np.float64)
-    try:
-        arr = np.asarray(sigma_ref, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"sigma_ref must be None, a number >= 0 or one number per filter; got {sigma_ref!r}"
-        ) from None
-    check_nonneg("sigma_ref", arr)
-    if arr.ndim == 0:
-        return np.full(types.shape, float(arr))
-    if arr.shape != types.shape:
-        raise ValueError(
-            f"sigma_ref must be a number or hold one value per filter ({types.shape[0]}); "
-            f"got shape {arr.shape}"
-        )
-    return arr
+    return resolve(sigma_ref, types)
 
 
 def _check_grid(sigma_max: Any, grid_step: Any) -> tuple[float, float]:

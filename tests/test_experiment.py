@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -21,12 +21,10 @@ VARIANTS = ("learned", "idealized-B", "learnable-B", "masterkey")
 
 
 def _module(name: str):
+    """Import a script of ``experiments/`` (not a package) by its file name."""
     if str(EXPERIMENTS) not in sys.path:
         sys.path.insert(0, str(EXPERIMENTS))
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(name)
 
 
 def _table_rows(md: str, header_start: str) -> list[list[str]]:

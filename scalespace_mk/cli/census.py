@@ -80,6 +80,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "linintgauss; default discgauss)",
     )
     p.add_argument("--mode", default="paper", help="model construction: paper (default) or full")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads during the census (default: torch's setting; 1 helps on a "
+        "CPU shared with other busy processes)",
+    )
     p.set_defaults(_run=run)
     return p
 
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         device=args.device,
         progress=progress,
+        num_threads=args.threads,
     )
     seconds = time.perf_counter() - start
     if args.plot:
