@@ -41,7 +41,6 @@ __all__ = [
     "load_checkpoint_file",
     "replace",
     "save_checkpoint_file",
-    "save_filters_npy",
 ]
 
 _WRAPPERS = ("model", "state_dict", "model_ema", "ema", "module", "params", "net")
@@ -102,14 +101,6 @@ def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> Path:
             save_file({k: v.contiguous() for k, v in obj.items()}, str(tmp))
         else:
             torch.save(obj, tmp)
-    return path
-
-
-def save_filters_npy(filters: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a filter array ``[N, k, k]`` to ``.npy`` atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        np.save(tmp, np.asarray(filters, dtype=np.float64))
     return path
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from scalespace_mk._checks import check_filters
+from scalespace_mk._io import atomic_path
 
 __all__ = [
     "BUILTIN_FILTERS",
@@ -188,16 +189,8 @@ def read_filter_text(path: str | os.PathLike[str]) -> np.ndarray:
 
 def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp)`` on a temporary path in ``path``'s folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_filter_text(

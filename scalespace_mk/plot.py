@@ -12,7 +12,6 @@ on the page as in the coordinates ``x = c - m``, ``y = m - r``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +38,12 @@ def _pyplot() -> Any:
 
 def _save_atomic(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write ``fig`` to ``path`` via a temporary file in the same directory."""
+    from ._io import atomic_path
+
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -408,8 +402,9 @@ def plot_filters(
     """
     import numpy as np
 
-    f = np.asarray(filters.detach().cpu().numpy() if hasattr(filters, "detach") else filters,
-                   dtype=np.float64)
+    f = np.asarray(
+        filters.detach().cpu().numpy() if hasattr(filters, "detach") else filters, dtype=np.float64
+    )
     if f.ndim != 3:
         raise ValueError(f"filters must have shape [N, k, k]; got shape {f.shape}")
     titles = list(titles) if titles is not None else [str(i) for i in range(1, len(f) + 1)]
@@ -447,8 +442,9 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
     for j, t in enumerate(types):
         ax.bar(np.arange(len(layers)), share[:, j], bottom=bottom, label=f"type {t}")
         bottom += share[:, j]
-    ax.plot(np.arange(len(layers)), [layer["median_r2"] for layer in layers], "k.-",
-            label="median R²")
+    ax.plot(
+        np.arange(len(layers)), [layer["median_r2"] for layer in layers], "k.-", label="median R²"
+    )
     ax.set_xlabel("depthwise layer (network order)")
     ax.set_ylabel("share of channels")
     ax.set_ylim(0, 1.02)

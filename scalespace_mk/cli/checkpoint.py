@@ -137,11 +137,12 @@ def _run_replace(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from ..checkpoint import extract, save_filters_npy
+    from ..checkpoint import extract
+    from ..data import save_filters
 
     sources = [np.load(p) if p.endswith(".npy") else p for p in args.checkpoints]
     result = extract(sources, k=args.k, seed=args.seed)
-    save_filters_npy(result.filters, args.out)
+    save_filters(args.out, result.filters)
     if args.json:
         json.dump(
             {
