@@ -207,7 +207,7 @@ def analyze(
         raise ValueError(
             "no depthwise weights ([C, 1, k, k] tensors named '*weight') found in the checkpoint"
         )
-    types = tuple(int(t) for t in types)
+    types = tuple(types)
     summary, records = [], []
     for name, weight in layers.items():
         w = weight.detach().to(torch.float64).cpu().numpy()[:, 0]

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from .census import _types_arg
+
 __all__ = ["add_parser"]
 
 
@@ -24,10 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint file")
     p.add_argument(
         "--types",
-        type=int,
-        nargs="+",
+        type=_types_arg,
         default=list(range(1, 9)),
-        help="model types the census may choose from (default 1..8)",
+        metavar="LIST",
+        help="comma-separated model types the census may choose from: 1..8 and/or model "
+        "names such as dxx, dxy, dyy, lap (default 1,2,3,4,5,6,7,8)",
     )
     p.add_argument("--device", default=None, help="torch device for the census (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
