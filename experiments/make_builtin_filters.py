@@ -294,10 +294,10 @@ def write_builtin(
         Paths of the ``.npy`` file and the ``.md`` note; both written atomically.
     """
     from scalespace_mk._io import atomic_path
-    from scalespace_mk.checkpoint import save_filters_npy
+    from scalespace_mk.data import save_filters
 
     out_dir = Path(out_dir)
-    npy = save_filters_npy(masters.filters.astype(np.float64), out_dir / "builtin_filters.npy")
+    npy = save_filters(out_dir / "builtin_filters.npy", masters.filters.astype(np.float64))
     digest = _sha256(npy)
     cfg = run["config"]
     lines = [
@@ -353,12 +353,40 @@ def write_builtin(
         "A low correlation means that no extracted filter resembles that published filter",
         "closely: the slot then holds the best of the remaining ones, and fits of its type",
         "describe it less well (see docs/results.md).",
-        "",
     ]
+    fits = run.get("fits") or {}
+    if fits:
+        lines += [
+            "",
+            "## Fitting methods checked on these filters",
+            "",
+            "| method | types 1..8 (default) | census best types |",
+            "|---|---|---|",
+        ]
+        for method, (default, census_types) in fits.items():
+            lines.append(f"| {method} | {default} | {census_types} |")
+        if ctypes is not None:
+            lines += [
+                "",
+                "The census best types in slot order are "
+                f"`--types {','.join(str(t) for t in ctypes)}`.",
+            ]
+    lines.append("")
     md = out_dir / "builtin_filters.md"
     with atomic_path(md) as tmp:
         tmp.write_text("\n".join(lines))
     return npy, md
+
+
+def _fit_status(filters: np.ndarray, types: list[int] | None, method: str) -> str:
+    """``"ok"`` or the first line of the error of :func:`scalespace_mk.fit.fit_filters`."""
+    from scalespace_mk.fit import fit_filters
+
+    try:
+        fit_filters(filters, types, method=method)
+    except ValueError as exc:
+        return "fails: " + str(exc).splitlines()[0].split(";")[0].replace("|", "/")
+    return "ok"
 
 
 def _census_of(filters: np.ndarray) -> tuple[list[int], list[float]]:
@@ -382,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=str(DATA_FILES), help="default: %(default)s")
     parser.add_argument("--min-side", type=int, default=MIN_SIDE)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--check-methods",
+        default="A,B,C1,D1",
+        help="fitting methods tried on the filters and reported in the note (default %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     from scalespace_mk.data import load_filters
@@ -402,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     types, r2 = _census_of(masters.filters)
+    fits = {
+        m: (_fit_status(masters.filters, None, m), _fit_status(masters.filters, types, m))
+        for m in filter(None, (t.strip() for t in args.check_methods.split(",")))
+    }
     try:
         rel = Path(args.checkpoint).resolve().relative_to(REPO)
     except ValueError:
@@ -419,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": str(rel),
             "census_types": types,
             "census_r2": r2,
+            "fits": fits,
         },
         out_dir=args.out_dir,
         command=command,

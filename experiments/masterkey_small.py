@@ -35,6 +35,7 @@ same numbers. Conventions: filters are stored depthwise weights ``h[r, c]`` (y u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -184,6 +185,11 @@ def _train(cfg: Any, out: Path, *, reuse: bool, progress: bool) -> dict[str, Any
         if summary.exists():
             return json.loads(summary.read_text())
         return train(cfg, out, resume=True, progress=progress)
+    if ckpt.exists():
+        raise FileExistsError(
+            f"{ckpt} exists: pass --reuse to reuse (or resume) runs of the same configuration, "
+            "--overwrite to train afresh, or choose another --out"
+        )
     return train(cfg, out, progress=progress)
 
 
@@ -269,6 +275,7 @@ def _fits(filters: np.ndarray, method: str) -> list[dict[str, Any]]:
             text = text.split("): ", 1)[-1].split(";")[0]
             rows.append({"type": j + 1, "error": text[:120]})
             continue
+        fit = dataclasses.replace(fit, index=j + 1)  # its position in the set, 1-based
         rows.append({"type": j + 1, **fit.to_dict(), "_fit": fit})
     return rows
 
@@ -382,6 +389,60 @@ def _figures(
     return out
 
 
+def _summary(res: dict[str, Any]) -> list[str]:
+    """Bullet points with the main numbers of the report (computed, not hand-written)."""
+    v = res["variants"]
+    base = v["learned"]["val_acc"]
+    se = 100 * np.sqrt(base * (1 - base) / res["data"]["val"])
+    diffs = ", ".join(
+        f"{name} {v[name]['val_acc']:.3f} ({100 * (v[name]['val_acc'] - base):+.1f} points)"
+        for name in v
+        if name != "learned"
+    )
+    out = [
+        f"- Accuracy: learned filters {base:.3f}; {diffs}. One seed each; the standard "
+        f"error of one accuracy is about {se:.1f} points.",
+    ]
+    c = res["census"]
+    groups = list(c["learned"])
+    first = next((g for g in groups if g.startswith("stage 0")), groups[0])
+
+    def share8(which: str) -> float:
+        g = c[which][first]
+        return g["types"]["8"] / max(1, g["filters"])
+
+    out.append(
+        "- Census: median R^2 of the learned filters "
+        + "; ".join(
+            f"{g} {c['learned'][g]['median_r2']:.3f} (random {c['random'][g]['median_r2']:.3f})"
+            for g in (groups[0], groups[1], first)
+        )
+        + f". Best type 8 (Gaussian) in {first}: {_pct(share8('learned'))} of the learned "
+        f"filters, {_pct(share8('random'))} of the random ones."
+    )
+    ex = res["extraction"]
+    same = sum(int(t) == j + 1 for j, t in enumerate(ex["census_type"]))
+    out.append(
+        f"- Extraction: 8 master filters explain {_pct(ex['explained'])} of the pooled learned "
+        f"filters' variance ({_pct(ex['explained_random'])} for random filters); their "
+        f"correlation with the matched published filter is {min(ex['corr_published']):.2f} to "
+        f"{max(ex['corr_published']):.2f}, and for {same} of the 8 slots the census picks the "
+        "slot's own type."
+    )
+    failed = [
+        f"{m} (slot {r['type']})"
+        for m, by_set in res["fits"].items()
+        for r in by_set["extracted"]
+        if "error" in r
+    ]
+    out.append(
+        "- Fits to the extracted filters: "
+        + (("failed for " + ", ".join(failed)) if failed else "every method fits all 8")
+        + "; their l1/l2 distances are larger than those of the published 8 (tables below)."
+    )
+    return out
+
+
 def _report(res: dict[str, Any], fig_rel: str) -> str:
     s = res["setup"]
     m = res["machine"]
@@ -410,6 +471,10 @@ def _report(res: dict[str, Any], fig_rel: str) -> str:
         + ", ".join(f"{k} {v:.0f} s" for k, v in res["timings"].items())
         + " |",
         "",
+        "## Summary",
+        "",
+        *_summary(res),
+        "",
         "## Accuracy of the variants",
         "",
         "Top-1 accuracy on the validation patches after the last epoch (and the best epoch).",
@@ -430,8 +495,9 @@ def _report(res: dict[str, Any], fig_rel: str) -> str:
     n_val = res["data"]["val"]
     lines += [
         "",
-        f"With {n_val} validation patches the standard error of an accuracy near 0.5 is about "
-        f"{100 * np.sqrt(0.25 / n_val):.1f} points; one seed per variant.",
+        f"With {n_val} validation patches the standard error of an accuracy p is "
+        f"sqrt(p (1 - p) / {n_val}), {100 * np.sqrt(0.25 / n_val):.1f} points at p = 0.5; one "
+        "seed per variant.",
         "",
     ]
     reps = {k: v["replacement"] for k, v in res["variants"].items() if v.get("replacement")}
@@ -535,17 +601,30 @@ def _report(res: dict[str, Any], fig_rel: str) -> str:
         lines += [
             "## Scales learned by the learnable-B variant",
             "",
-            "Median over the channels of each type, at the start (method-B values of the",
-            "published filters) and after training.",
+            "Per type: the start value (the method-B fit of the published filter the replacement",
+            "picked), and over the channels after training the median with the 5-95 % range",
+            "and the mean absolute change of sigma_x and sigma_y.",
             "",
-            "| type | channels | sigma_x start | sigma_x end | sigma_y start | sigma_y end |",
-            "|---|---|---|---|---|---|",
+            "| type | channels | sigma_x start | sigma_x end (5-95 %) | sigma_y start "
+            "| sigma_y end (5-95 %) | mean abs change |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t, v in res["learnable_scales"].items():
             lines.append(
                 f"| {t} | {v['channels']} | {v['sigma_x_start']:.3f} | {v['sigma_x_end']:.3f} "
-                f"| {v['sigma_y_start']:.3f} | {v['sigma_y_end']:.3f} |"
+                f"({v.get('sigma_x_q05', float('nan')):.3f}-"
+                f"{v.get('sigma_x_q95', float('nan')):.3f}) | {v['sigma_y_start']:.3f} | "
+                f"{v['sigma_y_end']:.3f} ({v.get('sigma_y_q05', float('nan')):.3f}-"
+                f"{v.get('sigma_y_q95', float('nan')):.3f}) | "
+                f"{v.get('mean_abs_change', float('nan')):.3f} |"
             )
+        seven = res["learnable_scales"].get("7", {})
+        if "alpha_start" in seven:
+            lines += [
+                "",
+                f"Type 7 (one sigma): alpha {seven['alpha_start']:.3f} at the start, median "
+                f"{seven['alpha_end']:.3f} after training.",
+            ]
         lines.append("")
     lines += ["## Figures", ""]
     captions = {
@@ -610,7 +689,7 @@ def run_experiment(
 
     from scalespace_mk.census import census
     from scalespace_mk.checkpoint import analyze, extract, find_depthwise
-    from scalespace_mk.data import load_filters
+    from scalespace_mk.data import load_filters, save_filters
     from scalespace_mk.train import load_training_checkpoint
 
     started = time.perf_counter()
@@ -652,9 +731,7 @@ def run_experiment(
     random_explained = extract(rng.standard_normal(pooled.shape), k=8, seed=seed).explained
     ext_census = census(masters.filters)
     extracted_path = out / "extracted_filters.npy"
-    from scalespace_mk.checkpoint import save_filters_npy
-
-    save_filters_npy(masters.filters, extracted_path)
+    save_filters(extracted_path, masters.filters)
     fits: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for method in setup.fit_methods:
         fits[method] = {
@@ -782,36 +859,54 @@ def _steps_per_epoch(ckpt: dict[str, Any]) -> int:
 
 
 def _learnable_scales(path: Path) -> dict[str, dict[str, float]]:
-    """Median start and end scales per type of a learnable run (start: nn.DEFAULT_SCALES)."""
-    from scalespace_mk.checkpoint import load_checkpoint_file
+    """Start and end scales per type of a learnable run.
 
-    state = load_checkpoint_file(path)["model"]
-    types, sx, sy = [], [], []
-    for key, value in state.items():
-        if key.endswith("conv_dw.types"):
-            prefix = key[: -len("types")]
-            types.append(value.numpy())
-            sx.append(state[prefix + "sigma_x_raw"].abs().double().numpy())
-            sy.append(state[prefix + "sigma_y_raw"].abs().double().numpy())
-    if not types:
-        return {}
+    The start values are the method-B fits of the published filters (the candidates the
+    replacement picked from); the end values are summarised by their median and 5 / 95 %
+    quantiles over the channels of each type, with the mean absolute change.
+    """
+    from scalespace_mk.checkpoint import load_checkpoint_file
     from scalespace_mk.data import load_filters
     from scalespace_mk.fit import fit_filters
 
+    state = load_checkpoint_file(path)["model"]
+    cols: dict[str, list[np.ndarray]] = {"t": [], "x": [], "y": [], "alpha": []}
+    for key, value in state.items():
+        if key.endswith("conv_dw.types"):
+            prefix = key[: -len("types")]
+            cols["t"].append(value.numpy())
+            cols["x"].append(state[prefix + "sigma_x_raw"].abs().double().numpy())
+            cols["y"].append(state[prefix + "sigma_y_raw"].abs().double().numpy())
+            cols["alpha"].append(state[prefix + "alpha"].double().numpy())
+    if not cols["t"]:
+        return {}
     start = fit_filters(load_filters(), method="B")
-    t, x, y = np.concatenate(types), np.concatenate(sx), np.concatenate(sy)
+    t, x, y, alpha = (np.concatenate(cols[k]) for k in ("t", "x", "y", "alpha"))
     out = {}
     for k in range(1, 9):
         sel = t == k
         if not sel.any():
             continue
-        out[str(k)] = {
+        fit = start[k - 1]
+        ys = x[sel] if k == 7 else y[sel]
+        row = {
             "channels": int(sel.sum()),
-            "sigma_x_start": float(start[k - 1].sigma_x),
+            "sigma_x_start": float(fit.sigma_x),
             "sigma_x_end": float(np.median(x[sel])),
-            "sigma_y_start": float(start[k - 1].sigma_y),
-            "sigma_y_end": float(np.median(np.where(k == 7, x[sel], y[sel]))),
+            "sigma_x_q05": float(np.percentile(x[sel], 5)),
+            "sigma_x_q95": float(np.percentile(x[sel], 95)),
+            "sigma_y_start": float(fit.sigma_y),
+            "sigma_y_end": float(np.median(ys)),
+            "sigma_y_q05": float(np.percentile(ys, 5)),
+            "sigma_y_q95": float(np.percentile(ys, 95)),
+            "mean_abs_change": float(
+                np.mean(np.abs(x[sel] - fit.sigma_x) + np.abs(ys - fit.sigma_y)) / 2
+            ),
         }
+        if k == 7:
+            row["alpha_start"] = float(fit.alpha)
+            row["alpha_end"] = float(np.median(alpha[sel]))
+        out[str(k)] = row
     return out
 
 
@@ -923,10 +1018,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.report_only:
         res = json.loads((out / "results.json").read_text())
+        if (out / "learnable-B" / "last.pt").exists():  # refresh the derived statistics
+            res["learnable_scales"] = _learnable_scales(out / "learnable-B" / "last.pt")
+            _write_text(out / "results.json", json.dumps(res, indent=2) + "\n")
         rel = os.path.relpath(figures, results.parent).replace(os.sep, "/")
         _write_text(results, _report(res, rel))
         print(f"wrote {results}")
         return 0
+    try:
+        _run(args, setup, out, results, figures, argv)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"masterkey_small: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {results} and {out / 'results.json'}")
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    setup: Setup,
+    out: Path,
+    results: Path,
+    figures: Path,
+    argv: list[str] | None,
+) -> None:
+    """Delete old runs if asked, then :func:`run_experiment` with the parsed options."""
     if args.overwrite:
         for name in VARIANTS:
             shutil.rmtree(out / name, ignore_errors=True)
@@ -944,8 +1060,6 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         command=command.strip(),
     )
-    print(f"wrote {results} and {out / 'results.json'}")
-    return 0
 
 
 if __name__ == "__main__":
