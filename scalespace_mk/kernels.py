@@ -208,9 +208,8 @@ def _mass_radius(half: torch.Tensor, eps1d: float) -> torch.Tensor:
 def _fft_length(s_max: float, taps: int) -> int:
     """FFT length that keeps the periodic aliasing of T(.; s) below ~1e-20."""
     # T(n) aliases with T(N - n): N - (taps - 1) must lie beyond the tail where T < 1e-20.
-    # The window is at least the default-epsilon radius estimate, so that a cropped kernel
-    # and a full one of the same scale come from the same transform, bit for bit.
-    taps = max(taps, int(math.ceil(1 + 1.5 * 5.73 * math.sqrt(s_max))) + 2, 16)
+    # (A floor of 16 taps makes small kernels of one scale come from one transform.)
+    taps = max(taps, 16)
     tail = int(math.ceil(9.5 * math.sqrt(s_max))) + 12
     return _next_fast_length(taps + tail)
 
