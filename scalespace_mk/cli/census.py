@@ -17,16 +17,9 @@ import sys
 import time
 from typing import Any
 
+from ._args import model_types_arg
+
 __all__ = ["add_parser", "run"]
-
-
-def _types_arg(text: str) -> list[int | str]:
-    tokens = [tok for tok in text.replace(",", " ").split() if tok]
-    if not tokens:
-        raise argparse.ArgumentTypeError(
-            f"--types must list types 1..8 and/or model names (e.g. '1,5,dxx'); got {text!r}"
-        )
-    return [int(tok) if tok.lstrip("+-").isdigit() else tok for tok in tokens]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -62,7 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--types",
-        type=_types_arg,
+        type=model_types_arg,
         default=None,
         metavar="LIST",
         help="comma-separated types: 1..8 and/or model names such as dxx, dxy, dyy, lap "

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from .census import _types_arg
+from ._args import model_types_arg
 
 __all__ = ["add_parser"]
 
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint file")
     p.add_argument(
         "--types",
-        type=_types_arg,
+        type=model_types_arg,
         default=list(range(1, 9)),
         metavar="LIST",
         help="comma-separated model types the census may choose from: 1..8 and/or model "

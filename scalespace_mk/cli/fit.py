@@ -15,19 +15,9 @@ import json
 import sys
 from typing import Any
 
+from ._args import masterkey_types_arg
+
 __all__ = ["add_parser", "run"]
-
-
-def _types_arg(text: str) -> list[int]:
-    try:
-        values = [int(tok) for tok in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--types must be comma-separated integers in 1..8; got {text!r}"
-        ) from None
-    if not values or any(v < 1 or v > 8 for v in values):
-        raise argparse.ArgumentTypeError(f"--types must be integers in 1..8; got {text!r}")
-    return values
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -69,7 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--types",
         metavar="T1,T2,...",
-        type=_types_arg,
+        type=masterkey_types_arg,
         default=None,
         help="master key type (1..8) of each filter; default 1..8 when there are 8 filters, "
         "required otherwise",

@@ -14,19 +14,9 @@ import json
 import sys
 from typing import Any
 
+from ._args import masterkey_types_arg
+
 __all__ = ["add_parser", "run"]
-
-
-def _types_arg(text: str) -> list[int]:
-    try:
-        values = [int(tok) for tok in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--types must be comma-separated integers in 1..8; got {text!r}"
-        ) from None
-    if not values or any(v < 1 or v > 8 for v in values):
-        raise argparse.ArgumentTypeError(f"--types must be integers in 1..8; got {text!r}")
-    return values
 
 
 def _nonneg_float(text: str) -> float:
@@ -87,7 +77,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--types",
         metavar="T1,T2,...",
-        type=_types_arg,
+        type=masterkey_types_arg,
         default=None,
         help="master key type (1..8) of each filter, for --weighted; default 1..8 for 8 filters",
     )
