@@ -45,9 +45,9 @@ def check_size(size: Any, name: str = "size", *, allow_none: bool = True) -> int
     if isinstance(size, bool) or not isinstance(size, int | np.integer):
         if isinstance(size, float) and size.is_integer() and int(size) % 2 == 1 and size > 0:
             return int(size)
-        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}") from None
+        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}") from None
+        raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
     return int(size)
 
 
@@ -60,9 +60,7 @@ def check_epsilon(epsilon: Any, name: str = "epsilon") -> float:
             f"{name} must be a number in the open interval (0, 1); got {epsilon!r}"
         ) from None
     if not (0.0 < value < 1.0):
-        raise ValueError(
-            f"{name} must be a number in the open interval (0, 1); got {epsilon!r}"
-        ) from None
+        raise ValueError(f"{name} must be a number in the open interval (0, 1); got {epsilon!r}")
     return value
 
 
@@ -122,7 +120,7 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
             f"got shape {arr.shape}"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one filter") from None
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one filter")
     if arr.shape[1] % 2 == 0:
         raise ValueError(
             f"{name} must have an odd size k so that the filter has a centre tap; "
@@ -131,13 +129,9 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
     finite = np.isfinite(arr)
     if not finite.all():
         idx = int(np.argwhere(~finite.reshape(arr.shape[0], -1).all(axis=1))[0, 0])
-        raise ValueError(
-            f"{name}[{idx}] holds NaN or infinite values; clean the filters first"
-        ) from None
+        raise ValueError(f"{name}[{idx}] holds NaN or infinite values; clean the filters first")
     zero = ~np.any(arr != 0, axis=(1, 2))
     if zero.any():
         idx = int(np.argwhere(zero)[0, 0])
-        raise ValueError(
-            f"{name}[{idx}] is identically zero; a zero filter has no shape to fit"
-        ) from None
+        raise ValueError(f"{name}[{idx}] is identically zero; a zero filter has no shape to fit")
     return arr

@@ -134,6 +134,9 @@ class FilterFit:
         ``[k, k]`` normalised filter ``h~`` (stored-weight layout, y up).
     fitted : numpy.ndarray
         ``[k, k]`` fitted paper-mode model ``g``.
+    error : str or None
+        Why the method found no fit for this filter (only with ``on_error="record"``); the
+        scales, norms and model are then NaN, and :meth:`to_dict` gives None for them.
     """
 
     index: int
@@ -146,6 +149,7 @@ class FilterFit:
     l2: float
     normalized: np.ndarray = field(repr=False)
     fitted: np.ndarray = field(repr=False)
+    error: str | None = None
 
     @property
     def residual(self) -> np.ndarray:
@@ -160,15 +164,21 @@ class FilterFit:
         dict
             Python floats (``alpha`` is None except for type 7).
         """
-        return {
+        def num(v: Any) -> float | None:
+            return None if v is None or not np.isfinite(v) else float(v)
+
+        record = {
             "index": int(self.index),
             "model": self.model,
-            "sigma_x": float(self.sigma_x),
-            "sigma_y": float(self.sigma_y),
-            "alpha": None if self.alpha is None else float(self.alpha),
-            "l1": float(self.l1),
-            "l2": float(self.l2),
+            "sigma_x": num(self.sigma_x),
+            "sigma_y": num(self.sigma_y),
+            "alpha": num(self.alpha),
+            "l1": num(self.l1),
+            "l2": num(self.l2),
         }
+        if self.error is not None:
+            record["error"] = self.error
+        return record
 
 
 @dataclass(frozen=True, eq=False)
@@ -252,6 +262,9 @@ class FitResult:
         lines = [f"method {self.method} ({self.mode} mode); sigma in pixels, y up", head]
         lines.append("-" * len(head))
         for f in self.fits:
+            if f.error is not None:
+                lines.append(f"{f.index:>5} {f.filter_type:>4} {f.model:>6}   no fit: {f.error}")
+                continue
             alpha = "-" if f.alpha is None else f"{f.alpha:.4f}"
             lines.append(
                 f"{f.index:>5} {f.filter_type:>4} {f.model:>6} {f.sigma_x:>9.4f} "
@@ -848,6 +861,7 @@ def fit_filters(
     mode: str = "paper",
     sigma_max: float = DEFAULT_SIGMA_MAX,
     grid_step: float = DEFAULT_GRID_STEP,
+    on_error: str = "raise",
 ) -> FitResult:
     """Fit the idealised models to N filters by one method (SPEC §8).
 
@@ -875,6 +889,11 @@ def fit_filters(
     grid_step : float
         Spacing (pixels) of the one-scale starting grids (two-scale grids use at least
         ``sigma_max / 80``).
+    on_error : {"raise", "record"}
+        When method A-exact or B has no solution for a filter: ``"raise"`` (default) raises
+        the ValueError; ``"record"`` fits the other filters and stores the reason in that
+        filter's :attr:`FilterFit.error` (its scales are NaN; joint methods then pool the
+        group's other filters).
 
     Returns
     -------
@@ -907,6 +926,7 @@ def fit_filters(
     """
     check_choice("method", method, METHODS)
     check_choice("mode", mode, MODES)
+    check_choice("on_error", on_error, ("raise", "record"))
     if not isinstance(normalize, bool | np.bool_):
         raise TypeError(f"normalize must be True or False; got {normalize!r}")
     smax, step = _check_grid(sigma_max, grid_step)
@@ -920,7 +940,7 @@ def fit_filters(
     else:
         hns = arr
     with _one_thread():
-        return _fit_all(hns, types, refs, method, mode, smax, step)
+        return _fit_all(hns, types, refs, method, mode, smax, step, on_error)
 
 
 def _fit_all(
@@ -931,8 +951,10 @@ def _fit_all(
     mode: str,
     smax: float,
     step: float,
+    on_error: str = "raise",
 ) -> FitResult:
     n, size = hns.shape[0], hns.shape[1]
+    errors: list[str | None] = [None] * n
     sx = np.zeros(n)
     sy = np.zeros(n)
     alpha: list[float | None] = [None] * n
@@ -948,12 +970,18 @@ def _fit_all(
     others = np.flatnonzero(types != _CENTRE_SURROUND)
     if base in ("A", "A-exact", "B"):
         for i in others:
-            sx[i], sy[i] = _fit_variance(
-                hns[i], int(types[i]), base, float(refs[i]), mode, smax, step, int(i) + 1
-            )
+            try:
+                sx[i], sy[i] = _fit_variance(
+                    hns[i], int(types[i]), base, float(refs[i]), mode, smax, step, int(i) + 1
+                )
+            except ValueError as exc:
+                if on_error == "raise":
+                    raise
+                sx[i] = sy[i] = np.nan
+                errors[i] = str(exc)
         if method in ("A-joint", "B-joint"):
             for group in JOINT_GROUPS:
-                members = [i for i in others if int(types[i]) in group]
+                members = [i for i in others if int(types[i]) in group and errors[i] is None]
                 if members:
                     logs = np.log(np.concatenate([sx[members], sy[members]]))
                     gm = 0.0 if np.isneginf(logs).any() else float(np.exp(logs.mean()))
@@ -981,8 +1009,12 @@ def _fit_all(
     fits = []
     for i in range(n):
         t = int(types[i])
-        g = _model(t, sx[i], sy[i], alpha[i], size, mode)
-        l1, l2 = _norms(g - hns[i])
+        if errors[i] is None:
+            g = _model(t, sx[i], sy[i], alpha[i], size, mode)
+            l1, l2 = _norms(g - hns[i])
+        else:
+            g = np.full_like(hns[i], np.nan)
+            l1 = l2 = np.nan
         fits.append(
             FilterFit(
                 index=i + 1,
@@ -995,6 +1027,7 @@ def _fit_all(
                 l2=float(l2),
                 normalized=hns[i].copy(),
                 fitted=g,
+                error=errors[i],
             )
         )
     return FitResult(method=method, fits=tuple(fits), mode=mode)

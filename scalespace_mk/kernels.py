@@ -61,9 +61,7 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
     """
     epsilon = check_epsilon(epsilon)
     if isinstance(D, bool) or not isinstance(D, int | np.integer) or D < 1:
-        raise ValueError(
-            f"D must be a positive integer (the number of dimensions); got {D!r}"
-        ) from None
+        raise ValueError(f"D must be a positive integer (the number of dimensions); got {D!r}")
     return 1.0 - (1.0 - epsilon) ** (1.0 / D)
 
 
@@ -75,12 +73,10 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
     """Return ``(sigma as a 1-D float64 tensor, came_from_torch, original batch shape)``."""
     if isinstance(sigma, torch.Tensor):
         if sigma.is_complex() or sigma.dtype == torch.bool:
-            raise TypeError(f"sigma must be a real tensor; got dtype {sigma.dtype}") from None
+            raise TypeError(f"sigma must be a real tensor; got dtype {sigma.dtype}")
         shape = tuple(sigma.shape)
         if len(shape) > 1:
-            raise ValueError(
-                f"sigma must be a scalar or a 1-D batch of scales; got shape {shape}"
-            ) from None
+            raise ValueError(f"sigma must be a scalar or a 1-D batch of scales; got shape {shape}")
         check_nonneg("sigma", sigma)
         return sigma.reshape(-1).to(torch.float64), True, shape
     try:
@@ -90,9 +86,7 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
             f"sigma must be a number or a 1-D array of numbers; got {sigma!r}"
         ) from None
     if arr.ndim > 1:
-        raise ValueError(
-            f"sigma must be a scalar or a 1-D batch of scales; got shape {arr.shape}"
-        ) from None
+        raise ValueError(f"sigma must be a scalar or a 1-D batch of scales; got shape {arr.shape}")
     check_nonneg("sigma", arr)
     return torch.from_numpy(arr.reshape(-1).copy()), False, arr.shape
 

@@ -98,7 +98,7 @@ def parse_model(name: str) -> ModelSpec:
     ModelSpec
     """
     if not isinstance(name, str):
-        raise ValueError(f"model name must be a string; got {name!r}") from None
+        raise ValueError(f"model name must be a string; got {name!r}")
     if name.startswith("mk") and name[2:].isdigit() and int(name[2:]) in MASTERKEY_MODELS:
         base = MASTERKEY_MODELS[int(name[2:])]
         if base == "mk7":
@@ -152,7 +152,7 @@ def _gather(*values: Any) -> tuple[list[torch.Tensor | None], bool, torch.dtype,
             )
         if t.ndim == 1:
             if batch not in (None, t.shape[0]) and t.shape[0] != 1:
-                raise ValueError(f"batch lengths differ: {batch} and {t.shape[0]}") from None
+                raise ValueError(f"batch lengths differ: {batch} and {t.shape[0]}")
             batch = max(batch or 1, t.shape[0])
         tensors.append(t)
     if device is not None:
@@ -241,7 +241,7 @@ def model_kernel(
         if alpha is None:
             raise ValueError("model 'mk7' needs alpha (the weight of the Laplacian); got None")
     elif alpha is not None:
-        raise ValueError(f"alpha is used only by model 'mk7'; got alpha for {name!r}") from None
+        raise ValueError(f"alpha is used only by model 'mk7'; got alpha for {name!r}")
     (sx, sy, al), from_torch, dtype, batch = _gather(sigma_x, sigma_y, alpha)
     if sy is None:
         sy = sx
@@ -328,9 +328,7 @@ def masterkey_model(
         or not isinstance(filter_type, int | np.integer)
         or (int(filter_type) not in MASTERKEY_MODELS)
     ):
-        raise ValueError(
-            f"filter_type must be an integer from 1 to 8; got {filter_type!r}"
-        ) from None
+        raise ValueError(f"filter_type must be an integer from 1 to 8; got {filter_type!r}")
     return model_kernel(
         f"mk{int(filter_type)}",
         sigma_x,

@@ -112,7 +112,9 @@ def plot_fit(
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(rows[i], fontsize=8)
-        if f.alpha is not None:
+        if getattr(f, "error", None) is not None:
+            scales = "no fit\n(see error)"
+        elif f.alpha is not None:
             scales = f"σ={f.sigma_x:.3f}\nα={f.alpha:.3f}"
         elif f.sigma_x == f.sigma_y:
             scales = f"σ={f.sigma_x:.3f}\n"

@@ -625,3 +625,34 @@ def test_private_zoom_never_worsens():
     x, fx = fit_mod._zoom(f, np.array([1.0, 1.0]), 0.5, np.zeros(2), points=12)
     assert fx <= float(f(np.array([[1.0, 1.0]]))[0])
     assert abs(x[0] - 0.3) < 1e-9 and abs(x[1] - 0.7) < 1e-9
+
+
+def test_on_error_record_keeps_the_other_fits():
+    from scalespace_mk.models import masterkey_model
+
+    good = [
+        masterkey_model(t, 0.7, None if t == 7 else 0.9, alpha=0.5 if t == 7 else None)
+        for t in range(1, 9)
+    ]
+    bad = np.zeros((7, 7))  # a dx filter whose y-profile is wider than any model's
+    bad[:, 2], bad[:, 4] = -1.0, 1.0
+    h = np.stack(good[:4] + [bad] + good[5:])
+    with pytest.raises(ValueError, match="filter 5"):
+        fit_filters(h, method="B", normalize=False)
+    res = fit_filters(h, method="B", normalize=False, on_error="record")
+    assert res[4].error is not None and "filter 5" in res[4].error
+    assert np.isnan(res[4].sigma_x) and np.isnan(res[4].fitted).all()
+    record = res[4].to_dict()
+    assert record["sigma_x"] is None and record["l1"] is None and "error" in record
+    expected = fit_filters(
+        h[[0, 1, 2, 3, 5, 6, 7]], [1, 2, 3, 4, 6, 7, 8], method="B", normalize=False
+    )
+    got = [f for f in res if f.error is None]
+    for a, b in zip(got, expected, strict=True):
+        assert (a.sigma_x, a.sigma_y, a.alpha) == (b.sigma_x, b.sigma_y, b.alpha)
+    assert "no fit" in res.format_table()
+    # joint methods pool the group's other filters
+    joint = fit_filters(h, method="B-joint", normalize=False, on_error="record")
+    assert joint[4].error is not None and joint[5].error is None
+    with pytest.raises(ValueError, match="on_error"):
+        fit_filters(h, method="B", on_error="ignore")

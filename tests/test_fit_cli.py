@@ -123,3 +123,20 @@ def test_plot_option(tmp_path, capsys):
     plt.close("all")
     assert payload["method"] == "D2"
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_builtin_filters_records_filters_without_a_fit(capsys):
+    """The package's own filters fit offline; a filter method B cannot fit is reported."""
+    from scalespace_mk.cli import main
+
+    assert main(["fit", "--filters", "builtin", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["method"] == "B" and len(out["filters"]) == 8
+    failed = [f for f in out["filters"] if "error" in f]
+    for f in failed:
+        assert f["sigma_x"] is None and f"filter {f['index']}" in captured.err
+    assert len(failed) < 8
+    assert all(
+        f["sigma_x"] is not None and f["l2"] >= 0 for f in out["filters"] if "error" not in f
+    )

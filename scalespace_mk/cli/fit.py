@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--types gives {len(args.types)} types for {h.shape[0]} filters; give one "
                 "type per filter"
             )
-        result = fit_filters(h, args.types, method=args.method)
+        result = fit_filters(h, args.types, method=args.method, on_error="record")
         if args.plot is not None:
             from scalespace_mk.plot import plot_fit
 
@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"scalespace-mk fit: error: {exc}", file=sys.stderr)
         return 2
+    for f in result.fits:  # recorded, not silent: the row says "no fit" and why
+        if f.error is not None:
+            print(f"scalespace-mk fit: warning: filter {f.index}: {f.error}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
