@@ -29,7 +29,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 
 from scalespace_mk._checks import check_filters
-from scalespace_mk._io import atomic_path
+from scalespace_mk._io import ChecksumError, atomic_path, download_verified
 
 __all__ = [
     "BUILTIN_FILTERS",
@@ -82,10 +81,6 @@ BUILTIN_FILTERS = "data_files/builtin_filters.npy"
 _TEXT_SUFFIXES = (".txt", ".dat", ".text")
 _ACCEPTED = ".txt, .npy, .npz, .pt, .pth, .safetensors or a directory holding 8Filters.txt"
 _ARRAY_KEYS = ("filters", "kernels")
-
-
-class ChecksumError(ValueError):
-    """A data file's sha256 differs from the value pinned in :data:`REGISTRY`."""
 
 
 class DownloadError(OSError):
@@ -540,25 +535,7 @@ def _download(url: str, sha256: str, dest: Path, *, timeout: float) -> None:
             f"cannot create the cache directory {dest.parent}: {exc}; set {CACHE_ENV} to a "
             "writable folder"
         ) from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-        got = digest.hexdigest()
-        if got != sha256:
-            raise ChecksumError(
-                f"the download of {url} has sha256 {got}, expected {sha256}; the file was "
-                "discarded (the server's content changed or was corrupted in transit)"
-            )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    download_verified(url, dest, sha256=sha256, timeout=timeout)
 
 
 def _manual_hint(name: str, url: str, cache: Path) -> str:

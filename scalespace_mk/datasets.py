@@ -50,7 +50,6 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._checks import check_choice
+from ._io import download_verified
 
 __all__ = [
     "BUILTIN_PHOTOS",
@@ -827,37 +827,9 @@ def _fetch_verified(
     progress: bool = True,
     timeout: float = 60.0,
 ) -> Path:
-    """Download ``url`` to a temporary file next to ``dest``, check md5 and sha256, then move
-    it to ``dest``. The temporary file is removed on any failure."""
-    from tqdm.auto import tqdm
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        h_md5, h_sha = hashlib.md5(), hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            disable = not progress or not sys.stderr.isatty()
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=dest.name, disable=disable
-            ) as bar:
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(chunk)
-                    h_md5.update(chunk)
-                    h_sha.update(chunk)
-                    bar.update(len(chunk))
-        got_md5, got_sha = h_md5.hexdigest(), h_sha.hexdigest()
-        if got_md5 != md5 or got_sha != sha256:
-            raise ValueError(
-                f"checksum mismatch for {url}: expected md5 {md5} sha256 {sha256}, received "
-                f"md5 {got_md5} sha256 {got_sha}; the download was discarded"
-            )
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return dest
+    """Download ``url`` to ``dest`` with its md5 and sha256 checked (see
+    :func:`scalespace_mk._io.download_verified`)."""
+    return download_verified(url, dest, sha256=sha256, md5=md5, timeout=timeout, progress=progress)
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
