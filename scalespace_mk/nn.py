@@ -854,23 +854,6 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
     def _basis_tensors(self) -> list[torch.Tensor]:
         return [self.types, self.sigma_x_raw, self.sigma_y_raw, self.alpha]
 
-    def _full(self) -> torch.Tensor:
-        # one call of the functional builder (validation done by _check_params)
-        return analytic_depthwise_kernels(
-            self.types,
-            self.sigma_x_raw.abs(),
-            self.sigma_y_raw.abs(),
-            self.alpha,
-            self.gain,
-            self.offset,
-            size=self.kernel_size,
-            mode=self.mode,
-            sigma_max=self.sigma_max,
-            epsilon=self.epsilon,
-            dtype=torch.float64,
-            validate=False,
-        )[:, 0]
-
     _finite_names = ("sigma_x_raw", "sigma_y_raw", "alpha", "gain", "offset")
 
     def _basis(self) -> torch.Tensor:
@@ -1216,9 +1199,6 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
 
     def _basis(self) -> torch.Tensor:
         return self.filters.to(torch.float64)[self.assignment]
-
-    def _full(self) -> torch.Tensor:
-        return _affine64(self._basis(), self.gain, self.offset)
 
     def extra_repr(self) -> str:  # noqa: D102
         return (
