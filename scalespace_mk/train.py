@@ -496,6 +496,34 @@ def evaluate(
     return {"loss": loss / max(count, 1), "acc": correct / max(count, 1), "count": int(count)}
 
 
+def _augment_config(cfg: TrainConfig, num_classes: int, *, crop: bool) -> Any:
+    """The :class:`~scalespace_mk.augment.AugmentConfig` of ``cfg.augment``."""
+    from .augment import AugmentConfig
+
+    if cfg.augment == "none":  # flip and label smoothing only
+        return AugmentConfig(
+            image_size=cfg.image_size,
+            num_classes=num_classes,
+            random_resized_crop=False,
+            rand_augment_ops=0,
+            random_erasing=0,
+            mixup_alpha=0,
+            cutmix_alpha=0,
+            label_smoothing=cfg.label_smoothing,
+        )
+    options = dict(
+        random_resized_crop=crop,
+        mixup_alpha=cfg.mixup,
+        cutmix_alpha=cfg.cutmix,
+        label_smoothing=cfg.label_smoothing,
+        rand_augment_magnitude=cfg.rand_magnitude,
+        random_erasing=cfg.random_erasing,
+    )
+    if cfg.augment == "light":
+        return AugmentConfig.light(cfg.image_size, num_classes, **options)
+    return AugmentConfig(image_size=cfg.image_size, num_classes=num_classes, **options)
+
+
 def _val_loader(dataset: Any, d: _Dist, *, batch_size: int, workers: int) -> Any:
     """Validation loader; under DDP each rank takes every world-th sample, so the summed
     counts cover each image exactly once (a DistributedSampler would pad with repeats)."""
@@ -581,7 +609,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    from .augment import AugmentConfig, SoftTargetCrossEntropy, TrainTransform
+    from .augment import SoftTargetCrossEntropy, TrainTransform
     from .checkpoint import save_checkpoint_file
     from .datasets import build_dataset, build_loader
 
@@ -674,40 +702,7 @@ def train(
     if cfg.compile:
         net = torch.compile(net)
     # folder datasets already take the random resized crop while decoding
-    crop_in_transform = not getattr(train_set, "crops_on_load", False)
-    if cfg.augment == "imagenet":
-        aug = AugmentConfig(
-            image_size=cfg.image_size,
-            num_classes=num_classes,
-            random_resized_crop=crop_in_transform,
-            mixup_alpha=cfg.mixup,
-            cutmix_alpha=cfg.cutmix,
-            label_smoothing=cfg.label_smoothing,
-            rand_augment_magnitude=cfg.rand_magnitude,
-            random_erasing=cfg.random_erasing,
-        )
-    elif cfg.augment == "light":
-        aug = AugmentConfig.light(
-            cfg.image_size,
-            num_classes,
-            random_resized_crop=crop_in_transform,
-            mixup_alpha=cfg.mixup,
-            cutmix_alpha=cfg.cutmix,
-            label_smoothing=cfg.label_smoothing,
-            rand_augment_magnitude=cfg.rand_magnitude,
-            random_erasing=cfg.random_erasing,
-        )
-    else:
-        aug = AugmentConfig(
-            image_size=cfg.image_size,
-            num_classes=num_classes,
-            random_resized_crop=False,
-            rand_augment_ops=0,
-            random_erasing=0,
-            mixup_alpha=0,
-            cutmix_alpha=0,
-            label_smoothing=cfg.label_smoothing,
-        )
+    aug = _augment_config(cfg, num_classes, crop=not getattr(train_set, "crops_on_load", False))
     transform = TrainTransform(aug)
     criterion = SoftTargetCrossEntropy()
 
