@@ -138,7 +138,7 @@ def kernel_radius(
     sig, _, shape = _to_tensor(sigma)
     if method == "discgauss":
         with torch.no_grad():
-            radius = _discgauss_truncated_half(sig * sig, eps1d)[1].numpy()
+            radius = _chunked_truncated_half(sig * sig, eps1d)[1].numpy()
     else:
         radius = np.ceil(1.1 * _gaussfiltsize(sig.numpy(), eps1d)).astype(np.int64)
     return int(radius[0]) if len(shape) == 0 else radius.astype(np.int64)
