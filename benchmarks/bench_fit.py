@@ -6,7 +6,7 @@ models of the 8 master key types (SPEC §5) at random scales (sigma in [0.3, 2],
 [0.2, 2]), times a random gain of either sign, plus an offset and Gaussian noise of a
 random level (5-40 % of the model's norm), and the rest are white noise. Then, in one run:
 
-* ``census``: :func:`scalespace_mk.census.census` on all filters, all 8 types, timed
+* ``census``: :func:`scalespace_mk.analysis.census.census` on all filters, all 8 types, timed
   cold (first call of the process: includes building the interpolation tables) and warm;
 * ``scipy``: for each filter of a random subset (default 300) and each of the 8 types,
   ``scipy.optimize.minimize(method="L-BFGS-B")`` of the same objective,
@@ -49,8 +49,8 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import ive
 
-from scalespace_mk.census import ALPHA_RANGE, census, linear_shift
-from scalespace_mk.models import masterkey_model
+from scalespace_mk.analysis.census import ALPHA_RANGE, census, linear_shift
+from scalespace_mk.scalespace.models import masterkey_model
 
 CONVNEXT_T_FILTERS = 3 * 96 + 3 * 192 + 9 * 384 + 3 * 768  # 6,624
 SIGMA_MAX = 3.5

@@ -34,7 +34,7 @@ import pyscsp.discscsp as pyscsp
 import torch
 from scipy.special import ive
 
-from scalespace_mk.kernels import discrete_gaussian
+from scalespace_mk.scalespace.kernels import discrete_gaussian
 
 
 def best_time(fn, repeat: int) -> tuple[float, object]:

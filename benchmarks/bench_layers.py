@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scalespace_mk.nn import make_dwconv
+from scalespace_mk.networks.layers import make_dwconv
 
 
 def _sync(device: torch.device) -> None:

@@ -1,14 +1,14 @@
-"""Data-loading throughput of scalespace_mk.datasets + scalespace_mk.augment.
+"""Data-loading throughput of scalespace_mk.training.datasets + scalespace_mk.training.augment.
 
 Writes a JPEG image folder (default 2,000 images of 256 x 256 pixels in 10 classes) into a
 temporary directory and measures, in images per second and with no model step:
 
 * ``pil-decode``: baseline, a plain Python loop of ``Image.open(p).convert('RGB')`` +
   ``np.asarray`` (one process);
-* ``loader``: the training DataLoader of :func:`scalespace_mk.datasets.build_dataset`
+* ``loader``: the training DataLoader of :func:`scalespace_mk.training.datasets.build_dataset`
   (decode + random resized crop to ``--image-size`` + uint8 collation) for each
   ``--workers`` value;
-* ``transform``: the batched :class:`scalespace_mk.augment.TrainTransform` alone (flip,
+* ``transform``: the batched :class:`scalespace_mk.training.augment.TrainTransform` alone (flip,
   RandAugment, normalise, random erasing, Mixup/CutMix) on ``--device``;
 * ``loader+transform``: both, as a training loop would see them.
 
@@ -65,7 +65,7 @@ def bench_pil(paths: list[str]) -> float:
 def bench_loader(
     ds, *, batch_size: int, workers: int, transform=None, device="cpu", max_batches=None
 ) -> float:
-    from scalespace_mk.datasets import build_loader
+    from scalespace_mk.training.datasets import build_loader
 
     loader, sampler = build_loader(
         ds, batch_size=batch_size, shuffle=True, num_workers=workers, seed=0, drop_last=True
@@ -106,8 +106,8 @@ def bench_transform(transform, *, batch_size: int, image_size: int, steps: int, 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and return the figures (also printed)."""
-    from scalespace_mk.augment import AugmentConfig, TrainTransform
-    from scalespace_mk.datasets import build_dataset
+    from scalespace_mk.training.augment import AugmentConfig, TrainTransform
+    from scalespace_mk.training.datasets import build_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000)

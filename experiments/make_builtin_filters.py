@@ -19,7 +19,7 @@ Steps (all deterministic for a given checkpoint and seed):
    alone, a 2 x 2 map the central 3 x 3 taps, where the master key filters concentrate
    their mass; the untrained outer taps are zero-mean noise that averages out in the
    cluster centres.
-2. Cluster them into 8 master filters with :func:`scalespace_mk.checkpoint.extract`
+2. Cluster them into 8 master filters with :func:`scalespace_mk.networks.checkpoint.extract`
    (sign-invariant spherical k-means: zero-mean, unit-l2 filters, invariant to ``a y + b``).
 3. Order them like the published 8: the one-to-one matching of extracted and published
    filters that maximises the summed ``|correlation|`` (Hungarian algorithm), and sign each
@@ -101,7 +101,7 @@ def pooled_filters(
     Parameters
     ----------
     source : mapping or str or path-like
-        Checkpoint or state dict (see :func:`scalespace_mk.checkpoint.find_depthwise`).
+        Checkpoint or state dict (see :func:`scalespace_mk.networks.checkpoint.find_depthwise`).
     image_size : int
         Training resolution of the network (pixels).
     min_side : int
@@ -114,7 +114,7 @@ def pooled_filters(
     layers : list of str
         Names of the layers kept.
     """
-    from scalespace_mk.checkpoint import find_depthwise
+    from scalespace_mk.networks.checkpoint import find_depthwise
 
     layers = find_depthwise(source)
     kept, names = [], []
@@ -234,7 +234,7 @@ def master_filters(
     image_size : int
         Its training resolution (pixels); selects the layers with :func:`feature_side`.
     published : numpy.ndarray, shape [8, k, k]
-        The published filters (``scalespace_mk.data.load_filters()``).
+        The published filters (``scalespace_mk.analysis.filters.load_filters()``).
     min_side : int
         Smallest feature-map side of the pooled layers.
     seed : int
@@ -244,7 +244,7 @@ def master_filters(
     -------
     MasterFilters
     """
-    from scalespace_mk.checkpoint import extract
+    from scalespace_mk.networks.checkpoint import extract
 
     pooled, layers = pooled_filters(source, image_size=image_size, min_side=min_side)
     result = extract(pooled, k=len(published), seed=seed)
@@ -294,7 +294,7 @@ def write_builtin(
         Paths of the ``.npy`` file and the ``.md`` note; both written atomically.
     """
     from scalespace_mk._io import atomic_path
-    from scalespace_mk.data import save_filters
+    from scalespace_mk.analysis.filters import save_filters
 
     out_dir = Path(out_dir)
     npy = save_filters(out_dir / "builtin_filters.npy", masters.filters.astype(np.float64))
@@ -305,7 +305,8 @@ def write_builtin(
         "",
         "Eight 7x7 master filters extracted from the depthwise filters of a ConvNeXt-V2 that",
         "scalespace_mk trained itself on its offline `builtin` natural-image patches. Load",
-        'them with `scalespace_mk.data.load_filters("builtin")` or `--filters builtin`.',
+        'them with `scalespace_mk.analysis.filters.load_filters("builtin")` or',
+        "`--filters builtin`.",
         "",
         "| field | value |",
         "|---|---|",
@@ -379,8 +380,8 @@ def write_builtin(
 
 
 def _fit_status(filters: np.ndarray, types: list[int] | None, method: str) -> str:
-    """``"ok"`` or the first line of the error of :func:`scalespace_mk.fit.fit_filters`."""
-    from scalespace_mk.fit import fit_filters
+    """``"ok"`` or the first line of the error of :func:`scalespace_mk.analysis.fit.fit_filters`."""
+    from scalespace_mk.analysis.fit import fit_filters
 
     try:
         fit_filters(filters, types, method=method)
@@ -390,7 +391,7 @@ def _fit_status(filters: np.ndarray, types: list[int] | None, method: str) -> st
 
 
 def _census_of(filters: np.ndarray) -> tuple[list[int], list[float]]:
-    from scalespace_mk.census import census
+    from scalespace_mk.analysis.census import census
 
     res = census(filters)
     return [int(t) for t in res.type], [float(r) for r in res.r2]
@@ -417,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from scalespace_mk.data import load_filters
-    from scalespace_mk.train import load_training_checkpoint
+    from scalespace_mk.analysis.filters import load_filters
+    from scalespace_mk.training.train import load_training_checkpoint
 
     ckpt = load_training_checkpoint(args.checkpoint)
     cfg = ckpt["config"]

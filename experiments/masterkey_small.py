@@ -24,7 +24,7 @@ report to ``docs/results.md`` (``--results``) and figures to ``docs/figures`` (`
 the smoke run writes everything under ``--out``. Afterwards
 ``python experiments/make_builtin_filters.py`` turns the learned run into the packaged
 ``builtin`` filters. The published filters are read with
-:func:`scalespace_mk.data.load_filters` (set ``SCALESPACE_MK_DATA`` to a folder holding
+:func:`scalespace_mk.analysis.filters.load_filters` (set ``SCALESPACE_MK_DATA`` to a folder holding
 ``8Filters.txt`` when offline).
 
 Everything is seeded (``--seed``): on the same machine and thread count a rerun gives the
@@ -150,7 +150,7 @@ SMOKE = Setup(
 
 
 def _train_config(setup: Setup, variant: str, seed: int, source: Path | None) -> Any:
-    from scalespace_mk.train import PRESETS, TrainConfig
+    from scalespace_mk.training.train import PRESETS, TrainConfig
 
     values = dict(PRESETS["builtin-cpu"])
     values.update(
@@ -172,7 +172,7 @@ def _train_config(setup: Setup, variant: str, seed: int, source: Path | None) ->
 
 def _train(cfg: Any, out: Path, *, reuse: bool, progress: bool) -> dict[str, Any]:
     """Train ``cfg`` into ``out``, or reuse/resume a run of the same configuration."""
-    from scalespace_mk.train import TrainConfig, load_training_checkpoint, train
+    from scalespace_mk.training.train import TrainConfig, load_training_checkpoint, train
 
     summary = out / "summary.json"
     ckpt = out / "last.pt"
@@ -245,7 +245,7 @@ def _random_state(layers: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def _model_of(rec: dict[str, Any], size: int) -> np.ndarray:
     """The census model ``a g + b`` of one record (paper mode, as the census fits it)."""
-    from scalespace_mk.models import masterkey_model
+    from scalespace_mk.scalespace.models import masterkey_model
 
     t = int(rec["type"])
     g = masterkey_model(
@@ -264,7 +264,7 @@ def _model_of(rec: dict[str, Any], size: int) -> np.ndarray:
 
 def _fits(filters: np.ndarray, method: str) -> list[dict[str, Any]]:
     """Fit type j + 1 to filter j by ``method``; failures are recorded, not raised."""
-    from scalespace_mk.fit import fit_filter
+    from scalespace_mk.analysis.fit import fit_filter
 
     rows = []
     for j, h in enumerate(filters):
@@ -687,10 +687,10 @@ def run_experiment(
     import torch
     from tqdm.auto import tqdm
 
-    from scalespace_mk.census import census
-    from scalespace_mk.checkpoint import analyze, extract, find_depthwise
-    from scalespace_mk.data import load_filters, save_filters
-    from scalespace_mk.train import load_training_checkpoint
+    from scalespace_mk.analysis.census import census
+    from scalespace_mk.analysis.filters import load_filters, save_filters
+    from scalespace_mk.networks.checkpoint import analyze, extract, find_depthwise
+    from scalespace_mk.training.train import load_training_checkpoint
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
@@ -845,7 +845,7 @@ def run_experiment(
 
 
 def _data_facts(ckpt: dict[str, Any]) -> dict[str, int]:
-    from scalespace_mk.datasets import build_dataset
+    from scalespace_mk.training.datasets import build_dataset
 
     cfg = ckpt["config"]
     tr, classes = build_dataset(cfg["data"], split="train", image_size=cfg["image_size"])
@@ -865,9 +865,9 @@ def _learnable_scales(path: Path) -> dict[str, dict[str, float]]:
     replacement picked from); the end values are summarised by their median and 5 / 95 %
     quantiles over the channels of each type, with the mean absolute change.
     """
-    from scalespace_mk.checkpoint import load_checkpoint_file
-    from scalespace_mk.data import load_filters
-    from scalespace_mk.fit import fit_filters
+    from scalespace_mk.analysis.filters import load_filters
+    from scalespace_mk.analysis.fit import fit_filters
+    from scalespace_mk.networks.checkpoint import load_checkpoint_file
 
     state = load_checkpoint_file(path)["model"]
     cols: dict[str, list[np.ndarray]] = {"t": [], "x": [], "y": [], "alpha": []}

@@ -1,3 +1,62 @@
-"""scalespace_mk: scale-space models of the master key filters of depthwise-separable CNNs."""
+"""scalespace_mk: scale-space models of the master key filters of depthwise-separable CNNs.
 
-__version__ = "0.1.0"
+The package has three wings (docs/architecture.md):
+
+- :mod:`scalespace_mk.scalespace`: the scale-space maths (kernels, operators, models, sympy);
+- :mod:`scalespace_mk.analysis`: the analysis of learned filters (files, spread,
+  normalisation, the paper's fitting methods, the census);
+- :mod:`scalespace_mk.networks` and :mod:`scalespace_mk.training`: depthwise layers,
+  ConvNeXt, checkpoint tools, and the training pipeline.
+
+The most used functions are importable from here directly (loaded on first use, so that
+``import scalespace_mk`` stays cheap)::
+
+    from scalespace_mk import discrete_gaussian, masterkey_model, fit_filters, load_filters
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "discrete_gaussian": "scalespace_mk.scalespace.kernels",
+    "gaussian_kernel": "scalespace_mk.scalespace.kernels",
+    "masterkey_model": "scalespace_mk.scalespace.models",
+    "model_kernel": "scalespace_mk.scalespace.models",
+    "load_filters": "scalespace_mk.analysis.filters",
+    "save_filters": "scalespace_mk.analysis.filters",
+    "spread": "scalespace_mk.analysis.spread",
+    "weighted_spread": "scalespace_mk.analysis.spread",
+    "normalize_filters": "scalespace_mk.analysis.normalize",
+    "fit_filter": "scalespace_mk.analysis.fit",
+    "fit_filters": "scalespace_mk.analysis.fit",
+    "census": "scalespace_mk.analysis.census",
+    "make_dwconv": "scalespace_mk.networks.layers",
+    "AnalyticDepthwiseConv2d": "scalespace_mk.networks.layers",
+    "MasterKeyDepthwiseConv2d": "scalespace_mk.networks.layers",
+    "create_model": "scalespace_mk.networks.convnext",
+    "analyze": "scalespace_mk.networks.checkpoint",
+    "replace": "scalespace_mk.networks.checkpoint",
+    "extract": "scalespace_mk.networks.checkpoint",
+    "TrainConfig": "scalespace_mk.training.train",
+    "train": "scalespace_mk.training.train",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scalespace_mk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -38,7 +38,7 @@ def _pyplot() -> Any:
 
 def _save_atomic(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write ``fig`` to ``path`` via a temporary file in the same directory."""
-    from ._io import atomic_path
+    from scalespace_mk._io import atomic_path
 
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
@@ -59,9 +59,9 @@ def plot_fit(
 
     Parameters
     ----------
-    result : scalespace_mk.fit.FitResult
-        Output of :func:`scalespace_mk.fit.fit_filters` (or a sequence of
-        :class:`scalespace_mk.fit.FilterFit`).
+    result : scalespace_mk.analysis.fit.FitResult
+        Output of :func:`scalespace_mk.analysis.fit.fit_filters` (or a sequence of
+        :class:`scalespace_mk.analysis.fit.FilterFit`).
     path : str or path-like, optional
         If given, the figure is also written there (format from the suffix, e.g. ``.png``,
         ``.pdf``), atomically.
@@ -90,7 +90,8 @@ def plot_fit(
     for f in fits:
         if not all(hasattr(f, a) for a in ("normalized", "fitted", "sigma_x", "model")):
             raise TypeError(
-                "result must be a FitResult or a sequence of FilterFit from scalespace_mk.fit; "
+                "result must be a FitResult or a sequence of FilterFit from "
+                "scalespace_mk.analysis.fit; "
                 f"got an item of type {type(f).__name__}"
             )
     import numpy as np
@@ -147,7 +148,7 @@ def plot_bank(
     ----------
     kernels : array_like or torch.Tensor, shape [n_sigma, n_models, size, size]
         Stored weights (rows top to bottom, y up), e.g. ``make_bank(...).kernels`` from
-        :mod:`scalespace_mk.bank`.
+        :mod:`scalespace_mk.scalespace.bank`.
     sigma : sequence of float, length n_sigma
         Standard deviations (pixels), used as row labels.
     models : sequence of str, length n_models
@@ -218,8 +219,8 @@ def plot_census(
 
     Parameters
     ----------
-    result : scalespace_mk.census.CensusResult
-        Output of :func:`scalespace_mk.census.census`.
+    result : scalespace_mk.analysis.census.CensusResult
+        Output of :func:`scalespace_mk.analysis.census.census`.
     path : str or path-like, optional
         If given, the figure is also written there (format from the suffix), atomically.
     title : str, optional
@@ -241,7 +242,7 @@ def plot_census(
     needed = ("types", "best", "r2", "sigma_x", "sigma_y", "alpha")
     if not all(hasattr(result, a) for a in needed):
         raise TypeError(
-            "result must be a CensusResult from scalespace_mk.census.census; "
+            "result must be a CensusResult from scalespace_mk.analysis.census.census; "
             f"got {type(result).__name__}"
         )
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
@@ -414,11 +415,11 @@ def plot_filters(
 
 
 def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 120) -> list[Path]:
-    """Figures of :func:`scalespace_mk.checkpoint.analyze`: types and R^2 per layer.
+    """Figures of :func:`scalespace_mk.networks.checkpoint.analyze`: types and R^2 per layer.
 
     Parameters
     ----------
-    result : scalespace_mk.checkpoint.AnalyzeResult
+    result : scalespace_mk.networks.checkpoint.AnalyzeResult
         The analysis.
     directory : str or path-like
         Folder to write ``types_per_layer.png`` and ``r2.png`` into (created if missing).

@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.augment: values, not only shapes."""
+"""Tests of scalespace_mk.training.augment: values, not only shapes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scalespace_mk.augment import (
+from scalespace_mk.training.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RAND_AUGMENT_OPS,

@@ -1,4 +1,4 @@
-"""Tests of :mod:`scalespace_mk.bank` and the ``scalespace-mk bank`` command."""
+"""Tests of :mod:`scalespace_mk.scalespace.bank` and the ``scalespace-mk bank`` command."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from scalespace_mk.bank import DEFAULT_MODELS, Bank, load_bank, make_bank, save_bank
 from scalespace_mk.cli import main
-from scalespace_mk.models import model_kernel
 from scalespace_mk.plot import plot_bank
+from scalespace_mk.scalespace.bank import DEFAULT_MODELS, Bank, load_bank, make_bank, save_bank
+from scalespace_mk.scalespace.models import model_kernel
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.census (vectorised a*g + b fits) and the ``census`` command."""
+"""Tests of scalespace_mk.analysis.census (vectorised a*g + b fits) and the ``census`` command."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalespace_mk import census as census_mod
-from scalespace_mk.census import (
+from scalespace_mk.analysis import census as census_mod
+from scalespace_mk.analysis.census import (
     ALPHA_RANGE,
     CensusResult,
     census,
     linear_shift,
     reference_fit,
 )
+from scalespace_mk.analysis.filters import load_filters
+from scalespace_mk.analysis.types import parse_model_types
 from scalespace_mk.cli import main
-from scalespace_mk.data import load_filters
-from scalespace_mk.models import masterkey_model, model_kernel
+from scalespace_mk.scalespace.models import masterkey_model, model_kernel
 
 TYPES = tuple(range(1, 9))
 
@@ -131,7 +132,7 @@ def test_interpolated_objective_equals_exact_models():
     y = torch.as_tensor(rng.normal(size=(40, 7, 7))).reshape(40, -1)
     zc = y - y.mean(dim=1, keepdim=True)
     zf = zc / zc.norm(dim=1, keepdim=True)
-    types = census_mod._parse_types((1, 2, 3, 4, 5, 6, 7, 8, "dxy", "dyy", "lap"))
+    types = parse_model_types((1, 2, 3, 4, 5, 6, 7, 8, "dxy", "dyy", "lap"))
     objs = census_mod._objectives(
         types, 7, "discgauss", "paper", 1e-8, 3.5, ALPHA_RANGE, torch.device("cpu")
     )

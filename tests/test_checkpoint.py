@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from scalespace_mk.checkpoint import (
+from scalespace_mk.analysis.filters import load_filters
+from scalespace_mk.cli import main
+from scalespace_mk.networks.checkpoint import (
     analyze,
     candidate_filters,
     extract,
@@ -20,9 +22,7 @@ from scalespace_mk.checkpoint import (
     replace,
     save_checkpoint_file,
 )
-from scalespace_mk.cli import main
-from scalespace_mk.data import load_filters
-from scalespace_mk.models import masterkey_model
+from scalespace_mk.scalespace.models import masterkey_model
 
 
 def _state(rng: np.random.Generator, channels=(6, 10)) -> OrderedDict:

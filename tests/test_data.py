@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.data: the filter text format, array formats and fetching."""
+"""Tests of scalespace_mk.analysis.filters: the filter text format, array formats and fetching."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalespace_mk import data
-from scalespace_mk.data import (
+from scalespace_mk.analysis import filters as data
+from scalespace_mk.analysis.filters import (
     CACHE_ENV,
     DATA_ENV,
     OFFLINE_ENV,
@@ -376,7 +376,7 @@ def test_builtin(tmp_path, monkeypatch):
 def test_real_builtin_path_is_inside_the_package():
     path = data._builtin_path()
     assert path.parts[-3:] == ("scalespace_mk", "data_files", "builtin_filters.npy")
-    assert Path(data.__file__).parent == path.parent.parent
+    assert Path(data.__file__).parent.parent == path.parent.parent
 
 
 def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):

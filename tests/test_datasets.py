@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.datasets (no network: every file is written into tmp_path)."""
+"""Tests of scalespace_mk.training.datasets (no network: every file is written into tmp_path)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalespace_mk import datasets as dsm
-from scalespace_mk.datasets import (
+from scalespace_mk.training import datasets as dsm
+from scalespace_mk.training.datasets import (
     BUILTIN_PHOTOS,
     CIFAR_ARCHIVES,
     BuiltinPatchDataset,

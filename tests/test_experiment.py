@@ -96,7 +96,7 @@ def test_accuracy_table_matches_metrics(smoke):
 
 
 def test_census_table_matches_recomputed_census(smoke):
-    from scalespace_mk.checkpoint import analyze, load_checkpoint_file
+    from scalespace_mk.networks.checkpoint import analyze, load_checkpoint_file
 
     state = load_checkpoint_file(smoke / "learned" / "last.pt")["model"]
     records = analyze(state, progress=False).filters
@@ -142,7 +142,7 @@ def test_extracted_filters_and_builtin_script_agree(smoke, tmp_path):
 
 
 def test_order_like_published_recovers_a_shuffled_copy():
-    from scalespace_mk.data import load_filters
+    from scalespace_mk.analysis.filters import load_filters
 
     make = _module("make_builtin_filters")
     pub = load_filters()
@@ -167,7 +167,7 @@ def test_feature_side():
 
 
 def test_shipped_builtin_filters():
-    from scalespace_mk.data import load_filters
+    from scalespace_mk.analysis.filters import load_filters
 
     h = load_filters("builtin")
     assert h.shape == (8, 7, 7) and h.dtype == np.float64

@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.fit: methods A, A-exact, B, C1, C2, D1, D2 and the joint variants.
+"""Tests of analysis.fit: methods A, A-exact, B, C1, C2, D1, D2 and the joint variants.
 
 Check values: SPEC §8 (method B, 4 decimals) and the reference analysis' own tables (the
 research code of Lindeberg et al., tonylindeberg/masterfiltmodel, model-fitting/filteranal.py,
@@ -16,9 +16,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalespace_mk import fit as fit_mod
-from scalespace_mk.data import load_filters
-from scalespace_mk.fit import (
+from scalespace_mk.analysis import fit as fit_mod
+from scalespace_mk.analysis.filters import load_filters
+from scalespace_mk.analysis.fit import (
     JOINT_GROUPS,
     METHODS,
     FitResult,
@@ -26,9 +26,9 @@ from scalespace_mk.fit import (
     fit_filters,
     model_distance,
 )
-from scalespace_mk.models import masterkey_model
-from scalespace_mk.normalize import normalize_filters
-from scalespace_mk.spread import reference_weights, spread, weighted_spread
+from scalespace_mk.analysis.normalize import normalize_filters
+from scalespace_mk.analysis.spread import reference_weights, spread, weighted_spread
+from scalespace_mk.scalespace.models import masterkey_model
 
 # SPEC §8 check values for method B: (sigma_x, sigma_y); 7: (sigma, alpha)
 SPEC_B = {
@@ -250,12 +250,12 @@ def test_normalisation_constants(filters):
 
 
 def test_method_a_is_the_self_weighting_relation(published, filters):
-    from scalespace_mk.symbolic import (
+    from scalespace_mk.scalespace.symbolic import (
         sigma_from_self_weighted_variance,
         sigma_from_weighted_variance,
     )
 
-    cov = weighted_spread(filters, normalize=True).cov
+    cov = weighted_spread(normalize_filters(filters).filters).cov
     orders = {1: (0, 1), 2: (1, 0), 3: (0, 1), 4: (1, 0), 5: (1, 0), 6: (0, 1), 8: (0, 0)}
     for fa, fe in zip(published["A"], published["A-exact"], strict=True):
         t = fa.filter_type
@@ -628,7 +628,7 @@ def test_private_zoom_never_worsens():
 
 
 def test_on_error_record_keeps_the_other_fits():
-    from scalespace_mk.models import masterkey_model
+    from scalespace_mk.scalespace.models import masterkey_model
 
     good = [
         masterkey_model(t, 0.7, None if t == 7 else 0.9, alpha=0.5 if t == 7 else None)

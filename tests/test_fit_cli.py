@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from scalespace_mk import fit as fit_mod
+from scalespace_mk.analysis import fit as fit_mod
+from scalespace_mk.analysis.filters import load_filters
+from scalespace_mk.analysis.fit import fit_filters
 from scalespace_mk.cli import main
-from scalespace_mk.data import load_filters
-from scalespace_mk.fit import fit_filters
-from scalespace_mk.models import masterkey_model
+from scalespace_mk.scalespace.models import masterkey_model
 
 SPEC_B = {
     1: (0.6445, 0.5829),

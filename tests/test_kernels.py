@@ -1,4 +1,4 @@
-"""Example-based tests of :mod:`scalespace_mk.kernels` (properties: tests/properties/).
+"""Example-based tests of :mod:`scalespace_mk.scalespace.kernels` (properties: tests/properties/).
 
 Values against ``scipy.special.ive`` and pyscsp on fixed grids, the exact gradient in
 sigma, truncation and cropping rules, input checks, and the module's doctests.
@@ -14,8 +14,8 @@ import pytest
 import torch
 from scipy.special import erfcinv, ive
 
-from scalespace_mk import kernels
-from scalespace_mk.kernels import (
+from scalespace_mk.scalespace import kernels
+from scalespace_mk.scalespace.kernels import (
     METHODS,
     discrete_gaussian,
     gaussian_kernel,

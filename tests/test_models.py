@@ -1,4 +1,5 @@
-"""Tests of :mod:`scalespace_mk.models`: conventions (y up, conv2d is a cross-correlation),
+"""Tests of :mod:`scalespace_mk.scalespace.models`:
+conventions (y up, conv2d is a cross-correlation),
 the 8 master key models, model 7 and the DoG, batching, gradients and input checks."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 from scipy.ndimage import correlate
 from scipy.signal import convolve2d
 
-from scalespace_mk.kernels import discrete_gaussian
-from scalespace_mk.models import (
+from scalespace_mk.scalespace.kernels import discrete_gaussian
+from scalespace_mk.scalespace.models import (
     MASTERKEY_MODELS,
     derivative_model,
     dog,
@@ -20,7 +21,7 @@ from scalespace_mk.models import (
     model_kernel,
     parse_model,
 )
-from scalespace_mk.operators import apply_1d
+from scalespace_mk.scalespace.operators import apply_1d
 
 LAPLACE5 = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -62,7 +63,7 @@ def test_y_points_up():
 def test_models_match_the_published_filters_in_orientation(masterkey_dir):
     # with y up and the Gaussian-derivative signs, the models correlate strongly with the
     # published filters; learned filters 2 and 3 have the opposite sign (SPEC §5)
-    from scalespace_mk.data import load_filters
+    from scalespace_mk.analysis.filters import load_filters
 
     learned = load_filters(masterkey_dir)
     for k in range(1, 9):

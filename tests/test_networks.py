@@ -440,8 +440,8 @@ def test_bad_dwconv_arguments():
 
 
 def test_analytic_dwconv_without_nn_module_raises_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "scalespace_mk.nn", None)
-    with pytest.raises(ImportError, match="scalespace_mk.nn.make_dwconv"):
+    monkeypatch.setitem(sys.modules, "scalespace_mk.networks.layers", None)
+    with pytest.raises(ImportError, match="scalespace_mk.networks.layers.make_dwconv"):
         create_model("convnextv2_test", dwconv="masterkey")
 
 
@@ -452,9 +452,9 @@ def test_analytic_dwconv_kinds_are_built_by_make_dwconv(monkeypatch):
         calls.append((kind, channels, kernel_size, kwargs))
         return FrozenDW(channels, kernel_size)
 
-    fake = types.ModuleType("scalespace_mk.nn")
+    fake = types.ModuleType("scalespace_mk.networks.layers")
     fake.make_dwconv = make_dwconv
-    monkeypatch.setitem(sys.modules, "scalespace_mk.nn", fake)
+    monkeypatch.setitem(sys.modules, "scalespace_mk.networks.layers", fake)
     model = create_model("convnextv2_test", dwconv="learnable", dwconv_kwargs={"sigma": 0.7})
     assert calls == [("learnable", c, 7, {"sigma": 0.7}) for c in (8, 16, 32, 64)]
     assert all(isinstance(m, FrozenDW) for _, m in depthwise_convs(model))

@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.nn: analytic and master-key depthwise layers."""
+"""Tests of scalespace_mk.networks.layers: analytic and master-key depthwise layers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import scalespace_mk.nn as snn
-from scalespace_mk.models import masterkey_model
-from scalespace_mk.nn import (
+import scalespace_mk.networks.layers as snn
+from scalespace_mk.networks.layers import (
     DEFAULT_ALPHA,
     DEFAULT_SCALES,
     AnalyticDepthwiseConv2d,
@@ -24,6 +23,7 @@ from scalespace_mk.nn import (
     make_dwconv,
     to_conv2d,
 )
+from scalespace_mk.scalespace.models import masterkey_model
 
 TYPES = np.array([1, 2, 3, 4, 5, 6, 7, 8, 7, 8, 1, 5])
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -49,7 +49,7 @@ def random_params(n=12, seed=0, low=0.0, high=2.5):
 
 
 def reference(types, sx, sy, alpha, *, size=7, mode="paper"):
-    """Per-channel models from scalespace_mk.models (the independent loop)."""
+    """Per-channel models from scalespace_mk.scalespace.models (the independent loop)."""
     out = []
     for t, a, b, c in zip(types, sx, sy, alpha, strict=True):
         t = int(t)
@@ -537,7 +537,7 @@ def test_from_conv_recovers_known_types_and_scales():
 
 
 def test_from_census_accepts_records_mappings_and_results():
-    from scalespace_mk.census import census
+    from scalespace_mk.analysis.census import census
 
     conv, truth = make_known_conv(seed=2, channels=8)
     result = census(conv.weight[:, 0].detach().numpy())

@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.normalize: paper-mode normalisation (SPEC §7)."""
+"""Tests of scalespace_mk.analysis.normalize: paper-mode normalisation (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.signal import convolve2d
 
-from scalespace_mk.data import read_filter_text
-from scalespace_mk.normalize import (
+from scalespace_mk.analysis.filters import read_filter_text
+from scalespace_mk.analysis.normalize import (
     DEFAULT_OFFSET_BOUNDS,
     normalize_filters,
     offset_objective,
     optimal_offset,
     response_axis,
 )
-from scalespace_mk.spread import spread
+from scalespace_mk.analysis.spread import spread
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "masterkey"
 

@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.spread (SPEC §6) and the ``spread`` command."""
+"""Tests of scalespace_mk.analysis.spread (SPEC §6) and the ``spread`` command."""
 
 from __future__ import annotations
 
@@ -14,25 +14,30 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scalespace_mk import models
-from scalespace_mk.cli.spread import add_parser
-from scalespace_mk.data import CACHE_ENV, DATA_ENV, OFFLINE_ENV, load_filters, save_filters
-from scalespace_mk.normalize import normalize_filters
-from scalespace_mk.spread import (
-    DEFAULT_SIGMA_REF,
+from scalespace_mk.analysis.filters import (
+    CACHE_ENV,
+    DATA_ENV,
+    OFFLINE_ENV,
+    load_filters,
+    save_filters,
+)
+from scalespace_mk.analysis.normalize import normalize_filters
+from scalespace_mk.analysis.spread import (
     centred_coordinates,
     reference_weights,
-    resolve_filter_types,
     spread,
     weighted_spread,
 )
+from scalespace_mk.analysis.types import DEFAULT_SIGMA_REF, resolve_filter_types
+from scalespace_mk.cli.spread import add_parser
+from scalespace_mk.scalespace import models
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "masterkey"
 
 
 @pytest.fixture(scope="module")
 def published() -> np.ndarray:
-    from scalespace_mk.data import read_filter_text
+    from scalespace_mk.analysis.filters import read_filter_text
 
     return read_filter_text(SHARED / "8Filters.txt")
 
@@ -261,7 +266,7 @@ def test_weighted_spread_matches_direct_product(published):
 
 def test_weighted_spread_normalize_option(published):
     norm = normalize_filters(published).filters
-    a = weighted_spread(published, normalize=True)
+    a = weighted_spread(normalize_filters(published).filters)
     b = weighted_spread(norm)
     np.testing.assert_allclose(a.cov, b.cov, rtol=0, atol=1e-14)
     # rescaling (and the sign flip of 2 and 3) does not change M and V of types 1-6
@@ -273,7 +278,7 @@ def test_weighted_spread_normalize_option(published):
 
 
 def test_weighted_published_offsets(published):
-    mean = weighted_spread(published, normalize=True).mean
+    mean = weighted_spread(normalize_filters(published).filters).mean
     expect = {0: (1, -1), 1: (0, +1), 2: (1, +1), 3: (0, -1)}
     for i, (axis, sign) in expect.items():
         assert sign * mean[i, axis] > 0.5
@@ -317,7 +322,7 @@ def test_cli_json_raw(data_env, capsys, published):
 def test_cli_json_weighted(data_env, capsys, published):
     assert _main(["spread", "--weighted", "--json", "--sigma-ref", "0.9"]) == 0
     out = json.loads(capsys.readouterr().out)
-    ref = weighted_spread(published, sigma_ref=0.9, normalize=True)
+    ref = weighted_spread(normalize_filters(published).filters, sigma_ref=0.9)
     for i, r in enumerate(out["filters"]):
         np.testing.assert_allclose(r["mean"], ref.mean[i], atol=1e-15)
         np.testing.assert_allclose(r["cov"], ref.cov[i], atol=1e-15)
@@ -336,7 +341,9 @@ def test_cli_table_and_custom_file(data_env, capsys, tmp_path, published):
     rows = json.loads(capsys.readouterr().out)["filters"]
     assert [r["type"] for r in rows] == [5, 7]
     assert rows[1]["sigma_ref"] == pytest.approx(1 / math.sqrt(2))
-    ref = weighted_spread(published[[4, 6]], filter_types=[5, 7], normalize=True)
+    ref = weighted_spread(
+        normalize_filters(published[[4, 6]], filter_types=[5, 7]).filters, filter_types=[5, 7]
+    )
     np.testing.assert_allclose(rows[1]["cov"], ref.cov[1], atol=1e-15)
     np.testing.assert_allclose(load_filters(tmp_path / "two.npy"), published[[4, 6]])
 

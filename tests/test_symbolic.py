@@ -1,4 +1,4 @@
-"""Tests of scalespace_mk.symbolic against sympy, scipy quadrature and ive-built kernels."""
+"""Tests of scalespace.symbolic against sympy, scipy quadrature and ive-built kernels."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.polynomial import hermite_e
 from scipy import integrate, optimize, special
 
-from scalespace_mk import symbolic as S
+from scalespace_mk.scalespace import symbolic as S
 
 X, Y = sp.symbols("x y", real=True)
 H = sp.Symbol("h", positive=True)
@@ -109,7 +109,7 @@ def test_taylor_expansion_against_exp(name: str) -> None:
 
 
 def test_stencil_array_and_mask() -> None:
-    from scalespace_mk.operators import difference_stencil
+    from scalespace_mk.scalespace.operators import difference_stencil
 
     for name in ONE_D:
         offsets, coeffs = S.stencil_array(name)

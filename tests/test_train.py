@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scalespace_mk.checkpoint import load_checkpoint_file
 from scalespace_mk.cli import main
-from scalespace_mk.train import TrainConfig, cosine_lr, param_groups
+from scalespace_mk.networks.checkpoint import load_checkpoint_file
+from scalespace_mk.training.train import TrainConfig, cosine_lr, param_groups
 
 DATA = "synthetic:96"
 BASE = [
@@ -127,7 +127,7 @@ def test_killed_run_resumes_to_identical_weights(uninterrupted, tmp_path):
 
 def test_resume_refuses_other_config_and_overwrite(uninterrupted):
     with pytest.raises(FileExistsError):
-        from scalespace_mk.train import train
+        from scalespace_mk.training.train import train
 
         train(TrainConfig(model="convnextv2_test", data=DATA), uninterrupted)
     assert (
@@ -176,7 +176,7 @@ def test_two_process_gloo(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1
-    from scalespace_mk.datasets import build_dataset
+    from scalespace_mk.training.datasets import build_dataset
 
     val_set, _ = build_dataset(DATA, split="val", image_size=32)
     assert records[0]["val_images"] == len(val_set)  # each image once over both ranks
@@ -216,9 +216,9 @@ def test_config_errors():
 
 @pytest.mark.parametrize("kind", ["masterkey", "idealized", "learnable"])
 def test_convert_depthwise_reproduces_replacement(kind):
-    from scalespace_mk.checkpoint import replace
     from scalespace_mk.networks import create_model
-    from scalespace_mk.train import convert_depthwise, deploy_state_dict
+    from scalespace_mk.networks.checkpoint import replace
+    from scalespace_mk.training.train import convert_depthwise, deploy_state_dict
 
     torch.manual_seed(0)
     learned = create_model("convnextv2_test", num_classes=10)

@@ -19,7 +19,7 @@ _GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train")
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
-    from .. import __version__
+    from scalespace_mk import __version__
 
     parser = argparse.ArgumentParser(
         prog="scalespace-mk",

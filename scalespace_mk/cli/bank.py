@@ -45,8 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``bank`` parser, with :func:`run` set as its ``_run`` default.
     """
-    from scalespace_mk.bank import DEFAULT_MODELS
-    from scalespace_mk.kernels import METHODS
+    from scalespace_mk.scalespace.bank import DEFAULT_MODELS
+    from scalespace_mk.scalespace.kernels import METHODS
 
     p = subparsers.add_parser(
         "bank",
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success, 2 on a usage error (message on stderr).
     """
-    from scalespace_mk.bank import make_bank, save_bank
+    from scalespace_mk.scalespace.bank import make_bank, save_bank
 
     try:
         bank = make_bank(

@@ -109,8 +109,8 @@ def _summary(result: Any, seconds: float, shape: tuple[int, ...]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scalespace-mk census``; returns the exit code (0 on success)."""
-    from ..census import DEFAULT_TYPES, census
-    from ..data import load_filters
+    from scalespace_mk.analysis.census import DEFAULT_TYPES, census
+    from scalespace_mk.analysis.filters import load_filters
 
     filters = load_filters(args.filters)
     types = tuple(args.types) if args.types is not None else DEFAULT_TYPES
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     if args.plot:
-        from ..plot import plot_census
+        from scalespace_mk.plot import plot_census
 
         fig = plot_census(result, path=args.plot)
         import matplotlib.pyplot as plt  # after plot_census chose the backend

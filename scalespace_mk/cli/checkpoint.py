@@ -77,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    from ..checkpoint import analyze
+    from scalespace_mk.networks.checkpoint import analyze
 
     result = analyze(
         args.checkpoint, types=args.types, device=args.device, progress=False if args.json else None
@@ -103,7 +103,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     if args.plot:
         from pathlib import Path
 
-        from ..plot import plot_analysis
+        from scalespace_mk.plot import plot_analysis
 
         paths = plot_analysis(result, Path(args.plot))
         print(f"figures written to {args.plot} ({len(paths)} files)", file=sys.stderr)
@@ -111,7 +111,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _run_replace(args: argparse.Namespace) -> int:
-    from ..checkpoint import replace
+    from scalespace_mk.networks.checkpoint import replace
 
     result = replace(
         args.checkpoint, candidates=args.candidates, filters=args.filters, out=args.out
@@ -140,8 +140,8 @@ def _run_replace(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from ..checkpoint import extract
-    from ..data import save_filters
+    from scalespace_mk.analysis.filters import save_filters
+    from scalespace_mk.networks.checkpoint import extract
 
     sources = [np.load(p) if p.endswith(".npy") else p for p in args.checkpoints]
     result = extract(sources, k=args.k, seed=args.seed)
@@ -165,7 +165,7 @@ def _run_extract(args: argparse.Namespace) -> int:
         for j, (s, c) in enumerate(zip(result.share, result.mean_abs_cosine, strict=True), 1):
             print(f"  filter {j}: share {s:6.1%}  mean |cos| {c:.3f}")
     if args.plot:
-        from ..plot import plot_filters
+        from scalespace_mk.plot import plot_filters
 
         plot_filters(
             result.filters,

@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``fit`` parser, with :func:`run` set as its ``_run`` default.
     """
-    from scalespace_mk.fit import METHODS
+    from scalespace_mk.analysis.fit import METHODS
 
     p = subparsers.add_parser(
         "fit",
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     1; for one-scale fits and type 7 ``sigma_x == sigma_y``; ``alpha`` is null except for
     type 7. ``l1`` and ``l2`` are the norms of the fitted model minus the normalised filter.
     """
-    from scalespace_mk.data import load_filters
-    from scalespace_mk.fit import fit_filters
+    from scalespace_mk.analysis.filters import load_filters
+    from scalespace_mk.analysis.fit import fit_filters
 
     try:
         h = load_filters(args.filters)

@@ -122,9 +122,11 @@ def run(args: argparse.Namespace) -> int:
     "separability"[, "type", "sigma_ref"]}], "weighted": bool, "source": str}``; ``index``
     starts at 1 (the paper's numbering of the published 8). ``l1`` is ``sum(w)``.
     """
-    from scalespace_mk.data import load_filters
-    from scalespace_mk.spread import _resolve_sigma_ref, resolve_filter_types, spread
-    from scalespace_mk.spread import weighted_spread as _weighted
+    from scalespace_mk.analysis.filters import load_filters
+    from scalespace_mk.analysis.normalize import normalize_filters
+    from scalespace_mk.analysis.spread import spread
+    from scalespace_mk.analysis.spread import weighted_spread as _weighted
+    from scalespace_mk.analysis.types import resolve_filter_types, resolve_sigma_ref
 
     try:
         if not args.weighted and (args.sigma_ref is not None or args.types is not None):
@@ -132,9 +134,13 @@ def run(args: argparse.Namespace) -> int:
         h = load_filters(args.filters)
         if args.weighted:
             types = resolve_filter_types(args.types, h.shape[0])
-            result = _weighted(h, sigma_ref=args.sigma_ref, filter_types=types, normalize=True)
+            result = _weighted(
+                normalize_filters(h, filter_types=types).filters,
+                sigma_ref=args.sigma_ref,
+                filter_types=types,
+            )
             records = result.to_records(start=1)
-            sigmas = _resolve_sigma_ref(args.sigma_ref, types)
+            sigmas = resolve_sigma_ref(args.sigma_ref, types)
             for rec, t, s in zip(records, types, sigmas, strict=True):
                 rec["type"] = int(t)
                 rec["sigma_ref"] = float(s)

@@ -25,7 +25,7 @@ _HELP = {
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``eval``."""
-    from ..train import PRESETS, TrainConfig
+    from scalespace_mk.training.train import PRESETS, TrainConfig
 
     p = subparsers.add_parser(
         "train",
@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig of parsed ``train`` arguments: defaults < preset < options."""
-    from ..train import PRESETS, TrainConfig
+    from scalespace_mk.training.train import PRESETS, TrainConfig
 
     values: dict[str, Any] = dict(PRESETS[args.preset]) if args.preset else {}
     for f in fields(TrainConfig):
@@ -76,7 +76,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from scalespace_mk.training.train import train
 
     cfg = config_from_args(args)
     summary = train(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
@@ -93,7 +93,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from ..train import evaluate_checkpoint
+    from scalespace_mk.training.train import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         args.checkpoint, args.data, ema=args.ema, batch_size=args.batch_size, workers=args.workers

@@ -20,7 +20,8 @@ its inverse.
 
 The depthwise convolution of every block is built by a factory chosen with ``dwconv``:
 ``"learned"`` (a plain ``nn.Conv2d``), one of the analytic kinds of
-:func:`scalespace_mk.nn.make_dwconv` (``"masterkey"``, ``"idealized"``, ``"learnable"``),
+:func:`scalespace_mk.networks.layers.make_dwconv`
+(``"masterkey"``, ``"idealized"``, ``"learnable"``),
 or any callable ``factory(channels, kernel_size) -> nn.Module``. The module is always
 stored at ``conv_dw``; :func:`depthwise_convs` lists them all.
 
@@ -93,7 +94,7 @@ __all__ = [
 ]
 
 #: Accepted string values of the ``dwconv`` argument. ``"learned"`` is a plain trainable
-#: ``nn.Conv2d``; the others are resolved by :func:`scalespace_mk.nn.make_dwconv`.
+#: ``nn.Conv2d``; the others are resolved by :func:`scalespace_mk.networks.layers.make_dwconv`.
 DWCONV_KINDS: tuple[str, ...] = ("learned", "masterkey", "idealized", "learnable")
 
 DWConvSpec = str | Callable[[int, int], nn.Module]
@@ -267,10 +268,11 @@ def _make_dwconv(
             )
             return conv, "learned"
         try:
-            from scalespace_mk.nn import make_dwconv
+            from scalespace_mk.networks.layers import make_dwconv
         except ImportError as exc:
             raise ImportError(
-                f"dwconv={dwconv!r} needs scalespace_mk.nn.make_dwconv, which could not be "
+                f"dwconv={dwconv!r} needs scalespace_mk.networks.layers.make_dwconv, which could "
+                "not be "
                 f"imported ({exc}); use dwconv='learned' or pass a callable "
                 "factory(channels, kernel_size) -> nn.Module"
             ) from exc
@@ -321,7 +323,7 @@ class ConvNeXtBlock(nn.Module):
     dwconv : str or callable, optional
         Depthwise conv factory, see :class:`ConvNeXt`.
     dwconv_kwargs : mapping, optional
-        Extra keyword arguments for :func:`scalespace_mk.nn.make_dwconv`.
+        Extra keyword arguments for :func:`scalespace_mk.networks.layers.make_dwconv`.
     """
 
     def __init__(
@@ -494,10 +496,10 @@ class ConvNeXt(nn.Module):
     dwconv : str or callable, optional
         Depthwise conv of every block: ``"learned"`` (``nn.Conv2d(C, C, k, padding=k//2,
         groups=C, bias=True)``), ``"masterkey"``, ``"idealized"`` or ``"learnable"`` (built
-        by :func:`scalespace_mk.nn.make_dwconv`), or a callable ``factory(channels,
+        by :func:`scalespace_mk.networks.layers.make_dwconv`), or a callable ``factory(channels,
         kernel_size) -> nn.Module``. The module is stored at ``conv_dw`` of each block.
     dwconv_kwargs : mapping, optional
-        Extra keyword arguments for :func:`scalespace_mk.nn.make_dwconv`.
+        Extra keyword arguments for :func:`scalespace_mk.networks.layers.make_dwconv`.
 
     Notes
     -----

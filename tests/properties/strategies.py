@@ -16,7 +16,7 @@ Strategies
     Standard deviations in ``[lo, hi]`` (finite floats, no NaN), with the end points and a
     few round values favoured by hypothesis' own shrinking.
 ``methods()``
-    One of :data:`scalespace_mk.kernels.METHODS`.
+    One of :data:`scalespace_mk.scalespace.kernels.METHODS`.
 ``distinct_signals(n_min, n_max)``
     1-D float64 arrays whose values are a random permutation of ``0 .. n - 1`` scaled by a
     random positive factor: all values distinct, so every local extremum is strict.
@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from scalespace_mk.kernels import METHODS
+from scalespace_mk.scalespace.kernels import METHODS
 
 __all__ = [
     "MAX_EXAMPLES",

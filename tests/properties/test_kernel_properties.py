@@ -19,14 +19,14 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy.special import ive
 
-from scalespace_mk.kernels import (
+from scalespace_mk.scalespace.kernels import (
     METHODS,
     discrete_gaussian,
     gaussian_kernel,
     kernel_radius,
     truncation_error_1d,
 )
-from scalespace_mk.operators import apply_1d
+from scalespace_mk.scalespace.operators import apply_1d
 
 from .strategies import PROPERTY, distinct_signals, methods, sigmas
 

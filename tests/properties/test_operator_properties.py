@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.ndimage import correlate1d
 
-from scalespace_mk.kernels import discrete_gaussian
-from scalespace_mk.models import model_kernel
-from scalespace_mk.operators import OPERATORS, apply_1d, difference_stencil
+from scalespace_mk.scalespace.kernels import discrete_gaussian
+from scalespace_mk.scalespace.models import model_kernel
+from scalespace_mk.scalespace.operators import OPERATORS, apply_1d, difference_stencil
 
 from .strategies import PROPERTY, random_arrays, sigmas
 

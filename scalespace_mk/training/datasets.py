@@ -4,7 +4,7 @@ Every dataset built here yields ``(image, label)`` pairs where ``image`` is a ``
 of shape ``[3, image_size, image_size]`` (RGB, channels first, values 0..255) and ``label`` is
 an ``int`` in ``[0, num_classes)``. Fixed-size ``uint8`` samples keep the loader cheap (four
 times less memory traffic than float32) and let the heavy augmentation run batched on the
-training device (:mod:`scalespace_mk.augment`).
+training device (:mod:`scalespace_mk.training.augment`).
 
 Dataset specification strings
 -----------------------------
@@ -60,8 +60,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._checks import check_choice
-from ._io import download_verified
+from scalespace_mk._checks import check_choice
+from scalespace_mk._io import download_verified
 
 __all__ = [
     "BUILTIN_PHOTOS",
@@ -266,7 +266,7 @@ def _decode_resized(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     """Decode ``path`` and return a ``uint8 [3, size, size]`` crop (random-resized or centre)."""
-    from .augment import sample_resized_crop_boxes
+    from scalespace_mk.training.augment import sample_resized_crop_boxes
 
     Image = _require_pil()
     with warnings.catch_warnings():
@@ -743,7 +743,8 @@ class CIFARDataset(Dataset):
         if missing:
             raise FileNotFoundError(
                 f"{name} files {missing} are missing in {str(folder)!r}; download them with "
-                f"scalespace_mk.datasets.download_cifar({name!r}, {str(folder.parent)!r}) or "
+                "scalespace_mk.training.datasets."
+                f"download_cifar({name!r}, {str(folder.parent)!r}) or "
                 f"build_dataset(..., download=True) (archive {info.url}, md5 {info.md5})"
             )
         data, labels = [], []
@@ -1220,7 +1221,7 @@ def build_dataset(
         Yields ``(uint8 tensor [3, image_size, image_size], int label)``. It has attributes
         ``classes`` (names in label order) and ``crops_on_load`` (``True`` when the random
         resized crop was already applied on decode, i.e. image-folder training sets; the
-        batched :class:`~scalespace_mk.augment.TrainTransform` should then skip its own).
+        batched :class:`~scalespace_mk.training.augment.TrainTransform` should then skip its own).
     num_classes : int
         Number of classes.
 

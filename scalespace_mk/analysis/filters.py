@@ -262,7 +262,8 @@ def _pick(mapping: dict[str, Any], origin: str) -> Any:
     raise ValueError(
         f"{origin} holds {len(mapping)} arrays ({keys}{', ...' if len(mapping) > 10 else ''}); "
         f"store the filters under the key 'filters' or 'kernels', or save a single array "
-        "(to pull depthwise weights out of a network checkpoint use scalespace_mk.checkpoint)"
+        "(to pull depthwise weights out of a network checkpoint use "
+        "scalespace_mk.networks.checkpoint)"
     )
 
 

@@ -1,14 +1,14 @@
 """Banks of idealised model kernels: many scales times many models, in one array.
 
 A bank is what the ``scalespace-mk bank`` command writes: ``kernels[i, j]`` is the model
-``models[j]`` (a name accepted by :func:`scalespace_mk.models.parse_model`) at the scale
+``models[j]`` (a name accepted by :func:`scalespace_mk.scalespace.models.parse_model`) at the scale
 ``sigma[i]``, as a ``[size, size]`` stored depthwise weight (rows top to bottom, columns left
 to right, y up: ``x = c - m``, ``y = m - r`` for the centre index ``m``), to be used as a
 ``conv2d`` weight with no flip (docs/theory.md).
 
 Examples
 --------
->>> from scalespace_mk.bank import make_bank
+>>> from scalespace_mk.scalespace.bank import make_bank
 >>> bank = make_bank([0.5, 1.0], ["mk5", "mk8"])
 >>> bank.kernels.shape
 (2, 2, 7, 7)
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice, check_epsilon, check_nonneg, check_size
-from ._io import atomic_path
-from .kernels import METHODS
-from .models import MODES, model_kernel, parse_model
+from scalespace_mk._checks import check_choice, check_epsilon, check_nonneg, check_size
+from scalespace_mk._io import atomic_path
+from scalespace_mk.scalespace.kernels import METHODS
+from scalespace_mk.scalespace.models import MODES, model_kernel, parse_model
 
 __all__ = ["DEFAULT_MODELS", "Bank", "load_bank", "make_bank", "save_bank"]
 
@@ -55,9 +55,9 @@ class Bank:
     size : int
         Kernel size (odd).
     method : str
-        1-D Gaussian discretisation (:data:`scalespace_mk.kernels.METHODS`).
+        1-D Gaussian discretisation (:data:`scalespace_mk.scalespace.kernels.METHODS`).
     mode : str
-        ``"paper"`` or ``"full"`` (see :mod:`scalespace_mk.models`).
+        ``"paper"`` or ``"full"`` (see :mod:`scalespace_mk.scalespace.models`).
     epsilon : float
         Relative truncation error of each 1-D kernel.
     """
@@ -104,14 +104,14 @@ def make_bank(
         Standard deviations in pixels, finite and >= 0 (``s = sigma**2``); the same sigma is
         used along x and y.
     models : sequence of str
-        Model names accepted by :func:`scalespace_mk.models.parse_model` (default: the 8
+        Model names accepted by :func:`scalespace_mk.scalespace.models.parse_model` (default: the 8
         master key models ``"mk1"`` ... ``"mk8"``).
     alpha : float
         Weight of the Laplacian in ``"mk7"`` (``K - alpha nabla5 T``), finite; default 0.5.
     size : int
         Odd kernel size (default 7).
     method : str
-        1-D Gaussian discretisation, one of :data:`scalespace_mk.kernels.METHODS`.
+        1-D Gaussian discretisation, one of :data:`scalespace_mk.scalespace.kernels.METHODS`.
     mode : str
         ``"paper"`` (crop, then 3-tap operators with reflect boundary; SPEC §3-§5) or
         ``"full"`` (operators on the full-support kernel, then crop).
@@ -126,7 +126,7 @@ def make_bank(
     Notes
     -----
     Each model is evaluated once for the whole batch of scales (one call of
-    :func:`scalespace_mk.models.model_kernel` per model); ``kernels[i, j]`` equals
+    :func:`scalespace_mk.scalespace.models.model_kernel` per model); ``kernels[i, j]`` equals
     ``model_kernel(models[j], sigma[i], alpha=..., size=size, method=method, mode=mode)``.
     """
     try:

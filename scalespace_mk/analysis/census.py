@@ -16,7 +16,8 @@ so the fraction of the filter's variance explained, ``R^2 = 1 - RSS / TSS`` with
 that over the scales, for all filters at once (torch, CPU or CUDA, float64):
 
 1. **Tables.** The models are tabulated once per call (and cached) at knots
-   ``sigma = 0, d, 2d, ...`` (``d`` ~ 0.001) with :func:`scalespace_mk.models.model_kernel`.
+   ``sigma = 0, d, 2d, ...`` (``d`` ~ 0.001) with
+   :func:`scalespace_mk.scalespace.models.model_kernel`.
    Separable models ``g = v(sigma_y) (x) u(sigma_x)`` are stored as their two 1-D
    factors, so any pair of scales costs two 1-D interpolations. Between knots the factors
    are interpolated by 4-point cubic Lagrange interpolation (error ~1e-12 where the kernel
@@ -55,9 +56,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_epsilon, check_filters, check_size
-from .kernels import METHODS
-from .models import MASTERKEY_MODELS, MODES, model_kernel, parse_model
+from scalespace_mk._checks import check_choice, check_epsilon, check_filters, check_size
+from scalespace_mk.analysis.types import DEFAULT_TYPES, ModelType, parse_model_types
+from scalespace_mk.scalespace.kernels import METHODS
+from scalespace_mk.scalespace.models import MODES, model_kernel, parse_model
 
 __all__ = [
     "ALPHA_RANGE",
@@ -69,8 +71,6 @@ __all__ = [
     "reference_fit",
 ]
 
-#: The 8 master key types of SPEC §5, fitted by default.
-DEFAULT_TYPES: tuple[int, ...] = tuple(MASTERKEY_MODELS)
 #: Default range of the Laplacian weight ``alpha`` of type 7 (``K - alpha nabla5 T``).
 ALPHA_RANGE: tuple[float, float] = (0.0, 10.0)
 
@@ -203,56 +203,6 @@ def _check_tss(y: np.ndarray, name: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------
 # model types
-
-
-@dataclass(frozen=True)
-class _Type:
-    label: int | str  # what the user sees (1..8 or a model name)
-    name: str  # model name for model_kernel
-    kind: str  # "sep" (two scales, separable), "iso" (lap, one scale), "mk7"
-
-
-def _parse_types(types: Any) -> tuple[_Type, ...]:
-    if isinstance(types, int | str | np.integer) and not isinstance(types, bool):
-        types = (types,)
-    try:
-        items = list(types)
-    except TypeError:
-        raise TypeError(
-            f"types must be a sequence of master key types 1..8 and/or model names; got {types!r}"
-        ) from None
-    if not items:
-        raise ValueError("types is empty; pass at least one type, e.g. types=(1, 2, ..., 8)")
-    out: list[_Type] = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int | str | np.integer):
-            raise ValueError(
-                f"types must hold integers 1..8 or model names such as 'dxx', 'lap'; got {item!r}"
-            )
-        if isinstance(item, int | np.integer):
-            if int(item) not in MASTERKEY_MODELS:
-                raise ValueError(
-                    f"unknown type {item!r}: master key types are the integers 1..8 "
-                    "(or pass a model name such as 'dxx', 'dxy', 'dyy', 'lap')"
-                )
-            label: int | str = int(item)
-            name = f"mk{int(item)}"
-        else:
-            m = item[2:]
-            if item.startswith("mk") and m.isdigit() and int(m) in MASTERKEY_MODELS:
-                label, name = int(m), item
-            else:
-                label, name = item, item
-            try:
-                spec = parse_model(name)
-            except ValueError as exc:
-                raise ValueError(f"unknown type {item!r} in types: {exc}") from None
-        spec = parse_model(name)
-        kind = "mk7" if spec.centre_surround else ("iso" if spec.laplacian else "sep")
-        if any(t.label == label for t in out):
-            raise ValueError(f"type {item!r} is listed twice in types")
-        out.append(_Type(label, name, kind))
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------
@@ -699,15 +649,15 @@ def census(
         are rejected.
     types : sequence of int or str
         Model types to fit: master key types 1..8 (SPEC §5; also ``"mk1"``..``"mk8"``) and
-        any model name of :func:`scalespace_mk.models.parse_model`, e.g. ``"dxx"``,
+        any model name of :func:`scalespace_mk.scalespace.models.parse_model`, e.g. ``"dxx"``,
         ``"dxy"``, ``"dyy"`` (two scales) or ``"lap"`` (fitted here with one scale,
         ``sigma_y = sigma_x``). Default: 1..8.
     size : int, optional
         Model size; must equal k when given (the models are built at the filter's size).
     method : str
-        1-D Gaussian discretisation (:data:`scalespace_mk.kernels.METHODS`).
+        1-D Gaussian discretisation (:data:`scalespace_mk.scalespace.kernels.METHODS`).
     mode : str
-        ``"paper"`` or ``"full"`` (:func:`scalespace_mk.models.model_kernel`).
+        ``"paper"`` or ``"full"`` (:func:`scalespace_mk.scalespace.models.model_kernel`).
     epsilon : float
         Truncation error of the 1-D kernels, in (0, 1).
     sigma_max : float, optional
@@ -755,7 +705,7 @@ def census(
 
     Examples
     --------
-    >>> from scalespace_mk.models import masterkey_model
+    >>> from scalespace_mk.scalespace.models import masterkey_model
     >>> y = 2.0 * masterkey_model(5, 1.1, 0.9) + 0.01
     >>> res = census(y)
     >>> int(res.type[0]), round(float(res.sigma_x[0]), 6), round(float(res.sigma_y[0]), 6)
@@ -769,7 +719,7 @@ def census(
         raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
     if size is not None and check_size(size) != k:
         raise ValueError(f"size must equal the filter size k = {k} (or be None); got {size!r}")
-    tps = _parse_types(types)
+    tps = parse_model_types(types)
     check_choice("method", method, METHODS)
     check_choice("mode", mode, MODES)
     epsilon = check_epsilon(epsilon)
@@ -900,7 +850,7 @@ def _search(obj: Any, z: torch.Tensor, sigma_max: float) -> torch.Tensor:
 
 
 def _exact(
-    tp: _Type,
+    tp: ModelType,
     th: torch.Tensor,
     yf: torch.Tensor,
     k: int,
@@ -988,7 +938,7 @@ def reference_fit(
     Minimises the same objective as :func:`census`, ``RSS(theta) = ||a g(theta) + b - y||^2``
     with the closed-form ``a, b`` of :func:`linear_shift`, over the scales (and, for type 7,
     over ``(sigma, alpha)`` jointly) within the same bounds, from one starting point, with
-    the exact gradient from autograd through :func:`scalespace_mk.models.model_kernel`.
+    the exact gradient from autograd through :func:`scalespace_mk.scalespace.models.model_kernel`.
     It is slow (one optimisation per filter and type) and finds a local optimum only.
 
     Parameters
@@ -1016,7 +966,7 @@ def reference_fit(
         raise ValueError(f"y must be one filter of shape [k, k]; got shape {np.shape(y)}")
     _check_tss(yy, "y")
     k = yy.shape[1]
-    (tp,) = _parse_types((filter_type,))
+    (tp,) = parse_model_types((filter_type,))
     lo_hi = _check_alpha_range(alpha_range)
     smax = k / 2.0 if sigma_max is None else float(sigma_max)
     kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)

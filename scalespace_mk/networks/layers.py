@@ -5,7 +5,8 @@ Drop-in replacements for ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)`` (input
 
 - :func:`analytic_basis_kernels` / :func:`analytic_depthwise_kernels`: every channel's
   kernel ``gain * g + offset`` in one vectorised step, where ``g`` is the model of
-  SPEC §5 (:func:`scalespace_mk.models.masterkey_model`) of the channel's type (1-8) at its
+  SPEC §5
+  (:func:`scalespace_mk.scalespace.models.masterkey_model`) of the channel's type (1-8) at its
   own ``sigma_x``, ``sigma_y`` (and ``alpha`` for type 7);
 - :class:`AnalyticDepthwiseConv2d`: per-channel types with learnable (or frozen) scales,
   gain, offset and bias (SPEC §9, experiment 3);
@@ -22,7 +23,7 @@ and ``y = m - r`` (y points **up**) for the centre index ``m = k // 2``. ``sigma
 standard deviation; the theory's scale is ``s = sigma**2``.
 
 Scales, gradients and precision. Kernels are built in float64 from the exact discrete
-Gaussian of :mod:`scalespace_mk.kernels` (its derivative in sigma comes from the
+Gaussian of :mod:`scalespace_mk.scalespace.kernels` (its derivative in sigma comes from the
 semi-discrete diffusion equation, not from autograd through an FFT) and cast to the
 caller's dtype at the end. Scales are clamped to ``[0, sigma_max]`` (default 8, far beyond
 what a 7-tap kernel resolves) so that the FFT length is a constant: no host
@@ -50,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels as _kernels
-from ._checks import check_choice, check_nonneg, check_size
-from .models import MODES
-from .operators import apply_1d
+from scalespace_mk._checks import check_choice, check_nonneg, check_size
+from scalespace_mk.scalespace import kernels as _kernels
+from scalespace_mk.scalespace.models import MODES
+from scalespace_mk.scalespace.operators import apply_1d
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -115,7 +116,7 @@ def _no_autocast(device: torch.device):
 def _make_bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Tensor]:
     """Constant tensors of the kernel builder for one (size, mode, device).
 
-    The 1-D operators of :mod:`scalespace_mk.operators` are linear maps on the Gaussian's
+    The 1-D operators of :mod:`scalespace_mk.scalespace.operators` are linear maps on the Gaussian's
     taps; each is taken as a matrix by applying it to the identity (``v @ A == op(v)``),
     so every channel's operator is selected by an index instead of a Python branch.
     """
@@ -382,7 +383,7 @@ def analytic_basis_kernels(
         ``"paper"`` (SPEC §3-§5: each 1-D kernel truncated at ``epsilon`` and cropped to k
         taps, not renormalised; 3-tap operators with reflect boundary, nabla5 with zero
         padding) or ``"full"`` (operators on the (k + 2)-tap kernel, then cropped), as in
-        :func:`scalespace_mk.models.model_kernel`.
+        :func:`scalespace_mk.scalespace.models.model_kernel`.
     sigma_max : float
         Upper clamp of the scales (default :data:`SIGMA_MAX` = 8); fixes the FFT length.
     epsilon : float
@@ -404,10 +405,12 @@ def analytic_basis_kernels(
     -----
     Channel c equals ``masterkey_model(types[c], sigma_x[c], sigma_y[c], alpha=alpha[c],
     size=k, mode=mode)`` to rounding (tested to 1e-12 in float64). All channels' 1-D
-    Gaussians come from one batched FFT; the operators of :mod:`scalespace_mk.operators` are
+    Gaussians come from one batched FFT; the operators of
+    :mod:`scalespace_mk.scalespace.operators` are
     applied as small matrices and selected per channel by a gather (no loop over channels
     or types). The derivative in sigma is the exact one of
-    :func:`scalespace_mk.kernels.discrete_gaussian`; at ``sigma = 0`` (the delta) it is 0.
+    :func:`scalespace_mk.scalespace.kernels.discrete_gaussian`; at ``sigma = 0`` (the delta)
+    it is 0.
     Autocast is disabled inside, so the kernels keep float64 precision under mixed
     precision.
 
@@ -897,11 +900,12 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
         Parameters
         ----------
         result : census result, mapping of arrays, or sequence of records
-            The output of :func:`scalespace_mk.census.census` (an object with ``records()``
+            The output of :func:`scalespace_mk.analysis.census.census` (an object with ``records()``
             or per-field array attributes), a mapping ``{"type": [C], "sigma_x": [C],
             "sigma_y": [C], "alpha": [C], "a": [C], "b": [C]}``, or a sequence of C such
             records (dicts or objects). ``a`` and ``b`` are the shift ``a * g + b`` of
-            the raw model ``g`` (:func:`scalespace_mk.models.masterkey_model`); alpha may be
+            the raw model ``g`` (:func:`scalespace_mk.scalespace.models.masterkey_model`);
+            alpha may be
             NaN/None for types other than 7 and sigma_y for type 7.
         bias : float, sequence [C] or tensor, optional
             Output bias of the layer (e.g. the trained conv's bias); default zeros.
@@ -952,7 +956,7 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
         layer_kwargs : mapping, optional
             Options passed to :meth:`from_census` / the constructor.
         **census_kwargs
-            Options of :func:`scalespace_mk.census.census` (``types`` among 1..8,
+            Options of :func:`scalespace_mk.analysis.census.census` (``types`` among 1..8,
             ``mode``, ``epsilon``, ``sigma_max``, ``device``, ...). ``method`` must be
             ``"discgauss"``, the only discretisation the layer builds; ``mode`` and
             ``epsilon`` are passed on to the layer.
@@ -964,7 +968,7 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
             the conv's bias is kept; same device and dtype as the conv.
         """
         w = _check_depthwise_conv(conv)
-        from .census import census
+        from scalespace_mk.analysis.census import census
 
         if census_kwargs.get("method", "discgauss") != "discgauss":
             raise ValueError(
@@ -1157,7 +1161,7 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        from ._checks import check_filters
+        from scalespace_mk._checks import check_filters
 
         channels = _check_channels(channels)
         check_choice("variant", variant, self.VARIANTS)
@@ -1272,7 +1276,8 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
         - ``"learned"``: a plain trainable ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``
           (kwargs: ``bias``, ``device``, ``dtype``);
         - ``"masterkey"``: :class:`MasterKeyDepthwiseConv2d` with the published 8 filters
-          (or ``filters=``, anything :func:`scalespace_mk.data.load_filters` accepts), each
+          (or ``filters=``, anything :func:`scalespace_mk.analysis.filters.load_filters`
+          accepts), each
           made zero-mean and unit-l2 (``normalize=False`` keeps them as they are); channel
           c gets filter ``c % 8`` unless ``assignment`` is given;
         - ``"idealized"``: :class:`AnalyticDepthwiseConv2d` with frozen scales
@@ -1316,7 +1321,7 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
         )
     normalize = kw.pop("normalize", True)
     if kind == "masterkey":
-        from .data import load_filters
+        from scalespace_mk.analysis.filters import load_filters
 
         f = torch.as_tensor(
             load_filters(kw.pop("filters", None)), dtype=torch.float64, device="cpu"

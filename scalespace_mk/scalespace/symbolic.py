@@ -40,7 +40,7 @@ import numpy as np
 import sympy as sp
 from numpy.typing import ArrayLike
 
-from ._checks import check_choice, check_nonneg
+from scalespace_mk._checks import check_choice, check_nonneg
 
 __all__ = [
     "DERIVATIVE_ORDERS",
@@ -265,7 +265,8 @@ def stencil_mask(name: str) -> np.ndarray:
     numpy.ndarray of float64
         1-D operators: shape ``[2 R + 1]`` over offsets ``-R .. R`` (``R = 1``, or 2 for
         orders 3 and 4), e.g. ``"x+"`` -> ``[0, -1, 1]``; this matches
-        :func:`scalespace_mk.operators.difference_stencil`. ``"lap"``: the ``[3, 3]`` stored
+        :func:`scalespace_mk.scalespace.operators.difference_stencil`.
+        ``"lap"``: the ``[3, 3]`` stored
         weight ``h[r, c]`` with ``x = c - 1``, ``y = 1 - r`` (y up), i.e.
         ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``, used as a cross-correlation kernel with no flip.
     """

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice
+from scalespace_mk._checks import check_choice
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -1130,7 +1130,8 @@ class EvalTransform(nn.Module):
 
     Notes
     -----
-    Inputs that are already ``S x S`` (the loaders of :mod:`scalespace_mk.datasets` resize and
+    Inputs that are already ``S x S`` (the loaders of
+    :mod:`scalespace_mk.training.datasets` resize and
     crop on decode) are only normalised.
     """
 

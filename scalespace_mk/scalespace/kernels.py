@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.special import erfcinv
 
-from ._checks import check_choice, check_epsilon, check_nonneg, check_size
+from scalespace_mk._checks import check_choice, check_epsilon, check_nonneg, check_size
 
 __all__ = [
     "METHODS",
@@ -374,7 +374,7 @@ def discrete_gaussian(
 
     Examples
     --------
-    >>> from scalespace_mk.kernels import discrete_gaussian
+    >>> from scalespace_mk.scalespace.kernels import discrete_gaussian
     >>> discrete_gaussian(0.0, size=3).tolist()
     [0.0, 1.0, 0.0]
     >>> k = discrete_gaussian(1.0, epsilon=1e-15)

@@ -1,7 +1,7 @@
 """Fitting the idealised scale-space models to learned filters (SPEC §8).
 
 Every method starts from the paper-mode normalised filter ``h~``
-(:func:`scalespace_mk.normalize.normalize_filters`) and the paper-mode model
+(:func:`scalespace_mk.analysis.normalize.normalize_filters`) and the paper-mode model
 ``g = masterkey_model(t, sigma_x, sigma_y, alpha=..., mode="paper")`` of the filter's type t
 (SPEC §5), and returns scales ``sigma_x, sigma_y >= 0`` (standard deviations in pixels;
 ``s = sigma**2`` in the theory):
@@ -14,7 +14,7 @@ A          weighted variance ``V`` of ``h~`` (weight ``|g(sigma_ref, sigma_ref)|
            ``sigma = sqrt(2 V)`` (smoothing axis) and ``sigma = sqrt(2 V / 3)``
            (derivative axis); separate ``sigma_x``, ``sigma_y``
 A-exact    the same variances, converted with the exact continuous relation for the
-           weighting scale ``sigma_ref`` (:mod:`scalespace_mk.symbolic`)
+           weighting scale ``sigma_ref`` (:mod:`scalespace_mk.scalespace.symbolic`)
 B          per axis, the ``sigma`` at which the weighted variance of ``|g|`` equals that
            of ``|h~|`` (both weighted by ``|g(sigma_ref, sigma_ref)|``; the other model
            scale stays at ``sigma_ref``), found by a bracketing root finder (Brent)
@@ -61,7 +61,14 @@ import torch
 from scipy.optimize import brentq, least_squares, minimize
 
 from scalespace_mk._checks import check_choice, check_filters
-from scalespace_mk.models import MASTERKEY_MODELS, MODES, masterkey_model, model_kernel, parse_model
+from scalespace_mk.analysis.types import check_filter_type, resolve_filter_types, resolve_sigma_ref
+from scalespace_mk.scalespace.models import (
+    MASTERKEY_MODELS,
+    MODES,
+    masterkey_model,
+    model_kernel,
+    parse_model,
+)
 
 __all__ = [
     "DEFAULT_GRID_STEP",
@@ -120,7 +127,7 @@ class FilterFit:
     filter_type : int
         Master key type 1..8.
     model : str
-        Model name (:data:`scalespace_mk.models.MASTERKEY_MODELS`): ``"dy+"``, ``"dx-"``,
+        Model name (:data:`scalespace_mk.scalespace.models.MASTERKEY_MODELS`): ``"dy+"``, ``"dx-"``,
         ``"dy-"``, ``"dx+"``, ``"dx"``, ``"dy"``, ``"mk7"`` or ``"T"``.
     sigma_x, sigma_y : float
         Fitted scales (standard deviations, pixels, >= 0). Equal for one-scale fits and for
@@ -164,6 +171,7 @@ class FilterFit:
         dict
             Python floats (``alpha`` is None except for type 7).
         """
+
         def num(v: Any) -> float | None:
             return None if v is None or not np.isfinite(v) else float(v)
 
@@ -297,8 +305,9 @@ def _self_weighted_sigma(variance: float, order: int) -> float:
     For a continuous Gaussian derivative of order n weighted by itself, ``|g_n|^2`` is
     ``x^(2n) exp(-x^2 / sigma^2)`` up to a constant, whose variance is ``sigma^2 / 2``
     (n = 0) and ``3 sigma^2 / 2`` (n = 1). The same closed form is derived symbolically by
-    :func:`scalespace_mk.symbolic.sigma_from_self_weighted_variance` (tests check that they
-    agree); it is repeated here so that method A does not need to import sympy.
+    :func:`scalespace_mk.scalespace.symbolic.sigma_from_self_weighted_variance`
+    (tests check that they agree); it is repeated here so that method A does not need to
+    import sympy.
     """
     return math.sqrt(2.0 * variance / (3.0 if order == 1 else 1.0))
 
@@ -330,7 +339,7 @@ def model_distance(
     norm : {"l1", "l2"}
         ``sum |g - h|`` or ``sqrt(sum (g - h)**2)``.
     mode : {"paper", "full"}
-        Model mode (:func:`scalespace_mk.models.masterkey_model`).
+        Model mode (:func:`scalespace_mk.scalespace.models.masterkey_model`).
 
     Returns
     -------
@@ -338,7 +347,7 @@ def model_distance(
         Shape ``[]`` for scalar parameters, ``[B]`` for batches.
     """
     hn = _single(h)
-    t = _check_type(filter_type)
+    t = check_filter_type(filter_type)
     check_choice("norm", norm, ("l1", "l2"))
     check_choice("mode", mode, MODES)
     sigma_x, sigma_y, alpha = (
@@ -357,33 +366,11 @@ def model_distance(
 # input handling
 
 
-def _check_type(filter_type: Any) -> int:
-    if (
-        isinstance(filter_type, bool)
-        or not isinstance(filter_type, int | np.integer)
-        or int(filter_type) not in MASTERKEY_MODELS
-    ):
-        raise ValueError(f"filter_type must be an integer from 1 to 8; got {filter_type!r}")
-    return int(filter_type)
-
-
 def _single(h: Any) -> np.ndarray:
     arr = check_filters(h, "h")
     if arr.shape[0] != 1:
         raise ValueError(f"h must be one filter of shape [k, k]; got shape {np.shape(h)}")
     return arr[0]
-
-
-def _resolve_types(filter_types: Any, n: int) -> np.ndarray:
-    from scalespace_mk.spread import resolve_filter_types
-
-    return resolve_filter_types(filter_types, n)
-
-
-def _resolve_sigma_ref(sigma_ref: Any, types: np.ndarray) -> np.ndarray:
-    from scalespace_mk.spread import _resolve_sigma_ref as resolve
-
-    return resolve(sigma_ref, types)
 
 
 def _check_grid(sigma_max: Any, grid_step: Any) -> tuple[float, float]:
@@ -756,7 +743,7 @@ def _fit_variance(
     index: int,
 ) -> tuple[float, float]:
     """Methods A, A-exact and B for types 1-6 and 8 (separate sigma_x, sigma_y)."""
-    from scalespace_mk.spread import reference_weights, spread
+    from scalespace_mk.analysis.spread import reference_weights, spread
 
     size = hn.shape[0]
     weight = reference_weights([t], sigma_ref, size=size)[0]
@@ -776,10 +763,11 @@ def _fit_variance(
 
 def _sigma_exact(order: int, v: float, sigma_ref: float, index: int, t: int, name: str) -> float:
     try:
-        from scalespace_mk.symbolic import sigma_from_weighted_variance
+        from scalespace_mk.scalespace.symbolic import sigma_from_weighted_variance
     except ImportError as exc:  # pragma: no cover - the module ships with the package
         raise RuntimeError(
-            "method 'A-exact' needs scalespace_mk.symbolic (sigma_from_weighted_variance)"
+            "method 'A-exact' needs scalespace_mk.scalespace.symbolic "
+            "(sigma_from_weighted_variance)"
         ) from exc
     try:
         sigma = float(sigma_from_weighted_variance(order, v, sigma_ref))
@@ -812,7 +800,7 @@ def _solve_b(
     name: str,
 ) -> float:
     """Root of ``V_model(sigma) - V_learned`` along one axis (other axis at sigma_ref)."""
-    from scalespace_mk.spread import spread
+    from scalespace_mk.analysis.spread import spread
 
     size = hn.shape[0]
 
@@ -876,7 +864,7 @@ def fit_filters(
         One of :data:`METHODS` (default ``"B"``).
     normalize : bool
         If True (default), normalise the filters in paper mode first
-        (:func:`scalespace_mk.normalize.normalize_filters`); if False, ``h`` is taken to be
+        (:func:`scalespace_mk.analysis.normalize.normalize_filters`); if False, ``h`` is taken to be
         the normalised filters ``h~`` already.
     sigma_ref : None, float or sequence of float, optional
         Reference scale (pixels, >= 0) of the weights of methods A, A-exact and B; default 1
@@ -919,7 +907,7 @@ def fit_filters(
 
     Examples
     --------
-    >>> from scalespace_mk.data import load_filters
+    >>> from scalespace_mk.analysis.filters import load_filters
     >>> res = fit_filters(load_filters(), method="B")  # doctest: +SKIP
     >>> round(res[0].sigma_x, 4), round(res[0].sigma_y, 4)  # doctest: +SKIP
     (0.6445, 0.5829)
@@ -931,10 +919,10 @@ def fit_filters(
         raise TypeError(f"normalize must be True or False; got {normalize!r}")
     smax, step = _check_grid(sigma_max, grid_step)
     arr = check_filters(h, "h")
-    types = _resolve_types(filter_types, arr.shape[0])
-    refs = _resolve_sigma_ref(sigma_ref, types)
+    types = resolve_filter_types(filter_types, arr.shape[0])
+    refs = resolve_sigma_ref(sigma_ref, types)
     if normalize:
-        from scalespace_mk.normalize import normalize_filters
+        from scalespace_mk.analysis.normalize import normalize_filters
 
         hns = normalize_filters(arr, filter_types=types).filters
     else:
@@ -1066,14 +1054,14 @@ def fit_filter(
 
     Examples
     --------
-    >>> from scalespace_mk.models import masterkey_model
+    >>> from scalespace_mk.scalespace.models import masterkey_model
     >>> g = masterkey_model(5, 1.2, 0.8)
     >>> fit = fit_filter(g, 5, method="D1", normalize=False)  # g is its own h~
     >>> round(fit.sigma_x, 6), round(fit.sigma_y, 6)
     (1.2, 0.8)
     """
     hn = _single(h)
-    t = _check_type(filter_type)
+    t = check_filter_type(filter_type)
     return fit_filters(
         hn[None],
         [t],

@@ -8,7 +8,7 @@ coordinates are ``x = c - m`` (right) and ``y = m - r`` (**up**) for the centre 
 
 Models (SPEC §5). Separable ones are outer products ``(D_y T_y)(y) (D_x T_x)(x)`` of 1-D
 discrete Gaussians with standard deviations ``sigma_x`` and ``sigma_y`` and difference
-operators from :mod:`scalespace_mk.operators`:
+operators from :mod:`scalespace_mk.scalespace.operators`:
 
 - ``"T"``: the Gaussian itself;
 - ``"d" + a string of x/y`` of total order 1-4 (``"dx"``, ``"dyy"``, ``"dxxy"``, ...):
@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_size
-from .kernels import METHODS, gaussian_kernel
-from .operators import apply_1d, compose
+from scalespace_mk._checks import check_choice, check_size
+from scalespace_mk.scalespace.kernels import METHODS, gaussian_kernel
+from scalespace_mk.scalespace.operators import apply_1d, compose
 
 __all__ = [
     "MASTERKEY_MODELS",
@@ -208,7 +208,7 @@ def model_kernel(
     size : int
         Odd kernel size (default 7).
     method : str
-        1-D Gaussian discretisation, one of :data:`scalespace_mk.kernels.METHODS`.
+        1-D Gaussian discretisation, one of :data:`scalespace_mk.scalespace.kernels.METHODS`.
     mode : str
         ``"paper"`` or ``"full"`` (see the module docstring).
     epsilon : float
@@ -367,7 +367,7 @@ def dog(
     Notes
     -----
     To first order in ``ds``, ``T(s) - T(s + ds) = -(ds / 2) nabla5 T(s)`` (the semi-discrete
-    diffusion equation), which ties model 7 to a DoG; see :mod:`scalespace_mk.symbolic`.
+    diffusion equation), which ties model 7 to a DoG; see :mod:`scalespace_mk.scalespace.symbolic`.
     """
     kw = dict(size=size, method=method, mode=mode, epsilon=epsilon)
     return gaussian_2d(sigma_1, **kw) - gaussian_2d(sigma_2, **kw)

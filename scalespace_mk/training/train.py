@@ -37,7 +37,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -51,8 +50,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_choice
-from ._io import atomic_path
+from scalespace_mk._checks import check_choice
+from scalespace_mk._io import atomic_path
 
 __all__ = [
     "PRESETS",
@@ -92,7 +91,7 @@ class TrainConfig:
     init, replace_from : str, optional
         Checkpoint to start all weights from / to take the depthwise replacement from.
     data : str
-        Dataset specification (:func:`scalespace_mk.datasets.build_dataset`).
+        Dataset specification (:func:`scalespace_mk.training.datasets.build_dataset`).
     image_size : int
         Training and evaluation resolution.
     epochs, batch_size, accum_steps : int
@@ -289,8 +288,12 @@ def convert_depthwise(
     dict
         Per layer, the number of channels per candidate (1-based, as strings).
     """
-    from . import nn as snn
-    from .checkpoint import candidate_filters, candidate_models, linear_shift_replace
+    from scalespace_mk.networks import layers as snn
+    from scalespace_mk.networks.checkpoint import (
+        candidate_filters,
+        candidate_models,
+        linear_shift_replace,
+    )
 
     kind = cfg.dwconv
     summary: dict[str, dict[str, int]] = {}
@@ -348,11 +351,11 @@ def deploy_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of the equivalent all-``nn.Conv2d`` network (analytic layers exported).
 
     Every depthwise module that is not an ``nn.Conv2d`` is exported with
-    :func:`scalespace_mk.nn.to_conv2d`; its parameters are replaced by the exported
+    :func:`scalespace_mk.networks.layers.to_conv2d`; its parameters are replaced by the exported
     ``conv_dw.weight`` and ``conv_dw.bias``, so the result loads into
     ``create_model(name, dwconv="learned")``.
     """
-    from . import nn as snn
+    from scalespace_mk.networks import layers as snn
 
     state = dict(model.state_dict())
     for name, module in model.named_modules():
@@ -371,8 +374,8 @@ def deploy_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
     """The network of ``cfg``, with its depthwise convolutions set up (see module docs)."""
-    from .checkpoint import load_checkpoint_file
-    from .networks import checkpoint_filter_fn, create_model, load_checkpoint
+    from scalespace_mk.networks import checkpoint_filter_fn, create_model, load_checkpoint
+    from scalespace_mk.networks.checkpoint import load_checkpoint_file
 
     source_path = cfg.init or cfg.replace_from
     dwconv = "learned" if (source_path and cfg.dwconv != "learned") else cfg.dwconv
@@ -401,7 +404,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """AdamW parameter groups: no decay on 1-D parameters, layer-wise lr scales."""
-    from .networks import layer_id
+    from scalespace_mk.networks import layer_id
 
     num_layers = 12
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
@@ -470,7 +473,7 @@ def evaluate(
     distributed: bool = False,
 ) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks)."""
-    from .augment import EvalTransform
+    from scalespace_mk.training.augment import EvalTransform
 
     transform = EvalTransform(image_size)
     model.eval()
@@ -497,8 +500,8 @@ def evaluate(
 
 
 def _augment_config(cfg: TrainConfig, num_classes: int, *, crop: bool) -> Any:
-    """The :class:`~scalespace_mk.augment.AugmentConfig` of ``cfg.augment``."""
-    from .augment import AugmentConfig
+    """The :class:`~scalespace_mk.training.augment.AugmentConfig` of ``cfg.augment``."""
+    from scalespace_mk.training.augment import AugmentConfig
 
     if cfg.augment == "none":  # flip and label smoothing only
         return AugmentConfig(
@@ -529,7 +532,7 @@ def _val_loader(dataset: Any, d: _Dist, *, batch_size: int, workers: int) -> Any
     counts cover each image exactly once (a DistributedSampler would pad with repeats)."""
     from torch.utils.data import Subset
 
-    from .datasets import build_loader
+    from scalespace_mk.training.datasets import build_loader
 
     if d.world > 1:
         dataset = Subset(dataset, range(d.rank, len(dataset), d.world))
@@ -581,7 +584,7 @@ def _set_rng_state(state: Mapping[str, Any], aug_gen: torch.Generator) -> None:
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train` (``weights_only=True``) and validate it."""
-    from .checkpoint import load_checkpoint_file
+    from scalespace_mk.networks.checkpoint import load_checkpoint_file
 
     ckpt = load_checkpoint_file(path)
     required = {"model", "config", "epoch", "step_in_epoch", "global_step"}
@@ -609,9 +612,9 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    from .augment import SoftTargetCrossEntropy, TrainTransform
-    from .checkpoint import save_checkpoint_file
-    from .datasets import build_dataset, build_loader
+    from scalespace_mk.networks.checkpoint import save_checkpoint_file
+    from scalespace_mk.training.augment import SoftTargetCrossEntropy, TrainTransform
+    from scalespace_mk.training.datasets import build_dataset, build_loader
 
     d, device = _setup_distributed()
     out = Path(out)
@@ -887,8 +890,8 @@ def evaluate_checkpoint(
 
     Returns ``{"loss", "acc", "count"}`` (mean cross-entropy, top-1 accuracy, images).
     """
-    from .datasets import build_dataset
-    from .networks import create_model
+    from scalespace_mk.networks import create_model
+    from scalespace_mk.training.datasets import build_dataset
 
     ckpt = load_training_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -922,9 +925,3 @@ def evaluate_checkpoint(
         amp=cfg.amp,
         distributed=d.world > 1,
     )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

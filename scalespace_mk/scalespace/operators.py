@@ -3,7 +3,7 @@
 All operators are written as *correlation taps*: ``(op f)(x) = sum_k c[k] f(x + k)`` over
 offsets ``k = -h .. h``. They act along the last axis of an array whose entries are ordered
 by increasing coordinate (x to the right; for y, the caller orders values by increasing y,
-i.e. upwards, and flips to rows afterwards: see :mod:`scalespace_mk.models`).
+i.e. upwards, and flips to rows afterwards: see :mod:`scalespace_mk.scalespace.models`).
 
 Primitive 3-tap operators:
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice
+from scalespace_mk._checks import check_choice
 
 __all__ = [
     "BOUNDARIES",

@@ -2,7 +2,7 @@
 
 - Types 1-6 (derivative-like): divide ``h`` by its convolution response, at the centre, to
   the shift-adjusted monomial ``x - m_x`` (types 2, 4, 5) or ``y - m_y`` (types 1, 3, 6),
-  where ``(m_x, m_y)`` is the mean of ``|h|`` (:func:`scalespace_mk.spread.spread`):
+  where ``(m_x, m_y)`` is the mean of ``|h|`` (:func:`scalespace_mk.analysis.spread.spread`):
   ``R = sum_p h(p) * (-p_i - m_i)``. ``R < 0`` for the published filters 2 and 3, so the
   division flips their sign to that of the models.
 - Types 7 and 8 (zero-order): subtract the constant ``C`` in ``[-0.1, 0.1]`` that minimises
@@ -25,7 +25,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from scalespace_mk._checks import check_filters
-from scalespace_mk.spread import _moments, centred_coordinates, resolve_filter_types, spread
+from scalespace_mk.analysis.spread import _moments, centred_coordinates, spread
+from scalespace_mk.analysis.types import resolve_filter_types
 
 __all__ = [
     "DEFAULT_OFFSET_BOUNDS",
@@ -113,7 +114,7 @@ def offset_objective(h: Any, c: Any) -> np.ndarray:
     Notes
     -----
     ``V`` is the covariance of the weight ``|h - C|`` in centred y-up coordinates
-    (:func:`scalespace_mk.spread.spread`).
+    (:func:`scalespace_mk.analysis.spread.spread`).
     """
     arr = check_filters(h, "h")
     if arr.shape[0] != 1:

@@ -19,7 +19,6 @@ All functions are vectorised over the ``N`` filters of a ``[N, k, k]`` stack.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,30 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalespace_mk._checks import check_filters, check_nonneg
+from scalespace_mk._checks import check_filters
+from scalespace_mk.analysis.types import resolve_filter_types, resolve_sigma_ref
 
 __all__ = [
-    "DEFAULT_SIGMA_REF",
     "SpreadResult",
     "centred_coordinates",
     "reference_weights",
-    "resolve_filter_types",
     "spread",
     "weighted_spread",
 ]
-
-#: Default reference scale of the weight for each master key type (SPEC §6): 1 for the
-#: types 1-6 and 8, 1/sqrt(2) for type 7 (whose weight is the Gaussian T, not the model).
-DEFAULT_SIGMA_REF: dict[int, float] = {
-    1: 1.0,
-    2: 1.0,
-    3: 1.0,
-    4: 1.0,
-    5: 1.0,
-    6: 1.0,
-    7: 1.0 / math.sqrt(2.0),
-    8: 1.0,
-}
 
 
 @dataclass(frozen=True)
@@ -223,74 +208,6 @@ def spread(h: Any, *, weights: Any = None) -> SpreadResult:
     return SpreadResult(mean=mean, cov=cov, l1=total, separability=separability)
 
 
-def resolve_filter_types(filter_types: Any, n: int) -> np.ndarray:
-    """Return master key filter types as an int array ``[n]`` with values in 1..8.
-
-    Parameters
-    ----------
-    filter_types : None, int or sequence of int
-        Type (1..8, the paper's numbering) of each filter. None means ``1, 2, ..., 8`` and
-        requires ``n == 8`` (the published filters in their published order); one int is
-        used for all filters.
-    n : int
-        Number of filters.
-
-    Returns
-    -------
-    numpy.ndarray
-        int64 ``[n]``.
-    """
-    if filter_types is None:
-        if n != 8:
-            raise ValueError(
-                "filter_types is required unless there are exactly 8 filters (the published "
-                f"master key filters, types 1..8 in order); got {n} filters"
-            )
-        return np.arange(1, 9, dtype=np.int64)
-    if isinstance(filter_types, torch.Tensor):
-        filter_types = filter_types.detach().cpu().numpy()
-    arr = np.asarray(filter_types)
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.integer)
-        or (np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0))
-    ):
-        raise ValueError(f"filter_types must be integers in 1..8; got {filter_types!r}")
-    arr = arr.astype(np.int64)
-    if arr.ndim == 0:
-        arr = np.full(n, int(arr), dtype=np.int64)
-    if arr.shape != (n,):
-        raise ValueError(
-            f"filter_types must hold one type per filter ({n} values); got shape {arr.shape}"
-        )
-    if ((arr < 1) | (arr > 8)).any():
-        raise ValueError(
-            f"filter_types must be integers in 1..8 (the paper's numbering); got {arr.tolist()}"
-        )
-    return arr
-
-
-def _resolve_sigma_ref(sigma_ref: Any, types: np.ndarray) -> np.ndarray:
-    if sigma_ref is None:
-        return np.array([DEFAULT_SIGMA_REF[int(t)] for t in types], dtype=np.float64)
-    if isinstance(sigma_ref, torch.Tensor):
-        sigma_ref = sigma_ref.detach().cpu().numpy()
-    try:
-        arr = np.asarray(sigma_ref, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"sigma_ref must be None, a number >= 0 or one number per filter; got {sigma_ref!r}"
-        ) from None
-    check_nonneg("sigma_ref", arr)
-    if arr.ndim == 0:
-        return np.full(types.shape, float(arr))
-    if arr.shape != types.shape:
-        raise ValueError(
-            f"sigma_ref must be a number or hold one value per filter ({types.shape[0]}); "
-            f"got shape {arr.shape}"
-        )
-    return arr
-
-
 def reference_weights(
     filter_types: Sequence[int] | np.ndarray | None,
     sigma_ref: Any = None,
@@ -305,7 +222,8 @@ def reference_weights(
         Master key type (1..8) of each filter; None means ``1..8``.
     sigma_ref : None, float or sequence of float, optional
         Reference scale (standard deviation, pixels, >= 0) per filter or for all. Default:
-        :data:`DEFAULT_SIGMA_REF` (1 for types 1-6 and 8, 1/sqrt(2) for type 7).
+        :data:`scalespace_mk.analysis.types.DEFAULT_SIGMA_REF` (1 for types 1-6 and 8,
+        1/sqrt(2) for type 7).
     size : int, optional
         Odd filter size k (default 7).
 
@@ -316,11 +234,11 @@ def reference_weights(
         types 1-6 and 8, and the 2-D discrete Gaussian ``T(.; s, s)`` (paper mode, 7 taps
         cropped, not renormalised) for type 7, as SPEC §6 prescribes.
     """
-    from scalespace_mk import models
+    from scalespace_mk.scalespace import models
 
     n = 8 if filter_types is None else len(np.atleast_1d(np.asarray(filter_types)))
     types = resolve_filter_types(filter_types, n)
-    sigmas = _resolve_sigma_ref(sigma_ref, types)
+    sigmas = resolve_sigma_ref(sigma_ref, types)
     out = np.empty((types.shape[0], size, size), dtype=np.float64)
     # One model per distinct (type, sigma): a handful of calls, whatever N is.
     keys = np.stack([types.astype(np.float64), sigmas], axis=1)
@@ -340,7 +258,6 @@ def weighted_spread(
     *,
     sigma_ref: Any = None,
     filter_types: Any = None,
-    normalize: bool = False,
 ) -> SpreadResult:
     """Weighted spread measures: M and V of ``|h| * |g|`` (SPEC §6).
 
@@ -354,12 +271,6 @@ def weighted_spread(
     filter_types : None, int or sequence of int, optional
         Master key type (1..8) of each filter; default ``1..8`` for 8 filters (the published
         order), required otherwise.
-    normalize : bool, optional
-        If True, first normalise the filters in paper mode
-        (:func:`scalespace_mk.normalize.normalize_filters`). The measures do not depend on
-        a rescaling of ``h`` (types 1-6), but they do on the constant subtracted for types
-        7 and 8; the paper's weighted measures are those of the normalised filters.
-
     Returns
     -------
     SpreadResult
@@ -369,14 +280,13 @@ def weighted_spread(
 
     Notes
     -----
-    Coordinates are centred and y up (``x = c - m``, ``y = m - r``). Needs
-    :mod:`scalespace_mk.models`.
+    Coordinates are centred and y up (``x = c - m``, ``y = m - r``). The paper's weighted
+    measures are those of the normalised filters: pass
+    ``normalize_filters(h, filter_types=types).filters``
+    (:func:`scalespace_mk.analysis.normalize.normalize_filters`). The measures do not depend
+    on a rescaling of ``h`` (types 1-6), but they do on the constant subtracted for types 7-8.
     """
     arr = check_filters(h, "h")
     types = resolve_filter_types(filter_types, arr.shape[0])
-    if normalize:
-        from scalespace_mk.normalize import normalize_filters
-
-        arr = normalize_filters(arr, filter_types=types).filters
     weights = reference_weights(types, sigma_ref, size=arr.shape[1])
     return spread(arr, weights=weights)

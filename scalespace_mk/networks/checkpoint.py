@@ -5,7 +5,7 @@ ends in ``weight``, in a plain state dict or inside a full checkpoint (``model``
 ``state_dict``, ``model_ema``, ... wrappers are searched). Checkpoints are read with
 ``torch.load(..., weights_only=True)`` or safetensors: nothing is ever unpickled.
 
-- :func:`analyze`: run the census (:mod:`scalespace_mk.census`) on every depthwise layer.
+- :func:`analyze`: run the census (:mod:`scalespace_mk.analysis.census`) on every depthwise layer.
 - :func:`replace`: SPEC §9 experiment 1, every depthwise filter ``y`` replaced by its best
   linear shift ``a_j x_j + b`` of 8 candidates ``x_j`` (zero-mean, unit-l2):
   ``a_j = <y, x_j>``, ``b = mean(y)``, the ``j`` of largest ``|a_j|``. Everything else, the
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_filters
-from ._io import atomic_path
+from scalespace_mk._checks import check_choice, check_filters
+from scalespace_mk._io import atomic_path
 
 __all__ = [
     "AnalyzeResult",
@@ -165,7 +165,7 @@ class AnalyzeResult:
         keys ``"1"`` ... ``"8"``), ``median_r2``, ``share_r2_above_0.8`` and quantiles
         (5, 25, 50, 75, 95 %) of ``sigma_x`` and ``sigma_y``.
     filters : list of dict
-        Census records (see :mod:`scalespace_mk.census`) with the ``layer`` name added.
+        Census records (see :mod:`scalespace_mk.analysis.census`) with the ``layer`` name added.
     """
 
     layers: list[dict[str, Any]]
@@ -200,7 +200,7 @@ def analyze(
     -------
     AnalyzeResult
     """
-    from .census import census
+    from scalespace_mk.analysis.census import census
 
     layers = find_depthwise(source)
     if not layers:
@@ -276,7 +276,7 @@ def candidate_filters(
         ``"D2"``): the idealised models of the 8 filters fitted by that method (paper mode).
     filters : optional
         Filter source for ``"masterkey"`` and for fitting (anything
-        :func:`scalespace_mk.data.load_filters` accepts).
+        :func:`scalespace_mk.analysis.filters.load_filters` accepts).
     size : int
         Kernel size of the models for a fitting method (the published filters are 7x7).
 
@@ -285,7 +285,7 @@ def candidate_filters(
     numpy.ndarray, shape [M, k, k]
         Zero-mean, unit-l2 candidates (rows top to bottom, y up).
     """
-    from .data import load_filters
+    from scalespace_mk.analysis.filters import load_filters
 
     check_choice("candidates", candidates, CANDIDATES)
     if candidates == "masterkey":
@@ -301,7 +301,7 @@ def candidate_models(
     Parameters
     ----------
     method : str
-        A fitting method of :mod:`scalespace_mk.fit` (``"A"`` ... ``"D2"``).
+        A fitting method of :mod:`scalespace_mk.analysis.fit` (``"A"`` ... ``"D2"``).
     filters : optional
         Source of the 8 learned filters (default: the published 8).
     size : int
@@ -314,9 +314,9 @@ def candidate_models(
     fits : list of FilterFit
         The fits (``filter_type``, ``sigma_x``, ``sigma_y``, ``alpha``) of each filter.
     """
-    from .data import load_filters
-    from .fit import fit_filters
-    from .models import masterkey_model
+    from scalespace_mk.analysis.filters import load_filters
+    from scalespace_mk.analysis.fit import fit_filters
+    from scalespace_mk.scalespace.models import masterkey_model
 
     fits = list(fit_filters(load_filters(filters), method=method))
     models = [
