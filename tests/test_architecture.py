@@ -14,6 +14,7 @@ ROOT = Path(scalespace_mk.__file__).parent
 RANKS = {
     "_checks": 0,
     "_io": 0,
+    "_progress": 0,
     "scalespace": 1,
     "analysis": 2,
     "networks": 3,

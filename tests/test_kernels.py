@@ -322,7 +322,7 @@ def test_tiny_positive_sigma_discgauss_and_intgauss():
 def test_doctests(module):
     import importlib
 
-    mod = importlib.import_module(f"scalespace_mk.{module}")
+    mod = importlib.import_module(f"scalespace_mk.scalespace.{module}")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     if module == "kernels":
