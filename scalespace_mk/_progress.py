@@ -7,12 +7,13 @@ count, the rate and an estimate of the time left, and one at the end.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, TypeVar
 
-__all__ = ["log_line", "progress", "stream_is_terminal"]
+__all__ = ["format_duration", "log_line", "progress", "stream_is_terminal"]
 
 T = TypeVar("T")
 
@@ -26,14 +27,30 @@ def stream_is_terminal(stream: IO[str] | None = None) -> bool:
         return False
 
 
-def log_line(message: str, *, stream: IO[str] | None = None) -> None:
-    """Write one line (flushed at once) to ``stream`` (default ``sys.stderr``)."""
+def log_line(
+    message: str, *, stream: IO[str] | None = None, file: str | os.PathLike | None = None
+) -> None:
+    """Write one line (flushed at once) to ``stream`` (default ``sys.stderr``).
+
+    On a terminal the line goes through ``tqdm.write`` so that it does not break a bar in
+    progress. With ``file``, the line is also appended to that text file (a run's log).
+    """
     stream = sys.stderr if stream is None else stream
-    stream.write(message.rstrip("\n") + "\n")
+    line = message.rstrip("\n")
+    if stream_is_terminal(stream):
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=stream)
+    else:
+        stream.write(line + "\n")
     stream.flush()
+    if file is not None:
+        with open(file, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``seconds`` as ``MM:SS``, or ``H:MM:SS`` from one hour on (rounded, >= 0)."""
     seconds = max(0, int(round(seconds)))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -103,12 +120,13 @@ def progress(
         if now - last >= every:
             last = now
             rate = count / max(now - start, 1e-9)
-            eta = f", ETA {_duration((total - count) / rate)}" if total else ""
+            eta = f", ETA {format_duration((total - count) / rate)}" if total else ""
             log_line(
                 f"{desc}: {count}{of} {unit}s, {rate:.3g} {unit}/s, "
-                f"elapsed {_duration(now - start)}{eta}",
+                f"elapsed {format_duration(now - start)}{eta}",
                 stream=stream,
             )
     log_line(
-        f"{desc}: done, {count} {unit}s in {_duration(time.monotonic() - start)}", stream=stream
+        f"{desc}: done, {count} {unit}s in {format_duration(time.monotonic() - start)}",
+        stream=stream,
     )

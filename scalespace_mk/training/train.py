@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,11 @@ from torch import nn
 
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import atomic_path
+from scalespace_mk._progress import format_duration, log_line, progress, stream_is_terminal
 
 __all__ = [
     "PRESETS",
+    "RESUME_MAY_CHANGE",
     "ModelEma",
     "TrainConfig",
     "build_model",
@@ -119,12 +121,20 @@ class TrainConfig:
         Seed of every random number generator.
     save_every_steps : int
         Also checkpoint every N optimizer steps (0: only at the end of epochs).
-    max_steps_per_epoch : int
-        Cap the optimizer steps per epoch (0: no cap); for smoke runs.
+    max_steps_per_epoch : int, optional
+        Cap the optimizer steps per epoch (None: no cap); for smoke runs.
     grad_clip : float
         Clip the gradient norm (0: no clipping).
     strict_data : bool
         Fail on an unreadable image instead of skipping it with a warning.
+    log_every : int
+        Also write a progress line every N optimizer steps (0: one line per epoch only).
+
+    Options outside the documented ranges raise a one-line ``ValueError`` naming the option:
+    ``image_size`` lies in [32, 1024] (ConvNeXt downsamples by 32), ``seed`` in
+    [0, 2**32 - 1] (numpy's range), the augmentation strengths are finite with
+    ``label_smoothing`` in [0, 1), ``random_erasing`` in [0, 1] and ``rand_magnitude`` in
+    [0, 10].
     """
 
     model: str = "convnextv2_atto"
@@ -157,22 +167,36 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     save_every_steps: int = 0
-    max_steps_per_epoch: int = 0
+    max_steps_per_epoch: int | None = None
     grad_clip: float = 0.0
     strict_data: bool = False
+    log_every: int = 0
 
     def __post_init__(self) -> None:
+        from scalespace_mk.analysis.fit import METHODS
+
         check_choice("dwconv", self.dwconv, DWCONV)
         check_choice("amp", self.amp, AMP)
         check_choice("augment", self.augment, AUGMENT)
-        for name in ("image_size", "epochs", "batch_size", "accum_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        check_choice("method", self.method, METHODS)
+        for name in ("epochs", "batch_size", "accum_steps"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("workers", "save_every_steps", "log_every"):
+            _check_int(name, getattr(self, name), 0)
+        _check_int("image_size", self.image_size, 32, 1024, why=" (ConvNeXt downsamples by 32)")
+        _check_int("seed", self.seed, 0, 2**32 - 1)
+        if self.max_steps_per_epoch is not None:
+            _check_int("max_steps_per_epoch", self.max_steps_per_epoch, 1, why=" (None: no cap)")
         for name in ("lr", "min_lr", "warmup_epochs", "weight_decay", "ema_decay", "grad_clip"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+            _check_float(name, getattr(self, name), 0.0, math.inf)
+        for name in ("mixup", "cutmix"):
+            _check_float(name, getattr(self, name), 0.0, math.inf)
+        _check_float("label_smoothing", self.label_smoothing, 0.0, 1.0, closed=False)
+        _check_float("random_erasing", self.random_erasing, 0.0, 1.0)
+        _check_float("rand_magnitude", self.rand_magnitude, 0.0, 10.0)
+        for name in ("model", "data"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string; got {getattr(self, name)!r}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must lie in (0, 1]; got {self.layer_decay!r}")
         if not 0 <= self.drop_path < 1:
@@ -194,7 +218,36 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        values = dict(values)
+        if values.get("max_steps_per_epoch") == 0:  # checkpoints before 0.2.0: 0 meant no cap
+            values["max_steps_per_epoch"] = None
+        return cls(**values)
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None, *, why: str = "") -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {span}{why}; got {value!r}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float, *, closed: bool = True) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value
+        and (value <= high if closed else value < high)
+    )
+    if not ok:
+        span = (
+            f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}{']' if closed else ')'}"
+        )
+        raise ValueError(f"{name} must be a finite number {span}; got {value!r}")
 
 
 #: Named recipes; command-line options override them.
@@ -471,14 +524,20 @@ def evaluate(
     amp: str = "none",
     channels_last: bool = False,
     distributed: bool = False,
+    show_progress: bool = False,
 ) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks)."""
+    """Mean cross-entropy and top-1 accuracy over ``loader`` (summed over ranks).
+
+    With ``show_progress`` the batches are counted on stderr (a bar on a terminal, a plain
+    line every 30 s otherwise).
+    """
     from scalespace_mk.training.augment import EvalTransform
 
     transform = EvalTransform(image_size)
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
-    for images, labels in loader:
+    batches = progress(loader, desc="eval", unit="batch", enabled=show_progress, leave=False)
+    for images, labels in batches:
         images = transform(images.to(device, non_blocking=True))
         labels = labels.to(device, non_blocking=True)
         if channels_last:
@@ -597,7 +656,59 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# the training loop
+# the training loop: set-up, one optimizer step, the end of an epoch, checkpoints, progress;
+# then the loop itself (:func:`train`), which calls them
+
+#: Options that may differ when a run is resumed. ``epochs`` extends (or shortens) the run:
+#: the learning-rate schedule is recomputed for the new total (docs/training.md); the others
+#: change neither the data order nor the arithmetic (``threads`` where the configuration has
+#: it). Any other difference is refused with the differing options listed.
+RESUME_MAY_CHANGE = ("epochs", "workers", "log_every", "save_every_steps", "strict_data", "threads")
+
+
+@dataclass
+class _EpochSums:
+    """Running sums of the current epoch (kept in mid-epoch checkpoints as ``partial``)."""
+
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    seen: int = 0
+
+
+@dataclass
+class _Run:
+    """Everything a run holds between steps, built by :func:`_setup`."""
+
+    cfg: TrainConfig
+    d: _Dist
+    device: torch.device
+    out: Path
+    model: nn.Module
+    net: nn.Module
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    loader: Any
+    sampler: Any
+    val_loader: Any
+    transform: nn.Module
+    criterion: nn.Module
+    aug_gen: torch.Generator
+    num_classes: int
+    info: dict[str, Any]
+    steps_per_epoch: int
+    warmup: int
+    peak: float
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: _EpochSums = field(default_factory=_EpochSums)
+    log: _TrainLog | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
 
 
 def train(
@@ -608,38 +719,98 @@ def train(
     ``out/metrics.jsonl`` gets one JSON object per epoch (``epoch``, ``train_loss``,
     ``val_loss``, ``val_acc``, ``lr``, ``seconds``, ``images_per_s``, and ``val_acc_ema``
     with an EMA); ``out/last.pt`` is the latest complete checkpoint, ``out/summary.json``
-    the final summary. Only rank 0 writes.
-    """
-    from tqdm.auto import tqdm
+    the final summary, ``out/train.log`` the progress lines (appended on resume). Only
+    rank 0 writes. ``progress`` None or True shows progress on rank 0 (tqdm bars on a
+    terminal, plain lines otherwise, every ``cfg.log_every`` steps and once per epoch);
+    False shows nothing and writes no ``train.log``.
 
-    from scalespace_mk.networks.checkpoint import save_checkpoint_file
+    With ``resume`` the run in ``out`` continues from ``out/last.pt``; only the options in
+    :data:`RESUME_MAY_CHANGE` may differ from the stored configuration, and a larger
+    ``cfg.epochs`` extends the run (the schedule is recomputed for the new total).
+    """
+    run = _setup(cfg, out, resume=resume, progress=progress)
+    lr = _learning_rate(run)
+    for epoch in range(run.epoch, cfg.epochs):
+        run.sampler.set_epoch(epoch)
+        run.net.train()
+        started = time.perf_counter()
+        sums = run.partial if run.step_in_epoch else _EpochSums()
+        batches = iter(run.loader)
+        for _ in range(run.step_in_epoch * cfg.accum_steps):  # resume: skip what was done
+            next(batches)
+        bar = run.log.bar(epoch, run.step_in_epoch, run.steps_per_epoch)
+        for step in range(run.step_in_epoch, run.steps_per_epoch):
+            lr = _set_learning_rate(run)
+            _train_step(run, batches, sums)
+            run.log.step(run, epoch, lr, sums, time.perf_counter() - started, bar)
+            if (
+                cfg.save_every_steps
+                and run.global_step % cfg.save_every_steps == 0
+                and (step + 1 < run.steps_per_epoch)
+            ):
+                _save_checkpoint(run, epoch, step + 1, sums)
+        bar.close()
+        run.step_in_epoch = 0
+        record = _end_of_epoch(run, epoch, lr, sums, time.perf_counter() - started)
+        run.history.append(record)
+        _save_checkpoint(run, epoch + 1, 0)
+        if run.d.main:
+            _write_metrics(run.out / "metrics.jsonl", run.history)
+        run.log.epoch(run, record)
+    return _finish(run)
+
+
+# ---- set-up ----------------------------------------------------------------------------
+
+
+def _setup(
+    cfg: TrainConfig, out: str | os.PathLike, *, resume: bool, progress: bool | None
+) -> _Run:
+    """Everything before the first step: data, model, optimizer, resumed state, DDP, log.
+
+    A configuration or data error on any rank is raised on every rank (rank 0 names the
+    failing rank) before the first collective operation, so no rank waits for another.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig; got {type(cfg).__name__}")
+    if not str(out).strip():
+        raise ValueError("out must name the run folder; got an empty string")
+    d, device = _setup_distributed()
+    run, state = _on_every_rank(d, lambda: _build_run(cfg, Path(out), d, device, resume))
+    if d.world > 1:
+        run.net = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        run.net = torch.compile(run.net)
+    show = d.main if progress is None else (progress and d.main)
+    if d.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        if run.info.get("replacement"):
+            _write_json(run.out / "replacement.json", run.info["replacement"])
+    run.log = _TrainLog(run, enabled=show)
+    if state is not None:
+        stored = state["config"].get("epochs")
+        run.log.line(
+            f"resumed {run.out / 'last.pt'} at epoch {run.epoch + 1}, step {run.global_step}"
+            + (
+                f"; epochs {stored} -> {cfg.epochs}: the schedule now ends at step "
+                f"{run.total_steps}"
+                if stored != cfg.epochs
+                else ""
+            )
+        )
+    return run
+
+
+def _build_run(
+    cfg: TrainConfig, out: Path, d: _Dist, device: torch.device, resume: bool
+) -> tuple[_Run, dict[str, Any] | None]:
+    """Data, model, optimizer and (with ``resume``) the restored state; no collectives."""
     from scalespace_mk.training.augment import SoftTargetCrossEntropy, TrainTransform
     from scalespace_mk.training.datasets import build_dataset, build_loader
 
-    d, device = _setup_distributed()
-    out = Path(out)
-    ckpt_path = out / "last.pt"
-    state = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_training_checkpoint(ckpt_path)
-        stored = TrainConfig.from_dict(state["config"])
-        if stored != cfg:
-            diff = {
-                f.name: (getattr(stored, f.name), getattr(cfg, f.name))
-                for f in fields(cfg)
-                if getattr(stored, f.name) != getattr(cfg, f.name)
-            }
-            raise ValueError(
-                f"--resume with a different configuration: {diff} "
-                "(stored, given); resume with the same options"
-            )
-    elif ckpt_path.exists():
-        raise FileExistsError(
-            f"{ckpt_path} exists: pass --resume to continue that run or choose another --out"
-        )
-
+    state = _resume_state(cfg, out / "last.pt", resume)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002
     random.seed(cfg.seed)
@@ -672,200 +843,385 @@ def train(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    groups = param_groups(model, cfg)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     steps_per_epoch = len(loader) // cfg.accum_steps
-    if cfg.max_steps_per_epoch:
+    if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     global_batch = cfg.batch_size * cfg.accum_steps * d.world
-    peak = cfg.lr * global_batch / 256
-
-    epoch, step_in_epoch, global_step, history = 0, 0, 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.module.load_state_dict(state["ema"])
-        epoch, step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
-        global_step = int(state["global_step"])
-        history = [json.loads(line) for line in state.get("history", [])]
-        _set_rng_state(state["rng"], aug_gen)
-        # resuming mid-epoch: the RNG state saved at that point already accounts for the
-        # batches done; only the sampler position must be skipped
-
-    net = model
-    if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.compile:
-        net = torch.compile(net)
     # folder datasets already take the random resized crop while decoding
     aug = _augment_config(cfg, num_classes, crop=not getattr(train_set, "crops_on_load", False))
-    transform = TrainTransform(aug)
-    criterion = SoftTargetCrossEntropy()
-
-    def save(epoch_: int, step_: int, partial: tuple[float, int, int] = (0.0, 0, 0)) -> None:
-        if not d.main:
-            return
-        save_checkpoint_file(
-            {
-                "model": model.state_dict(),
-                "deploy": deploy_state_dict(model) if cfg.dwconv != "learned" else None,
-                "deploy_ema": deploy_state_dict(ema.module)
-                if (ema is not None and cfg.dwconv != "learned")
-                else None,
-                "ema": ema.module.state_dict() if ema is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch_,
-                "step_in_epoch": step_,
-                "global_step": global_step,
-                "rng": _rng_state(aug_gen),
-                "config": asdict(cfg),
-                "num_classes": num_classes,
-                "history": [json.dumps(h) for h in history],
-                "partial": list(partial),
-            },
-            ckpt_path,
-        )
-
-    show = d.main if progress is None else (progress and d.main)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if info.get("replacement"):
-            _write_json(out / "replacement.json", info["replacement"])
-    epochs_bar = tqdm(
-        range(epoch, cfg.epochs),
-        desc="epochs",
-        disable=not show or None,
-        initial=epoch,
-        total=cfg.epochs,
+    run = _Run(
+        cfg=cfg,
+        d=d,
+        device=device,
+        out=out,
+        model=model,
+        net=model,
+        ema=ema,
+        optimizer=optimizer,
+        scaler=scaler,
+        loader=loader,
+        sampler=sampler,
+        val_loader=val_loader,
+        transform=TrainTransform(aug),
+        criterion=SoftTargetCrossEntropy(),
+        aug_gen=aug_gen,
+        num_classes=num_classes,
+        info=info,
+        steps_per_epoch=steps_per_epoch,
+        warmup=int(round(cfg.warmup_epochs * steps_per_epoch)),
+        peak=cfg.lr * global_batch / 256,
     )
-    for epoch in epochs_bar:
-        sampler.set_epoch(epoch)
-        net.train()
-        started, seen, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
-        if step_in_epoch and state is not None:  # resumed mid-epoch: the sums so far
-            loss_sum, loss_count, seen = state.get("partial", (0.0, 0, 0))
-        batches = iter(loader)
-        for _ in range(step_in_epoch * cfg.accum_steps):  # resume: skip what was done
-            next(batches)
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=step_in_epoch,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not show or None,
-        )
-        for step in range(step_in_epoch, steps_per_epoch):
-            lr = cosine_lr(
-                global_step, total=total_steps, warmup=warmup, peak=peak, floor=cfg.min_lr
+    if state is not None:
+        _restore(run, state, out / "last.pt")
+    return run, state
+
+
+def _on_every_rank(d: _Dist, build: Any) -> Any:
+    """``build()``; under DDP, a failure on any rank is raised on every rank.
+
+    The failing rank raises its own exception; the others raise a ``ValueError`` naming it,
+    so rank 0 can report it in one line and no rank waits in a collective operation.
+    """
+    failure: str | None = None
+    try:
+        result = build()
+    except Exception as exc:
+        if d.world == 1:
+            raise
+        failure = f"{type(exc).__name__}: {exc}"
+        error: Exception | None = exc
+    else:
+        error = None
+    if d.world > 1:
+        failures: list[str | None] = [None] * d.world
+        dist.all_gather_object(failures, failure)
+        if error is not None:
+            raise error
+        first = next(((r, f) for r, f in enumerate(failures) if f), None)
+        if first is not None:
+            raise ValueError(f"rank {first[0]} failed: {first[1]}")
+    return result
+
+
+def _resume_state(cfg: TrainConfig, path: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume (None for a new run), its configuration checked."""
+    if not resume:
+        if path.exists():
+            raise FileExistsError(
+                f"{path} exists: pass --resume to continue that run or choose another --out"
             )
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            # ---- one optimizer step: accum_steps micro-batches --------------------------
-            for micro in range(cfg.accum_steps):
-                images, labels = next(batches)
-                images, targets = transform(
-                    images.to(device, non_blocking=True),
-                    labels.to(device, non_blocking=True),
-                    generator=aug_gen,
-                )
-                if cfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                last = micro == cfg.accum_steps - 1
-                sync = nullcontext() if (last or d.world == 1) else net.no_sync()
-                with sync, _autocast(device, cfg.amp):
-                    loss = criterion(net(images).float(), targets)
-                    scaler.scale(loss / cfg.accum_steps).backward()
-                loss_sum += float(loss.detach())
-                loss_count += 1
-                seen += images.shape[0]
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
-            global_step += 1
-            # ------------------------------------------------------------------------------
-            if not math.isfinite(loss_sum):
-                raise RuntimeError(
-                    f"the training loss became {loss_sum} at step {global_step}; "
-                    "lower --lr or use --amp none"
-                )
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}", lr=f"{lr:.2e}")
-            if (
-                cfg.save_every_steps
-                and global_step % cfg.save_every_steps == 0
-                and (step + 1 < steps_per_epoch)
-            ):
-                save(epoch, step + 1, (loss_sum, loss_count, seen))
-        bar.close()
-        step_in_epoch = 0
-        seconds = time.perf_counter() - started
-        val = evaluate(
-            net,
-            val_loader,
-            device=device,
-            image_size=cfg.image_size,
-            amp=cfg.amp,
-            channels_last=cfg.channels_last,
-            distributed=d.world > 1,
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    state = load_training_checkpoint(path)
+    stored = _entry(path, "config", lambda: TrainConfig.from_dict(state["config"]))
+    diff = [
+        f"--{f.name.replace('_', '-')} {getattr(stored, f.name)!r} (stored) vs "
+        f"{getattr(cfg, f.name)!r} (given)"
+        for f in fields(cfg)
+        if getattr(stored, f.name) != getattr(cfg, f.name) and f.name not in RESUME_MAY_CHANGE
+    ]
+    if diff:
+        may = ", ".join(
+            "--" + f.name.replace("_", "-") for f in fields(cfg) if f.name in RESUME_MAY_CHANGE
         )
-        train_loss = torch.tensor([loss_sum, loss_count], dtype=torch.float64, device=device)
-        if d.world > 1:
-            dist.all_reduce(train_loss)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
-            "val_loss": val["loss"],
-            "val_acc": val["acc"],
-            "val_images": val["count"],
-            "lr": lr,
-            "seconds": seconds,
-            "images_per_s": seen * d.world / max(seconds, 1e-9),
-        }
-        if ema is not None:
-            val_ema = evaluate(
-                ema.module,
-                val_loader,
-                device=device,
-                image_size=cfg.image_size,
-                amp=cfg.amp,
-                channels_last=cfg.channels_last,
-                distributed=d.world > 1,
-            )
-            record["val_loss_ema"], record["val_acc_ema"] = val_ema["loss"], val_ema["acc"]
-        history.append(record)
-        save(epoch + 1, 0)
-        if d.main:
-            _write_metrics(out / "metrics.jsonl", history)
-            epochs_bar.set_postfix(val_acc=f"{val['acc']:.3f}")
-    epochs_bar.close()
+        raise ValueError(
+            f"--resume with a different configuration: {'; '.join(diff)}; resume with the "
+            f"same options (only {may} may change)"
+        )
+    done = _entry(path, "epoch", lambda: _as_count(state["epoch"]))
+    if cfg.epochs < done:
+        raise ValueError(
+            f"--epochs {cfg.epochs} is fewer than the {done} epochs already run in {path}"
+        )
+    return state
+
+
+def _restore(run: _Run, state: Mapping[str, Any], path: Path) -> None:
+    """Load the resumed state into ``run``; a missing or damaged entry is named."""
+    loads = {
+        "model": run.model.load_state_dict,
+        "optimizer": run.optimizer.load_state_dict,
+        "scaler": run.scaler.load_state_dict,
+    }
+    if run.ema is not None:
+        loads["ema"] = run.ema.module.load_state_dict
+    for name, load in loads.items():
+        _entry(path, name, lambda load=load, name=name: load(state[name]))
+    run.epoch = _entry(path, "epoch", lambda: _as_count(state["epoch"]))
+    run.step_in_epoch = _entry(path, "step_in_epoch", lambda: _as_count(state["step_in_epoch"]))
+    run.global_step = _entry(path, "global_step", lambda: _as_count(state["global_step"]))
+    expected = run.epoch * run.steps_per_epoch + run.step_in_epoch
+    if run.step_in_epoch >= run.steps_per_epoch or run.global_step != expected:
+        raise ValueError(
+            f"{path}: checkpoint entries 'epoch', 'step_in_epoch', 'global_step' "
+            f"({run.epoch}, {run.step_in_epoch}, {run.global_step}) do not fit "
+            f"{run.steps_per_epoch} steps per epoch; was the data changed?"
+        )
+    run.history = _entry(path, "history", lambda: _history(state.get("history", []), run.epoch))
+    if run.step_in_epoch:  # resumed mid-epoch: the sums so far
+        run.partial = _entry(path, "partial", lambda: _EpochSums(*state["partial"]))
+    # the RNG state saved at that point already accounts for the batches done; only the
+    # sampler position must be skipped
+    _entry(path, "rng", lambda: _set_rng_state(state["rng"], run.aug_gen))
+
+
+def _entry(path: Path, name: str, read: Any) -> Any:
+    """``read()``, naming the checkpoint entry ``name`` if it is missing or damaged."""
+    try:
+        return read()
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()
+        detail = detail[0][:200] if detail else type(exc).__name__
+        raise ValueError(
+            f"{path}: checkpoint entry {name!r} is missing or damaged ({detail}); "
+            "the run cannot be resumed from it"
+        ) from None
+
+
+def _as_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected an integer >= 0, got {value!r}")
+    return value
+
+
+def _history(lines: Any, epochs: int) -> list[dict[str, Any]]:
+    history = [json.loads(line) for line in lines]
+    if len(history) != epochs or not all(isinstance(h, dict) for h in history):
+        raise ValueError(f"expected {epochs} JSON objects, one per epoch run")
+    return history
+
+
+# ---- one optimizer step ----------------------------------------------------------------
+
+
+def _learning_rate(run: _Run) -> float:
+    return cosine_lr(
+        run.global_step,
+        total=run.total_steps,
+        warmup=run.warmup,
+        peak=run.peak,
+        floor=run.cfg.min_lr,
+    )
+
+
+def _set_learning_rate(run: _Run) -> float:
+    """Set the scheduled rate of the coming step on every parameter group; returns it."""
+    lr = _learning_rate(run)
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr * g["lr_scale"]
+    return lr
+
+
+def _train_step(run: _Run, batches: Any, sums: _EpochSums) -> None:
+    """One optimizer step: ``accum_steps`` micro-batches, the update, the EMA."""
+    cfg = run.cfg
+    for micro in range(cfg.accum_steps):
+        images, labels = next(batches)
+        images, targets = run.transform(
+            images.to(run.device, non_blocking=True),
+            labels.to(run.device, non_blocking=True),
+            generator=run.aug_gen,
+        )
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        last = micro == cfg.accum_steps - 1
+        sync = nullcontext() if (last or run.d.world == 1) else run.net.no_sync()
+        with sync, _autocast(run.device, cfg.amp):
+            loss = run.criterion(run.net(images).float(), targets)
+            run.scaler.scale(loss / cfg.accum_steps).backward()
+        sums.loss_sum += float(loss.detach())
+        sums.loss_count += 1
+        sums.seen += images.shape[0]
+    if cfg.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.global_step += 1
+    if not math.isfinite(sums.loss_sum):
+        raise RuntimeError(
+            f"the training loss became {sums.loss_sum} at step {run.global_step}; "
+            "lower --lr or use --amp none"
+        )
+
+
+# ---- the end of an epoch: evaluation, metrics --------------------------------------------
+
+
+def _end_of_epoch(
+    run: _Run, epoch: int, lr: float, sums: _EpochSums, seconds: float
+) -> dict[str, Any]:
+    """The metrics record of ``epoch``: validation (and EMA) loss and accuracy, rates."""
+    cfg = run.cfg
+    options = dict(
+        device=run.device,
+        image_size=cfg.image_size,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        distributed=run.d.world > 1,
+        show_progress=run.log.terminal,
+    )
+    val = evaluate(run.net, run.val_loader, **options)
+    train_loss = torch.tensor([sums.loss_sum, sums.loss_count], dtype=torch.float64)
+    train_loss = train_loss.to(run.device)
+    if run.d.world > 1:
+        dist.all_reduce(train_loss)
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": float(train_loss[0] / max(train_loss[1], 1)),
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "val_images": val["count"],
+        "lr": lr,
+        "seconds": seconds,
+        "images_per_s": sums.seen * run.d.world / max(seconds, 1e-9),
+    }
+    if run.ema is not None:
+        val_ema = evaluate(run.ema.module, run.val_loader, **options)
+        record["val_loss_ema"], record["val_acc_ema"] = val_ema["loss"], val_ema["acc"]
+    return record
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """The summary of the run (written by rank 0 to ``summary.json``)."""
+    history, model = run.history, run.model
     summary = {
-        "model": cfg.model,
-        "dwconv": cfg.dwconv,
-        "epochs": cfg.epochs,
+        "model": run.cfg.model,
+        "dwconv": run.cfg.dwconv,
+        "epochs": run.cfg.epochs,
         "final": history[-1] if history else {},
         "best_val_acc": max((h["val_acc"] for h in history), default=float("nan")),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "world_size": d.world,
+        "world_size": run.d.world,
     }
-    if d.main:
-        _write_json(out / "summary.json", summary)
-    if d.world > 1:
+    if run.d.main:
+        _write_json(run.out / "summary.json", summary)
+    if run.d.world > 1:
         dist.barrier()
     return summary
+
+
+# ---- checkpoints -----------------------------------------------------------------------
+
+
+def _save_checkpoint(run: _Run, epoch: int, step: int, sums: _EpochSums | None = None) -> None:
+    """Write ``out/last.pt`` (rank 0): at ``step`` of ``epoch``, with the epoch's sums."""
+    from scalespace_mk.networks.checkpoint import save_checkpoint_file
+
+    if not run.d.main:
+        return
+    sums = sums or _EpochSums()
+    ema, analytic = run.ema, run.cfg.dwconv != "learned"
+    save_checkpoint_file(
+        {
+            "model": run.model.state_dict(),
+            "deploy": deploy_state_dict(run.model) if analytic else None,
+            "deploy_ema": deploy_state_dict(ema.module) if (ema and analytic) else None,
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step,
+            "global_step": run.global_step,
+            "rng": _rng_state(run.aug_gen),
+            "config": asdict(run.cfg),
+            "num_classes": run.num_classes,
+            "history": [json.dumps(h) for h in run.history],
+            "partial": [sums.loss_sum, sums.loss_count, sums.seen],
+        },
+        run.out / "last.pt",
+    )
+
+
+# ---- progress ----------------------------------------------------------------------------
+
+
+class _TrainLog:
+    """Progress of a run (rank 0): tqdm bars on a terminal, plain lines otherwise.
+
+    One line per epoch (epoch, step, lr, train loss, validation loss and accuracy, images/s,
+    ETA) on stderr, and one every ``log_every`` steps where stderr is not a terminal; both
+    kinds are appended to ``out/train.log``.
+    """
+
+    def __init__(self, run: _Run, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.terminal = enabled and stream_is_terminal()
+        self.path = run.out / "train.log" if enabled else None
+        self.start_step = run.global_step
+        self.started = time.monotonic()
+
+    def bar(self, epoch: int, initial: int, total: int) -> Any:
+        """The bar of one epoch's steps on a terminal, else an object doing nothing."""
+        if not self.terminal:
+            return _NoBar()
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", leave=False)
+
+    def line(self, text: str, *, on_stream: bool = True) -> None:
+        """Write ``text``, time-stamped, to stderr (if ``on_stream``) and ``train.log``."""
+        if not self.enabled:
+            return
+        text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"
+        if on_stream:
+            log_line(text, file=self.path)
+        else:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log_line(text, stream=log)
+
+    def _position(self, run: _Run, epoch: int) -> tuple[str, str]:
+        done = run.global_step - self.start_step
+        left = run.total_steps - run.global_step
+        eta = (time.monotonic() - self.started) / done * left if done else float("nan")
+        return (
+            f"epoch {epoch + 1}/{run.cfg.epochs} step {run.global_step}/{run.total_steps}",
+            f"ETA {format_duration(eta) if math.isfinite(eta) else '?'}",
+        )
+
+    def step(
+        self, run: _Run, epoch: int, lr: float, sums: _EpochSums, seconds: float, bar: Any
+    ) -> None:
+        """After a step: the bar on a terminal; every ``log_every`` steps, a line."""
+        mean = sums.loss_sum / max(sums.loss_count, 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+        every = run.cfg.log_every
+        if self.enabled and every and run.global_step % every == 0:
+            where, eta = self._position(run, epoch)
+            rate = sums.seen * run.d.world / max(seconds, 1e-9)
+            self.line(
+                f"{where} lr {lr:.3e} train_loss {mean:.4f} {rate:.1f} images/s {eta}",
+                on_stream=not self.terminal,
+            )
+
+    def epoch(self, run: _Run, record: Mapping[str, Any]) -> None:
+        """After an epoch: its line."""
+        where, eta = self._position(run, record["epoch"] - 1)
+        ema = f" val_acc_ema {record['val_acc_ema']:.4f}" if "val_acc_ema" in record else ""
+        self.line(
+            f"{where} lr {record['lr']:.3e} train_loss {record['train_loss']:.4f} "
+            f"val_loss {record['val_loss']:.4f} val_acc {record['val_acc']:.4f}{ema} "
+            f"{record['images_per_s']:.1f} images/s {eta}"
+        )
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -885,10 +1241,13 @@ def evaluate_checkpoint(
     ema: bool = False,
     batch_size: int = 128,
     workers: int = 0,
+    show_progress: bool = False,
 ) -> dict[str, float]:
     """Evaluate a training checkpoint on the validation split of ``data``.
 
     Returns ``{"loss", "acc", "count"}`` (mean cross-entropy, top-1 accuracy, images).
+    With ``show_progress``, rank 0 counts the batches on stderr (a bar on a terminal, a
+    plain line every 30 s otherwise).
     """
     from scalespace_mk.networks import create_model
     from scalespace_mk.training.datasets import build_dataset
@@ -924,4 +1283,5 @@ def evaluate_checkpoint(
         image_size=cfg.image_size,
         amp=cfg.amp,
         distributed=d.world > 1,
+        show_progress=show_progress and d.main,
     )
