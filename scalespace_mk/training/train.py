@@ -442,8 +442,11 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
     if source_path:
         raw = load_checkpoint_file(source_path)
         if isinstance(raw, Mapping) and "config" in raw and "model" in raw:
-            raw = raw["model"]  # a checkpoint written by this trainer
+            # a checkpoint written by this trainer: analytic networks through their
+            # all-Conv2d equivalent
+            raw = raw.get("deploy") or raw["model"]
         state = checkpoint_filter_fn(raw, model)
+        _check_source(state, model, cfg)
         if cfg.init:
             result = load_checkpoint(model, state, strict=False)
             info["missing_keys"], info["unexpected_keys"] = (
@@ -453,6 +456,39 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
         if cfg.dwconv != "learned":
             info["replacement"] = convert_depthwise(model, state, cfg)
     return model, info
+
+
+def _check_source(state: Mapping[str, Any], model: nn.Module, cfg: TrainConfig) -> None:
+    """One line when the checkpoint of ``init`` / ``replace_from`` does not fit ``model``.
+
+    ``init`` must supply every tensor but the classifier (``head.fc``, which may have another
+    number of classes); ``replace_from`` every depthwise weight.
+    """
+    option, path = ("init", cfg.init) if cfg.init else ("replace_from", cfg.replace_from)
+    target = model.state_dict()
+    keys = [
+        k
+        for k in target
+        if (not k.startswith("head.fc.") if cfg.init else k.endswith("conv_dw.weight"))
+    ]
+    missing = [k for k in keys if k not in state]
+    other = [
+        k
+        for k in keys
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(target[k].shape)
+    ]
+    if missing or other:
+        first = (
+            f"{other[0]} is {list(getattr(state[other[0]], 'shape', []))}, the model needs "
+            f"{list(target[other[0]].shape)}"
+            if other
+            else f"{missing[0]} is missing"
+        )
+        raise ValueError(
+            f"{option} {path} does not fit model {cfg.model}: {len(missing)} tensors "
+            f"missing, {len(other)} of another shape ({first}); was it trained with another "
+            "--model?"
+        )
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
