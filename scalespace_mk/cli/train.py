@@ -150,7 +150,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if given is not None:
             values[f.name] = given
     try:
-        return TrainConfig.from_dict(values)
+        return TrainConfig.from_dict(values, legacy=False)
     except ValueError as exc:  # name the option as it is typed: seed -> --seed
         names = {f.name for f in fields(TrainConfig)}
         message = re.sub(

@@ -212,14 +212,18 @@ class TrainConfig:
             )
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping, rejecting unknown keys with their names."""
+    def from_dict(cls, values: Mapping[str, Any], *, legacy: bool = True) -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys with their names.
+
+        With ``legacy`` (default), values of configurations stored before 0.2.0 are read as
+        they were meant (``max_steps_per_epoch`` 0: no cap).
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training options {unknown}; known: {sorted(known)}")
         values = dict(values)
-        if values.get("max_steps_per_epoch") == 0:  # checkpoints before 0.2.0: 0 meant no cap
+        if legacy and values.get("max_steps_per_epoch") == 0:
             values["max_steps_per_epoch"] = None
         return cls(**values)
 
