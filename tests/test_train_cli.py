@@ -243,3 +243,23 @@ def test_two_process_gloo_data_error(tmp_path):
     # torchrun's own summary follows (every rank exited with 2); no frame of our code
     assert res.stderr.count("exitcode  : 2") == 2, res.stderr[-3000:]
     assert "scalespace_mk/" not in res.stderr.replace("scalespace_mk.cli", "")
+
+
+def test_a_failure_on_one_rank_is_raised_on_every_rank(monkeypatch):
+    """Set-up failing on rank 1 only: rank 0 raises a ValueError naming it, waits for nothing."""
+    import scalespace_mk.training.train as T
+
+    def gather(into, value, failures=(None, "FileNotFoundError: no folder /data")):
+        into[:] = list(failures)
+
+    monkeypatch.setattr(T.dist, "all_gather_object", gather)
+    with pytest.raises(ValueError, match=r"^rank 1 failed: FileNotFoundError: no folder /data$"):
+        T._on_every_rank(T._Dist(rank=0, world=2), lambda: "built")
+
+    def fail():
+        raise FileNotFoundError("no folder /data")
+
+    with pytest.raises(FileNotFoundError):  # the failing rank raises its own error
+        T._on_every_rank(T._Dist(rank=1, world=2), fail)
+    monkeypatch.setattr(T.dist, "all_gather_object", lambda into, value: None)
+    assert T._on_every_rank(T._Dist(rank=0, world=2), lambda: "built") == "built"
