@@ -214,28 +214,11 @@ def test_distributed_errors_one_line_on_rank_zero(monkeypatch, capsys):
 
 def test_two_process_gloo_data_error(tmp_path):
     """A missing data folder under torchrun: one line from rank 0, no traceback of ours."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = (
-        str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29519",
-        "-m",
-        "scalespace_mk.cli",
-        "train",
-        "--model",
-        "convnextv2_test",
-        "--data",
-        f"imagenet:{tmp_path / 'missing'}",
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    launch = "torch.distributed.run --nproc_per_node 2 --master_port 29519 -m scalespace_mk.cli"
+    cmd = [sys.executable, "-m", *launch.split(), "train", "--model", "convnextv2_test"]
+    cmd += ["--data", f"imagenet:{tmp_path / 'missing'}", "--out", str(tmp_path / "out")]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     ours = [line for line in res.stderr.splitlines() if line.startswith("scalespace-mk train")]
