@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -223,8 +224,10 @@ def test_two_process_gloo_data_error(tmp_path):
     assert res.returncode != 0
     ours = [line for line in res.stderr.splitlines() if line.startswith("scalespace-mk train")]
     assert len(ours) == 1 and "does not exist" in ours[0], res.stderr[-3000:]
-    # torchrun's own summary follows (every rank exited with 2); no frame of our code
-    assert res.stderr.count("exitcode  : 2") == 2, res.stderr[-3000:]
+    # torchrun's own summary follows: every rank exited with 2 (or was stopped by torchrun
+    # once the first had); no frame of our code
+    codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", res.stderr, re.MULTILINE)
+    assert len(codes) == 2 and "2" in codes and set(codes) <= {"2", "-15"}, res.stderr[-3000:]
     assert "scalespace_mk/" not in res.stderr.replace("scalespace_mk.cli", "")
 
 
