@@ -1,6 +1,6 @@
 """Filter I/O and fetching of the published master key filters.
 
-The eight 7x7 master key filters (SPEC §1) are published as a text file of ``Filter k:``
+The eight 7x7 master key filters (docs/method.md#data) are published as a text file of ``Filter k:``
 blocks. This module reads and writes that format, loads filters from the common array
 formats (``.npy``, ``.npz``, ``.pt``/``.pth``, ``.safetensors``) and fetches the published
 file into a per-user cache, pooch-style: a registry pins the URL and sha256 of every file,

@@ -39,7 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "replace",
-        help="replace every depthwise filter by its best a*x_j + b (SPEC §9, experiment 1)",
+        help=(
+            "replace every depthwise filter by its best a*x_j + b "
+            "(docs/method.md#networks, experiment 1)"
+        ),
         description="Replace every depthwise filter y by a_j x_j + b, the least-squares "
         "linear shift of the best of 8 candidates x_j (zero-mean, unit-l2): the learned "
         "master key filters, or their idealised models under a fitting method. The output "

@@ -1,4 +1,4 @@
-"""``scalespace-mk fit``: fit the idealised scale-space models to filters (SPEC §8).
+"""``scalespace-mk fit``: fit the idealised scale-space models to filters (docs/method.md#fitting).
 
 Examples
 --------
@@ -39,8 +39,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "fit",
         help="fit the scale-space models of the 8 master key types to filters (methods A-D)",
         description=(
-            "Normalise the filters in paper mode (SPEC §7) and fit the idealised model of "
-            "each filter's type (SPEC §5) by one method of SPEC §8: A (weighted variance, "
+            "Normalise the filters in paper mode (docs/method.md#normalisation) and fit the "
+            "idealised model of "
+            "each filter's type (docs/method.md#models) by one method of docs/method.md#fitting: "
+            "A (weighted variance, "
             "self-weighting relations), A-exact (weighted variance, exact relation at "
             "sigma_ref), B (weighted variance matched to the model's), C1/C2 (least l1 "
             "distance; separate / one common sigma), D1/D2 (least l2 distance), and the "
