@@ -26,8 +26,7 @@ report to ``docs/results.md`` (``--results``) and figures to ``docs/figures`` (`
 the smoke run writes everything under ``--out``. Afterwards
 ``python experiments/make_builtin_filters.py`` turns the learned run into the packaged
 ``builtin`` filters. The published filters are read with
-:func:`scalespace_mk.analysis.filters.load_filters` (set ``SCALESPACE_MK_DATA`` to a folder holding
-``8Filters.txt`` when offline).
+:func:`scalespace_mk.analysis.filters.load_filters` (the copy shipped in the package).
 
 Everything is seeded (``--seed``): on the same machine and thread count a rerun gives the
 same numbers. Conventions: filters are stored depthwise weights ``h[r, c]`` (y up:
