@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sys
@@ -355,3 +356,34 @@ def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
         write_filter_text(target, np.full((1, 3, 3), np.nan))
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["f.txt"]
+
+
+# ------------------------------------------------------------------ scalespace-mk data verify
+
+
+def test_cli_data_verify_offline(capsys):
+    from scalespace_mk.cli import main
+
+    assert main(["data", "verify", "--offline"]) == 0
+    assert PUBLISHED_SHA256 in capsys.readouterr().out
+
+
+def test_cli_data_verify_downloads_and_compares(isolated, server, monkeypatch, capsys):
+    from scalespace_mk.cli import main
+
+    root, base, hits = server
+    (root / "8Filters.txt").write_bytes((SHARED / "8Filters.txt").read_bytes())
+    _register(monkeypatch, "8Filters.txt", f"{base}/8Filters.txt", PUBLISHED_SHA256)
+    assert main(["data", "verify", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shipped_ok"] and report["same"] and hits == ["/8Filters.txt"]
+    assert report["downloaded_sha256"] == PUBLISHED_SHA256
+
+
+def test_cli_data_verify_download_failure_is_one_line(isolated, monkeypatch, capsys):
+    from scalespace_mk.cli import main
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    assert main(["data", "verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scalespace-mk data verify: error:")
