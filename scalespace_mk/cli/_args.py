@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["masterkey_types_arg", "model_types_arg"]
+__all__ = ["DEVICES", "add_device_option", "masterkey_types_arg", "model_types_arg"]
+
+#: choices of every ``--device`` option
+DEVICES = ("cpu", "cuda")
 
 
 def masterkey_types_arg(text: str) -> list[int]:
@@ -28,3 +31,13 @@ def model_types_arg(text: str) -> list[int | str]:
             f"--types must list types 1..8 and/or model names (e.g. '1,5,dxx'); got {text!r}"
         )
     return [int(tok) if tok.lstrip("+-").isdigit() else tok for tok in tokens]
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add the shared ``--device {cpu,cuda}`` option (default cpu) to ``parser``."""
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help=f"torch device for {what} (default: %(default)s)",
+    )

@@ -110,7 +110,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--plot",
         metavar="FILE.png",
         default=None,
-        help="also draw the bank (rows sigma, columns model; diverging colormap at 0)",
+        help="also draw the bank (rows sigma, columns model; diverging colormap at 0) "
+        "(default: no figure)",
     )
     p.set_defaults(_run=run)
     return p

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import model_types_arg
+from ._args import add_device_option, model_types_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -62,10 +62,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(default 1,2,3,4,5,6,7,8)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
-    p.add_argument("--plot", metavar="FILE", default=None, help="write histograms to FILE")
     p.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)"
+        "--plot", metavar="FILE", default=None, help="write histograms to FILE (default: no figure)"
     )
+    add_device_option(p, "the census")
     p.add_argument(
         "--method",
         default="discgauss",

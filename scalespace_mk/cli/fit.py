@@ -78,7 +78,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--plot",
         metavar="FILE.png",
         default=None,
-        help="also write a figure of the normalised filters, the models and the residuals",
+        help="also write a figure of the normalised filters, the models and the residuals "
+        "(default: no figure)",
     )
     p.set_defaults(_run=run)
     return p
