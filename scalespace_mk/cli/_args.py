@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DEVICES", "add_device_option", "masterkey_types_arg", "model_types_arg"]
+__all__ = [
+    "DEVICES",
+    "add_device_option",
+    "fit_types_arg",
+    "masterkey_types_arg",
+    "model_types_arg",
+]
 
 #: choices of every ``--device`` option
 DEVICES = ("cpu", "cuda")
@@ -41,3 +47,10 @@ def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
         default="cpu",
         help=f"torch device for {what} (default: %(default)s)",
     )
+
+
+def fit_types_arg(text: str) -> list[int] | str:
+    """``--types`` of fit: ``auto`` (chosen by the census) or master-key types 1..8."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return masterkey_types_arg(text)
