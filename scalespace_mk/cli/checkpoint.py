@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ._args import add_device_option, model_types_arg
+from ._args import add_device_option, model_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser"]
 
@@ -92,6 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_analyze(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import analyze
 
+    refuse_wrong_file("analyze", args.checkpoint, "checkpoint")
     result = analyze(
         args.checkpoint, types=args.types, device=args.device, progress=False if args.json else None
     )
@@ -126,6 +127,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
 def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
+    refuse_wrong_file("replace", args.checkpoint, "checkpoint")
     result = replace(
         args.checkpoint, candidates=args.candidates, filters=args.filters, out=args.out
     )

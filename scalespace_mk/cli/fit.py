@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import fit_types_arg
+from ._args import fit_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser", "run"]
 
@@ -170,7 +170,12 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.fit import fit_filters
 
     try:
-        h = load_filters(args.filters)
+        try:
+            h = load_filters(args.filters)
+        except (ValueError, TypeError):
+            if args.filters is not None:
+                refuse_wrong_file("fit", args.filters, "filters")  # a checkpoint: say so
+            raise
         types = _resolve_types(args, h)
         result = fit_filters(
             h,

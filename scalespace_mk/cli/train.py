@@ -152,6 +152,9 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     from scalespace_mk.training.train import evaluate_checkpoint
 
+    from ._args import refuse_wrong_file
+
+    refuse_wrong_file("eval", args.checkpoint, "checkpoint")
     result = evaluate_checkpoint(
         args.checkpoint, args.data, ema=args.ema, batch_size=args.batch_size, workers=args.workers
     )

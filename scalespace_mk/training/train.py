@@ -593,7 +593,9 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, Mapping) or not required <= set(ckpt):
         missing = sorted(required - set(ckpt)) if isinstance(ckpt, Mapping) else required
         raise ValueError(
-            f"{path} is not a scalespace_mk training checkpoint (missing {sorted(missing)})"
+            f"{path} is not a scalespace_mk training checkpoint (missing {sorted(missing)}): "
+            "'eval' and '--resume' read OUT/last.pt of 'scalespace-mk train'; for any other "
+            "checkpoint use 'scalespace-mk analyze' (census of its depthwise layers)"
         )
     return dict(ckpt)
 
