@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,7 +201,7 @@ def download_verified(
     timeout : float, optional
         Network timeout in seconds.
     progress : bool, optional
-        Show a progress bar (on a terminal).
+        Show a progress bar (only when stderr is a terminal).
 
     Returns
     -------
@@ -223,7 +224,9 @@ def download_verified(
             known_hash=f"sha256:{sha256}",
             fname=dest.name,
             path=dest.parent,
-            downloader=pooch.HTTPDownloader(progressbar=progress, timeout=timeout),
+            downloader=pooch.HTTPDownloader(
+                progressbar=bool(progress) and sys.stderr.isatty(), timeout=timeout
+            ),
         )
     except ValueError as exc:
         if "hash" not in str(exc).lower():
