@@ -35,6 +35,12 @@ def _offline_env(home: Path) -> dict[str, str]:
     return env
 
 
+def _run_offline(tmp_path: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    env = _offline_env(tmp_path / "home")
+    kw = {"env": env, "cwd": tmp_path, "capture_output": True, "text": True, "timeout": 300}
+    return subprocess.run([sys.executable, *argv], **kw)
+
+
 def test_readme_has_exactly_two_setup_commands_first():
     block = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()
     assert len(block) == 2
@@ -44,15 +50,7 @@ def test_readme_has_exactly_two_setup_commands_first():
 @pytest.mark.slow
 def test_readme_first_command_offline(tmp_path):
     """``scalespace-mk fit`` prints the method-B table of the published 8, fully offline."""
-    env = _offline_env(tmp_path / "home")
-    out = subprocess.run(
-        [sys.executable, "-m", "scalespace_mk.cli", "fit"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _run_offline(tmp_path, ["-m", "scalespace_mk.cli", "fit"])
     assert out.returncode == 0, out.stderr
     assert "method B" in out.stdout
     rows = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
@@ -64,14 +62,6 @@ def test_readme_first_command_offline(tmp_path):
 @pytest.mark.slow
 def test_readme_python_snippet_offline(tmp_path):
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
-    env = _offline_env(tmp_path / "home")
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _run_offline(tmp_path, ["-c", code])
     assert out.returncode == 0, out.stderr
     assert "method C1" in out.stdout and len(out.stdout.splitlines()) >= 10
