@@ -2,7 +2,8 @@
 
 Builds a seeded bank of learned-like 7x7 filters, by default 6,624 of them (the number of
 depthwise filters in ConvNeXt-T: 3*96 + 3*192 + 9*384 + 3*768): about 97 % are idealised
-models of the 8 master key types (SPEC §5) at random scales (sigma in [0.3, 2], alpha in
+models of the 8 master key types (docs/method.md#models) at random scales (sigma in [0.3, 2], alpha
+in
 [0.2, 2]), times a random gain of either sign, plus an offset and Gaussian noise of a
 random level (5-40 % of the model's norm), and the rest are white noise. Then, in one run:
 
@@ -89,7 +90,7 @@ _OPS = {
     "x+": (0.0, -1.0, 1.0),
     "x-": (-1.0, 1.0, 0.0),
 }
-#: (ops along x, ops along y) of the separable master key types (SPEC §5)
+#: (ops along x, ops along y) of the separable master key types (docs/method.md#models)
 _SEP = {1: ("", "x+"), 2: ("x-", ""), 3: ("", "x-"), 4: ("x+", ""), 5: ("x", ""), 6: ("", "x")}
 _SEP[8] = ("", "")
 _N = np.arange(-3, 4)

@@ -25,7 +25,7 @@ Steps (all deterministic for a given checkpoint and seed):
    filters that maximises the summed ``|correlation|`` (Hungarian algorithm), and sign each
    extracted filter so that its correlation with its published partner is positive. Slot j
    therefore holds the extracted filter that plays the role of published filter j (type j of
-   SPEC §5), and the default types 1..8 of ``scalespace-mk fit`` apply.
+   docs/method.md#models), and the default types 1..8 of ``scalespace-mk fit`` apply.
 
 Arrays follow the stored-weight convention: ``h[r, c]`` with row r top to bottom, centred
 coordinates ``x = c - m`` and ``y = m - r`` (y up), used as conv2d weights with no flip.

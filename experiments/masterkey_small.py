@@ -1,4 +1,4 @@
-"""The master-key experiment at small scale, on a CPU, offline (SPEC §9).
+"""The master-key experiment at small scale, on a CPU, offline (docs/method.md#networks).
 
 On the ``builtin`` natural-image patches (scikit-image photographs, nothing downloaded):
 
@@ -6,9 +6,11 @@ On the ``builtin`` natural-image patches (scikit-image photographs, nothing down
 2. run the census (best ``a g + b`` of the 8 master-key types, with fitted scales) on all its
    depthwise filters and on Gaussian i.i.d. random filters of the same shapes;
 3. extract 8 master filters from the learned filters, order them like the published 8 and
-   fit the idealised models to them and to the published 8 (fitting methods of SPEC §8);
+   fit the idealised models to them and to the published 8 (fitting methods of
+   docs/method.md#fitting);
 4. train, with the same budget, networks whose depthwise filters are replaced per channel
-   (least-squares linear shift of SPEC §9, from the learned run) by frozen idealised models
+   (least-squares linear shift of docs/method.md#networks, from the learned run) by frozen
+   idealised models
    of method B (``idealized-B``), by the same models with learnable scales
    (``learnable-B``) and by the frozen published master key filters (``masterkey``);
 5. write ``docs/results.md`` (accuracy table, census table, extracted filters, fit tables)
@@ -24,8 +26,7 @@ report to ``docs/results.md`` (``--results``) and figures to ``docs/figures`` (`
 the smoke run writes everything under ``--out``. Afterwards
 ``python experiments/make_builtin_filters.py`` turns the learned run into the packaged
 ``builtin`` filters. The published filters are read with
-:func:`scalespace_mk.analysis.filters.load_filters` (set ``SCALESPACE_MK_DATA`` to a folder holding
-``8Filters.txt`` when offline).
+:func:`scalespace_mk.analysis.filters.load_filters` (the copy shipped in the package).
 
 Everything is seeded (``--seed``): on the same machine and thread count a rerun gives the
 same numbers. Conventions: filters are stored depthwise weights ``h[r, c]`` (y up:
@@ -99,7 +100,7 @@ class Setup:
     lr, warmup_epochs : float
         Base learning rate per 256 samples and warm-up length.
     fit_methods : tuple of str
-        Fitting methods (SPEC §8) applied to the extracted and the published filters.
+        Fitting methods (docs/method.md#fitting) applied to the extracted and the published filters.
     """
 
     name: str
@@ -480,7 +481,7 @@ def _report(res: dict[str, Any], fig_rel: str) -> str:
         "Top-1 accuracy on the validation patches after the last epoch (and the best epoch).",
         "Every variant trains with the same budget; the analytic variants take their per-channel",
         "choice and `a`, `b` from the least-squares replacement of the learned run's filters",
-        "(SPEC §9) and train every other weight afresh.",
+        "([method: networks](method.md#networks)) and train every other weight afresh.",
         "",
         "| variant | depthwise filters | trainable params | val acc | best val acc "
         "| val loss | train loss | train s | wall s |",
@@ -573,7 +574,9 @@ def _report(res: dict[str, Any], fig_rel: str) -> str:
         "",
         "## Idealised fits: extracted filters beside the published 8",
         "",
-        "Type j + 1 fitted to slot j (paper-mode normalisation, SPEC §7-8). sigma in pixels;",
+        "Type j + 1 fitted to slot j (paper-mode normalisation, "
+        "[method: normalisation](method.md#normalisation), [method: fitting](method.md#fitting)). "
+        "sigma in pixels;",
         "l1, l2: distances between the model g and the normalised filter h~.",
         "",
     ]

@@ -12,6 +12,7 @@ on the page as in the coordinates ``x = c - m``, ``y = m - r``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,27 @@ def _save_atomic(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     return path
 
 
+#: axis label of every figure of filter images (one pixel per tap, as stored)
+_GRID_AXES = "pixels as stored: x = column - m to the right, y = m - row up"
+
+
+def _short(text: str, width: int = 28, lines: int = 4) -> str:
+    """Wrap ``text`` into at most ``lines`` lines of ``width`` characters for a small cell."""
+    import textwrap
+
+    wrapped = textwrap.wrap(str(text), width) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: width - 3] + "..."
+    return "\n".join(wrapped)
+
+
+def _empty_cell(ax: Any, label: str) -> None:
+    """An empty, framed cell with a centred label (a missing or failed entry)."""
+    ax.set_facecolor("0.95")
+    ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=5.5, transform=ax.transAxes)
+
+
 def plot_fit(
     result: Any,
     *,
@@ -68,9 +90,9 @@ def plot_fit(
     title : str, optional
         Figure title; default names the method.
     cmap : str
-        Diverging matplotlib colormap; each column shares one symmetric colour range
-        ``[-a, a]`` with ``a = max |h~|`` of that filter, so the residual is on the scale of
-        the filter.
+        Diverging matplotlib colormap; each column (a filter and its model) shares one
+        symmetric colour range ``[-a, a]`` with ``a`` the largest ``|h~|`` or ``|g|`` of the
+        pair, so the model, the filter and the residual are directly comparable.
     dpi : int
         Resolution used when writing ``path``.
 
@@ -78,7 +100,9 @@ def plot_fit(
     -------
     matplotlib.figure.Figure
         Three rows (normalised filter ``h~``, model ``g``, residual ``g - h~``) and one
-        column per filter, titled with index, model name and the fitted scales.
+        column per filter, titled with index, model name and the fitted scales. A filter
+        without a fit (:attr:`FilterFit.error`) gets labelled empty model and residual cells
+        ("no fit: reason").
 
     Notes
     -----
@@ -103,18 +127,28 @@ def plot_fit(
     )
     rows = ("normalised h~", "model g", "residual g - h~")
     for j, f in enumerate(fits):
-        learned = np.asarray(f.normalized)
-        model = np.asarray(f.fitted)
-        vmax = float(np.abs(learned).max()) or 1.0
+        learned = np.asarray(f.normalized, dtype=np.float64)
+        model = np.asarray(f.fitted, dtype=np.float64)
+        error = getattr(f, "error", None)
+        failed = error is not None or not np.isfinite(model).all()
+        pair = np.abs(learned) if failed else np.abs(np.concatenate([learned, model]))
+        vmax = float(np.nanmax(pair)) if np.isfinite(pair).any() else 1.0
+        vmax = vmax or 1.0
+        im = None
         for i, img in enumerate((learned, model, model - learned)):
             ax = axes[i, j]
-            im = ax.imshow(img, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(rows[i], fontsize=8)
-        if getattr(f, "error", None) is not None:
-            scales = "no fit\n(see error)"
+            if i > 0 and failed:
+                reason = re.sub(r"^method '[^']+': filter \d+ \(type \d+\): ", "", error or "")
+                _empty_cell(ax, _short("no fit: " + (reason or "non-finite model")))
+                continue
+            shown = ax.imshow(img, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+            im = shown if im is None else im
+        if failed:
+            scales = "no fit"
         elif f.alpha is not None:
             scales = f"σ={f.sigma_x:.3f}\nα={f.alpha:.3f}"
         elif f.sigma_x == f.sigma_y:
@@ -122,9 +156,11 @@ def plot_fit(
         else:
             scales = f"σx={f.sigma_x:.3f}\nσy={f.sigma_y:.3f}"
         axes[0, j].set_title(f"{f.index}: {f.model}\n{scales}", fontsize=8)
-        axes[2, j].set_title(f"l1 {f.l1:.3f}, l2 {f.l2:.3f}", fontsize=7)
+        if not failed:
+            axes[2, j].set_title(f"l1 {f.l1:.3f}, l2 {f.l2:.3f}", fontsize=7)
         bar = fig.colorbar(im, ax=axes[2, j], location="bottom", shrink=0.9, aspect=12)
         bar.ax.tick_params(labelsize=6)
+    fig.supxlabel(_GRID_AXES, fontsize=8)
     method = getattr(result, "method", None)
     fig.suptitle(title if title is not None else f"fit by method {method}", fontsize=10)
     if path is not None:
@@ -156,7 +192,7 @@ def plot_bank(
     path : str or path-like, optional
         If given, the figure is also written there (format from the suffix), atomically.
     title : str, optional
-        Figure title.
+        Figure title; default names the number of models and scales.
     cmap : str
         Diverging matplotlib colormap; each panel is centred at 0 with the symmetric range
         ``[-a, a]``, ``a = max |h|`` of that panel (printed under it).
@@ -199,8 +235,10 @@ def plot_bank(
                 ax.set_title(names[j], fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"σ = {sig[i]:.3g}", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title is None:
+        title = f"{n_cols} models at {n_rows} scales σ (pixels)"
+    fig.suptitle(title, fontsize=10)
+    fig.supxlabel(_GRID_AXES, fontsize=8)
     fig.tight_layout()
     if path is not None:
         _save_atomic(fig, path, dpi=dpi)
@@ -254,27 +292,33 @@ def plot_census(
     fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.4), layout="constrained")
     counts = np.bincount(best, minlength=len(types))
     axes[0].bar(types, counts, color="C0")
+    axes[0].set_title("best type per filter", fontsize=9)
     axes[0].set_xlabel("best type")
     axes[0].set_ylabel("filters")
     for x, c in enumerate(counts):
         axes[0].annotate(f"{c}", (x, c), ha="center", va="bottom", fontsize=7)
     axes[1].hist(np.asarray(result.r2), bins=bins, range=(0.0, 1.0), color="C1")
+    axes[1].set_title("goodness of fit", fontsize=9)
     axes[1].set_xlabel("R² of the best fit")
     axes[1].set_ylabel("filters")
     sx, sy = np.asarray(result.sigma_x), np.asarray(result.sigma_y)
     top = float(max(sx.max(), sy.max(), 1e-3))
     axes[2].hist([sx, sy], bins=bins, range=(0.0, top), label=["σx", "σy"], color=["C2", "C3"])
+    axes[2].set_title("scales of the best fit", fontsize=9)
     axes[2].set_xlabel("scale of the best fit (σ, pixels)")
-    axes[2].legend(fontsize=8)
+    axes[2].set_ylabel("filters")
+    axes[2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
     alpha = np.asarray(result.alpha, dtype=np.float64)
     alpha = alpha[np.isfinite(alpha)]
     if alpha.size:
         axes[3].hist(alpha, bins=bins, color="C4")
-        axes[3].set_xlabel("α of type-7 fits")
     else:
         axes[3].text(0.5, 0.5, "no type-7 fits", ha="center", va="center")
         axes[3].set_xticks([])
         axes[3].set_yticks([])
+    axes[3].set_title("Laplacian weight of type 7", fontsize=9)
+    axes[3].set_xlabel("α of type-7 fits")
+    axes[3].set_ylabel("filters")
     fig.suptitle(title if title is not None else f"census of {n} filters", fontsize=10)
     if path is not None:
         _save_atomic(fig, path, dpi=dpi)
@@ -298,8 +342,9 @@ def plot_filter_grid(
     Parameters
     ----------
     panels : array_like, shape [rows, cols, k, k]
-        Stored weights (rows top to bottom, y up). A panel that is entirely NaN is left
-        blank (a missing entry).
+        Stored weights (rows top to bottom, y up). A panel that is entirely NaN is drawn as
+        a labelled empty cell (a missing entry; its note, e.g. ``"no fit: reason"``, or
+        ``"missing"``).
     row_labels : sequence of str, optional
         One label per row (left of the row).
     col_titles : sequence of str, optional
@@ -309,7 +354,7 @@ def plot_filter_grid(
     path : str or path-like, optional
         If given, the figure is also written there (format from the suffix), atomically.
     title : str, optional
-        Figure title.
+        Figure title; default names the grid's size.
     cmap : str
         Diverging matplotlib colormap, centred at 0.
     share_column_scale : bool
@@ -359,8 +404,8 @@ def plot_filter_grid(
             if j == 0 and row_labels is not None:
                 ax.set_ylabel(str(row_labels[i]), fontsize=8)
             if blank[i, j]:
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
+                label = notes[i, j] if notes is not None and notes[i, j] else "missing"
+                _empty_cell(ax, _short(label, width=18))
                 continue
             vmax = col_max[j] if share_column_scale else float(np.abs(p[i, j]).max())
             vmax = vmax or 1.0
@@ -368,8 +413,10 @@ def plot_filter_grid(
             note = notes[i, j] if notes is not None else f"±{vmax:.2g}"
             if note:
                 ax.set_xlabel(str(note), fontsize=7, labelpad=2)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title is None:
+        title = f"{n_rows} x {n_cols} filters" if n_rows > 1 else f"{n_cols} filters"
+    fig.suptitle(title, fontsize=10)
+    fig.supxlabel(_GRID_AXES, fontsize=8)
     fig.tight_layout()
     if path is not None:
         _save_atomic(fig, path, dpi=dpi)
@@ -448,10 +495,11 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
     ax.plot(
         np.arange(len(layers)), [layer["median_r2"] for layer in layers], "k.-", label="median R²"
     )
+    ax.set_title("best idealised type of each channel, per depthwise layer", fontsize=9)
     ax.set_xlabel("depthwise layer (network order)")
-    ax.set_ylabel("share of channels")
+    ax.set_ylabel("share of channels; median R²")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, ncol=5, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
     paths = [_save_atomic(fig, directory / "types_per_layer.png", dpi=dpi)]
     plt.close(fig)
     r2 = np.array([f["r2"] for f in result.filters])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
+import json
 import os
 import socket
-import threading
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,6 @@ import torch
 from scalespace_mk.analysis import filters as data
 from scalespace_mk.analysis.filters import (
     CACHE_ENV,
-    DATA_ENV,
     OFFLINE_ENV,
     REGISTRY,
     ChecksumError,
@@ -25,64 +24,26 @@ from scalespace_mk.analysis.filters import (
     fetch,
     file_sha256,
     load_filters,
+    published_path,
     read_filter_text,
     save_filters,
     write_filter_text,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "masterkey"
+SHARED = Path(__file__).resolve().parents[1] / "scalespace_mk" / "data_files"  # shipped copy
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "masterkey"
 PUBLISHED_SHA256 = "b48e20624d5089caa7a5bfcacf12d7a43f32aab5571f3a02e6583514c3506fcc"
 
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No data dir, a private cache, and no proxies for 127.0.0.1."""
-    monkeypatch.delenv(DATA_ENV, raising=False)
+    """Downloads allowed, a private cache, and no proxies for 127.0.0.1."""
     monkeypatch.delenv(OFFLINE_ENV, raising=False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     return tmp_path / "cache"
-
-
-@pytest.fixture
-def published(isolated, monkeypatch):
-    """Point the data directory at the shared copy of the published filters (offline)."""
-    if not (SHARED / "8Filters.txt").is_file():
-        pytest.fail(f"the shared copy of the published filters is missing: {SHARED}")
-    monkeypatch.setenv(DATA_ENV, str(SHARED))
-    monkeypatch.setenv(OFFLINE_ENV, "1")
-    return SHARED / "8Filters.txt"
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving tmp_path/srv; yields (root, base_url, hits)."""
-    root = tmp_path / "srv"
-    root.mkdir()
-    hits: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
-            pass
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def _register(monkeypatch, name: str, url: str, sha: str) -> None:
@@ -115,30 +76,42 @@ def test_parse_shared_file():
     assert h[1, 3, 4] == 0.848257
 
 
-def test_load_filters_default_uses_data_dir(published):
+def test_load_filters_default_is_the_shipped_copy(monkeypatch, tmp_path):
+    """No network, no setting: the published 8 come from the package itself."""
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("SCALESPACE_MK_DATA", raising=False)
     h = load_filters()
-    np.testing.assert_array_equal(h, read_filter_text(published))
+    np.testing.assert_array_equal(h, read_filter_text(SHARED / "8Filters.txt"))
     np.testing.assert_array_equal(load_filters("masterkey"), h)
     np.testing.assert_array_equal(load_filters(SHARED), h)  # a directory with 8Filters.txt
-    assert fetch() == published
+    assert published_path() == SHARED / "8Filters.txt"
+    assert file_sha256(published_path()) == PUBLISHED_SHA256
+    assert not (tmp_path / "empty-cache").exists()  # nothing fetched
 
 
-def test_data_dir_checksum_mismatch_is_an_error(isolated, tmp_path, monkeypatch):
-    folder = tmp_path / "mydata"
-    folder.mkdir()
+def test_shipped_copy_has_attribution_and_licence():
+    text = (SHARED / "8Filters.md").read_text()
+    for needed in ("Lindeberg", "Babaiee", "Kiasari", "CC BY 4.0", PUBLISHED_SHA256):
+        assert needed in text
+    assert "af051cb0667895cb479e15a3a1367b6a524362fe" in text
+
+
+@pytest.mark.skipif(
+    not (REFERENCE / "8Filters.txt").is_file(), reason="no reference copy in ../shared"
+)
+def test_shipped_copy_equals_the_reference_copy():
+    assert (SHARED / "8Filters.txt").read_bytes() == (REFERENCE / "8Filters.txt").read_bytes()
+
+
+def test_altered_shipped_copy_is_refused(monkeypatch, tmp_path):
+    fake = tmp_path / "pkg"
+    (fake / "data_files").mkdir(parents=True)
     text = (SHARED / "8Filters.txt").read_bytes().replace(b"-0.010366", b"-0.010367", 1)
-    (folder / "8Filters.txt").write_bytes(text)
-    monkeypatch.setenv(DATA_ENV, str(folder))
+    (fake / "data_files" / "8Filters.txt").write_bytes(text)
+    monkeypatch.setattr(data.importlib.resources, "files", lambda _: fake)
     with pytest.raises(ChecksumError, match="expected " + PUBLISHED_SHA256):
-        fetch()
-    assert (folder / "8Filters.txt").read_bytes() == text  # user files are never deleted
-
-
-def test_data_dir_without_the_file_falls_back_to_cache(isolated, tmp_path, monkeypatch):
-    monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
-    isolated.mkdir(parents=True)
-    (isolated / "8Filters.txt").write_bytes((SHARED / "8Filters.txt").read_bytes())
-    assert fetch() == isolated / "8Filters.txt"
+        load_filters()
 
 
 # ------------------------------------------------------------------ fetching
@@ -162,7 +135,7 @@ def test_fetch_checksum_mismatch_keeps_nothing(isolated, server, monkeypatch):
     root, base, _ = server
     (root / "f.txt").write_bytes(b"tampered")
     _register(monkeypatch, "f.txt", f"{base}/f.txt", "0" * 64)
-    with pytest.raises(ChecksumError, match="expected 0{64}"):
+    with pytest.raises(ChecksumError, match="0{64}"):
         fetch("f.txt")
     assert list(isolated.iterdir()) == []
 
@@ -174,8 +147,7 @@ def test_fetch_replaces_corrupt_cache(isolated, server, monkeypatch):
     _register(monkeypatch, "f.txt", f"{base}/f.txt", hashlib.sha256(payload).hexdigest())
     isolated.mkdir(parents=True)
     (isolated / "f.txt").write_bytes(b"bad content")
-    with pytest.warns(RuntimeWarning, match="downloading it again"):
-        path = fetch("f.txt")
+    path = fetch("f.txt")
     assert path.read_bytes() == payload
     assert hits == ["/f.txt"]
 
@@ -199,7 +171,7 @@ def test_fetch_offline_connection_refused(isolated, monkeypatch):
     message = str(info.value)
     assert url in message
     assert str(isolated) in message
-    assert DATA_ENV in message and CACHE_ENV in message
+    assert CACHE_ENV in message
     assert list(isolated.iterdir()) == []
 
 
@@ -219,11 +191,9 @@ def test_cache_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv(CACHE_ENV)
-    monkeypatch.setattr(data.sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_dir() == tmp_path / "xdg" / "scalespace_mk"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    assert cache_dir() == Path.home() / ".cache" / "scalespace_mk"
+    if sys.platform.startswith("linux"):
+        assert cache_dir() == tmp_path / "xdg" / "scalespace_mk"
 
 
 # ------------------------------------------------------------------ formats
@@ -386,3 +356,34 @@ def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
         write_filter_text(target, np.full((1, 3, 3), np.nan))
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["f.txt"]
+
+
+# ------------------------------------------------------------------ scalespace-mk data verify
+
+
+def test_cli_data_verify_offline(capsys):
+    from scalespace_mk.cli import main
+
+    assert main(["data", "verify", "--offline"]) == 0
+    assert PUBLISHED_SHA256 in capsys.readouterr().out
+
+
+def test_cli_data_verify_downloads_and_compares(isolated, server, monkeypatch, capsys):
+    from scalespace_mk.cli import main
+
+    root, base, hits = server
+    (root / "8Filters.txt").write_bytes((SHARED / "8Filters.txt").read_bytes())
+    _register(monkeypatch, "8Filters.txt", f"{base}/8Filters.txt", PUBLISHED_SHA256)
+    assert main(["data", "verify", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shipped_ok"] and report["same"] and hits == ["/8Filters.txt"]
+    assert report["downloaded_sha256"] == PUBLISHED_SHA256
+
+
+def test_cli_data_verify_download_failure_is_one_line(isolated, monkeypatch, capsys):
+    from scalespace_mk.cli import main
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    assert main(["data", "verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scalespace-mk data verify: error:")

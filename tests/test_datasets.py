@@ -317,32 +317,33 @@ def test_safe_extract_rejects_unsafe_members(tmp_path, members, link, match):
     assert list(dest.iterdir()) == []
 
 
-def test_fetch_verified_checks_hashes(tmp_path):
-    src = tmp_path / "src.bin"
+def test_fetch_verified_checks_hashes(tmp_path, server):
+    root, base, _ = server
+    src = root / "src.bin"
     src.write_bytes(b"payload" * 1000)
     md5 = hashlib.md5(src.read_bytes()).hexdigest()
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     dest = tmp_path / "dl" / "file.bin"
     with pytest.raises(ValueError, match="checksum mismatch"):
-        dsm._fetch_verified(src.as_uri(), dest, md5=md5, sha256="0" * 64, progress=False)
+        dsm._fetch_verified(f"{base}/src.bin", dest, md5=md5, sha256="0" * 64, progress=False)
     assert not dest.exists() and list(dest.parent.iterdir()) == []  # temp file removed
-    dsm._fetch_verified(src.as_uri(), dest, md5=md5, sha256=sha, progress=False)
+    dsm._fetch_verified(f"{base}/src.bin", dest, md5=md5, sha256=sha, progress=False)
     assert dest.read_bytes() == src.read_bytes()
 
 
-def test_download_cifar_offline_pipeline(tmp_path, monkeypatch):
-    """download -> verify -> safe extract -> member md5, with a local file:// archive."""
+def test_download_cifar_offline_pipeline(tmp_path, monkeypatch, server):
+    """download -> verify -> safe extract -> member md5, from a local HTTP server."""
     staging = tmp_path / "staging"
     _write_cifar(staging, "cifar10", n_train=2, n_test=2)
     folder = staging / "cifar-10-batches-py"
-    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive = server[0] / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="cifar-10-batches-py")
     blob = archive.read_bytes()
     fake = dsm.CifarArchive(
         **{
             **CIFAR_ARCHIVES["cifar10"].__dict__,
-            "url": archive.as_uri(),
+            "url": f"{server[1]}/cifar-10-python.tar.gz",
             "md5": hashlib.md5(blob).hexdigest(),
             "sha256": hashlib.sha256(blob).hexdigest(),
             "size": len(blob),

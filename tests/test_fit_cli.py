@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,36 @@ def test_fit_builtin_filters_records_filters_without_a_fit(capsys):
     assert all(
         f["sigma_x"] is not None and f["l2"] >= 0 for f in out["filters"] if "error" not in f
     )
+
+
+def test_types_auto_chooses_by_census(tmp_path, capsys):
+    h = np.stack([masterkey_model(8, 0.6), masterkey_model(5, 0.9, 0.7), masterkey_model(1, 0.7)])
+    path = tmp_path / "three.npy"
+    np.save(path, h)
+    assert main(["fit", "--filters", str(path), "--types", "auto", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "types chosen by the census" in out.err and "8,5,1" in out.err
+    payload = json.loads(out.out)
+    assert [r["model"] for r in payload["filters"]] == ["T", "dx", "dy+"]
+
+
+def test_eight_unknown_filters_are_not_guessed(tmp_path, capsys):
+    """An 8-filter file that is not the published set needs --types: no silent 1..8."""
+    path = tmp_path / "eight.npy"
+    np.save(path, np.stack([masterkey_model(8, 0.5 + 0.1 * i) for i in range(8)]))
+    assert main(["fit", "--filters", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--types auto" in err and len(err.strip().splitlines()) == 1
+    published = Path(__file__).resolve().parents[1] / "scalespace_mk/data_files/8Filters.txt"
+    assert main(["fit", "--filters", str(published), "--json"]) == 0  # the published 8 by path
+
+
+def test_sigma_max_option_reaches_the_fit(capsys):
+    """The option the fit's advice names exists, and reaches the fit."""
+    assert main(["fit", "--sigma-max", "0.5", "--json"]) == 0
+    out = capsys.readouterr()
+    payload = json.loads(out.out)
+    failed = [r for r in payload["filters"] if r["sigma_x"] is None or r["sigma_y"] is None]
+    assert failed  # method B's roots lie above 0.5 pixels for several published filters
+    assert "no sigma_" in out.err and "raise --sigma-max" in out.err
+    assert main(["fit", "--sigma-max", "4", "--grid-step", "0.05", "--json"]) == 0

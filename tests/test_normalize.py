@@ -22,7 +22,7 @@ from scalespace_mk.analysis.normalize import (
 )
 from scalespace_mk.analysis.spread import spread
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "masterkey"
+SHARED = Path(__file__).resolve().parents[1] / "scalespace_mk" / "data_files"  # shipped copy
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from hypothesis.extra.numpy import arrays
 
 from scalespace_mk.analysis.filters import (
     CACHE_ENV,
-    DATA_ENV,
     OFFLINE_ENV,
     load_filters,
     save_filters,
@@ -32,7 +31,7 @@ from scalespace_mk.analysis.types import DEFAULT_SIGMA_REF, resolve_filter_types
 from scalespace_mk.cli.spread import add_parser
 from scalespace_mk.scalespace import models
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "masterkey"
+SHARED = Path(__file__).resolve().parents[1] / "scalespace_mk" / "data_files"  # shipped copy
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,6 @@ def published() -> np.ndarray:
 
 @pytest.fixture
 def data_env(monkeypatch, tmp_path):
-    monkeypatch.setenv(DATA_ENV, str(SHARED))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(OFFLINE_ENV, "1")
 

@@ -1,7 +1,7 @@
 """Census of arbitrary learned filters: the best linear shift ``a g + b`` of every model.
 
 For each filter ``y`` (any odd size k) and each model type ``g(theta)`` (the 8 master key
-types of SPEC §5, optionally other derivative models), the census finds the scales
+types of docs/method.md#models, optionally other derivative models), the census finds the scales
 ``theta`` and the gain and offset ``(a, b)`` that minimise ``||a g(theta) + b - y||_2``,
 the linear shift ``a x + b`` of the master-key literature with the scales fitted too.
 
@@ -648,7 +648,8 @@ def census(
         ``y = m - r``, y up), any odd k >= 3. NaN, infinite, all-zero and constant filters
         are rejected.
     types : sequence of int or str
-        Model types to fit: master key types 1..8 (SPEC §5; also ``"mk1"``..``"mk8"``) and
+        Model types to fit: master key types 1..8 (docs/method.md#models; also
+        ``"mk1"``..``"mk8"``) and
         any model name of :func:`scalespace_mk.scalespace.models.parse_model`, e.g. ``"dxx"``,
         ``"dxy"``, ``"dyy"`` (two scales) or ``"lap"`` (fitted here with one scale,
         ``sigma_y = sigma_x``). Default: 1..8.

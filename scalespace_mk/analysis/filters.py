@@ -1,20 +1,16 @@
-"""Filter I/O and fetching of the published master key filters.
+"""Filter I/O and the published master key filters.
 
-The eight 7x7 master key filters (SPEC §1) are published as a text file of ``Filter k:``
-blocks. This module reads and writes that format, loads filters from the common array
-formats (``.npy``, ``.npz``, ``.pt``/``.pth``, ``.safetensors``) and fetches the published
-file into a per-user cache, pooch-style: a registry pins the URL and sha256 of every file,
-downloads go to a temporary file whose checksum is verified before it is moved into place,
-and nothing is downloaded without a known hash.
+The eight 7x7 master key filters (docs/method.md#data) are published as a text file of
+``Filter k:`` blocks. This module reads and writes that format and loads filters from the
+common array formats (``.npy``, ``.npz``, ``.pt``/``.pth``, ``.safetensors``).
 
-Where the published file is looked for, in order:
-
-1. the directory named by the environment variable ``SCALESPACE_MK_DATA`` (a data folder
-   that you manage yourself; tests and CI point it at a local copy);
-2. the per-user cache: ``$SCALESPACE_MK_CACHE`` if set, else ``$XDG_CACHE_HOME/scalespace_mk``
-   or ``~/.cache/scalespace_mk`` on Linux (``~/Library/Caches/scalespace_mk`` on macOS,
-   ``%LOCALAPPDATA%\\scalespace_mk\\Cache`` on Windows);
-3. otherwise it is downloaded into the cache (unless ``SCALESPACE_MK_OFFLINE=1``).
+The published file ships inside the package (``scalespace_mk/data_files/8Filters.txt``, with
+its sha256, attribution and CC BY 4.0 licence in ``8Filters.md``): :func:`load_filters` reads
+that copy, offline, with no setting. :func:`fetch` downloads the pinned version with pooch
+(registry of URL and sha256, a temporary file moved into place only when the checksum
+matches) into the per-user cache (``$SCALESPACE_MK_CACHE``, else pooch's ``os_cache``:
+``~/.cache/scalespace_mk`` on Linux); ``scalespace-mk data verify`` uses it to check the
+shipped copy. Downloads are never needed.
 
 All arrays use the stored-weight convention: ``h[r, c]`` with row r top to bottom and column
 c left to right; the centred coordinates are ``x = c - m`` and ``y = m - r`` (y up) for the
@@ -28,10 +24,6 @@ import importlib.resources
 import os
 import pickle
 import re
-import sys
-import urllib.error
-import urllib.request
-import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,8 +38,8 @@ from scalespace_mk._io import ChecksumError, atomic_path, download_verified
 __all__ = [
     "BUILTIN_FILTERS",
     "CACHE_ENV",
-    "DATA_ENV",
     "OFFLINE_ENV",
+    "PUBLISHED_FILTERS",
     "REGISTRY",
     "ChecksumError",
     "DownloadError",
@@ -55,6 +47,7 @@ __all__ = [
     "fetch",
     "file_sha256",
     "load_filters",
+    "published_path",
     "read_filter_text",
     "save_filters",
     "write_filter_text",
@@ -69,14 +62,14 @@ REGISTRY: dict[str, tuple[str, str]] = {
     ),
 }
 
-#: Environment variable naming a data directory searched before the cache.
-DATA_ENV = "SCALESPACE_MK_DATA"
-#: Environment variable overriding the per-user cache directory.
+#: Environment variable overriding the per-user cache directory of :func:`fetch`.
 CACHE_ENV = "SCALESPACE_MK_CACHE"
 #: Environment variable that, when set to ``1``/``true``/``yes``, forbids downloads.
 OFFLINE_ENV = "SCALESPACE_MK_OFFLINE"
 #: Packaged filters loaded by ``load_filters("builtin")`` (relative to the package).
 BUILTIN_FILTERS = "data_files/builtin_filters.npy"
+#: The published 8 as shipped (the exact bytes of ``REGISTRY["8Filters.txt"]``).
+PUBLISHED_FILTERS = "data_files/8Filters.txt"
 
 _TEXT_SUFFIXES = (".txt", ".dat", ".text")
 _ACCEPTED = ".txt, .npy, .npz, .pt, .pth, .safetensors or a directory holding 8Filters.txt"
@@ -344,8 +337,8 @@ def load_filters(source: Any = None) -> np.ndarray:
     Parameters
     ----------
     source : None, str, path-like, numpy.ndarray or torch.Tensor, optional
-        - ``None`` or ``"masterkey"``: the 8 published master key filters, via :func:`fetch`
-          (data directory, then cache, then a checksum-verified download);
+        - ``None`` or ``"masterkey"``: the 8 published master key filters, from the copy
+          shipped in the package (:func:`published_path`; checksum verified, no network);
         - ``"builtin"``: the packaged file ``scalespace_mk/data_files/builtin_filters.npy``;
         - a directory: its ``8Filters.txt``;
         - a ``.txt`` file in the ``Filter k:`` format (:func:`read_filter_text`);
@@ -369,8 +362,8 @@ def load_filters(source: Any = None) -> np.ndarray:
     ValueError, TypeError
         If the file is corrupt, of an unknown type, holds pickled objects, or the array is
         not a valid filter stack.
-    ChecksumError, DownloadError
-        From :func:`fetch` for the published filters.
+    ChecksumError
+        If the shipped copy of the published filters was altered (reinstall the package).
 
     Notes
     -----
@@ -378,7 +371,7 @@ def load_filters(source: Any = None) -> np.ndarray:
     ``x = c - m``, ``y = m - r`` with y pointing up.
     """
     if source is None or (isinstance(source, str) and source == "masterkey"):
-        path = fetch("8Filters.txt")
+        path = published_path()
         return _as_filter_array(read_filter_text(path), str(path))
     if isinstance(source, str) and source == "builtin":
         path = _builtin_path()
@@ -499,55 +492,66 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_dir() -> Path:
-    """Return the per-user cache directory (not created).
+def published_path() -> Path:
+    """Return the path of the shipped copy of the published 8 filters, checksum verified.
 
     Returns
     -------
     pathlib.Path
-        ``$SCALESPACE_MK_CACHE`` if set; else ``$XDG_CACHE_HOME/scalespace_mk`` or
-        ``~/.cache/scalespace_mk`` (Linux and other POSIX), ``~/Library/Caches/scalespace_mk``
-        (macOS), ``%LOCALAPPDATA%\\scalespace_mk\\Cache`` (Windows).
+        ``scalespace_mk/data_files/8Filters.txt`` inside the installed package; its sha256
+        equals the pinned ``REGISTRY["8Filters.txt"]`` value.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the installation lacks the file.
+    ChecksumError
+        If the file differs from the published version.
+    """
+    url, sha256 = REGISTRY["8Filters.txt"]
+    path = Path(str(importlib.resources.files("scalespace_mk").joinpath(PUBLISHED_FILTERS)))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the shipped published filters {PUBLISHED_FILTERS} are missing from this "
+            f"installation (looked at {path}); reinstall scalespace_mk, or download {url} and "
+            "pass its path"
+        )
+    got = file_sha256(path)
+    if got != sha256:
+        raise ChecksumError(
+            f"the shipped {path} has sha256 {got}, expected {sha256}: the file was altered; "
+            "reinstall scalespace_mk (`scalespace-mk data verify` downloads the pinned version)"
+        )
+    return path
+
+
+def cache_dir() -> Path:
+    """Return the per-user download cache of :func:`fetch` (not created).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$SCALESPACE_MK_CACHE`` if set; else ``pooch.os_cache("scalespace_mk")``:
+        ``$XDG_CACHE_HOME/scalespace_mk`` or ``~/.cache/scalespace_mk`` on Linux,
+        ``~/Library/Caches/scalespace_mk`` on macOS, the local app-data cache on Windows.
     """
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(override).expanduser()
-    if sys.platform.startswith("win"):
-        base = os.environ.get("LOCALAPPDATA")
-        root = Path(base) if base else Path.home() / "AppData" / "Local"
-        return root / "scalespace_mk" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "scalespace_mk"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return root / "scalespace_mk"
+    import pooch
+
+    return Path(pooch.os_cache("scalespace_mk"))
 
 
 def _offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _download(url: str, sha256: str, dest: Path, *, timeout: float) -> None:
-    """Download ``url`` to a temp file beside ``dest``, verify sha256, then os.replace."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(
-            f"cannot create the cache directory {dest.parent}: {exc}; set {CACHE_ENV} to a "
-            "writable folder"
-        ) from exc
-    download_verified(url, dest, sha256=sha256, timeout=timeout)
-
-
-def _manual_hint(name: str, url: str, cache: Path) -> str:
-    return (
-        f"download {url} by hand and put it in {cache} (the cache; or set {CACHE_ENV}), or "
-        f"put {name} in a folder of your own and set {DATA_ENV} to that folder"
-    )
-
-
 def fetch(name: str = "8Filters.txt", *, timeout: float = 30.0) -> Path:
-    """Return the local path of a registered data file, downloading it if needed.
+    """Download a registered data file into the cache (or find it there), checksum verified.
+
+    Not needed to use the published filters (they ship with the package); this is the
+    pinned, verified fetch behind ``scalespace-mk data verify``.
 
     Parameters
     ----------
@@ -555,78 +559,43 @@ def fetch(name: str = "8Filters.txt", *, timeout: float = 30.0) -> Path:
         A key of :data:`REGISTRY`; default ``"8Filters.txt"``, the published master key
         filters.
     timeout : float, optional
-        Network timeout in seconds for the download.
+        Network timeout in seconds.
 
     Returns
     -------
     pathlib.Path
-        Path to a file whose sha256 equals the pinned value.
+        ``cache_dir() / name``, whose sha256 equals the pinned value.
 
     Raises
     ------
     ValueError
         If ``name`` is not registered.
     ChecksumError
-        If the file in the ``SCALESPACE_MK_DATA`` directory has the wrong checksum, or a
-        download does not match the pinned checksum (nothing is kept then).
+        If the download does not match the pinned checksum (nothing is kept).
     DownloadError
-        If the file is not available locally and cannot be downloaded (offline, refused,
-        HTTP error, or ``SCALESPACE_MK_OFFLINE=1``); the message names the URL and where to
-        put the file.
+        If the file is not cached and cannot be downloaded (offline, refused, HTTP error, or
+        ``SCALESPACE_MK_OFFLINE=1``); the message names the URL and where to put the file.
 
     Notes
     -----
-    Order of look-up: ``$SCALESPACE_MK_DATA/<name>``, then :func:`cache_dir` ``/<name>``, then
-    download into the cache. A cached file with a wrong checksum is deleted and downloaded
-    again (with a RuntimeWarning).
+    pooch does the work: a cached file with the right checksum is returned as it is; a
+    missing or altered one is downloaded to a temporary file, verified and moved into place.
     """
     if name not in REGISTRY:
         raise ValueError(
             f"name must be one of {', '.join(repr(k) for k in REGISTRY)}; got {name!r}"
         )
     url, sha256 = REGISTRY[name]
-    data = os.environ.get(DATA_ENV)
-    if data:
-        candidate = Path(data).expanduser() / name
-        if candidate.is_file():
-            got = file_sha256(candidate)
-            if got != sha256:
-                raise ChecksumError(
-                    f"{candidate} (found through {DATA_ENV}) has sha256 {got}, expected "
-                    f"{sha256}; replace it with the pinned version from {url}"
-                )
-            return candidate
     cache = cache_dir()
     cached = cache / name
-    if cached.is_file():
-        got = file_sha256(cached)
-        if got == sha256:
-            return cached
-        warnings.warn(
-            f"cached {cached} has sha256 {got}, expected {sha256}; deleting it and "
-            "downloading it again",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        cached.unlink()
-    if _offline():
+    hint = f"download {url} by hand and put it in {cache} (the cache; or set {CACHE_ENV})"
+    if _offline() and not (cached.is_file() and file_sha256(cached) == sha256):
         raise DownloadError(
-            f"{name} is not available locally and downloads are disabled ({OFFLINE_ENV} is "
-            f"set); {_manual_hint(name, url, cache)}"
+            f"{name} is not in the cache and downloads are disabled ({OFFLINE_ENV} is set); {hint}"
         )
     try:
-        _download(url, sha256, cached, timeout=timeout)
+        return download_verified(url, cached, sha256=sha256, timeout=timeout)
     except ChecksumError:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        if isinstance(exc, DownloadError):
-            raise
-        if isinstance(exc, urllib.error.HTTPError):
-            reason: Any = f"HTTP {exc.code} {exc.reason}"
-            exc.close()
-        else:
-            reason = getattr(exc, "reason", None) or exc
-        raise DownloadError(
-            f"could not download {name} from {url} ({reason}); {_manual_hint(name, url, cache)}"
-        ) from exc
-    return cached
+    except OSError as exc:
+        raise DownloadError(f"could not download {name} from {url} ({exc}); {hint}") from exc

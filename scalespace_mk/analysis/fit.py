@@ -1,9 +1,10 @@
-"""Fitting the idealised scale-space models to learned filters (SPEC §8).
+"""Fitting the idealised scale-space models to learned filters (docs/method.md#fitting).
 
 Every method starts from the paper-mode normalised filter ``h~``
 (:func:`scalespace_mk.analysis.normalize.normalize_filters`) and the paper-mode model
 ``g = masterkey_model(t, sigma_x, sigma_y, alpha=..., mode="paper")`` of the filter's type t
-(SPEC §5), and returns scales ``sigma_x, sigma_y >= 0`` (standard deviations in pixels;
+(docs/method.md#models), and returns scales ``sigma_x, sigma_y >= 0`` (standard deviations in
+pixels;
 ``s = sigma**2`` in the theory):
 
 ========== ==========================================================================
@@ -44,7 +45,8 @@ compare objective values rather than positions. ``sigma = 0`` is legal: ``T(.; 0
 Kronecker delta. While fitting, torch runs single-threaded (thousands of tiny kernels; the
 previous thread count is restored).
 
-Coordinates are centred with y up: ``x = c - m``, ``y = m - r`` (SPEC §2); arrays are stored
+Coordinates are centred with y up: ``x = c - m``, ``y = m - r`` (docs/method.md#coordinates);
+arrays are stored
 depthwise weights ``h[r, c]`` used as conv2d (cross-correlation) weights with no flip.
 """
 
@@ -82,7 +84,7 @@ __all__ = [
     "model_distance",
 ]
 
-#: Fitting methods (SPEC §8).
+#: Fitting methods (docs/method.md#fitting).
 METHODS: tuple[str, ...] = (
     "A",
     "A-exact",
@@ -97,7 +99,7 @@ METHODS: tuple[str, ...] = (
     "D-joint",
 )
 
-#: Groups of master key types that share one scale in the joint methods (SPEC §8).
+#: Groups of master key types that share one scale in the joint methods (docs/method.md#fitting).
 JOINT_GROUPS: tuple[tuple[int, ...], ...] = ((1, 2, 3, 4, 8), (5, 6))
 
 #: Upper end (pixels) of the starting grids and of the root bracket of method B.
@@ -851,7 +853,7 @@ def fit_filters(
     grid_step: float = DEFAULT_GRID_STEP,
     on_error: str = "raise",
 ) -> FitResult:
-    """Fit the idealised models to N filters by one method (SPEC §8).
+    """Fit the idealised models to N filters by one method (docs/method.md#fitting).
 
     Parameters
     ----------

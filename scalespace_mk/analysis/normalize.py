@@ -1,4 +1,4 @@
-"""Paper-mode normalisation of learned filters before fitting (SPEC §7).
+"""Paper-mode normalisation of learned filters before fitting (docs/method.md#normalisation).
 
 - Types 1-6 (derivative-like): divide ``h`` by its convolution response, at the centre, to
   the shift-adjusted monomial ``x - m_x`` (types 2, 4, 5) or ``y - m_y`` (types 1, 3, 6),
@@ -215,7 +215,7 @@ def normalize_filters(
     *,
     offset_bounds: tuple[float, float] = DEFAULT_OFFSET_BOUNDS,
 ) -> NormalizeResult:
-    """Normalise learned filters in paper mode (SPEC §7).
+    """Normalise learned filters in paper mode (docs/method.md#normalisation).
 
     Parameters
     ----------

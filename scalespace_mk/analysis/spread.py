@@ -1,4 +1,4 @@
-"""Spread measures of filters: mean, covariance and a separability index (SPEC §6).
+"""Spread measures of filters: mean, covariance and a separability index (docs/method.md#spread).
 
 For a filter ``h`` with the weight ``w = |h|`` (or ``|h| * weights``), in centred y-up
 coordinates ``p = (x, y)`` with ``x = c - m`` and ``y = m - r`` for the centre index
@@ -232,7 +232,7 @@ def reference_weights(
     numpy.ndarray
         float64 ``[N, size, size]``: ``|masterkey_model(t, s, s)|`` in paper mode for the
         types 1-6 and 8, and the 2-D discrete Gaussian ``T(.; s, s)`` (paper mode, 7 taps
-        cropped, not renormalised) for type 7, as SPEC §6 prescribes.
+        cropped, not renormalised) for type 7, as docs/method.md#spread prescribes.
     """
     from scalespace_mk.scalespace import models
 
@@ -259,7 +259,7 @@ def weighted_spread(
     sigma_ref: Any = None,
     filter_types: Any = None,
 ) -> SpreadResult:
-    """Weighted spread measures: M and V of ``|h| * |g|`` (SPEC §6).
+    """Weighted spread measures: M and V of ``|h| * |g|`` (docs/method.md#spread).
 
     Parameters
     ----------

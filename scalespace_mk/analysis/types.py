@@ -36,7 +36,7 @@ __all__ = [
 #: The 8 master key types (docs/theory.md, "The 8 master key types"), the census default.
 DEFAULT_TYPES: tuple[int, ...] = tuple(MASTERKEY_MODELS)
 
-#: Default reference scale of the weight for each master key type (SPEC §6): 1 for the
+#: Default reference scale of the weight for each master key type (docs/method.md#spread): 1 for the
 #: types 1-6 and 8, 1/sqrt(2) for type 7 (whose weight is the Gaussian T, not the model).
 DEFAULT_SIGMA_REF: dict[int, float] = {
     1: 1.0,

@@ -14,7 +14,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: command-group modules, in the order their commands are listed by ``--help``
-_GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train")
+_GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,7 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "bank",
         help="write idealised model kernels for several scales to an .npz file",
         description=(
-            "Evaluate idealised models (SPEC §5) at several scales and write them to an .npz "
+            "Evaluate idealised models (docs/method.md#models) at several scales and write them "
+            "to an .npz "
             "file with arrays 'kernels' [n_sigma, n_models, size, size] (stored depthwise "
             "weights: rows top to bottom, y up, x = c - m, y = m - r; use as conv2d weights "
             "with no flip), 'sigma' and 'models'. The file is written atomically."
@@ -109,7 +110,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--plot",
         metavar="FILE.png",
         default=None,
-        help="also draw the bank (rows sigma, columns model; diverging colormap at 0)",
+        help="also draw the bank (rows sigma, columns model; diverging colormap at 0) "
+        "(default: no figure)",
     )
     p.set_defaults(_run=run)
     return p

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import model_types_arg
+from ._args import add_device_option, model_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser", "run"]
 
@@ -62,10 +62,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(default 1,2,3,4,5,6,7,8)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
-    p.add_argument("--plot", metavar="FILE", default=None, help="write histograms to FILE")
     p.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)"
+        "--plot", metavar="FILE", default=None, help="write histograms to FILE (default: no figure)"
     )
+    add_device_option(p, "the census")
     p.add_argument(
         "--method",
         default="discgauss",
@@ -112,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.census import DEFAULT_TYPES, census
     from scalespace_mk.analysis.filters import load_filters
 
-    filters = load_filters(args.filters)
+    try:
+        filters = load_filters(args.filters)
+    except (ValueError, TypeError):
+        refuse_wrong_file("census", args.filters, "filters")  # a checkpoint: say so
+        raise
     types = tuple(args.types) if args.types is not None else DEFAULT_TYPES
     progress = False if args.json else None  # None: auto (large inputs on a terminal)
     start = time.perf_counter()

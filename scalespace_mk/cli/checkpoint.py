@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ._args import model_types_arg
+from ._args import add_device_option, model_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser"]
 
@@ -32,14 +32,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated model types the census may choose from: 1..8 and/or model "
         "names such as dxx, dxy, dyy, lap (default 1,2,3,4,5,6,7,8)",
     )
-    p.add_argument("--device", default=None, help="torch device for the census (default cpu)")
+    add_device_option(p, "the census")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", metavar="DIR", help="write census figures per layer into DIR")
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="write census figures per layer into DIR (default: no figures)",
+    )
     p.set_defaults(_run=_run_analyze)
 
     p = subparsers.add_parser(
         "replace",
-        help="replace every depthwise filter by its best a*x_j + b (SPEC §9, experiment 1)",
+        help=(
+            "replace every depthwise filter by its best a*x_j + b "
+            "(docs/method.md#networks, experiment 1)"
+        ),
         description="Replace every depthwise filter y by a_j x_j + b, the least-squares "
         "linear shift of the best of 8 candidates x_j (zero-mean, unit-l2): the learned "
         "master key filters, or their idealised models under a fitting method. The output "
@@ -50,6 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--candidates",
         default="masterkey",
         choices=["masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2"],
+        help="candidates x_j: 'masterkey' (the filters of --filters as they are) or their "
+        "idealised models fitted by this method (default: %(default)s)",
     )
     p.add_argument(
         "--filters",
@@ -70,8 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or .npy filter arrays")
     p.add_argument("-k", type=int, default=8, help="number of master filters (default 8)")
     p.add_argument("--out", required=True, help="output .npy file [k, ks, ks]")
-    p.add_argument("--plot", help="PNG figure of the master filters and their shares")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--plot", help="PNG figure of the master filters and their shares (default: no figure)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the clustering (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(_run=_run_extract)
 
@@ -79,6 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_analyze(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import analyze
 
+    refuse_wrong_file("analyze", args.checkpoint, "checkpoint")
     result = analyze(
         args.checkpoint, types=args.types, device=args.device, progress=False if args.json else None
     )
@@ -113,6 +127,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
 def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
+    refuse_wrong_file("replace", args.checkpoint, "checkpoint")
     result = replace(
         args.checkpoint, candidates=args.candidates, filters=args.filters, out=args.out
     )

@@ -1,4 +1,4 @@
-"""``scalespace-mk fit``: fit the idealised scale-space models to filters (SPEC §8).
+"""``scalespace-mk fit``: fit the idealised scale-space models to filters (docs/method.md#fitting).
 
 Examples
 --------
@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import masterkey_types_arg
+from ._args import fit_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser", "run"]
 
@@ -33,14 +33,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``fit`` parser, with :func:`run` set as its ``_run`` default.
     """
-    from scalespace_mk.analysis.fit import METHODS
+    from scalespace_mk.analysis.fit import DEFAULT_GRID_STEP, DEFAULT_SIGMA_MAX, METHODS
 
     p = subparsers.add_parser(
         "fit",
         help="fit the scale-space models of the 8 master key types to filters (methods A-D)",
         description=(
-            "Normalise the filters in paper mode (SPEC §7) and fit the idealised model of "
-            "each filter's type (SPEC §5) by one method of SPEC §8: A (weighted variance, "
+            "Normalise the filters in paper mode (docs/method.md#normalisation) and fit the "
+            "idealised model of "
+            "each filter's type (docs/method.md#models) by one method of docs/method.md#fitting: "
+            "A (weighted variance, "
             "self-weighting relations), A-exact (weighted variance, exact relation at "
             "sigma_ref), B (weighted variance matched to the model's), C1/C2 (least l1 "
             "distance; separate / one common sigma), D1/D2 (least l2 distance), and the "
@@ -58,28 +60,90 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--types",
-        metavar="T1,T2,...",
-        type=masterkey_types_arg,
+        metavar="T1,T2,...|auto",
+        type=fit_types_arg,
         default=None,
-        help="master key type (1..8) of each filter; default 1..8 when there are 8 filters, "
-        "required otherwise",
+        help="master key type (1..8) of each filter, one per filter in file order, or 'auto': "
+        "each filter's type is the census's best a g + b of types 1..8 (printed). Default: "
+        "1..8 for the published 8 ('masterkey') and 'builtin'; required for any other set",
     )
     p.add_argument(
         "--method",
         "-m",
         choices=METHODS,
         default="B",
-        help="fitting method (default B)",
+        help="fitting method (default: %(default)s)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--sigma-max",
+        metavar="PIXELS",
+        type=float,
+        default=DEFAULT_SIGMA_MAX,
+        help="upper end of the starting grids and of method B's root bracket, pixels "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--grid-step",
+        metavar="PIXELS",
+        type=float,
+        default=DEFAULT_GRID_STEP,
+        help="spacing of the one-scale starting grids, pixels (default: %(default)s)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of a table (default: off)",
+    )
     p.add_argument(
         "--plot",
         metavar="FILE.png",
         default=None,
-        help="also write a figure of the normalised filters, the models and the residuals",
+        help="also write a figure of the normalised filters, the models and the residuals "
+        "(default: no figure)",
     )
     p.set_defaults(_run=run)
     return p
+
+
+_ORDERED = (None, "masterkey", "builtin")  # sources whose filters are types 1..8 in order
+
+
+def _resolve_types(args: argparse.Namespace, h: Any) -> list[int]:
+    """The type of each filter: given, chosen by the census (``auto``), or 1..8 for the
+    published 8 and the builtin set; anything else is refused rather than guessed."""
+    import numpy as np
+
+    n = h.shape[0]
+    if args.types == "auto":
+        from scalespace_mk.analysis.census import census
+
+        res = census(h, types=list(range(1, 9)), progress=False)
+        types = [int(t) for t in res.type]
+        r2 = ", ".join(f"{r:.3f}" for r in res.r2)
+        print(
+            f"--types auto: types chosen by the census (best a g + b of types 1..8): "
+            f"{','.join(map(str, types))} (R^2 {r2})",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+        return types
+    if args.types is not None:
+        if len(args.types) != n:
+            raise ValueError(
+                f"--types gives {len(args.types)} types for {n} filters; give one type per "
+                "filter (or --types auto)"
+            )
+        return list(args.types)
+    if args.filters in _ORDERED:
+        return list(range(1, 9))
+    from scalespace_mk.analysis.filters import load_filters
+
+    if n == 8 and np.array_equal(h, load_filters()):
+        return list(range(1, 9))  # the published file, given by path
+    raise ValueError(
+        f"--filters {args.filters} holds {n} filters whose master key types are unknown; give "
+        "the type of each with --types T1,T2,... (integers 1..8, one per filter in file "
+        "order) or let the census choose with --types auto"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,18 +170,21 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.fit import fit_filters
 
     try:
-        h = load_filters(args.filters)
-        if args.types is None and h.shape[0] != 8:
-            raise ValueError(
-                f"the filters hold {h.shape[0]} filters, not the 8 published ones; give the "
-                "master key type of each with --types T1,T2,... (integers 1..8)"
-            )
-        if args.types is not None and len(args.types) != h.shape[0]:
-            raise ValueError(
-                f"--types gives {len(args.types)} types for {h.shape[0]} filters; give one "
-                "type per filter"
-            )
-        result = fit_filters(h, args.types, method=args.method, on_error="record")
+        try:
+            h = load_filters(args.filters)
+        except (ValueError, TypeError):
+            if args.filters is not None:
+                refuse_wrong_file("fit", args.filters, "filters")  # a checkpoint: say so
+            raise
+        types = _resolve_types(args, h)
+        result = fit_filters(
+            h,
+            types,
+            method=args.method,
+            sigma_max=args.sigma_max,
+            grid_step=args.grid_step,
+            on_error="record",
+        )
         if args.plot is not None:
             from scalespace_mk.plot import plot_fit
 
@@ -127,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for f in result.fits:  # recorded, not silent: the row says "no fit" and why
         if f.error is not None:
-            print(f"scalespace-mk fit: warning: filter {f.index}: {f.error}", file=sys.stderr)
+            error = f.error.replace("raise sigma_max", "raise --sigma-max")
+            print(f"scalespace-mk fit: warning: filter {f.index}: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

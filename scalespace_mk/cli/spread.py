@@ -1,4 +1,4 @@
-"""``scalespace-mk spread``: spread measures (mean, covariance) of filters (SPEC §6).
+"""``scalespace-mk spread``: spread measures (mean, covariance) of filters (docs/method.md#spread).
 
 Examples
 --------
@@ -64,7 +64,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--weighted",
         action="store_true",
-        help="weighted measures of the normalised filters (SPEC §6, §7)",
+        help="weighted measures of the normalised filters (docs/method.md#spread, #normalisation)",
     )
     p.add_argument(
         "--sigma-ref",

@@ -222,6 +222,9 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     from scalespace_mk.training.train import evaluate_checkpoint
 
+    from ._args import refuse_wrong_file
+
+    refuse_wrong_file("eval", args.checkpoint, "checkpoint")
     with _distributed_errors("eval"):
         result = evaluate_checkpoint(
             args.checkpoint,

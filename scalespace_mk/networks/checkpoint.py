@@ -6,7 +6,8 @@ ends in ``weight``, in a plain state dict or inside a full checkpoint (``model``
 ``torch.load(..., weights_only=True)`` or safetensors: nothing is ever unpickled.
 
 - :func:`analyze`: run the census (:mod:`scalespace_mk.analysis.census`) on every depthwise layer.
-- :func:`replace`: SPEC §9 experiment 1, every depthwise filter ``y`` replaced by its best
+- :func:`replace`: docs/method.md#networks experiment 1, every depthwise filter ``y`` replaced by
+  its best
   linear shift ``a_j x_j + b`` of 8 candidates ``x_j`` (zero-mean, unit-l2):
   ``a_j = <y, x_j>``, ``b = mean(y)``, the ``j`` of largest ``|a_j|``. Everything else, the
   layout and the key names stay as in the input.
@@ -335,7 +336,8 @@ def candidate_models(
 def linear_shift_replace(
     weights: np.ndarray, candidates: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares replacement of each filter by ``a_j x_j + b`` (SPEC §9, experiment 1).
+    """Least-squares replacement of each filter by ``a_j x_j + b`` (docs/method.md#networks,
+    experiment 1).
 
     Parameters
     ----------

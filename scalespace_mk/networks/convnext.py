@@ -4,7 +4,7 @@ The file reads top-down in timm's order: norm layers, GRN, drop path, MLP, block
 head, model, :func:`checkpoint_filter_fn`, the config table, the registry and the
 three-line variant constructors. Nothing here imports timm or torchvision.
 
-Architecture (SPEC section 9): a 4x4 stride-4 conv stem with a channels-first LayerNorm;
+Architecture (docs/method.md#networks): a 4x4 stride-4 conv stem with a channels-first LayerNorm;
 four stages; each block is a depthwise 7x7 conv (padding 3, groups = channels, with bias)
 -> LayerNorm -> Linear(4C) -> GELU -> [GRN, V2] -> Linear(C) -> [layer scale, V1] ->
 drop path -> residual; downsampling between stages is LayerNorm + 2x2 stride-2 conv.

@@ -5,13 +5,14 @@ Drop-in replacements for ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)`` (input
 
 - :func:`analytic_basis_kernels` / :func:`analytic_depthwise_kernels`: every channel's
   kernel ``gain * g + offset`` in one vectorised step, where ``g`` is the model of
-  SPEC §5
+  docs/method.md#models
   (:func:`scalespace_mk.scalespace.models.masterkey_model`) of the channel's type (1-8) at its
   own ``sigma_x``, ``sigma_y`` (and ``alpha`` for type 7);
 - :class:`AnalyticDepthwiseConv2d`: per-channel types with learnable (or frozen) scales,
-  gain, offset and bias (SPEC §9, experiment 3);
+  gain, offset and bias (docs/method.md#networks, experiment 3);
 - :class:`MasterKeyDepthwiseConv2d`: each channel one of a set of frozen filters with a
-  per-channel ``a * x + b`` (SPEC §9, experiment 2, variants ``"ab"`` and ``"f+b"``);
+  per-channel ``a * x + b`` (docs/method.md#networks, experiment 2, variants ``"ab"`` and
+  ``"f+b"``);
 - conversion: :meth:`AnalyticDepthwiseConv2d.from_census`,
   :meth:`AnalyticDepthwiseConv2d.from_conv`, :func:`to_conv2d` (export to a plain
   ``nn.Conv2d`` for deployment) and :func:`make_dwconv` (the factory used by
@@ -69,7 +70,8 @@ __all__ = [
     "to_conv2d",
 ]
 
-#: Default ``(sigma_x, sigma_y)`` of each type: the SPEC §8 method-B fits of the published
+#: Default ``(sigma_x, sigma_y)`` of each type: the docs/method.md#fitting method-B fits of the
+#: published
 #: filters (type 7 has one sigma).
 DEFAULT_SCALES: dict[int, tuple[float, float]] = {
     1: (0.6445, 0.5829),
@@ -81,7 +83,7 @@ DEFAULT_SCALES: dict[int, tuple[float, float]] = {
     7: (0.6754, 0.6754),
     8: (0.6095, 0.6012),
 }
-#: Default weight of the Laplacian of type 7 (SPEC §8, method B).
+#: Default weight of the Laplacian of type 7 (docs/method.md#fitting, method B).
 DEFAULT_ALPHA = 0.5256
 #: Default upper clamp of the scales (sets the constant FFT length of the kernel builder).
 SIGMA_MAX = 8.0
@@ -122,7 +124,8 @@ def _make_bank(size: int, mode: str, device: torch.device) -> dict[str, torch.Te
     """
     n = size + 2 if mode == "full" else size
     eye = torch.eye(n, dtype=torch.float64, device=device)
-    if mode == "paper":  # SPEC §4-§5: reflect for the first differences, zero for nabla5
+    # docs/method.md#operators, #models: reflect for the first differences, zero for nabla5
+    if mode == "paper":
         mats = [
             eye,
             apply_1d(eye, "x+", boundary="reflect"),
@@ -367,7 +370,8 @@ def analytic_basis_kernels(
     Parameters
     ----------
     types : sequence of int or torch.Tensor, shape [C]
-        Model type of each channel, 1..8 (SPEC §5): 1 ``delta_y+ T``, 2 ``delta_x- T``,
+        Model type of each channel, 1..8 (docs/method.md#models): 1 ``delta_y+ T``, 2 ``delta_x-
+        T``,
         3 ``delta_y- T``, 4 ``delta_x+ T``, 5 ``delta_x T``, 6 ``delta_y T``,
         7 ``K - alpha nabla5 T(sigma_x, sigma_x)``, 8 ``T``.
     sigma_x, sigma_y : float, array_like [C] or torch.Tensor [] / [C]
@@ -380,7 +384,8 @@ def analytic_basis_kernels(
     size : int
         Odd kernel size k >= 3 (default 7).
     mode : str
-        ``"paper"`` (SPEC §3-§5: each 1-D kernel truncated at ``epsilon`` and cropped to k
+        ``"paper"`` (docs/method.md#discretisations, #operators, #models: each 1-D kernel truncated
+        at ``epsilon`` and cropped to k
         taps, not renormalised; 3-tap operators with reflect boundary, nabla5 with zero
         padding) or ``"full"`` (operators on the (k + 2)-tap kernel, then cropped), as in
         :func:`scalespace_mk.scalespace.models.model_kernel`.
@@ -455,7 +460,8 @@ def analytic_depthwise_kernels(
     """Kernels ``gain * g + offset`` of every channel, ``[C, 1, k, k]``, in one step.
 
     ``g`` is the channel's model (:func:`analytic_basis_kernels`); ``gain`` and ``offset``
-    are the ``a`` and ``b`` of the linear shift ``a * g + b`` (SPEC §9): the offset is added
+    are the ``a`` and ``b`` of the linear shift ``a * g + b`` (docs/method.md#networks): the offset
+    is added
     to every tap.
 
     Parameters
@@ -718,7 +724,8 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
     """Depthwise conv whose kernels are master-key models with per-channel scales.
 
     Channel c has the kernel ``gain[c] * g_c + offset[c]`` with ``g_c`` the model of type
-    ``types[c]`` (1-8, SPEC §5) at scales ``sigma_x[c]``, ``sigma_y[c]`` (and ``alpha[c]``
+    ``types[c]`` (1-8, docs/method.md#models) at scales ``sigma_x[c]``, ``sigma_y[c]`` (and
+    ``alpha[c]``
     for type 7), followed by a per-channel ``bias``. A drop-in for
     ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``.
 
@@ -731,7 +738,8 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
     types : sequence of int [C], optional
         Type of each channel (1..8); default cyclic ``1, 2, ..., 8, 1, ...``.
     sigma_x, sigma_y : float or sequence [C], optional
-        Initial standard deviations (pixels, >= 0). Default: the SPEC §8 method-B values of
+        Initial standard deviations (pixels, >= 0). Default: the docs/method.md#fitting method-B
+        values of
         each channel's type (:data:`DEFAULT_SCALES`). ``sigma_y=None`` with ``sigma_x``
         given means ``sigma_y = sigma_x``. Type-7 channels use ``sigma_x`` only.
     alpha : float or sequence [C], optional
@@ -1107,7 +1115,8 @@ def _check_depthwise_conv(conv: Any) -> torch.Tensor:
 class MasterKeyDepthwiseConv2d(_CachedDepthwise):
     """Depthwise conv whose channels are frozen filters with a per-channel ``a * x + b``.
 
-    Channel c uses the kernel ``gain[c] * filters[assignment[c]] + offset[c]`` (SPEC §9,
+    Channel c uses the kernel ``gain[c] * filters[assignment[c]] + offset[c]``
+    (docs/method.md#networks,
     experiment 2), followed by a per-channel bias.
 
     Parameters

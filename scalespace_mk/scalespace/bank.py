@@ -113,7 +113,8 @@ def make_bank(
     method : str
         1-D Gaussian discretisation, one of :data:`scalespace_mk.scalespace.kernels.METHODS`.
     mode : str
-        ``"paper"`` (crop, then 3-tap operators with reflect boundary; SPEC §3-§5) or
+        ``"paper"`` (crop, then 3-tap operators with reflect boundary;
+        docs/method.md#discretisations, #operators, #models) or
         ``"full"`` (operators on the full-support kernel, then crop).
     epsilon : float
         Relative truncation error of each 1-D kernel, in (0, 1).

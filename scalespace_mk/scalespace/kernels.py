@@ -1,4 +1,5 @@
-"""1-D discretisations of the Gaussian kernel (SPEC §3), for numpy and torch alike.
+"""1-D discretisations of the Gaussian kernel (docs/method.md#discretisations), for numpy and
+torch alike.
 
 Every formula here has one home: the computation is written once in torch (float64
 internally), and numpy input is routed through it and returned as a numpy array. Pass a
@@ -57,7 +58,7 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
     Returns
     -------
     float
-        ``1 - (1 - epsilon) ** (1 / D)`` (SPEC §3).
+        ``1 - (1 - epsilon) ** (1 / D)`` (docs/method.md#discretisations).
     """
     epsilon = check_epsilon(epsilon)
     if isinstance(D, bool) or not isinstance(D, int | np.integer) or D < 1:
@@ -130,7 +131,7 @@ def kernel_radius(
     -------
     int or numpy.ndarray of int, shape [B]
         For ``discgauss`` the smallest R with ``T(0) + 2 sum_{n=1..R} T(n) >= 1 - eps1d``
-        (accumulated mass, SPEC §3); for the other methods pyscsp's
+        (accumulated mass, docs/method.md#discretisations); for the other methods pyscsp's
         ``ceil(1.1 sqrt(2 s) erfcinv(eps1d))``. ``eps1d = 1 - (1 - epsilon)**(1/D)``.
     """
     check_choice("method", method, METHODS)
@@ -323,7 +324,8 @@ def discrete_gaussian_rows(
     else:
         sig = sigma.to(torch.float64)
         half = _discgauss_half(sig * sig, radius, n_fft)
-    with torch.no_grad():  # zero every tap beyond the row's own epsilon radius (SPEC §3)
+    # zero every tap beyond the row's own epsilon radius (docs/method.md#discretisations)
+    with torch.no_grad():
         own = _mass_radius(half.detach(), eps1d)
         keep = torch.arange(radius + 1, device=sigma.device)[None, :] <= own[:, None]
     return _mirror(half * keep)
@@ -348,7 +350,7 @@ def discrete_gaussian(
         Odd number of taps. ``None``: the radius follows from ``epsilon`` (a batch shares the
         largest radius; rows are zero beyond their own). Given: the ``epsilon``-truncated
         kernel is centre-cropped or zero-padded to ``size`` taps and not renormalised, which
-        for ``size=7`` is the paper mode of SPEC §3.
+        for ``size=7`` is the paper mode of docs/method.md#discretisations.
     epsilon : float
         Relative truncation error for the whole D-dimensional separable filter, in (0, 1).
     D : int
@@ -369,7 +371,8 @@ def discrete_gaussian(
     -----
     Sum 1 (up to the truncation), mean 0, variance exactly ``s``, values in [0, 1], the
     semigroup property ``T(s1) * T(s2) = T(s1 + s2)`` and no creation of new local extrema
-    in 1-D signals (SPEC §3). Values agree with ``scipy.special.ive(|n|, s)`` and pyscsp's
+    in 1-D signals (docs/method.md#discretisations). Values agree with ``scipy.special.ive(|n|,
+    s)`` and pyscsp's
     ``make1Ddiscgaussfilter`` to 1e-12 or better for sigma in [0, 1e3].
 
     Examples
@@ -451,7 +454,8 @@ def gaussian_kernel(
     epsilon: float = 1e-8,
     D: int = 1,
 ) -> Any:
-    """1-D discrete approximation of the Gaussian by one of five methods (SPEC §3).
+    """1-D discrete approximation of the Gaussian by one of five methods
+    (docs/method.md#discretisations).
 
     Parameters
     ----------
@@ -468,7 +472,8 @@ def gaussian_kernel(
         (not renormalised). ``None``: the radius follows from ``epsilon``.
     epsilon : float
         Relative truncation error for the D-dimensional separable filter, in (0, 1).
-        ``discgauss`` truncates by accumulated mass (SPEC §3); the other methods use
+        ``discgauss`` truncates by accumulated mass (docs/method.md#discretisations); the other
+        methods use
         pyscsp's radius ``ceil(1.1 sqrt(2 s) erfcinv(eps1d))``.
     D : int
         Dimension of the separable filter.

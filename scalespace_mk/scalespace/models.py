@@ -4,9 +4,10 @@ Every kernel returned here is an array in the index space of a stored depthwise 
 ``h[r, c]`` with rows top to bottom and columns left to right, and is used as a
 ``conv2d`` weight directly, with no flip (PyTorch's conv2d is a cross-correlation). Its
 coordinates are ``x = c - m`` (right) and ``y = m - r`` (**up**) for the centre index
-``m = size // 2`` (SPEC §2).
+``m = size // 2`` (docs/method.md#coordinates).
 
-Models (SPEC §5). Separable ones are outer products ``(D_y T_y)(y) (D_x T_x)(x)`` of 1-D
+Models (docs/method.md#models). Separable ones are outer products ``(D_y T_y)(y) (D_x T_x)(x)`` of
+1-D
 discrete Gaussians with standard deviations ``sigma_x`` and ``sigma_y`` and difference
 operators from :mod:`scalespace_mk.scalespace.operators`:
 
@@ -21,7 +22,8 @@ operators from :mod:`scalespace_mk.scalespace.operators`:
 
 Two modes:
 
-- ``"paper"`` (SPEC §3-§5 exactly): each 1-D kernel is truncated at ``epsilon`` and cropped
+- ``"paper"`` (docs/method.md#discretisations, #operators, #models exactly): each 1-D kernel is
+  truncated at ``epsilon`` and cropped
   to ``size`` (not renormalised); the 3-tap operators are then applied to the cropped kernel
   with reflect boundary handling; the Laplacian of ``"lap"``/``"mk7"`` uses zero padding.
 - ``"full"``: each operator acts on the full-support kernel, and the result is cropped.
@@ -55,7 +57,7 @@ __all__ = [
 
 MODES = ("paper", "full")
 
-#: Model name of each of the 8 master key filters (SPEC §5).
+#: Model name of each of the 8 master key filters (docs/method.md#models).
 MASTERKEY_MODELS = {1: "dy+", 2: "dx-", 3: "dy-", 4: "dx+", 5: "dx", 6: "dy", 7: "mk7", 8: "T"}
 
 _DERIV = re.compile(r"^d([xy]{1,4})$")
@@ -259,7 +261,8 @@ def model_kernel(
 
     if spec.laplacian or spec.centre_surround:
         tx, ty = axis(sx, ()), axis(sy, ())
-        bnd = "zero"  # SPEC §5: nabla5 on the cropped array with zero padding ('same')
+        # docs/method.md#models: nabla5 on the cropped array with zero padding ('same')
+        bnd = "zero"
         dxx, dyy = axis(sx, ("xx",), bnd), axis(sy, ("xx",), bnd)
         kernel = (
             ty.flip(-1)[:, :, None] * dxx[:, None, :] + dyy.flip(-1)[:, :, None] * tx[:, None, :]
@@ -306,7 +309,7 @@ def masterkey_model(
     mode: str = "paper",
     epsilon: float = 1e-8,
 ) -> Any:
-    """Idealised model of master key filter ``filter_type`` (1-8), SPEC §5.
+    """Idealised model of master key filter ``filter_type`` (1-8), docs/method.md#models.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Discrete difference operators (SPEC §4), applied along one axis of a kernel.
+"""Discrete difference operators (docs/method.md#operators), applied along one axis of a kernel.
 
 All operators are written as *correlation taps*: ``(op f)(x) = sum_k c[k] f(x + k)`` over
 offsets ``k = -h .. h``. They act along the last axis of an array whose entries are ordered

@@ -6,10 +6,10 @@ Everything here is derived once with sympy, turned into numpy functions with
 
 Contents
 --------
-(a) Difference stencils (SPEC §4): :func:`stencil`, :func:`stencil_array`,
+(a) Difference stencils (docs/method.md#operators): :func:`stencil`, :func:`stencil_array`,
     :func:`stencil_mask`, :func:`apply_stencil`, :func:`fourier_symbol`,
     :func:`taylor_expansion`, :func:`leading_error_term`.
-(b) Weighted-variance relations behind fitting method A (SPEC §8):
+(b) Weighted-variance relations behind fitting method A (docs/method.md#fitting):
     :func:`weighted_variance`, :func:`weighted_variance_bound`,
     :func:`sigma_from_weighted_variance`, :func:`sigma_from_self_weighted_variance`,
     :func:`weighted_variance_expr`.
@@ -530,7 +530,8 @@ def weighted_variance(order: int, sigma: ArrayLike, sigma_ref: ArrayLike) -> flo
 
     This is the variance of the normalised density
     ``|g^(n)(x; sigma)| |g^(n)(x; sigma_ref)| / int(...)`` (its mean is 0 by symmetry), the
-    continuous counterpart of the weighted spread measure of SPEC §6 and the relation behind
+    continuous counterpart of the weighted spread measure of docs/method.md#spread and the relation
+    behind
     fitting method A.
 
     Parameters
@@ -562,7 +563,8 @@ def weighted_variance(order: int, sigma: ArrayLike, sigma_ref: ArrayLike) -> flo
     case (separable kernel and separable weight, also mixed orders ``x**a y**b``) factorises,
     so each axis follows the 1-D relation of its own order and the covariance is diagonal.
 
-    SPEC §8 method A converts a measured variance with the self-weighting relations although
+    docs/method.md#fitting method A converts a measured variance with the self-weighting relations
+    although
     the weight sits at a fixed ``sigma_ref``; :func:`sigma_from_weighted_variance` gives the
     conversion that is exact for a continuous Gaussian under that weight.
 

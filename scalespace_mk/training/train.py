@@ -11,7 +11,7 @@ Launch commands::
     # laptop / CI smoke run on the built-in natural-image patches
     scalespace-mk train --model convnextv2_test --data builtin --epochs 2 --batch-size 32 \\
         --out runs/smoke
-    # one node, 8 GPUs, ImageNet, the ConvNeXt-V2 fine-tuning recipe of SPEC §9
+    # one node, 8 GPUs, ImageNet, the ConvNeXt-V2 fine-tuning recipe of docs/method.md#networks
     torchrun --nproc_per_node 8 -m scalespace_mk.cli train --preset convnextv2-finetune \\
         --model convnextv2_tiny --dwconv idealized --replace-from learned.pt \\
         --data imagenet:/data/imagenet --batch-size 512 --out runs/in1k-ideal
@@ -19,7 +19,7 @@ Launch commands::
     # CPU, 2 processes (gloo), as the test suite does
     torchrun --nproc_per_node 2 -m scalespace_mk.cli train --model convnextv2_test ...
 
-Depthwise variants (``--dwconv``), SPEC §9:
+Depthwise variants (``--dwconv``), docs/method.md#networks:
 
 - ``learned``: ordinary depthwise convolutions (the baseline);
 - ``masterkey``: every channel one of 8 frozen master key filters with learnable ``a``, ``b``;
@@ -87,7 +87,7 @@ class TrainConfig:
         ``learned``, ``masterkey``, ``idealized`` or ``learnable`` (module docstring).
     method : str
         Fitting method whose idealised models are the candidates for ``idealized`` and
-        ``learnable`` (SPEC §8; default ``B``).
+        ``learnable`` (docs/method.md#fitting; default ``B``).
     filters : str, optional
         Master key filter source (default: the published 8; ``builtin`` for the package's).
     init, replace_from : str, optional
@@ -256,7 +256,8 @@ def _check_float(name: str, value: Any, low: float, high: float, *, closed: bool
 
 #: Named recipes; command-line options override them.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Official ConvNeXt-V2 ImageNet-1k fine-tuning (SPEC §9); base lr per 256 samples.
+    # Official ConvNeXt-V2 ImageNet-1k fine-tuning (docs/method.md#networks); base lr per 256
+    # samples.
     "convnextv2-finetune": dict(
         image_size=224,
         epochs=300,
@@ -333,7 +334,8 @@ def convert_depthwise(
 ) -> dict[str, dict[str, int]]:
     """Replace every learned depthwise conv of ``model`` by an analytic one.
 
-    The per-channel choice comes from the least-squares replacement (SPEC §9, experiment 1)
+    The per-channel choice comes from the least-squares replacement (docs/method.md#networks,
+    experiment 1)
     of the depthwise weights ``source[name + '.conv_dw.weight']`` by ``a x_j + b``:
     ``masterkey`` uses the master key filters as candidates ``x_j`` and ``idealized`` the
     idealised models of ``cfg.method`` (both frozen, with trainable ``a``, ``b`` and bias);
@@ -690,7 +692,9 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, Mapping) or not required <= set(ckpt):
         missing = sorted(required - set(ckpt)) if isinstance(ckpt, Mapping) else required
         raise ValueError(
-            f"{path} is not a scalespace_mk training checkpoint (missing {sorted(missing)})"
+            f"{path} is not a scalespace_mk training checkpoint (missing {sorted(missing)}): "
+            "'eval' and '--resume' read OUT/last.pt of 'scalespace-mk train'; for any other "
+            "checkpoint use 'scalespace-mk analyze' (census of its depthwise layers)"
         )
     return dict(ckpt)
 
