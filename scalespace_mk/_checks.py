@@ -7,18 +7,29 @@ argument, what is accepted and what was received. Messages are built only on fai
 from __future__ import annotations
 
 import math
+import os
+import stat
+import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from scalespace_mk import limits
+
 __all__ = [
+    "check_array_file",
+    "check_ascii_number",
     "check_choice",
     "check_epsilon",
     "check_filters",
     "check_nonneg",
+    "check_regular_file",
+    "check_sigma",
     "check_size",
+    "is_ascii_int",
 ]
 
 
@@ -48,6 +59,11 @@ def check_size(size: Any, name: str = "size", *, allow_none: bool = True) -> int
         raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
     if size < 1 or size % 2 == 0:
         raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
+    if size > limits.KERNEL_SIZE_MAX:
+        raise ValueError(
+            f"{name} must be an odd integer <= {limits.KERNEL_SIZE_MAX} (the largest kernel "
+            f"size, scalespace_mk.limits.KERNEL_SIZE_MAX); got {size!r}"
+        )
     return int(size)
 
 
@@ -61,41 +77,67 @@ def check_epsilon(epsilon: Any, name: str = "epsilon") -> float:
         ) from None
     if not (0.0 < value < 1.0):
         raise ValueError(f"{name} must be a number in the open interval (0, 1); got {epsilon!r}")
+    if value < limits.EPSILON_MIN:
+        raise ValueError(
+            f"{name} must be >= {limits.EPSILON_MIN:g} (smaller truncation errors are below "
+            f"float64 precision; scalespace_mk.limits.EPSILON_MIN); got {epsilon!r}"
+        )
     return value
 
 
-def check_nonneg(name: str, value: Any) -> None:
-    """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry.
+def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
+    """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry,
+    or (when ``upper`` is given) an entry above ``upper``.
 
     Works on torch tensors without leaving their device unless a check fails; under
     ``torch.compile`` tracing the check is skipped.
     """
+    if value is None or isinstance(value, str | bytes):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    top = math.inf if upper is None else upper
     if isinstance(value, torch.Tensor):
         if torch.compiler.is_compiling():
             return
         if value.numel() == 0:
             return
+        if value.is_complex():
+            raise TypeError(f"{name} must be real; got dtype {value.dtype}")
         with torch.no_grad():
-            bad = ~torch.isfinite(value) | (value < 0)
+            bad = ~torch.isfinite(value) | (value < 0) | (value > top)
             if not bool(bad.any()):
                 return
             first = value[bad].flatten()[0].item()
     else:
+        if np.iscomplexobj(value):
+            raise TypeError(f"{name} must be real; got {_describe(value)} of complex numbers")
         try:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(
                 f"{name} must be a finite number >= 0; got {_describe(value)}"
             ) from None
-        bad = ~np.isfinite(arr) | (arr < 0)
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr > top)
         if not bad.any():
             return
         first = float(arr[bad].flat[0])
+    if math.isfinite(first) and first > top:
+        raise ValueError(
+            f"{name} must be <= {top:g} (the largest supported scale in pixels, "
+            f"scalespace_mk.limits.SIGMA_LIMIT); got {first!r}"
+        )
     kind = "NaN" if math.isnan(first) else ("infinite" if math.isinf(first) else "negative")
     raise ValueError(
         f"{name} must be finite and >= 0 (a standard deviation; 0 gives the identity); "
         f"got a {kind} value {first!r}"
     )
+
+
+def check_sigma(name: str, value: Any) -> None:
+    """Raise unless every scale in ``value`` lies in ``[0, SIGMA_LIMIT]`` (pixels).
+
+    ``value`` is a standard deviation (``s = sigma**2``): a scalar, an array or a tensor.
+    """
+    check_nonneg(name, value, limits.SIGMA_LIMIT)
 
 
 def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -> np.ndarray:
@@ -135,3 +177,135 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
         idx = int(np.argwhere(zero)[0, 0])
         raise ValueError(f"{name}[{idx}] is identically zero; a zero filter has no shape to fit")
     return arr
+
+
+def is_ascii_int(text: str) -> bool:
+    """True for a plain ASCII integer token: optional sign, then the digits 0-9 only.
+
+    Python's ``int`` also accepts ``'1_0'`` (as 10) and other scripts' digits (``'\u0663'``
+    as 3); file formats and the command line accept ASCII digits only.
+    """
+    body = text[1:] if text[:1] in "+-" else text
+    return bool(body) and body.isascii() and body.isdigit()
+
+
+def check_ascii_number(token: str, what: str) -> float:
+    """``float(token)`` for a plain ASCII number (no ``_`` separators, no other scripts).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` (e.g. ``"f.txt:3"``) and the token.
+    """
+    if not token.isascii() or "_" in token:
+        raise ValueError(f"{what}: {token[:40]!r} is not a plain number (ASCII digits only)")
+    return float(token)
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """Return ``path`` if it is an existing regular file (links followed), else raise.
+
+    A FIFO, socket or device would block or never end when read; a directory is named as
+    such.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing exists at ``path``.
+    IsADirectoryError
+        If ``path`` is a directory.
+    ValueError
+        If ``path`` is a FIFO, socket or device.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise OSError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{what} {str(path)!r} is a directory, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ValueError(
+            f"{what} {str(path)!r} is {kind}; pass a regular file (reading it could block)"
+        )
+    return path
+
+
+def _check_npy_header(fh: Any, origin: str, limit: int, stored: int | None) -> None:
+    """Read a .npy header from ``fh`` and refuse declared sizes above ``limit`` bytes."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"{origin} is not a valid .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise ValueError(f"{origin} holds pickled Python objects, which are never loaded")
+    count = math.prod(int(n) for n in shape)
+    nbytes = count * max(dtype.itemsize, 1)
+    if nbytes > limit:
+        raise ValueError(
+            f"{origin} declares an array of shape {tuple(shape)} ({dtype}, "
+            f"{limits.format_bytes(nbytes)}), above the limit of {limits.format_bytes(limit)} "
+            "(scalespace_mk.limits.ARRAY_FILE_BYTES_MAX); split the file"
+        )
+    if stored is not None and nbytes > stored:
+        raise ValueError(
+            f"{origin} declares an array of shape {tuple(shape)} ({limits.format_bytes(nbytes)}) "
+            f"but holds only {limits.format_bytes(stored)} of data; the file is truncated or "
+            "corrupt"
+        )
+
+
+def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
+    """Check the declared sizes of an ``.npy`` or ``.npz`` file before it is read.
+
+    For ``.npy`` the header's shape and dtype must give at most ``limit`` bytes (default
+    :data:`scalespace_mk.limits.ARRAY_FILE_BYTES_MAX`) and no more than the file holds; for
+    ``.npz`` every zip member's declared uncompressed size and every member's own header
+    must. Nothing is decompressed beyond the headers.
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and the member), the declared shape and the limit.
+    """
+    path = Path(path)
+    limit = limits.ARRAY_FILE_BYTES_MAX if limit is None else int(limit)
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+        fh.seek(0)
+        if magic == b"\x93NUMPY":
+            size = os.fstat(fh.fileno()).st_size
+            _check_npy_header(fh, str(path), limit, size)
+            return
+        if not zipfile.is_zipfile(fh):
+            raise ValueError(f"{path} is neither a .npy array nor a .npz archive")
+        fh.seek(0)
+        try:
+            archive = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable .npz archive: {exc}") from None
+        with archive:
+            total = 0
+            for info in archive.infolist():
+                origin = f"{path} (member {info.filename!r})"
+                total += info.file_size
+                if info.file_size > limit or total > limit:
+                    raise ValueError(
+                        f"{origin} declares {limits.format_bytes(total)} of uncompressed data, "
+                        f"above the limit of {limits.format_bytes(limit)} "
+                        "(scalespace_mk.limits.ARRAY_FILE_BYTES_MAX); split the file"
+                    )
+                if not info.filename.endswith(".npy"):
+                    continue
+                try:
+                    with archive.open(info) as member:
+                        _check_npy_header(member, origin, limit, info.file_size)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise ValueError(f"{origin} cannot be read: {exc}") from None
