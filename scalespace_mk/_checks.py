@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
 import stat
 import zipfile
 from collections.abc import Iterable
@@ -30,6 +32,7 @@ __all__ = [
     "check_sigma",
     "check_size",
     "is_ascii_int",
+    "load_torch_safely",
 ]
 
 
@@ -309,3 +312,57 @@ def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
                         _check_npy_header(member, origin, limit, info.file_size)
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
                     raise ValueError(f"{origin} cannot be read: {exc}") from None
+
+
+def _unsafe_reason(text: str) -> str | None:
+    """Why torch's weights-only unpickler refused a file, or None if it was not a refusal."""
+    for pattern in (
+        r"Unsupported global: GLOBAL ([\w.]+)",
+        r"unsupported GLOBAL ([\w.]+)",
+        r"WeightsUnpickler error: *\n*([^\n]+)",
+    ):
+        m = re.search(pattern, text)
+        if m:
+            detail = m.group(1).strip(" .")
+            if "GLOBAL" in pattern:
+                return f"it references the Python object {detail}, which is not a tensor"
+            return detail
+    if "Weights only load failed" in text:
+        return "it holds a pickle that the safe loader does not accept"
+    return None
+
+
+def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
+
+    Nothing is ever unpickled beyond tensors and plain containers. A file the safe loader
+    refuses (a pickled class or function: "unsupported GLOBAL") is reported as refused as
+    unsafe, with the reason; anything else that fails is reported as corrupt. The message
+    names the file.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        From :func:`check_regular_file`.
+    ValueError
+        Refused as unsafe, corrupt, or not a regular file.
+    """
+    path = check_regular_file(path, what)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = _unsafe_reason(str(exc))
+        if why is not None:
+            raise ValueError(
+                f"{path} was refused as unsafe: {why}; loading it would mean unpickling "
+                "arbitrary Python objects, which can run code (torch.load with "
+                "weights_only=True refuses it, and scalespace_mk never unpickles). If you "
+                "trust the file, re-save its tensors as a state dict (torch.save(state_dict)) "
+                "or as .safetensors"
+            ) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is corrupt or not a torch.save file ({first})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, ImportError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise ValueError(f"{path} is corrupt or not a torch.save file ({first})") from None

@@ -834,8 +834,10 @@ def _check_census_memory(
     per_filter = 32 * (g2 * g2 if two else g1) + 64 * k * k
     what = f"census of {n} filter(s) of size {k} with sigma_max = {sigma_max:g}"
     limits.check_memory(
-        tables, what, f"lower sigma_max (k / 2 = {k / 2:g} is the default, beyond it a model "
-        "is nearly flat across the filter)"
+        tables,
+        what,
+        f"lower sigma_max (k / 2 = {k / 2:g} is the default, beyond it a model "
+        "is nearly flat across the filter)",
     )
     rows = min(batch, n)
     need = tables + per_filter * rows

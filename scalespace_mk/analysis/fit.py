@@ -422,8 +422,7 @@ def _check_fit_memory(smax: float, step: float, size: int, n: int) -> None:
     need = points * (2 * n_fft * 24 + 6 * size * size * 8)
     limits.check_memory(
         need,
-        f"fitting {n} filter(s) of size {size} with sigma_max = {smax:g} and grid_step = "
-        f"{step:g}",
+        f"fitting {n} filter(s) of size {size} with sigma_max = {smax:g} and grid_step = {step:g}",
         "lower sigma_max (the default is 4 pixels) or raise grid_step",
     )
 

@@ -69,11 +69,11 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
             f"separable filter, scalespace_mk.limits.D_MAX); got {D!r}"
         )
     eps1d = 1.0 - (1.0 - epsilon) ** (1.0 / D)
-    if eps1d < limits.EPSILON_MIN:
+    if eps1d < 0.5 * limits.EPSILON_MIN:
         raise ValueError(
             f"epsilon = {epsilon!r} spread over D = {D} dimensions gives a 1-D truncation error "
-            f"{eps1d:.3g}, below float64 precision ({limits.EPSILON_MIN:g}); raise epsilon or "
-            "lower D"
+            f"{eps1d:.3g}, below float64 precision ({0.5 * limits.EPSILON_MIN:g}); raise "
+            "epsilon or lower D"
         )
     return eps1d
 
