@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalespace_mk import limits
+import scalespace_mk.limits as limits
 
 __all__ = [
     "check_array_file",

@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from scalespace_mk import limits
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_epsilon, check_filters, check_size
 from scalespace_mk.analysis.types import DEFAULT_TYPES, ModelType, parse_model_types
 from scalespace_mk.scalespace.kernels import METHODS
@@ -826,7 +826,7 @@ def _check_census_memory(
     from scalespace_mk.scalespace.kernels import fft_length
 
     knots = sigma_max / _KNOT_STEP + 3
-    n_fft = fft_length(sigma_max, k + 2)
+    n_fft = fft_length(sigma_max, k)
     tables = knots * (24 * n_fft + 3 * 4 * 8 * k * k)
     g2 = sigma_max / _GRID_STEP_2D + 2
     g1 = sigma_max / _GRID_STEP_1D + 2

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, least_squares, minimize
 
-from scalespace_mk import limits
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_filters
 from scalespace_mk.analysis.types import check_filter_type, resolve_filter_types, resolve_sigma_ref
 from scalespace_mk.scalespace.models import (
@@ -416,7 +416,7 @@ def _check_fit_memory(smax: float, step: float, size: int, n: int) -> None:
 
     points = max(int(round(smax / step)) + 1, 81 * 81)  # the 2-D grid has <= 81 x 81 points
     taps = size + 2
-    n_fft = fft_length(_upper(smax, size), taps)
+    n_fft = fft_length(_upper(smax, size), size) + 2 * taps
     # per point: the FFT spectrum and transform of two 1-D kernels (complex and real
     # float64), and the k x k model, its difference and norms
     need = points * (2 * n_fft * 24 + 6 * size * size * 8)

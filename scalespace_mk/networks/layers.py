@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scalespace_mk import limits
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_nonneg, check_size
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.models import MODES

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.special import erfcinv
 
-from scalespace_mk import limits
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_epsilon, check_sigma, check_size
 
 __all__ = [

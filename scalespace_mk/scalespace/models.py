@@ -99,7 +99,12 @@ def parse_model(name: str) -> ModelSpec:
     """
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string; got {name!r}")
-    if name.startswith("mk") and name[2:].isdigit() and int(name[2:]) in MASTERKEY_MODELS:
+    if (
+        name.startswith("mk")
+        and name[2:].isascii()
+        and name[2:].isdigit()
+        and int(name[2:]) in MASTERKEY_MODELS
+    ):
         base = MASTERKEY_MODELS[int(name[2:])]
         if base == "mk7":
             return ModelSpec(name, centre_surround=True)
