@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import stat
+import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -349,7 +350,10 @@ def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
     """
     path = check_regular_file(path, what)
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not read; the error below says more
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         why = _unsafe_reason(str(exc))
         if why is not None:
