@@ -151,7 +151,12 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
     input, NaN/Inf entries and filters that are identically zero.
     """
     if isinstance(h, torch.Tensor):
-        h = h.detach().cpu().numpy()
+        h = h.detach().cpu().resolve_conj().numpy()
+    if np.iscomplexobj(h):
+        raise TypeError(
+            f"{name} must be real; got complex values (the imaginary part would be dropped: "
+            "pass h.real or abs(h) if that is what you mean)"
+        )
     try:
         arr = np.asarray(h, dtype=np.float64)
     except (TypeError, ValueError):
@@ -316,21 +321,22 @@ def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
 
 
 def _unsafe_reason(text: str) -> str | None:
-    """Why torch's weights-only unpickler refused a file, or None if it was not a refusal."""
-    for pattern in (
-        r"Unsupported global: GLOBAL ([\w.]+)",
-        r"unsupported GLOBAL ([\w.]+)",
-        r"WeightsUnpickler error: *\n*([^\n]+)",
-    ):
+    """The object a file references when torch's weights-only unpickler refused it as a
+    global (a class or function), or None when the refusal was for something else."""
+    for pattern in (r"Unsupported global: GLOBAL ([\w.]+)", r"unsupported GLOBAL ([\w.]+)"):
         m = re.search(pattern, text)
         if m:
-            detail = m.group(1).strip(" .")
-            if "GLOBAL" in pattern:
-                return f"it references the Python object {detail}, which is not a tensor"
-            return detail
-    if "Weights only load failed" in text:
-        return "it holds a pickle that the safe loader does not accept"
+            return m.group(1).strip(" .")
     return None
+
+
+def _load_failure(text: str) -> str:
+    """The first informative line of a torch.load error (the weights-only detail if any)."""
+    m = re.search(r"WeightsUnpickler error: *\n*([^\n]+)", text)
+    if m:
+        return m.group(1).strip(" .")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unreadable"
 
 
 def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
@@ -355,18 +361,20 @@ def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        why = _unsafe_reason(str(exc))
-        if why is not None:
+        name = _unsafe_reason(str(exc))
+        if name is not None:
             raise ValueError(
-                f"{path} was refused as unsafe: {why}; loading it would mean unpickling "
-                "arbitrary Python objects, which can run code (torch.load with "
-                "weights_only=True refuses it, and scalespace_mk never unpickles). If you "
-                "trust the file, re-save its tensors as a state dict (torch.save(state_dict)) "
-                "or as .safetensors"
+                f"{path} was refused as unsafe: it references the Python object {name}, not "
+                "only tensors; loading it would mean unpickling arbitrary objects, which can run "
+                "code (torch.load with weights_only=True refuses it, and scalespace_mk never "
+                "unpickles). If you trust the file, re-save its tensors as a state dict "
+                "(torch.save(state_dict)) or as .safetensors"
             ) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path} is corrupt or not a torch.save file ({first})") from None
-    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, ImportError) as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise ValueError(f"{path} is corrupt or not a torch.save file ({first})") from None
+        raise ValueError(
+            f"{path} is corrupt or not a torch.save file, or holds a pickle that the safe loader "
+            f"(weights_only=True) does not read ({_load_failure(str(exc))})"
+        ) from None
+    except Exception as exc:  # RuntimeError, EOFError, IndexError...: a malformed file
+        raise ValueError(
+            f"{path} is corrupt or not a torch.save file ({_load_failure(str(exc))})"
+        ) from None

@@ -235,12 +235,12 @@ def load_bank(path: str | os.PathLike) -> Bank:
     """
     path = check_regular_file(path, "bank file")
     check_array_file(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is a single .npy array, not a bank file (an .npz written by save_bank)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError(
-                    f"{path} is a single .npy array, not a bank file (an .npz written by save_bank)"
-                )
             missing = {"kernels", "sigma", "models"} - set(data.files)
             if missing:
                 raise ValueError(f"{path} is not a bank file: missing arrays {sorted(missing)}")
