@@ -96,12 +96,12 @@ def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
     Works on torch tensors without leaving their device unless a check fails; under
     ``torch.compile`` tracing the check is skipped.
     """
+    if torch.compiler.is_compiling():
+        return
     if value is None or isinstance(value, str | bytes):
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     top = math.inf if upper is None else upper
     if isinstance(value, torch.Tensor):
-        if torch.compiler.is_compiling():
-            return
         if value.numel() == 0:
             return
         if value.is_complex():
@@ -252,20 +252,21 @@ def _check_npy_header(fh: Any, origin: str, limit: int, stored: int | None) -> N
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
     except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise ValueError(f"{origin} is not a valid .npy array: {exc}") from None
+        raise ValueError(f"{origin} not a valid .npy header ({exc})") from None
     if dtype.hasobject:
-        raise ValueError(f"{origin} holds pickled Python objects, which are never loaded")
+        raise ValueError(f"{origin} it holds Python objects (pickled objects are refused)")
     count = math.prod(int(n) for n in shape)
     nbytes = count * max(dtype.itemsize, 1)
     if nbytes > limit:
         raise ValueError(
-            f"{origin} declares an array of shape {tuple(shape)} ({dtype}, "
+            f"{origin} it declares an array of shape {tuple(shape)} ({dtype}, "
             f"{limits.format_bytes(nbytes)}), above the limit of {limits.format_bytes(limit)} "
             "(scalespace_mk.limits.ARRAY_FILE_BYTES_MAX); split the file"
         )
     if stored is not None and nbytes > stored:
         raise ValueError(
-            f"{origin} declares an array of shape {tuple(shape)} ({limits.format_bytes(nbytes)}) "
+            f"{origin} it declares an array of shape {tuple(shape)} "
+            f"({limits.format_bytes(nbytes)}) "
             f"but holds only {limits.format_bytes(stored)} of data; the file is truncated or "
             "corrupt"
         )
@@ -291,23 +292,27 @@ def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
         fh.seek(0)
         if magic == b"\x93NUMPY":
             size = os.fstat(fh.fileno()).st_size
-            _check_npy_header(fh, str(path), limit, size)
+            _check_npy_header(fh, f"cannot read {path} as a .npy array:", limit, size)
             return
         if not zipfile.is_zipfile(fh):
-            raise ValueError(f"{path} is neither a .npy array nor a .npz archive")
+            kind = "a .npz archive" if path.suffix.lower() == ".npz" else "a .npy array"
+            raise ValueError(
+                f"cannot read {path} as {kind}: it is neither a .npy array nor a .npz archive "
+                "(no .npy header, not a zip file)"
+            )
         fh.seek(0)
         try:
             archive = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable .npz archive: {exc}") from None
+            raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from None
         with archive:
             total = 0
             for info in archive.infolist():
-                origin = f"{path} (member {info.filename!r})"
+                origin = f"cannot read {path} as a .npz archive: member {info.filename!r}:"
                 total += info.file_size
                 if info.file_size > limit or total > limit:
                     raise ValueError(
-                        f"{origin} declares {limits.format_bytes(total)} of uncompressed data, "
+                        f"{origin} it declares {limits.format_bytes(total)} of uncompressed data, "
                         f"above the limit of {limits.format_bytes(limit)} "
                         "(scalespace_mk.limits.ARRAY_FILE_BYTES_MAX); split the file"
                     )
@@ -317,7 +322,7 @@ def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
                     with archive.open(info) as member:
                         _check_npy_header(member, origin, limit, info.file_size)
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    raise ValueError(f"{origin} cannot be read: {exc}") from None
+                    raise ValueError(f"{origin} is unreadable ({exc})") from None
 
 
 def _unsafe_reason(text: str) -> str | None:
@@ -364,17 +369,20 @@ def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
         name = _unsafe_reason(str(exc))
         if name is not None:
             raise ValueError(
-                f"{path} was refused as unsafe: it references the Python object {name}, not "
-                "only tensors; loading it would mean unpickling arbitrary objects, which can run "
+                f"refusing to load {path}: refused as unsafe, it references the Python object "
+                f"{name}, not only tensors; loading it would mean unpickling arbitrary objects, "
+                "which can run "
                 "code (torch.load with weights_only=True refuses it, and scalespace_mk never "
                 "unpickles). If you trust the file, re-save its tensors as a state dict "
                 "(torch.save(state_dict)) or as .safetensors"
             ) from None
         raise ValueError(
-            f"{path} is corrupt or not a torch.save file, or holds a pickle that the safe loader "
-            f"(weights_only=True) does not read ({_load_failure(str(exc))})"
+            f"cannot read {path} as a torch file: it is corrupt or not a torch.save file, or "
+            "holds a pickle that the safe loader (weights_only=True) does not read "
+            f"({_load_failure(str(exc))})"
         ) from None
     except Exception as exc:  # RuntimeError, EOFError, IndexError...: a malformed file
         raise ValueError(
-            f"{path} is corrupt or not a torch.save file ({_load_failure(str(exc))})"
+            f"cannot read {path} as a torch file: it is corrupt or not a torch.save file "
+            f"({_load_failure(str(exc))})"
         ) from None

@@ -214,7 +214,9 @@ def _npy_with_header(path: Path, shape: tuple[int, ...]) -> None:
 def test_item04_npy_header_claiming_49e9_elements(tmp_path):
     path = tmp_path / "huge.npy"
     _npy_with_header(path, (1_000_000_000, 7, 7))
-    with pytest.raises(ValueError, match=r"huge.npy declares an array of shape"):
+    with pytest.raises(
+        ValueError, match=r"huge.npy as a .npy array: it declares an array of shape"
+    ):
         load_filters(path)
 
 
@@ -516,17 +518,19 @@ def test_item12_malicious_pt_refused_as_unsafe(tmp_path):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"x": _Evil()}, protocol=2))
     for load in (load_checkpoint_file, load_filters):
-        with pytest.raises(ValueError, match=r"evil.pt was refused as unsafe: .*system"):
+        with pytest.raises(
+            ValueError, match=r"refusing to load .*evil.pt: refused as unsafe.*system"
+        ):
             load(path)
 
 
 def test_item12_corrupt_pt_called_corrupt(tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"\x80\x02garbage")
-    with pytest.raises(ValueError, match="broken.pt is corrupt or not a torch.save file"):
+    with pytest.raises(ValueError, match="cannot read .*broken.pt as a torch file: it is corrupt"):
         load_checkpoint_file(path)
     path.write_bytes(b"PK\x03\x04" + bytes(40))
-    with pytest.raises(ValueError, match="broken.pt is corrupt or not a torch.save file"):
+    with pytest.raises(ValueError, match="cannot read .*broken.pt as a torch file: it is corrupt"):
         load_checkpoint_file(path)
 
 
@@ -556,7 +560,7 @@ def test_item12_extract_cli_messages(tmp_path, capsys):
 def test_item12_random_bytes_npy(tmp_path):
     path = tmp_path / "r.npy"
     path.write_bytes(RNG.bytes(300))
-    with pytest.raises(ValueError, match=r"r.npy is neither a .npy array nor a .npz"):
+    with pytest.raises(ValueError, match=r"r.npy as a .npy array: it is neither"):
         load_filters(path)
 
 

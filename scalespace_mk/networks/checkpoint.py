@@ -511,13 +511,13 @@ def replace(
         if k not in cache:
             cache[k] = candidate_filters(candidates, filters=filters, size=k)
         w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
-        _check_finite_channels(w, name, "holds NaN or infinite weights")
+        _check_finite_channels(w, f"layer {name!r}", "holds NaN or infinite weights")
         new, choice, a, b = linear_shift_replace(w, cache[k])
         new_t = torch.from_numpy(new[:, None]).to(tensor.dtype)
         if new_t.is_floating_point() and not bool(torch.isfinite(new_t).all()):
             _check_finite_channels(
                 new_t.to(torch.float64).numpy()[:, 0],
-                name,
+                f"layer {name!r}",
                 f"would be replaced by a filter that overflows {tensor.dtype}",
             )
         container[key] = new_t.to(tensor.device)
@@ -540,16 +540,17 @@ def replace(
     return ReplaceResult(obj, layers)
 
 
-def _check_finite_channels(w: np.ndarray, layer: str, problem: str) -> None:
-    """Raise naming the layer and the first channel of ``w [C, k, k]`` that is not finite."""
+def _check_finite_channels(w: np.ndarray, where: str, problem: str, unit: str = "channel") -> None:
+    """Raise naming ``where`` (a layer) and the first ``unit`` of ``w [C, k, k]`` that is not
+    finite."""
     finite = np.isfinite(w).all(axis=(1, 2))
     if finite.all():
         return
     bad = np.flatnonzero(~finite)
-    more = f" (and {len(bad) - 1} more channels)" if len(bad) > 1 else ""
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise ValueError(
-        f"layer {layer!r}, channel {int(bad[0])}{more} {problem}; nothing non-finite is "
-        "written: clean the checkpoint (or drop the channel) first"
+        f"{where}, {unit} {int(bad[0])}{more} {problem}; nothing non-finite is used or "
+        "written: clean the input (or drop that channel) first"
     )
 
 
@@ -726,7 +727,7 @@ def _pool_filters(sources: Any) -> np.ndarray:
                 raise ValueError(
                     f"sources[{i}] must be filters [N, k, k] or [C, 1, k, k]; got shape {arr.shape}"
                 )
-            _check_finite_channels(arr, f"sources[{i}]", "holds NaN or infinite values")
+            _check_finite_channels(arr, f"sources[{i}]", "holds NaN or infinite values", "filter")
             pooled.append(arr)
         elif isinstance(src, str | os.PathLike) and Path(src).suffix.lower() in _FILTER_FILES:
             from scalespace_mk.analysis.filters import load_filters
@@ -735,7 +736,7 @@ def _pool_filters(sources: Any) -> np.ndarray:
         else:
             for name, w in find_depthwise(src).items():
                 arr = w.detach().to(torch.float64).cpu().numpy()[:, 0]
-                _check_finite_channels(arr, name, "holds NaN or infinite weights")
+                _check_finite_channels(arr, f"layer {name!r}", "holds NaN or infinite weights")
                 pooled.append(arr)
     if not pooled:
         raise ValueError(
