@@ -251,8 +251,8 @@ def _check_npy_header(fh: Any, origin: str, limit: int, stored: int | None) -> N
             shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise ValueError(f"{origin} not a valid .npy header ({exc})") from None
+    except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError...: a bad header
+        raise ValueError(f"{origin} not a valid .npy header ({type(exc).__name__})") from None
     if dtype.hasobject:
         raise ValueError(f"{origin} it holds Python objects (pickled objects are refused)")
     count = math.prod(int(n) for n in shape)
@@ -303,7 +303,7 @@ def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
         fh.seek(0)
         try:
             archive = zipfile.ZipFile(fh)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except Exception as exc:  # BadZipFile, OSError, ValueError...
             raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from None
         with archive:
             total = 0
@@ -321,7 +321,9 @@ def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
                 try:
                     with archive.open(info) as member:
                         _check_npy_header(member, origin, limit, info.file_size)
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                except ValueError:
+                    raise
+                except Exception as exc:  # BadZipFile, encrypted, unknown compression...
                     raise ValueError(f"{origin} is unreadable ({exc})") from None
 
 

@@ -102,15 +102,6 @@ def _candidates() -> np.ndarray:
 # item 1: every optimiser bounded, memory refused up front
 
 
-def test_item01_fit_of_a_flat_filter_stays_bounded():
-    """A constant filter of type 8 wants sigma -> infinity; the search stops at 4 k."""
-    h = np.ones((7, 7)) + 1e-3 * RNG.standard_normal((7, 7))
-    with _within(60):
-        for method in ("D2", "C2"):
-            fit = fit_filter(h, 8, method=method)
-            assert 0.0 <= fit.sigma_x <= limits.FIT_SIGMA_PER_TAP * 7 + 1e-9
-
-
 def test_item01_fit_of_random_3x3_filters_is_bounded():
     h = RNG.standard_normal((2, 3, 3))
     with _within(60):
@@ -575,7 +566,7 @@ def test_item12_nan_message_names_the_layer():
 # item 13: valid filters at extreme scales
 
 
-@pytest.mark.parametrize("scale", [1e300, 1e-300])
+@pytest.mark.parametrize("scale", [1e300, 1e-300])  # 1e300 failed ("zero sum"); 1e-300 guards
 def test_item13_fit_extreme_scales_like_unit_scale(scale):
     h = masterkey_model(8, 1.2, 0.9) + 1e-3 * RNG.standard_normal((7, 7))
     ref = fit_filter(h, 8, method="A")
@@ -691,6 +682,39 @@ def test_fuzz_filter_text_parser(tmp_path_factory, lines):
     except _CLEAN:
         return
     assert arr.ndim == 3 and arr.shape[1] == arr.shape[2]
+
+
+def _valid_array_file(suffix: str) -> bytes:
+    buf = io.BytesIO()
+    filters = RNG.standard_normal((2, 3, 3))
+    if suffix == ".npy":
+        np.save(buf, filters)
+    else:
+        np.savez(buf, filters=filters)
+    return buf.getvalue()
+
+
+_ARRAYS = {suffix: _valid_array_file(suffix) for suffix in (".npy", ".npz")}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    suffix=st.sampled_from([".npy", ".npz"]),
+    cut=st.integers(0, 400),
+    patch=st.binary(min_size=0, max_size=6),
+    noise=st.booleans(),
+)
+def test_fuzz_filter_array_files(tmp_path_factory, suffix, cut, patch, noise):
+    data = _ARRAYS[suffix]
+    cut = min(cut, len(data))
+    data = data[:cut] + patch + data[cut + len(patch) :] if noise else data[:cut]
+    path = tmp_path_factory.mktemp("fuzz") / f"f{suffix}"
+    path.write_bytes(data)
+    try:
+        arr = load_filters(path)
+    except _CLEAN:
+        return
+    assert arr.ndim == 3 and np.isfinite(arr).all()
 
 
 def _valid_pt() -> bytes:

@@ -301,7 +301,14 @@ def _load_npz(path: Path) -> Any:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (  # encrypted members, unknown compression methods, CRC errors included
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         raise ValueError(
             f"cannot read {path} as a .npz archive (pickled objects are refused): {exc}"
         ) from exc
