@@ -665,6 +665,16 @@ from hypothesis import strategies as st  # noqa: E402
 
 _CLEAN = (ValueError, TypeError, OSError)
 
+
+def _load_or_none(load, path: Path, data: bytes):
+    """Write ``data`` to ``path`` and load it; a clean error gives None, anything else fails."""
+    path.write_bytes(data)
+    try:
+        return load(path)
+    except _CLEAN:
+        return None
+
+
 _token = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["Filter 1:", "Filter 2:", "filter 3", "#", "1_0", "\u0663", "nan", ""]),
@@ -708,13 +718,8 @@ def test_fuzz_filter_array_files(tmp_path_factory, suffix, cut, patch, noise):
     data = _ARRAYS[suffix]
     cut = min(cut, len(data))
     data = data[:cut] + patch + data[cut + len(patch) :] if noise else data[:cut]
-    path = tmp_path_factory.mktemp("fuzz") / f"f{suffix}"
-    path.write_bytes(data)
-    try:
-        arr = load_filters(path)
-    except _CLEAN:
-        return
-    assert arr.ndim == 3 and np.isfinite(arr).all()
+    arr = _load_or_none(load_filters, tmp_path_factory.mktemp("fuzz") / f"f{suffix}", data)
+    assert arr is None or (arr.ndim == 3 and np.isfinite(arr).all())
 
 
 def _valid_pt() -> bytes:
@@ -738,12 +743,7 @@ _PT = _valid_pt()
     suffix=st.sampled_from([".pt", ".safetensors"]),
 )
 def test_fuzz_checkpoint_loader(tmp_path_factory, data, suffix):
-    path = tmp_path_factory.mktemp("fuzz") / f"c{suffix}"
-    path.write_bytes(data)
-    try:
-        obj = load_checkpoint_file(path)
-    except _CLEAN:
-        return
+    obj = _load_or_none(load_checkpoint_file, tmp_path_factory.mktemp("fuzz") / f"c{suffix}", data)
     assert isinstance(obj, dict | torch.Tensor | list | tuple | int | float | str | type(None))
 
 

@@ -37,8 +37,9 @@ search (one batch of model evaluations per step) from each of the best local min
 grid. Two-scale problems (C1, D1) start from the best local minima of a grid over
 ``[0, sigma_max]**2``. l2 problems are finally polished by a bounded trust-region
 least-squares solver (``scipy.optimize.least_squares``); the non-smooth l1 problems by a 2-D
-pattern search over 48 directions, then Nelder-Mead and Powell (``scipy.optimize.minimize``
-with the bound ``sigma >= 0``). A candidate replaces the current point only if it is
+pattern search over 48 directions, then Nelder-Mead and Powell (``scipy.optimize.minimize``).
+Every search is bounded to ``0 <= sigma <= max(sigma_max, 4 k)`` for k x k filters
+(:data:`scalespace_mk.limits.FIT_SIGMA_PER_TAP`; see docs/limits.md). A candidate replaces the current point only if it is
 better, so no result is worse than the best grid point; the l1 objective can be flat, so
 compare objective values rather than positions. ``sigma = 0`` is legal: ``T(.; 0)`` is the
 Kronecker delta. While fitting, torch runs single-threaded (thousands of tiny kernels; the
@@ -959,7 +960,7 @@ def fit_filters(
         otherwise; :mod:`scalespace_mk._progress`). Default: for 100 filters or more with
         the searching methods (all but A and A-exact, which are closed form). Method B costs
         about 0.5 s per filter: for thousands of filters use the census
-        (:func:`scalespace_mk.analysis.census.census`), which fits ~10^4 filters per second.
+        (:func:`scalespace_mk.analysis.census.census`), which fits thousands per second.
 
     Returns
     -------
