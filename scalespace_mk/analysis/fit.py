@@ -39,11 +39,11 @@ grid. Two-scale problems (C1, D1) start from the best local minima of a grid ove
 least-squares solver (``scipy.optimize.least_squares``); the non-smooth l1 problems by a 2-D
 pattern search over 48 directions, then Nelder-Mead and Powell (``scipy.optimize.minimize``).
 Every search is bounded to ``0 <= sigma <= max(sigma_max, 4 k)`` for k x k filters
-(:data:`scalespace_mk.limits.FIT_SIGMA_PER_TAP`; see docs/limits.md). A candidate replaces the current point only if it is
-better, so no result is worse than the best grid point; the l1 objective can be flat, so
-compare objective values rather than positions. ``sigma = 0`` is legal: ``T(.; 0)`` is the
-Kronecker delta. While fitting, torch runs single-threaded (thousands of tiny kernels; the
-previous thread count is restored).
+(:data:`scalespace_mk.limits.FIT_SIGMA_PER_TAP`; see docs/limits.md). A candidate replaces
+the current point only if it is better, so no result is worse than the best grid point; the
+l1 objective can be flat, so compare objective values rather than positions.
+``sigma = 0`` is legal: ``T(.; 0)`` is the Kronecker delta. While fitting, torch runs
+single-threaded (thousands of tiny kernels; the previous thread count is restored).
 
 Coordinates are centred with y up: ``x = c - m``, ``y = m - r`` (SPEC §2); arrays are stored
 depthwise weights ``h[r, c]`` used as conv2d (cross-correlation) weights with no flip.
