@@ -7,18 +7,33 @@ argument, what is accepted and what was received. Messages are built only on fai
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import re
+import stat
+import warnings
+import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+import scalespace_mk.limits as limits
+
 __all__ = [
+    "check_array_file",
+    "check_ascii_number",
     "check_choice",
     "check_epsilon",
     "check_filters",
     "check_nonneg",
+    "check_regular_file",
+    "check_sigma",
     "check_size",
+    "is_ascii_int",
+    "load_torch_safely",
 ]
 
 
@@ -48,6 +63,11 @@ def check_size(size: Any, name: str = "size", *, allow_none: bool = True) -> int
         raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
     if size < 1 or size % 2 == 0:
         raise ValueError(f"{name} must be a positive odd integer such as 7; got {size!r}")
+    if size > limits.KERNEL_SIZE_MAX:
+        raise ValueError(
+            f"{name} must be an odd integer <= {limits.KERNEL_SIZE_MAX} (the largest kernel "
+            f"size, scalespace_mk.limits.KERNEL_SIZE_MAX); got {size!r}"
+        )
     return int(size)
 
 
@@ -61,41 +81,67 @@ def check_epsilon(epsilon: Any, name: str = "epsilon") -> float:
         ) from None
     if not (0.0 < value < 1.0):
         raise ValueError(f"{name} must be a number in the open interval (0, 1); got {epsilon!r}")
+    if value < limits.EPSILON_MIN:
+        raise ValueError(
+            f"{name} must be >= {limits.EPSILON_MIN:g} (smaller truncation errors are below "
+            f"float64 precision; scalespace_mk.limits.EPSILON_MIN); got {epsilon!r}"
+        )
     return value
 
 
-def check_nonneg(name: str, value: Any) -> None:
-    """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry.
+def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
+    """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry,
+    or (when ``upper`` is given) an entry above ``upper``.
 
     Works on torch tensors without leaving their device unless a check fails; under
     ``torch.compile`` tracing the check is skipped.
     """
+    if torch.compiler.is_compiling():
+        return
+    if value is None or isinstance(value, str | bytes):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    top = math.inf if upper is None else upper
     if isinstance(value, torch.Tensor):
-        if torch.compiler.is_compiling():
-            return
         if value.numel() == 0:
             return
+        if value.is_complex():
+            raise TypeError(f"{name} must be real; got dtype {value.dtype}")
         with torch.no_grad():
-            bad = ~torch.isfinite(value) | (value < 0)
+            bad = ~torch.isfinite(value) | (value < 0) | (value > top)
             if not bool(bad.any()):
                 return
             first = value[bad].flatten()[0].item()
     else:
+        if np.iscomplexobj(value):
+            raise TypeError(f"{name} must be real; got {_describe(value)} of complex numbers")
         try:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(
                 f"{name} must be a finite number >= 0; got {_describe(value)}"
             ) from None
-        bad = ~np.isfinite(arr) | (arr < 0)
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr > top)
         if not bad.any():
             return
         first = float(arr[bad].flat[0])
+    if math.isfinite(first) and first > top:
+        raise ValueError(
+            f"{name} must be <= {top:g} (the largest supported scale in pixels, "
+            f"scalespace_mk.limits.SIGMA_LIMIT); got {first!r}"
+        )
     kind = "NaN" if math.isnan(first) else ("infinite" if math.isinf(first) else "negative")
     raise ValueError(
         f"{name} must be finite and >= 0 (a standard deviation; 0 gives the identity); "
         f"got a {kind} value {first!r}"
     )
+
+
+def check_sigma(name: str, value: Any) -> None:
+    """Raise unless every scale in ``value`` lies in ``[0, SIGMA_LIMIT]`` (pixels).
+
+    ``value`` is a standard deviation (``s = sigma**2``): a scalar, an array or a tensor.
+    """
+    check_nonneg(name, value, limits.SIGMA_LIMIT)
 
 
 def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -> np.ndarray:
@@ -105,7 +151,12 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
     input, NaN/Inf entries and filters that are identically zero.
     """
     if isinstance(h, torch.Tensor):
-        h = h.detach().cpu().numpy()
+        h = h.detach().cpu().resolve_conj().numpy()
+    if np.iscomplexobj(h):
+        raise TypeError(
+            f"{name} must be real; got complex values (the imaginary part would be dropped: "
+            "pass h.real or abs(h) if that is what you mean)"
+        )
     try:
         arr = np.asarray(h, dtype=np.float64)
     except (TypeError, ValueError):
@@ -135,3 +186,205 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
         idx = int(np.argwhere(zero)[0, 0])
         raise ValueError(f"{name}[{idx}] is identically zero; a zero filter has no shape to fit")
     return arr
+
+
+def is_ascii_int(text: str) -> bool:
+    """True for a plain ASCII integer token: optional sign, then the digits 0-9 only.
+
+    Python's ``int`` also accepts ``'1_0'`` (as 10) and other scripts' digits (``'\u0663'``
+    as 3); file formats and the command line accept ASCII digits only.
+    """
+    body = text[1:] if text[:1] in "+-" else text
+    return bool(body) and body.isascii() and body.isdigit()
+
+
+def check_ascii_number(token: str, what: str) -> float:
+    """``float(token)`` for a plain ASCII number (no ``_`` separators, no other scripts).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` (e.g. ``"f.txt:3"``) and the token.
+    """
+    if not token.isascii() or "_" in token:
+        raise ValueError(f"{what}: {token[:40]!r} is not a plain number (ASCII digits only)")
+    return float(token)
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """Return ``path`` if it is an existing regular file (links followed), else raise.
+
+    A FIFO, socket or device would block or never end when read; a directory is named as
+    such.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing exists at ``path``.
+    IsADirectoryError
+        If ``path`` is a directory.
+    ValueError
+        If ``path`` is a FIFO, socket or device.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise OSError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{what} {str(path)!r} is a directory, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ValueError(
+            f"{what} {str(path)!r} is {kind}; pass a regular file (reading it could block)"
+        )
+    return path
+
+
+def _check_npy_header(fh: Any, origin: str, limit: int, stored: int | None) -> None:
+    """Read a .npy header from ``fh`` and refuse declared sizes above ``limit`` bytes."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError...: a bad header
+        raise ValueError(f"{origin} not a valid .npy header ({type(exc).__name__})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{origin} it holds Python objects (pickled objects are refused)")
+    count = math.prod(int(n) for n in shape)
+    nbytes = count * max(dtype.itemsize, 1)
+    if nbytes > limit:
+        raise ValueError(
+            f"{origin} it declares an array of shape {tuple(shape)} ({dtype}, "
+            f"{limits.format_bytes(nbytes)}), above the limit of {limits.format_bytes(limit)} "
+            "(scalespace_mk.limits.ARRAY_FILE_BYTES_MAX); split the file"
+        )
+    if stored is not None and nbytes > stored:
+        raise ValueError(
+            f"{origin} it declares an array of shape {tuple(shape)} "
+            f"({limits.format_bytes(nbytes)}) "
+            f"but holds only {limits.format_bytes(stored)} of data; the file is truncated or "
+            "corrupt"
+        )
+
+
+def check_array_file(path: str | os.PathLike, limit: int | None = None) -> None:
+    """Check the declared sizes of an ``.npy`` or ``.npz`` file before it is read.
+
+    For ``.npy`` the header's shape and dtype must give at most ``limit`` bytes (default
+    :data:`scalespace_mk.limits.ARRAY_FILE_BYTES_MAX`) and no more than the file holds; for
+    ``.npz`` every zip member's declared uncompressed size and every member's own header
+    must. Nothing is decompressed beyond the headers.
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and the member), the declared shape and the limit.
+    """
+    path = Path(path)
+    limit = limits.ARRAY_FILE_BYTES_MAX if limit is None else int(limit)
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+        fh.seek(0)
+        if magic == b"\x93NUMPY":
+            size = os.fstat(fh.fileno()).st_size
+            _check_npy_header(fh, f"cannot read {path} as a .npy array:", limit, size)
+            return
+        if not zipfile.is_zipfile(fh):
+            kind = "a .npz archive" if path.suffix.lower() == ".npz" else "a .npy array"
+            raise ValueError(
+                f"cannot read {path} as {kind}: it is neither a .npy array nor a .npz archive "
+                "(no .npy header, not a zip file)"
+            )
+        fh.seek(0)
+        try:
+            archive = zipfile.ZipFile(fh)
+        except Exception as exc:  # BadZipFile, OSError, ValueError...
+            raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from None
+        with archive:
+            total = 0
+            for info in archive.infolist():
+                origin = f"cannot read {path} as a .npz archive: member {info.filename!r}:"
+                total += info.file_size
+                if info.file_size > limit or total > limit:
+                    raise ValueError(
+                        f"{origin} it declares {limits.format_bytes(total)} of uncompressed data, "
+                        f"above the limit of {limits.format_bytes(limit)} "
+                        "(scalespace_mk.limits.ARRAY_FILE_BYTES_MAX); split the file"
+                    )
+                if not info.filename.endswith(".npy"):
+                    continue
+                try:
+                    with archive.open(info) as member:
+                        _check_npy_header(member, origin, limit, info.file_size)
+                except ValueError:
+                    raise
+                except Exception as exc:  # BadZipFile, encrypted, unknown compression...
+                    raise ValueError(f"{origin} is unreadable ({exc})") from None
+
+
+def _unsafe_reason(text: str) -> str | None:
+    """The object a file references when torch's weights-only unpickler refused it as a
+    global (a class or function), or None when the refusal was for something else."""
+    for pattern in (r"Unsupported global: GLOBAL ([\w.]+)", r"unsupported GLOBAL ([\w.]+)"):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1).strip(" .")
+    return None
+
+
+def _load_failure(text: str) -> str:
+    """The first informative line of a torch.load error (the weights-only detail if any)."""
+    m = re.search(r"WeightsUnpickler error: *\n*([^\n]+)", text)
+    if m:
+        return m.group(1).strip(" .")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unreadable"
+
+
+def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
+
+    Nothing is ever unpickled beyond tensors and plain containers. A file the safe loader
+    refuses (a pickled class or function: "unsupported GLOBAL") is reported as refused as
+    unsafe, with the reason; anything else that fails is reported as corrupt. The message
+    names the file.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        From :func:`check_regular_file`.
+    ValueError
+        Refused as unsafe, corrupt, or not a regular file.
+    """
+    path = check_regular_file(path, what)
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it may not read; the error below says more
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        name = _unsafe_reason(str(exc))
+        if name is not None:
+            raise ValueError(
+                f"refusing to load {path}: refused as unsafe, it references the Python object "
+                f"{name}, not only tensors; loading it would mean unpickling arbitrary objects, "
+                "which can run "
+                "code (torch.load with weights_only=True refuses it, and scalespace_mk never "
+                "unpickles). If you trust the file, re-save its tensors as a state dict "
+                "(torch.save(state_dict)) or as .safetensors"
+            ) from None
+        raise ValueError(
+            f"cannot read {path} as a torch file: it is corrupt or not a torch.save file, or "
+            "holds a pickle that the safe loader (weights_only=True) does not read "
+            f"({_load_failure(str(exc))})"
+        ) from None
+    except Exception as exc:  # RuntimeError, EOFError, IndexError...: a malformed file
+        raise ValueError(
+            f"cannot read {path} as a torch file: it is corrupt or not a torch.save file "
+            f"({_load_failure(str(exc))})"
+        ) from None

@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_epsilon, check_filters, check_size
 from scalespace_mk.analysis.types import DEFAULT_TYPES, ModelType, parse_model_types
 from scalespace_mk.scalespace.kernels import METHODS
@@ -733,7 +734,13 @@ def census(
         raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
     if not (0.0 < sigma_max < math.inf):
         raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    if sigma_max > limits.SIGMA_LIMIT:
+        raise ValueError(
+            f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
+            f"SIGMA_LIMIT; k / 2 = {k / 2:g} is the default); got {sigma_max!r}"
+        )
     dev = _resolve_device(device)
+    chosen = batch_size is not None
     if batch_size is None:
         batch_size = 131072 if dev.type == "cuda" else 8192
     if (
@@ -742,6 +749,7 @@ def census(
         or (batch_size < 1)
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    batch_size = _check_census_memory(tps, k, sigma_max, n_filters, int(batch_size), chosen)
     tss = _check_tss(y, "filters")
 
     show = progress
@@ -804,6 +812,47 @@ def census(
         alpha_range=lo_hi,
         sigma_max=sigma_max,
     )
+
+
+def _check_census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, chosen: bool
+) -> int:
+    """The batch size to use within the memory budget, or a MemoryBudgetError.
+
+    Estimate (conservative, measured on CPU): the tables evaluate every knot's kernel with
+    one FFT (~24 bytes per knot and FFT sample, plus the cubic coefficients); the coarse grid
+    of a two-scale type holds a few ``[batch, G, G]`` float64 arrays. A default batch size
+    shrinks to fit; a chosen one that does not fit is refused.
+    """
+    from scalespace_mk.scalespace.kernels import fft_length
+
+    knots = sigma_max / _KNOT_STEP + 3
+    n_fft = fft_length(sigma_max, k)
+    tables = knots * (24 * n_fft + 3 * 4 * 8 * k * k)
+    g2 = sigma_max / _GRID_STEP_2D + 2
+    g1 = sigma_max / _GRID_STEP_1D + 2
+    two = any(tp.kind == "sep" for tp in tps)
+    per_filter = 32 * (g2 * g2 if two else g1) + 64 * k * k
+    what = f"census of {n} filter(s) of size {k} with sigma_max = {sigma_max:g}"
+    limits.check_memory(
+        tables,
+        what,
+        f"lower sigma_max (k / 2 = {k / 2:g} is the default, beyond it a model "
+        "is nearly flat across the filter)",
+    )
+    rows = min(batch, n)
+    need = tables + per_filter * rows
+    if need <= limits.memory_budget():
+        return batch
+    fits = int((limits.memory_budget() - tables) // per_filter)
+    if not chosen and fits >= 1:
+        return fits
+    limits.check_memory(
+        need,
+        f"{what} and batch_size = {batch}",
+        f"lower batch_size (at most {max(fits, 1)} fits) or sigma_max",
+    )
+    return batch  # pragma: no cover - check_memory raised
 
 
 def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> list[Any]:

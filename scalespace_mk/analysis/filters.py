@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import os
-import pickle
 import re
 import zipfile
 from collections.abc import Callable
@@ -32,7 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalespace_mk._checks import check_filters
+from scalespace_mk._checks import (
+    check_array_file,
+    check_ascii_number,
+    check_filters,
+    check_regular_file,
+    load_torch_safely,
+)
 from scalespace_mk._io import ChecksumError, atomic_path, download_verified
 
 __all__ = [
@@ -82,7 +87,7 @@ class DownloadError(OSError):
 
 # --------------------------------------------------------------------------- text format
 
-_HEADER = re.compile(r"^filter\s*([+-]?\d+)\s*:?\s*$", re.IGNORECASE)
+_HEADER = re.compile(r"^filter\s*([+-]?[0-9]+)\s*:?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def read_filter_text(path: str | os.PathLike[str]) -> np.ndarray:
@@ -115,9 +120,16 @@ def read_filter_text(path: str | os.PathLike[str]) -> np.ndarray:
     The stored-weight convention applies: ``x = c - m`` (right) and ``y = m - r`` (up) with
     ``m = (k - 1) // 2``.
     """
-    path = Path(path)
-    with open(path, encoding="utf-8-sig") as fh:
-        lines = fh.read().splitlines()
+    path = check_regular_file(path, "filter file")
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); a filter text file holds 'Filter k:' blocks of numbers (binary "
+            "arrays go in .npy, .npz, .pt or .safetensors files)"
+        ) from None
     blocks: list[tuple[int, int, list[list[float]]]] = []  # (number, header line, rows)
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -133,7 +145,7 @@ def read_filter_text(path: str | os.PathLike[str]) -> np.ndarray:
                 f"got {line[:60]!r}"
             )
         try:
-            row = [float(tok) for tok in line.split()]
+            row = [check_ascii_number(tok, f"{path}:{lineno}") for tok in line.split()]
         except ValueError:
             raise ValueError(
                 f"{path}:{lineno}: a filter row must hold whitespace-separated numbers; "
@@ -230,8 +242,15 @@ def write_filter_text(
 def _as_filter_array(arr: Any, origin: str) -> np.ndarray:
     """Convert an array/tensor to validated float64 ``[N, k, k]``; accepts ``[C, 1, k, k]``."""
     if isinstance(arr, torch.Tensor):
+        if arr.is_complex():
+            raise TypeError(f"filters from {origin} must be real; got dtype {arr.dtype}")
         arr = arr.detach().cpu().to(torch.float64).numpy()
     arr = np.asarray(arr)
+    if np.iscomplexobj(arr):
+        raise TypeError(
+            f"filters from {origin} must be real; got dtype {arr.dtype} (take .real or abs() "
+            "yourself if that is what you mean)"
+        )
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"filters from {origin} must be a numeric array; got dtype {arr.dtype}")
     if arr.ndim == 4:
@@ -261,6 +280,7 @@ def _pick(mapping: dict[str, Any], origin: str) -> Any:
 
 
 def _load_npy(path: Path) -> Any:
+    check_array_file(path)
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -270,10 +290,18 @@ def _load_npy(path: Path) -> Any:
 
 
 def _load_npz(path: Path) -> Any:
+    check_array_file(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (  # encrypted members, unknown compression methods, CRC errors included
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         raise ValueError(
             f"cannot read {path} as a .npz archive (pickled objects are refused): {exc}"
         ) from exc
@@ -283,25 +311,7 @@ def _load_npz(path: Path) -> Any:
 
 
 def _load_torch(path: Path) -> Any:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        detail = re.search(r"WeightsUnpickler error: *(.*)", text)
-        why = detail.group(1).split(" Please ")[0].strip(" .") if detail else ""
-        if "Unsupported global" in text:
-            raise ValueError(
-                f"refusing to load {path}: it holds objects other than tensors and plain "
-                "containers, and arbitrary pickles are never unpickled (torch.load with "
-                f"weights_only=True: {why}). Save the filters with torch.save(tensor) or as "
-                ".safetensors/.npy instead."
-            ) from exc
-        raise ValueError(
-            f"cannot read {path} as a torch file (torch.load with weights_only=True failed: "
-            f"{why or 'corrupt or not a torch.save file'})"
-        ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ValueError(f"cannot read {path} as a torch file: {exc}") from exc
+    obj = load_torch_safely(path, "filter file")
     if isinstance(obj, dict):
         if "state_dict" in obj and isinstance(obj["state_dict"], dict) and "filters" not in obj:
             obj = obj["state_dict"]
@@ -402,6 +412,7 @@ def load_filters(source: Any = None) -> np.ndarray:
             f"filters source {str(source)!r} is neither an existing file nor one of "
             f"'masterkey', 'builtin'; accepted files: {_ACCEPTED}"
         )
+    check_regular_file(path, "filter file")
     suffix = path.suffix.lower()
     if suffix in _TEXT_SUFFIXES:
         arr: Any = read_filter_text(path)

@@ -38,12 +38,13 @@ search (one batch of model evaluations per step) from each of the best local min
 grid. Two-scale problems (C1, D1) start from the best local minima of a grid over
 ``[0, sigma_max]**2``. l2 problems are finally polished by a bounded trust-region
 least-squares solver (``scipy.optimize.least_squares``); the non-smooth l1 problems by a 2-D
-pattern search over 48 directions, then Nelder-Mead and Powell (``scipy.optimize.minimize``
-with the bound ``sigma >= 0``). A candidate replaces the current point only if it is
-better, so no result is worse than the best grid point; the l1 objective can be flat, so
-compare objective values rather than positions. ``sigma = 0`` is legal: ``T(.; 0)`` is the
-Kronecker delta. While fitting, torch runs single-threaded (thousands of tiny kernels; the
-previous thread count is restored).
+pattern search over 48 directions, then Nelder-Mead and Powell (``scipy.optimize.minimize``).
+Every search is bounded to ``0 <= sigma <= max(sigma_max, 4 k)`` for k x k filters
+(:data:`scalespace_mk.limits.FIT_SIGMA_PER_TAP`; see docs/limits.md). A candidate replaces
+the current point only if it is better, so no result is worse than the best grid point; the
+l1 objective can be flat, so compare objective values rather than positions.
+``sigma = 0`` is legal: ``T(.; 0)`` is the Kronecker delta. While fitting, torch runs
+single-threaded (thousands of tiny kernels; the previous thread count is restored).
 
 Coordinates are centred with y up: ``x = c - m``, ``y = m - r`` (docs/method.md#coordinates);
 arrays are stored
@@ -62,6 +63,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, least_squares, minimize
 
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_filters
 from scalespace_mk.analysis.types import check_filter_type, resolve_filter_types, resolve_sigma_ref
 from scalespace_mk.scalespace.models import (
@@ -384,11 +386,48 @@ def _check_grid(sigma_max: Any, grid_step: Any) -> tuple[float, float]:
         ) from None
     if not (math.isfinite(smax) and smax > 0):
         raise ValueError(f"sigma_max must be a finite number > 0 (pixels); got {sigma_max!r}")
+    if smax > limits.SIGMA_LIMIT:
+        raise ValueError(
+            f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
+            f"SIGMA_LIMIT); got {sigma_max!r}"
+        )
     if not (math.isfinite(step) and 0 < step <= smax / 4):
         raise ValueError(
             f"grid_step must be a number in (0, sigma_max / 4] (pixels); got {grid_step!r}"
         )
+    if smax / step + 1 > limits.FIT_GRID_POINTS_MAX:
+        raise ValueError(
+            f"grid_step = {grid_step!r} gives {smax / step + 1:.3g} grid points over [0, "
+            f"sigma_max = {smax:g}], above {limits.FIT_GRID_POINTS_MAX} (scalespace_mk.limits."
+            f"FIT_GRID_POINTS_MAX); use grid_step >= {smax / (limits.FIT_GRID_POINTS_MAX - 1):.3g}"
+        )
     return smax, step
+
+
+def _upper(smax: float, size: int) -> float:
+    """Largest sigma the optimisers search for k x k filters: ``max(sigma_max, 4 k)``.
+
+    At ``sigma = 4 k`` a Gaussian varies by under 1 % across the filter (larger scales give
+    the same flat model), and the bound keeps every model evaluation a small FFT.
+    """
+    return max(smax, limits.FIT_SIGMA_PER_TAP * size)
+
+
+def _check_fit_memory(smax: float, step: float, size: int, n: int) -> None:
+    """Refuse grids whose batched model evaluation would exceed the memory budget."""
+    from scalespace_mk.scalespace.kernels import fft_length
+
+    points = max(int(round(smax / step)) + 1, 81 * 81)  # the 2-D grid has <= 81 x 81 points
+    taps = size + 2
+    n_fft = fft_length(_upper(smax, size), size) + 2 * taps
+    # per point: the FFT spectrum and transform of two 1-D kernels (complex and real
+    # float64), and the k x k model, its difference and norms
+    need = points * (2 * n_fft * 24 + 6 * size * size * 8)
+    limits.check_memory(
+        need,
+        f"fitting {n} filter(s) of size {size} with sigma_max = {smax:g} and grid_step = {step:g}",
+        "lower sigma_max (the default is 4 pixels) or raise grid_step",
+    )
 
 
 def _axis_orders(t: int) -> tuple[int, int]:
@@ -457,11 +496,12 @@ def _zoom(
     *,
     points: int,
     max_iter: int = 400,
+    upper: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Vectorised pattern search from ``x0`` (values never increase).
 
     Each step evaluates the stencil of :func:`_stencil` scaled by ``w`` around ``x``
-    (clipped at ``lower``) in one batch and moves to the best point if it is better. In 2-D
+    (clipped to ``[lower, upper]``) in one batch and moves to the best point if it is better. In 2-D
     ``w`` is halved after a step without improvement; in 1-D it shrinks to one sample
     spacing whenever the best sample is not at an end of the window. It stops when
     ``w < 1e-12``. ``f_batch`` maps ``[B, d]`` to ``[B]``.
@@ -469,9 +509,10 @@ def _zoom(
     x = np.asarray(x0, dtype=np.float64)
     fx = float(f_batch(x[None, :])[0])
     mesh = _stencil(x.size, points)
+    top = np.full_like(lower, np.inf) if upper is None else upper
     w = width
     for _ in range(max_iter):
-        cand = np.maximum(x[None, :] + w * mesh, lower[None, :])
+        cand = np.clip(x[None, :] + w * mesh, lower[None, :], top[None, :])
         vals = f_batch(cand)
         j = int(np.argmin(vals))
         if vals[j] < fx:
@@ -509,9 +550,10 @@ def _local_minima_2d(values: np.ndarray, count: int = 3) -> list[int]:
 
 
 def _minimize_1d(
-    f_vec: Callable[[np.ndarray], np.ndarray], grid: np.ndarray
+    f_vec: Callable[[np.ndarray], np.ndarray], grid: np.ndarray, upper: float = math.inf
 ) -> tuple[float, float]:
-    """Minimise a function of one scale >= 0: a grid, then a zoom around its best minima.
+    """Minimise a function of one scale in ``[0, upper]``: a grid, then a zoom around its
+    best minima.
 
     ``f_vec`` maps ``[B]`` scales to ``[B]`` values. Returns ``(x, f(x))``; never worse than
     the best grid point.
@@ -520,7 +562,14 @@ def _minimize_1d(
     best_x, best_f = float(grid[int(np.argmin(values))]), float(np.min(values))
     spacing = float(grid[1] - grid[0])
     for i in _local_minima(values):
-        x, fx = _zoom(lambda p: f_vec(p[:, 0]), grid[i : i + 1], spacing, np.zeros(1), points=17)
+        x, fx = _zoom(
+            lambda p: f_vec(p[:, 0]),
+            grid[i : i + 1],
+            spacing,
+            np.zeros(1),
+            points=17,
+            upper=np.array([upper]),
+        )
         if fx < best_f:
             best_x, best_f = float(x[0]), fx
     return best_x, best_f
@@ -541,8 +590,11 @@ def _polish_nm(
         if method == "Nelder-Mead":
             simplex = np.repeat(x[None, :], n + 1, axis=0)
             for j in range(n):
-                lo = bounds[j][0]
-                simplex[j + 1, j] += scale if (lo is None or x[j] - scale < lo) else -scale
+                lo, up = bounds[j]
+                if (lo is None or x[j] - scale < lo) and (up is None or x[j] + scale <= up):
+                    simplex[j + 1, j] += scale
+                else:
+                    simplex[j + 1, j] -= scale
             options = {
                 "xatol": 1e-10,
                 "fatol": 1e-14,
@@ -565,6 +617,7 @@ def _polish_lsq(
     residual: Callable[[np.ndarray], np.ndarray],
     x0: np.ndarray,
     lower: np.ndarray,
+    upper: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bounded trust-region least squares (``sum residual**2``) from ``x0``.
 
@@ -573,11 +626,12 @@ def _polish_lsq(
     that ends within 1e-3 of its bound is therefore set onto it when that does not increase
     the objective (``sigma = 0`` is legal).
     """
-    x0 = np.maximum(np.asarray(x0, dtype=np.float64), lower)
+    upper = np.full_like(lower, np.inf) if upper is None else upper
+    x0 = np.clip(np.asarray(x0, dtype=np.float64), lower, upper)
     res = least_squares(
         residual,
         x0,
-        bounds=(lower, np.full_like(lower, np.inf)),
+        bounds=(lower, upper),
         jac="3-point",
         method="trf",
         ftol=_TOL,
@@ -638,7 +692,8 @@ def _fit_centre_surround(
         d = r[None, :] - best_alpha(L)[:, None] * L
         return np.abs(d).sum(axis=1) if norm == "l1" else (d * d).sum(axis=1)
 
-    sigma, _ = _minimize_1d(profile, _grid(smax, step))
+    hi = _upper(smax, size)
+    sigma, _ = _minimize_1d(profile, _grid(smax, step), hi)
     alpha = float(best_alpha(lap(np.array([sigma])))[0])
     x0 = np.array([sigma, alpha])
 
@@ -651,9 +706,17 @@ def _fit_centre_surround(
             lambda p: (_model(7, p[0], None, p[1], size, mode) - hn).reshape(-1),
             x0,
             np.array([0.0, -np.inf]),
+            np.array([hi, np.inf]),
         )
     else:  # the profile is exact; a joint zoom only guards against rounding
-        x, _ = _zoom(objective, x0, step / 4, np.array([0.0, -np.inf]), points=12)
+        x, _ = _zoom(
+            objective,
+            x0,
+            step / 4,
+            np.array([0.0, -np.inf]),
+            points=12,
+            upper=np.array([hi, np.inf]),
+        )
     if objective(x[None, :])[0] > objective(x0[None, :])[0]:
         x = x0
     return float(x[0]), float(x[1])
@@ -677,7 +740,8 @@ def _fit_common(
             out += np.abs(d).sum(axis=(-2, -1)) if norm == "l1" else (d * d).sum(axis=(-2, -1))
         return out
 
-    sigma, f_best = _minimize_1d(total, _grid(smax, step))
+    hi = _upper(smax, size)
+    sigma, f_best = _minimize_1d(total, _grid(smax, step), hi)
     if norm == "l2":
 
         def residual(p: np.ndarray) -> np.ndarray:
@@ -688,7 +752,7 @@ def _fit_common(
                 ]
             )
 
-        x = float(_polish_lsq(residual, np.array([sigma]), np.array([0.0]))[0])
+        x = float(_polish_lsq(residual, np.array([sigma]), np.zeros(1), np.array([hi]))[0])
         if float(total(np.array([x]))[0]) <= f_best:
             sigma = x
     return sigma
@@ -714,6 +778,7 @@ def _fit_separate(
         return float(batch(np.asarray(p, dtype=np.float64)[None, :])[0])
 
     spacing = float(coarse[1] - coarse[0])
+    hi = np.full(2, _upper(smax, size))
     best = np.array([sx[chosen[0]], sy[chosen[0]]])
     best_f = float(values[chosen[0]])
     for i in chosen:
@@ -723,14 +788,16 @@ def _fit_separate(
                 lambda p: (_model(t, p[0], p[1], None, size, mode) - hn).reshape(-1),
                 x0,
                 np.zeros(2),
+                hi,
             )
             fx = objective(x)
         else:
-            x, fx = _zoom(batch, x0, spacing, np.zeros(2), points=12)
+            x, fx = _zoom(batch, x0, spacing, np.zeros(2), points=12, upper=hi)
         if fx < best_f:
             best, best_f = x, fx
     if norm == "l1":  # derivative-free polish of the best point (adaptive directions)
-        best, best_f = _polish_nm(objective, best, [(0.0, None), (0.0, None)], 1e-4, 200)
+        bounds = [(0.0, float(hi[0])), (0.0, float(hi[1]))]
+        best, best_f = _polish_nm(objective, best, bounds, 1e-4, 200)
     return float(best[0]), float(best[1])
 
 
@@ -852,6 +919,7 @@ def fit_filters(
     sigma_max: float = DEFAULT_SIGMA_MAX,
     grid_step: float = DEFAULT_GRID_STEP,
     on_error: str = "raise",
+    progress: bool | None = None,
 ) -> FitResult:
     """Fit the idealised models to N filters by one method (docs/method.md#fitting).
 
@@ -874,16 +942,27 @@ def fit_filters(
     mode : {"paper", "full"}
         Model mode; ``"paper"`` (default) reproduces the reference analysis.
     sigma_max : float
-        Upper end (pixels) of the starting grids and of the root bracket of method B. The
-        optimisers themselves may leave the grid (only ``sigma >= 0`` is imposed).
+        Upper end (pixels) of the starting grids and of the root bracket of method B, at
+        most :data:`scalespace_mk.limits.SIGMA_LIMIT`. The optimisers of methods C, D and
+        of type 7 may leave the grid but stay in ``[0, max(sigma_max, 4 k)]`` for k x k
+        filters (:data:`scalespace_mk.limits.FIT_SIGMA_PER_TAP`: beyond ``4 k`` a Gaussian
+        is flat across the filter to 1 %); methods A and A-exact search nothing (closed
+        form) and method B only ``[0, sigma_max]``.
     grid_step : float
         Spacing (pixels) of the one-scale starting grids (two-scale grids use at least
-        ``sigma_max / 80``).
+        ``sigma_max / 80``); at most :data:`scalespace_mk.limits.FIT_GRID_POINTS_MAX` grid
+        points.
     on_error : {"raise", "record"}
         When method A-exact or B has no solution for a filter: ``"raise"`` (default) raises
         the ValueError; ``"record"`` fits the other filters and stores the reason in that
         filter's :attr:`FilterFit.error` (its scales are NaN; joint methods then pool the
         group's other filters).
+    progress : bool, optional
+        Show progress and an estimate of the time left (a tqdm bar on a terminal, log lines
+        otherwise; :mod:`scalespace_mk._progress`). Default: for 100 filters or more with
+        the searching methods (all but A and A-exact, which are closed form). Method B costs
+        about 0.5 s per filter: for thousands of filters use the census
+        (:func:`scalespace_mk.analysis.census.census`), which fits thousands per second.
 
     Returns
     -------
@@ -897,7 +976,8 @@ def fit_filters(
         For an unknown method (the message lists :data:`METHODS`), invalid filters (NaN,
         all zero, not square or even-sized), types outside 1..8, or when method B finds no
         root in ``[0, sigma_max]`` or method A-exact no finite scale (the message names the
-        filter and the axis).
+        filter and the axis). :class:`scalespace_mk.limits.MemoryBudgetError` (a ValueError)
+        when ``sigma_max`` and ``grid_step`` ask for grids above the memory budget.
 
     Notes
     -----
@@ -905,7 +985,9 @@ def fit_filters(
     :data:`JOINT_GROUPS`; ``A-joint``/``B-joint`` take the geometric mean of the group's
     ``sigma_x`` and ``sigma_y`` (a zero scale makes it zero), ``C-joint``/``D-joint``
     minimise the summed l1 / squared l2 distances. Coordinates: ``x = c - m``,
-    ``y = m - r`` (y up).
+    ``y = m - r`` (y up). Filters whose largest tap lies outside ``[2**-100, 2**100]``
+    (e.g. scaled by 1e300 or 1e-300) are first scaled by an exact power of two (the
+    normalisation divides the scale out; only ``normalize=True``).
 
     Examples
     --------
@@ -919,18 +1001,37 @@ def fit_filters(
     check_choice("on_error", on_error, ("raise", "record"))
     if not isinstance(normalize, bool | np.bool_):
         raise TypeError(f"normalize must be True or False; got {normalize!r}")
+    if progress is not None and not isinstance(progress, bool | np.bool_):
+        raise TypeError(f"progress must be True, False or None; got {progress!r}")
     smax, step = _check_grid(sigma_max, grid_step)
     arr = check_filters(h, "h")
+    _check_fit_memory(smax, step, arr.shape[1], arr.shape[0])
     types = resolve_filter_types(filter_types, arr.shape[0])
     refs = resolve_sigma_ref(sigma_ref, types)
     if normalize:
         from scalespace_mk.analysis.normalize import normalize_filters
 
-        hns = normalize_filters(arr, filter_types=types).filters
+        hns = normalize_filters(_rescale_extreme(arr), filter_types=types).filters
     else:
         hns = arr
+    if progress is None:
+        progress = arr.shape[0] >= 100 and method not in ("A", "A-exact", "A-joint")
     with _one_thread():
-        return _fit_all(hns, types, refs, method, mode, smax, step, on_error)
+        return _fit_all(hns, types, refs, method, mode, smax, step, on_error, bool(progress))
+
+
+def _rescale_extreme(arr: np.ndarray) -> np.ndarray:
+    """Scale filters whose largest tap lies outside ``[2**-100, 2**100]`` by an exact power
+    of two to a largest tap in ``[0.5, 1)`` (sums and moments of 1e300-scaled filters would
+    overflow, those of 1e-300-scaled ones underflow)."""
+    peak = np.abs(arr).max(axis=(1, 2))
+    extreme = (peak > 2.0**100) | (peak < 2.0**-100)
+    if not extreme.any():
+        return arr
+    _, exponent = np.frexp(peak[extreme])
+    out = arr.copy()
+    out[extreme] = np.ldexp(arr[extreme], -exponent[:, None, None])
+    return out
 
 
 def _fit_all(
@@ -942,8 +1043,18 @@ def _fit_all(
     smax: float,
     step: float,
     on_error: str = "raise",
+    show: bool = False,
 ) -> FitResult:
+    from scalespace_mk._progress import progress
+
     n, size = hns.shape[0], hns.shape[1]
+    ticker = progress(range(n), desc=f"fit (method {method})", unit="filter", enabled=show)
+    next(ticker, None)  # the first line
+
+    def tick(count: int = 1) -> None:
+        for _ in range(count):
+            next(ticker, None)
+
     errors: list[str | None] = [None] * n
     sx = np.zeros(n)
     sy = np.zeros(n)
@@ -956,6 +1067,7 @@ def _fit_all(
         s, a = _fit_centre_surround(hns[i], norm, mode, smax, step)
         sx[i] = sy[i] = s
         alpha[i] = a
+        tick()
 
     others = np.flatnonzero(types != _CENTRE_SURROUND)
     if base in ("A", "A-exact", "B"):
@@ -969,6 +1081,7 @@ def _fit_all(
                     raise
                 sx[i] = sy[i] = np.nan
                 errors[i] = str(exc)
+            tick()
         if method in ("A-joint", "B-joint"):
             for group in JOINT_GROUPS:
                 members = [i for i in others if int(types[i]) in group and errors[i] is None]
@@ -979,9 +1092,11 @@ def _fit_all(
     elif method in ("C1", "D1"):
         for i in others:
             sx[i], sy[i] = _fit_separate(hns[i], int(types[i]), norm, mode, smax, step)
+            tick()
     elif method in ("C2", "D2"):
         for i in others:
             sx[i] = sy[i] = _fit_common([hns[i]], [int(types[i])], norm, mode, smax, step)
+            tick()
     else:  # C-joint, D-joint
         for group in JOINT_GROUPS:
             members = [i for i in others if int(types[i]) in group]
@@ -995,7 +1110,10 @@ def _fit_all(
                     step,
                 )
                 sx[members] = sy[members] = s
+                tick(len(members))
 
+    for _ in ticker:  # the last line
+        pass
     fits = []
     for i in range(n):
         t = int(types[i])

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalespace_mk._checks import check_nonneg
+from scalespace_mk._checks import check_sigma, is_ascii_int
 from scalespace_mk.scalespace.models import MASTERKEY_MODELS, parse_model
 
 __all__ = [
@@ -122,7 +122,7 @@ def resolve_sigma_ref(sigma_ref: Any, types: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"sigma_ref must be None, a number >= 0 or one number per filter; got {sigma_ref!r}"
         ) from None
-    check_nonneg("sigma_ref", arr)
+    check_sigma("sigma_ref", arr)
     if arr.ndim == 0:
         return np.full(types.shape, float(arr))
     if arr.shape != types.shape:
@@ -194,7 +194,7 @@ def parse_model_types(types: Any) -> tuple[ModelType, ...]:
             name = f"mk{int(item)}"
         else:
             m = item[2:]
-            if item.startswith("mk") and m.isdigit() and int(m) in MASTERKEY_MODELS:
+            if item.startswith("mk") and is_ascii_int(m) and int(m) in MASTERKEY_MODELS:
                 label, name = int(m), item
             else:
                 label, name = item, item

@@ -20,12 +20,14 @@ DEVICES = ("cpu", "cuda")
 
 def masterkey_types_arg(text: str) -> list[int]:
     """``--types`` of fit and spread: master-key types 1..8, comma- or space-separated."""
-    try:
-        values = [int(tok) for tok in text.replace(",", " ").split()]
-    except ValueError:
+    from scalespace_mk._checks import is_ascii_int
+
+    tokens = text.replace(",", " ").split()
+    if not all(is_ascii_int(tok) for tok in tokens):  # int() would take '1_0' and other scripts
         raise argparse.ArgumentTypeError(
-            f"--types must be comma-separated integers in 1..8; got {text!r}"
-        ) from None
+            f"--types must be comma-separated integers in 1..8 (ASCII digits); got {text!r}"
+        )
+    values = [int(tok) for tok in tokens]
     if not values or any(v < 1 or v > 8 for v in values):
         raise argparse.ArgumentTypeError(f"--types must be integers in 1..8; got {text!r}")
     return values
@@ -38,7 +40,9 @@ def model_types_arg(text: str) -> list[int | str]:
         raise argparse.ArgumentTypeError(
             f"--types must list types 1..8 and/or model names (e.g. '1,5,dxx'); got {text!r}"
         )
-    return [int(tok) if tok.lstrip("+-").isdigit() else tok for tok in tokens]
+    from scalespace_mk._checks import is_ascii_int
+
+    return [int(tok) if is_ascii_int(tok) else tok for tok in tokens]
 
 
 def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:

@@ -133,6 +133,20 @@ def run(args: argparse.Namespace) -> int:
     """
     from scalespace_mk.scalespace.bank import make_bank, save_bank
 
+    if args.plot:  # before anything is written: a figure format matplotlib can write
+        from pathlib import Path
+
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        if suffix not in formats:
+            print(
+                f"scalespace-mk bank: error: --plot {args.plot!r}: unknown figure format "
+                f"{suffix or '(none)'!r}; use one of {', '.join('.' + f for f in sorted(formats))}",
+                file=sys.stderr,
+            )
+            return 2
     try:
         bank = make_bank(
             args.sigma,

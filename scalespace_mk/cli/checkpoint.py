@@ -158,8 +158,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.filters import save_filters
     from scalespace_mk.networks.checkpoint import extract
 
-    sources = [np.load(p) if p.endswith(".npy") else p for p in args.checkpoints]
-    result = extract(sources, k=args.k, seed=args.seed)
+    # filter files (.npy, .npz, .txt) and checkpoints alike: extract reads each safely
+    result = extract(list(args.checkpoints), k=args.k, seed=args.seed)
     save_filters(args.out, result.filters)
     if args.json:
         json.dump(

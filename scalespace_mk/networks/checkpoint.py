@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalespace_mk._checks import check_choice, check_filters
+from scalespace_mk._checks import (
+    check_choice,
+    check_filters,
+    check_regular_file,
+    load_torch_safely,
+)
 from scalespace_mk._io import atomic_path
 
 __all__ = [
@@ -65,10 +70,17 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     -------
     object
         The stored object: a state dict or a nested container of tensors.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        Nothing at ``path``, or a directory ("a directory, not a checkpoint file").
+    ValueError
+        A FIFO or other non-regular file (refused before it is opened), a file refused as
+        unsafe (a pickle of objects other than tensors: the message says why), or a corrupt
+        file. Every message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    path = check_regular_file(path, "checkpoint file")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -77,31 +89,90 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+    return load_torch_safely(path, "checkpoint file")
+
+
+def _flat_tensors(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """``obj`` as the flat ``{name: tensor}`` dict safetensors holds (shared storage copied)."""
+    if not isinstance(obj, Mapping):
+        raise TypeError(
+            f"cannot write {path}: .safetensors holds a flat {{name: tensor}} dict; got "
+            f"{type(obj).__name__} (write a .pt file instead)"
+        )
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            kind = (
+                "a nested container"
+                if isinstance(value, Mapping | list | tuple)
+                else (type(value).__name__)
+            )
+            raise ValueError(
+                f"cannot write {path}: .safetensors holds only a flat {{name: tensor}} dict, "
+                f"but entry {str(key)!r} is {kind}; write a .pt file instead, or save the state "
+                "dict alone (e.g. checkpoint['model'])"
+            )
+        t = value.detach().contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else 0
+        if ptr and ptr in seen:  # safetensors refuses tensors that share memory
+            t = t.clone()
+        seen.add(ptr)
+        out[str(key)] = t
+    return out
+
+
+def _no_space(exc: BaseException, path: Path, nbytes: int) -> bool:
+    """Whether a failed write of ``nbytes`` to ``path`` ran out of disk space."""
+    import errno
+    import shutil
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if "no space left" in str(exc).lower():
+        return True
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, ...
-        raise ValueError(
-            f"{path} could not be loaded safely with torch.load(weights_only=True): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. It is "
-            "either corrupt or holds objects other than tensors and plain containers, which "
-            "scalespace_mk refuses to unpickle; re-save it as a state dict or safetensors."
-        ) from exc
+        return shutil.disk_usage(path.parent).free < nbytes + (1 << 20)
+    except OSError:
+        return False
 
 
 def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` atomically (temporary file in the same folder, then ``os.replace``).
 
-    ``.safetensors`` paths need a flat ``{name: tensor}`` dict; other paths use
-    ``torch.save``.
+    ``.safetensors`` paths need a flat ``{name: tensor}`` dict (tensors that share memory
+    are written as copies); other paths use ``torch.save``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A nested or non-tensor entry for ``.safetensors`` (the message names the entry).
+    OSError
+        ``errno.ENOSPC`` with "no space left on device" when the disk fills up; the
+        temporary file is removed and an existing file at ``path`` stays as it was.
     """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+    flat = _flat_tensors(obj, path) if path.suffix == ".safetensors" else None
+    nbytes = sum(t.numel() * t.element_size() for _, _, _, t in _walk(obj))
+    try:
+        with atomic_path(path) as tmp:
+            if flat is not None:
+                from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in obj.items()}, str(tmp))
-        else:
-            torch.save(obj, tmp)
+                save_file(flat, str(tmp))
+            else:
+                torch.save(obj, tmp)
+    except Exception as exc:
+        if _no_space(exc, path, nbytes):
+            import errno
+
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on device while writing {path} (about {nbytes / 2**20:.0f} MiB "
+                "needed); nothing was written and the input is intact; free space or write "
+                "elsewhere",
+            ) from None
+        raise
     return path
 
 
@@ -420,6 +491,13 @@ def replace(
         ``checkpoint`` has the same nested layout, keys and dtypes as the input; only the
         depthwise weights differ. ``layers`` lists per layer the channels per candidate and
         the mean relative residual ``||y - y'||^2 / ||y - mean y||^2``.
+
+    Raises
+    ------
+    ValueError
+        Nothing non-finite is ever written: a depthwise filter holding NaN or Inf, or a
+        replacement that overflows the weights' dtype (float16 near 6.5e4), is refused with
+        the layer and channel named, before anything is written.
     """
     obj = load_checkpoint_file(source) if isinstance(source, str | os.PathLike) else source
     if not isinstance(obj, Mapping):
@@ -435,8 +513,16 @@ def replace(
         if k not in cache:
             cache[k] = candidate_filters(candidates, filters=filters, size=k)
         w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
+        _check_finite_channels(w, f"layer {name!r}", "holds NaN or infinite weights")
         new, choice, a, b = linear_shift_replace(w, cache[k])
-        container[key] = torch.from_numpy(new[:, None]).to(tensor.dtype).to(tensor.device)
+        new_t = torch.from_numpy(new[:, None]).to(tensor.dtype)
+        if new_t.is_floating_point() and not bool(torch.isfinite(new_t).all()):
+            _check_finite_channels(
+                new_t.to(torch.float64).numpy()[:, 0],
+                f"layer {name!r}",
+                f"would be replaced by a filter that overflows {tensor.dtype}",
+            )
+        container[key] = new_t.to(tensor.device)
         centred = w - w.mean(axis=(1, 2), keepdims=True)
         tss = (centred**2).sum(axis=(1, 2))
         rss = ((w - new) ** 2).sum(axis=(1, 2))
@@ -454,6 +540,20 @@ def replace(
     if out is not None:
         save_checkpoint_file(obj, out)
     return ReplaceResult(obj, layers)
+
+
+def _check_finite_channels(w: np.ndarray, where: str, problem: str, unit: str = "channel") -> None:
+    """Raise naming ``where`` (a layer) and the first ``unit`` of ``w [C, k, k]`` that is not
+    finite."""
+    finite = np.isfinite(w).all(axis=(1, 2))
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise ValueError(
+        f"{where}, {unit} {int(bad[0])}{more} {problem}; nothing non-finite is used or "
+        "written: clean the input (or drop that channel) first"
+    )
 
 
 def _copy_containers(obj: Any) -> Any:
@@ -533,9 +633,12 @@ def extract(
     the variance the best ``a c_j + b`` explains; a cluster's master filter is the leading
     eigenvector of its members' scatter matrix (sign-invariant spherical k-means).
     """
+    for arg, value in (("k", k), ("n_init", n_init), ("max_iter", max_iter)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{arg} must be a positive integer; got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
     data = _pool_filters(sources)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}")
     flat = data.reshape(data.shape[0], -1)
     flat = flat - flat.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(flat, axis=1)
@@ -604,22 +707,39 @@ def _kmeanspp(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack(centres)
 
 
+#: filter files (not checkpoints) that :func:`extract` reads with ``load_filters``
+_FILTER_FILES = (".txt", ".dat", ".text", ".npy", ".npz")
+
+
 def _pool_filters(sources: Any) -> np.ndarray:
     if isinstance(sources, np.ndarray | torch.Tensor) or isinstance(sources, Mapping):
         sources = [sources]
     elif isinstance(sources, str | os.PathLike):
         sources = [sources]
     pooled = []
-    for src in sources:
+    for i, src in enumerate(sources):
         if isinstance(src, np.ndarray | torch.Tensor):
             arr = src.detach().cpu().numpy() if isinstance(src, torch.Tensor) else src
+            if np.iscomplexobj(arr):
+                raise TypeError(f"sources[{i}] must be real filters; got complex values")
             arr = np.asarray(arr, dtype=np.float64)
             if arr.ndim == 4 and arr.shape[1] == 1:
                 arr = arr[:, 0]
+            if arr.ndim != 3:
+                raise ValueError(
+                    f"sources[{i}] must be filters [N, k, k] or [C, 1, k, k]; got shape {arr.shape}"
+                )
+            _check_finite_channels(arr, f"sources[{i}]", "holds NaN or infinite values", "filter")
             pooled.append(arr)
+        elif isinstance(src, str | os.PathLike) and Path(src).suffix.lower() in _FILTER_FILES:
+            from scalespace_mk.analysis.filters import load_filters
+
+            pooled.append(load_filters(src))
         else:
-            for w in find_depthwise(src).values():
-                pooled.append(w.detach().to(torch.float64).cpu().numpy()[:, 0])
+            for name, w in find_depthwise(src).items():
+                arr = w.detach().to(torch.float64).cpu().numpy()[:, 0]
+                _check_finite_channels(arr, f"layer {name!r}", "holds NaN or infinite weights")
+                pooled.append(arr)
     if not pooled:
         raise ValueError(
             "no filters to extract from: pass arrays or checkpoints with depthwise weights"

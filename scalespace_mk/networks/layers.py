@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_nonneg, check_size
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.models import MODES
@@ -295,6 +296,11 @@ def _check_sigma_max(sigma_max: Any) -> float:
         raise ValueError(f"sigma_max must be a positive finite number; got {sigma_max!r}") from None
     if not (0.0 < value < math.inf):
         raise ValueError(f"sigma_max must be a positive finite number; got {sigma_max!r}")
+    if value > limits.SIGMA_LIMIT:
+        raise ValueError(
+            f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
+            f"SIGMA_LIMIT); got {sigma_max!r}"
+        )
     return value
 
 
@@ -560,10 +566,14 @@ class _CachedDepthwise(nn.Module):
 
     _finite_names: tuple[str, ...] = ("gain", "offset")
 
+    def _check_buffers(self) -> None:
+        """Raise on index buffers out of range (subclasses; CPU only)."""
+
     def _check_params(self) -> None:
         """Raise on NaN/Inf kernel parameters (CPU only: elsewhere it would synchronise)."""
         if _compiling() or self.gain.device.type != "cpu":
             return
+        self._check_buffers()
         tensors = [getattr(self, n) for n in self._finite_names]
         with torch.no_grad():
             if bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all()):
@@ -672,6 +682,16 @@ class _CachedDepthwise(nn.Module):
         torch.Tensor, shape [B, C, H, W]
             ``F.conv2d(x, kernel, bias, padding=k // 2, groups=C)``.
         """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"input must be a tensor [B, C, H, W] with C = {self.channels}; got "
+                f"{type(x).__name__}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"input must be a floating tensor (float16/bfloat16/float32/float64); got dtype "
+                f"{x.dtype} (convert with x.float(); integer input would truncate the kernel)"
+            )
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(
                 f"input must have shape [B, C, H, W] with C = {self.channels}; "
@@ -864,6 +884,9 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
 
     def _basis_tensors(self) -> list[torch.Tensor]:
         return [self.types, self.sigma_x_raw, self.sigma_y_raw, self.alpha]
+
+    def _check_buffers(self) -> None:
+        _as_types(self.types, "types buffer")
 
     _finite_names = ("sigma_x_raw", "sigma_y_raw", "alpha", "gain", "offset")
 
@@ -1209,6 +1232,16 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
 
     def _basis_tensors(self) -> list[torch.Tensor]:
         return [self.filters, self.assignment]
+
+    def _check_buffers(self) -> None:
+        n = self.filters.shape[0]
+        bad = (self.assignment < 0) | (self.assignment >= n)
+        if bool(bad.any()):
+            c = int(torch.nonzero(bad)[0, 0])
+            raise ValueError(
+                f"assignment buffer must hold filter indices 0..{n - 1}; got "
+                f"{int(self.assignment[c])} at channel {c}"
+            )
 
     def _basis(self) -> torch.Tensor:
         return self.filters.to(torch.float64)[self.assignment]

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from scalespace_mk._checks import check_choice, check_epsilon, check_nonneg, check_size
+import scalespace_mk.limits as limits
+from scalespace_mk._checks import (
+    check_array_file,
+    check_choice,
+    check_epsilon,
+    check_regular_file,
+    check_sigma,
+    check_size,
+)
 from scalespace_mk._io import atomic_path
-from scalespace_mk.scalespace.kernels import METHODS
+from scalespace_mk.scalespace.kernels import METHODS, fft_length
 from scalespace_mk.scalespace.models import MODES, model_kernel, parse_model
 
 __all__ = ["DEFAULT_MODELS", "Bank", "load_bank", "make_bank", "save_bank"]
@@ -138,7 +147,7 @@ def make_bank(
         raise ValueError(f"sigma must be a number or a 1-D sequence of numbers; got {sigma!r}")
     if sig.size == 0:
         raise ValueError("sigma is empty; pass at least one scale")
-    check_nonneg("sigma", sig)
+    check_sigma("sigma", sig)
     names = _check_models(models)
     try:
         alpha = float(alpha)
@@ -150,6 +159,13 @@ def make_bank(
     check_choice("method", method, METHODS)
     check_choice("mode", mode, MODES)
     epsilon = check_epsilon(epsilon)
+    # the bank, and per model the batch of 1-D kernels (FFT) and 2-D intermediates
+    n_fft = fft_length(float(sig.max()), size)
+    limits.check_memory(
+        8.0 * sig.size * (len(names) * size * size + 4 * n_fft + 6 * size * size),
+        f"a bank of {sig.size} scale(s) x {len(names)} model(s) of size {size}",
+        "use fewer scales, fewer models or a smaller size",
+    )
     out = np.empty((sig.size, len(names), size, size))
     for j, name in enumerate(names):
         kw = {"alpha": alpha} if parse_model(name).centre_surround else {}
@@ -208,20 +224,46 @@ def load_bank(path: str | os.PathLike) -> Bank:
     Returns
     -------
     Bank
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a bank ``.npz`` (an ``.npy``, missing arrays, sizes above
+        :data:`scalespace_mk.limits.ARRAY_FILE_BYTES_MAX`), ``sigma`` is not 1-D, or the
+        stored method, mode, size or epsilon is not one :func:`make_bank` accepts.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"bank file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"kernels", "sigma", "models"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} is not a bank file: missing arrays {sorted(missing)}")
-        kernels = data["kernels"]
-        sigma = data["sigma"]
-        models = tuple(str(m) for m in data["models"])
-        extra = {
-            k: data[k].item() for k in ("alpha", "size", "method", "mode", "epsilon") if k in data
-        }
+    path = check_regular_file(path, "bank file")
+    check_array_file(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is a single .npy array, not a bank file (an .npz written by save_bank)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"kernels", "sigma", "models"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path} is not a bank file: missing arrays {sorted(missing)}")
+            kernels = data["kernels"]
+            sigma = data["sigma"]
+            models = tuple(str(m) for m in np.atleast_1d(data["models"]))
+            extra = {
+                k: data[k].item()
+                for k in ("alpha", "size", "method", "mode", "epsilon")
+                if k in data and data[k].ndim == 0
+            }
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is not a readable bank file: {exc}") from None
+    if sigma.ndim != 1:
+        raise ValueError(f"{path}: sigma must be 1-D [n_sigma]; got shape {sigma.shape}")
+    try:
+        check_choice("method", extra.get("method", "discgauss"), METHODS)
+        check_choice("mode", extra.get("mode", "paper"), MODES)
+        check_size(extra.get("size", 7), allow_none=False)
+        check_epsilon(extra.get("epsilon", 1e-8))
+    except ValueError as exc:
+        raise ValueError(f"{path}: the stored {exc}") from None
     if kernels.ndim != 4 or kernels.shape[:2] != (sigma.size, len(models)):
         raise ValueError(
             f"{path}: kernels must have shape [n_sigma, n_models, size, size] = "

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from scipy.special import erfcinv
 
-from scalespace_mk._checks import check_choice, check_epsilon, check_nonneg, check_size
+import scalespace_mk.limits as limits
+from scalespace_mk._checks import check_choice, check_epsilon, check_sigma, check_size
 
 __all__ = [
     "METHODS",
@@ -63,7 +64,19 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
     epsilon = check_epsilon(epsilon)
     if isinstance(D, bool) or not isinstance(D, int | np.integer) or D < 1:
         raise ValueError(f"D must be a positive integer (the number of dimensions); got {D!r}")
-    return 1.0 - (1.0 - epsilon) ** (1.0 / D)
+    if D > limits.D_MAX:
+        raise ValueError(
+            f"D must be an integer from 1 to {limits.D_MAX} (the number of dimensions of the "
+            f"separable filter, scalespace_mk.limits.D_MAX); got {D!r}"
+        )
+    eps1d = 1.0 - (1.0 - epsilon) ** (1.0 / D)
+    if eps1d < 0.5 * limits.EPSILON_MIN:
+        raise ValueError(
+            f"epsilon = {epsilon!r} spread over D = {D} dimensions gives a 1-D truncation error "
+            f"{eps1d:.3g}, below float64 precision ({0.5 * limits.EPSILON_MIN:g}); raise "
+            "epsilon or lower D"
+        )
+    return eps1d
 
 
 # --------------------------------------------------------------------------------------
@@ -78,8 +91,10 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
         shape = tuple(sigma.shape)
         if len(shape) > 1:
             raise ValueError(f"sigma must be a scalar or a 1-D batch of scales; got shape {shape}")
-        check_nonneg("sigma", sigma)
+        check_sigma("sigma", sigma)
         return sigma.reshape(-1).to(torch.float64), True, shape
+    if sigma is None or isinstance(sigma, str | bytes) or np.iscomplexobj(sigma):
+        raise TypeError(f"sigma must be a real number or a 1-D array of numbers; got {sigma!r}")
     try:
         arr = np.asarray(sigma, dtype=np.float64)
     except (TypeError, ValueError):
@@ -88,7 +103,7 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
         ) from None
     if arr.ndim > 1:
         raise ValueError(f"sigma must be a scalar or a 1-D batch of scales; got shape {arr.shape}")
-    check_nonneg("sigma", arr)
+    check_sigma("sigma", arr)
     return torch.from_numpy(arr.reshape(-1).copy()), False, arr.shape
 
 
@@ -289,7 +304,15 @@ def fft_length(sigma_max: float, size: int) -> int:
         A fast transform length that keeps the periodic aliasing below ~1e-20 for every
         ``sigma <= sigma_max`` (including the extra tap the exact gradient needs). Fixing
         it once lets a module evaluate kernels without a host synchronisation.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma_max`` lies outside ``[0, SIGMA_LIMIT]`` or ``size`` is not a positive
+        odd integer (:mod:`scalespace_mk.limits`).
     """
+    check_sigma("sigma_max", sigma_max)
+    size = check_size(size, allow_none=False)
     return _fft_length(float(sigma_max) ** 2, size // 2 + 2)
 
 
@@ -329,6 +352,20 @@ def discrete_gaussian_rows(
         own = _mass_radius(half.detach(), eps1d)
         keep = torch.arange(radius + 1, device=sigma.device)[None, :] <= own[:, None]
     return _mirror(half * keep)
+
+
+def _check_n_fft(n_fft: Any, size: int | None) -> None:
+    """Refuse an FFT length that is not an integer in ``[size + 2, FFT_LENGTH_MAX]``."""
+    low = (size or 1) + 2
+    if (
+        isinstance(n_fft, bool)
+        or not isinstance(n_fft, int | np.integer)
+        or not low <= n_fft <= limits.FFT_LENGTH_MAX
+    ):
+        raise ValueError(
+            f"n_fft must be an integer from {low} to {limits.FFT_LENGTH_MAX} (use "
+            f"fft_length(sigma_max, size)); got {n_fft!r}"
+        )
 
 
 def discrete_gaussian(
@@ -390,6 +427,8 @@ def discrete_gaussian(
     sig, from_torch, shape = _to_tensor(sigma)
     if sig.numel() == 0:
         raise ValueError("sigma is empty; pass at least one scale")
+    if n_fft is not None:
+        _check_n_fft(n_fft, size)
     if size is not None:
         if n_fft is None:
             n_fft = fft_length(float(sig.detach().max()), size)

@@ -101,7 +101,12 @@ def parse_model(name: str) -> ModelSpec:
     """
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string; got {name!r}")
-    if name.startswith("mk") and name[2:].isdigit() and int(name[2:]) in MASTERKEY_MODELS:
+    if (
+        name.startswith("mk")
+        and name[2:].isascii()
+        and name[2:].isdigit()
+        and int(name[2:]) in MASTERKEY_MODELS
+    ):
         base = MASTERKEY_MODELS[int(name[2:])]
         if base == "mk7":
             return ModelSpec(name, centre_surround=True)
@@ -244,7 +249,11 @@ def model_kernel(
             raise ValueError("model 'mk7' needs alpha (the weight of the Laplacian); got None")
     elif alpha is not None:
         raise ValueError(f"alpha is used only by model 'mk7'; got alpha for {name!r}")
+    if sigma_x is None:
+        raise ValueError("sigma_x must be a number >= 0 or a 1-D batch of them; got None")
     (sx, sy, al), from_torch, dtype, batch = _gather(sigma_x, sigma_y, alpha)
+    if any(t is not None and t.numel() == 0 for t in (sx, sy, al)):
+        raise ValueError("sigma_x, sigma_y and alpha hold an empty batch; pass at least one scale")
     if sy is None:
         sy = sx
     elif spec.centre_surround and not torch.equal(

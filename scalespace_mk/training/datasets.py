@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import download_verified
 
@@ -248,6 +249,37 @@ def _warn_once_safe(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _check_pixels(img: Any, path: str, max_pixels: int | None) -> None:
+    """Refuse an image above ``max_pixels`` decoded pixels before it is decoded."""
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ValueError("empty image")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(
+            f"{width} x {height} = {width * height} pixels exceeds max_pixels = {max_pixels} "
+            "(scalespace_mk.limits.IMAGE_PIXELS_MAX; raise it with the dataset's max_pixels)"
+        )
+
+
+def _report_bombs(caught: list[warnings.WarningMessage], path: str) -> None:
+    """Re-emit Pillow's DecompressionBombWarning (naming the file); drop its other warnings
+    (palette transparency, EXIF), which must not abort a DataLoader worker."""
+    Image = _require_pil()
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            _warn_once_safe(f"{path}: {w.message}")
+
+
+def _to_rgb(img: Any) -> Any:
+    """Convert to 8-bit RGB; 16-bit and 32-bit integer grey images are scaled by 1/256
+    (``convert("RGB")`` would clip them to near white)."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        Image = _require_pil()
+        grey = np.asarray(img).astype(np.int64) >> 8
+        img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
 def _center_box(width: int, height: int, size: int, crop_pct: float) -> tuple[float, ...]:
     """Box (left, top, w, h) in source pixels of 'resize shorter side to size/crop_pct, then
     centre-crop size x size'."""
@@ -264,15 +296,19 @@ def _decode_resized(
     scale: tuple[float, float],
     ratio: tuple[float, float],
     generator: torch.Generator | None,
+    max_pixels: int | None = limits.IMAGE_PIXELS_MAX,
 ) -> torch.Tensor:
-    """Decode ``path`` and return a ``uint8 [3, size, size]`` crop (random-resized or centre)."""
+    """Decode ``path`` and return a ``uint8 [3, size, size]`` crop (random-resized or centre).
+
+    Images above ``max_pixels`` are refused (ValueError) before they are decoded.
+    """
     from scalespace_mk.training.augment import sample_resized_crop_boxes
 
     Image = _require_pil()
-    with warnings.catch_warnings():
-        # Pillow's palette/EXIF/decompression-bomb warnings must not abort a worker.
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         with Image.open(path) as img:
+            _check_pixels(img, path, max_pixels)
             width, height = img.size
             if train:
                 box = sample_resized_crop_boxes(
@@ -287,12 +323,13 @@ def _decode_resized(
                 # crop still holds >= size pixels per side.
                 img.draft("RGB", (math.ceil(width * reduce), math.ceil(height * reduce)))
             sx, sy = img.size[0] / width, img.size[1] / height
-            rgb = img.convert("RGB")
+            rgb = _to_rgb(img)
             out = rgb.resize(
                 (size, size),
                 Image.Resampling.BICUBIC,
                 box=(left * sx, top * sy, (left + bw) * sx, (top + bh) * sy),
             )
+    _report_bombs(caught, path)
     # HWC -> CHW in numpy: a single-threaded copy (torch's parallel copy of such small
     # tensors stalls on a loaded CPU)
     arr = np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
@@ -332,6 +369,9 @@ class ImageFolderDataset(Dataset):
         dropped with one warning that gives the count (or, with ``strict``, raise).
     strict : bool, default False
         Raise :class:`CorruptImageError` naming the file instead of skipping it.
+    max_pixels : int or None, default :data:`scalespace_mk.limits.IMAGE_PIXELS_MAX`
+        Largest image (width x height) decoded; larger files are treated like corrupt ones
+        (checked from the header, before decoding). None: no cap beyond Pillow's own.
     seed : int, default 0
         Seed of the random crops. Through :func:`build_loader` (whose sampler yields
         ``(index, epoch)`` keys) the crop of a sample depends only on ``(seed, epoch, index)``:
@@ -365,8 +405,14 @@ class ImageFolderDataset(Dataset):
         strict: bool = False,
         seed: int = 0,
         progress: bool = False,
+        max_pixels: int | None = limits.IMAGE_PIXELS_MAX,
     ) -> None:
         _require_pil()
+        if max_pixels is not None and (
+            isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+        ):
+            raise ValueError(f"max_pixels must be a positive integer or None; got {max_pixels!r}")
+        self.max_pixels = max_pixels
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {str(self.root)!r} does not exist")
@@ -383,6 +429,16 @@ class ImageFolderDataset(Dataset):
         found = sorted(
             entry.name for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=True)
         )
+        files = {name: self._image_files(name) for name in found}
+        empty = [name for name in found if not files[name]]
+        if empty:  # a folder without images is not a class (its label would never occur)
+            warnings.warn(
+                f"ignored {len(empty)} class folder(s) under {str(self.root)!r} that hold no "
+                f"image files ({', '.join(IMAGE_EXTENSIONS)}): {empty[:5]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            found = [name for name in found if files[name]]
         if classes is None:
             classes = found
         self.classes = list(classes)
@@ -401,11 +457,7 @@ class ImageFolderDataset(Dataset):
         samples: list[tuple[str, int]] = []
         for name in found:
             label = self.class_to_idx[name]
-            for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
-                dirnames.sort()
-                for fname in sorted(filenames):
-                    if fname.lower().endswith(IMAGE_EXTENSIONS):
-                        samples.append((os.path.join(dirpath, fname), label))
+            samples.extend((path, label) for path in files[name])
         self.skipped_files: list[str] = []
         if verify != "none":
             samples = self._verify(samples, full=(verify == "full"), progress=progress)
@@ -419,6 +471,16 @@ class ImageFolderDataset(Dataset):
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
         self._failed: set[int] = set()
+
+    def _image_files(self, name: str) -> list[str]:
+        """The image files under ``root/name``, sorted (links followed)."""
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                    out.append(os.path.join(dirpath, fname))
+        return out
 
     @property
     def num_classes(self) -> int:
@@ -440,13 +502,13 @@ class ImageFolderDataset(Dataset):
         disable = not progress or not sys.stderr.isatty()
         for path, label in tqdm(samples, desc="verify images", disable=disable):
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
                     with Image.open(path) as img:
+                        _check_pixels(img, path, self.max_pixels)
                         if full:
-                            img.convert("RGB")
-                        elif img.size[0] < 1 or img.size[1] < 1:
-                            raise ValueError("empty image")
+                            _to_rgb(img)
+                _report_bombs(caught, path)
             except Exception as exc:
                 if self.strict:
                     raise CorruptImageError(f"cannot read image file {path!r}: {exc}") from exc
@@ -486,6 +548,7 @@ class ImageFolderDataset(Dataset):
             scale=self.scale,
             ratio=self.ratio,
             generator=generator,
+            max_pixels=self.max_pixels,
         )
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
