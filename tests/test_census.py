@@ -416,11 +416,18 @@ def test_cli_errors(capsys, tmp_path):
     assert main(["census", "masterkey", "--types", "12"]) == 2
     assert "unknown type 12" in capsys.readouterr().err
     assert main(["census", str(tmp_path / "missing.npy")]) == 2
+    capsys.readouterr()
     bad = tmp_path / "const.npy"
     np.save(bad, np.ones((2, 7, 7)))
     assert main(["census", str(bad), "--json", "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "filters[0] is constant" in err and "--strict" in err and len(err.splitlines()) == 1
+    assert "filters[0] is constant (all taps equal 1.0" in err and "--strict" in err
+    assert len(err.splitlines()) == 1
+    # without --strict the constant filters are recorded, and the run succeeds
+    assert main(["census", str(bad), "--json", "--null", "none"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [f["reason"] for f in out["filters"]] == ["constant", "constant"]
+    assert out["invalid"] == {"zero": 0, "constant": 2, "non_finite": 0} and out["null"] == {}
 
 
 def test_progress_bar(capsys):

@@ -272,7 +272,7 @@ def _invalid_message(name: str, idx: int, reason: str, y: np.ndarray) -> str:
     if reason == "zero":
         return f"{name}[{idx}] is identically zero; a zero filter has no shape to fit"
     return (
-        f"{name}[{idx}] is constant (all taps equal {y[idx].flat[0]!r} up to rounding): it "
+        f"{name}[{idx}] is constant (all taps equal {float(y[idx].flat[0])!r} up to rounding): it "
         "has no variance to explain, so R^2 is undefined; drop constant filters first"
     )
 
