@@ -71,6 +71,7 @@ __all__ = [
     "census",
     "linear_shift",
     "reference_fit",
+    "scale_statistics",
     "screen_filters",
 ]
 
@@ -695,10 +696,94 @@ class CensusResult:
             )
         return out
 
+    def scale_statistics(self) -> dict[str, Any]:
+        """Median and 5-95 % range of the fitted scales, overall and per best type.
+
+        Returns
+        -------
+        dict
+            See :func:`scale_statistics`.
+        """
+        return scale_statistics(self.type, self.sigma_x, self.sigma_y, self.alpha, self.types)
+
     def counts(self) -> dict[int | str, int]:
         """Number of filters whose best type is each type (in the order of ``types``)."""
         c = np.bincount(self.best[self.valid], minlength=len(self.types))
         return {t: int(n) for t, n in zip(self.types, c, strict=True)}
+
+
+# --------------------------------------------------------------------------------------
+# scale statistics
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float] | None:
+    """``{"median", "p5", "p95"}`` of the finite values, None when there are none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    p5, med, p95 = np.percentile(v, (5, 50, 95)).tolist()
+    return {"median": med, "p5": p5, "p95": p95}
+
+
+def scale_statistics(
+    type_labels: Any, sigma_x: Any, sigma_y: Any, alpha: Any, types: Sequence[int | str]
+) -> dict[str, Any]:
+    """Median and 5-95 % range of fitted scales, overall and per best type.
+
+    Parameters
+    ----------
+    type_labels : array_like, shape [N]
+        Best type per filter (None for filters not fitted, which are left out).
+    sigma_x, sigma_y, alpha : array_like of float, shape [N]
+        Fitted scales (standard deviations, pixels; ``s = sigma**2``) and the Laplacian
+        weight of type 7 (NaN for other types).
+    types : sequence of int or str
+        The census's types (their kinds decide which have two scales).
+
+    Returns
+    -------
+    dict
+        ``{"n", "sigma_x", "sigma_y", "anisotropy", "by_type": {label: {...}}}``: each
+        statistic is ``{"median", "p5", "p95"}`` (or None when empty). ``anisotropy`` is
+        ``(sigma_x - sigma_y) / (sigma_x + sigma_y)`` in [-1, 1] (0 when both are 0;
+        positive: wider along x), over the filters of two-scale types only (one-scale types
+        have ``sigma_x = sigma_y`` by construction). Each type's entry holds ``n``,
+        ``sigma_x``, ``sigma_y``, ``anisotropy`` (two-scale types) or ``alpha`` (type 7).
+    """
+    tps = parse_model_types(types)
+    labels = np.asarray(type_labels, dtype=object)
+    sx = np.asarray(sigma_x, dtype=np.float64)
+    sy = np.asarray(sigma_y, dtype=np.float64)
+    al = np.asarray(alpha, dtype=np.float64)
+    two = np.zeros(len(labels), dtype=bool)
+    for tp in tps:
+        if tp.kind == "sep":
+            two |= labels == tp.label
+    total = sx + sy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aniso = np.where(total > 0, (sx - sy) / np.where(total > 0, total, 1.0), 0.0)
+    fitted = np.not_equal(labels, None)
+    out: dict[str, Any] = {
+        "n": int(fitted.sum()),
+        "sigma_x": _quantiles(sx[fitted]),
+        "sigma_y": _quantiles(sy[fitted]),
+        "anisotropy": _quantiles(aniso[two]),
+        "by_type": {},
+    }
+    for tp in tps:
+        m = labels == tp.label
+        entry: dict[str, Any] = {
+            "n": int(m.sum()),
+            "sigma_x": _quantiles(sx[m]),
+            "sigma_y": _quantiles(sy[m]),
+        }
+        if tp.kind == "sep":
+            entry["anisotropy"] = _quantiles(aniso[m])
+        if tp.kind == "mk7":
+            entry["alpha"] = _quantiles(al[m])
+        out["by_type"][str(tp.label)] = entry
+    return out
 
 
 # --------------------------------------------------------------------------------------

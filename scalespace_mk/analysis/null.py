@@ -213,9 +213,10 @@ def null_contrast(
         rng = np.random.default_rng(seed)
         q = [50.0 * (1.0 - level), 50.0 * (1.0 + level)]
         med = _boot_median(x, n_boot, rng) - _boot_median(z, n_boot, rng)
-        share = rng.binomial(x.size, sx["share_r2_gt_0_8"], n_boot) / x.size - rng.binomial(
-            z.size, sz["share_r2_gt_0_8"], n_boot
-        ) / z.size
+        share = (
+            rng.binomial(x.size, sx["share_r2_gt_0_8"], n_boot) / x.size
+            - rng.binomial(z.size, sz["share_r2_gt_0_8"], n_boot) / z.size
+        )
         out["median_diff_ci"] = np.percentile(med, q).tolist()
         out["share_diff_ci"] = np.percentile(share, q).tolist()
     return out

@@ -115,11 +115,11 @@ def _summary(
             + " (type and R^2 null in --json; --strict stops at the first)"
         )
     for kind, c in (nulls or {}).items():
-        lines.append(_null_line(kind, c))
+        lines.append(null_line(kind, c))
     return "\n".join(lines)
 
 
-def _null_line(kind: str, c: dict[str, Any]) -> str:
+def null_line(kind: str, c: dict[str, Any]) -> str:
     """One line comparing the learned filters with a null model (numbers of null_contrast)."""
 
     def ci(pair: Any) -> str:
@@ -162,9 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if len(null_kinds(args.null)):
         learned = filters[result.valid]
         r2_null = null_r2(learned, null_kinds(args.null), args.seed, num_threads=args.threads, **kw)
-        nulls = {
-            kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()
-        }
+        nulls = {kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()}
     seconds = time.perf_counter() - start
     if args.plot:
         from scalespace_mk.plot import plot_census
