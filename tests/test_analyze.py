@@ -418,3 +418,37 @@ def test_figures_have_titles_and_labels(dead):
             if legend is not None:  # legends sit outside the axes, never over data
                 assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1
         plt.close(fig)
+
+
+def test_fit_follows_the_same_rule():
+    from scalespace_mk.analysis.fit import fit_filters
+
+    g = [
+        masterkey_model(t, 0.9, None if t == 7 else 0.7, alpha=1.0 if t == 7 else None)
+        for t in range(1, 9)
+    ]
+    h = np.stack(g) + 0.01
+    bad = h.copy()
+    bad[2] = 0.0
+    bad[4] = 0.5
+    bad[6, 0, 0] = np.nan
+    ref = fit_filters(h, method="D1")
+    got = fit_filters(bad, method="D1", on_error="record")
+    assert [f.error for f in got] == [
+        None,
+        None,
+        "zero",
+        None,
+        "constant",
+        None,
+        "non-finite",
+        None,
+    ]
+    assert [f.index for f in got] == list(range(1, 9))
+    for f, r in zip(got, ref, strict=True):
+        if f.error is None:
+            assert f.sigma_x == r.sigma_x and f.sigma_y == r.sigma_y
+        else:
+            assert np.isnan(f.sigma_x) and f.to_dict()["sigma_x"] is None
+    with pytest.raises(ValueError, match=r"h\[3\] is constant"):
+        fit_filters(np.delete(bad, [2, 6], axis=0), [1, 2, 4, 5, 6, 8], method="D1")
