@@ -452,3 +452,20 @@ def test_fit_follows_the_same_rule():
             assert np.isnan(f.sigma_x) and f.to_dict()["sigma_x"] is None
     with pytest.raises(ValueError, match=r"h\[3\] is constant"):
         fit_filters(np.delete(bad, [2, 6], axis=0), [1, 2, 4, 5, 6, 8], method="D1")
+
+
+def test_null_size_draws_the_same_fraction_of_every_layer():
+    rng = np.random.default_rng(12)
+    sd = {
+        "a.weight": _t(rng.normal(size=(300, 3, 3))),
+        "b.weight": _t(rng.normal(size=(100, 3, 3))),
+    }
+    res = analyze(sd, null="iid", null_size=200, n_boot=0)
+    assert [layer["nulls"]["iid"]["null_n"] for layer in res.layers] == [150, 100]
+    assert res.summary["nulls"]["iid"]["null_n"] == 250
+    full = analyze(sd, null="iid", null_size=None, n_boot=0)
+    assert [layer["nulls"]["iid"]["null_n"] for layer in full.layers] == [300, 100]
+    # random filters: learned and null agree within sampling noise either way
+    assert abs(res.summary["median_r2"] - res.summary["null_median_r2"]) < 0.1
+    with pytest.raises(ValueError, match="null_size"):
+        analyze(sd, null_size=0)

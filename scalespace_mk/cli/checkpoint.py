@@ -54,6 +54,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default=None, help="torch device for the census (default cpu)")
     add_null_arguments(p)
+    p.add_argument(
+        "--null-size",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="about N null filters of each kind per checkpoint, drawn from every layer in "
+        "proportion (at least 128 per layer); 0: one per learned filter (default 4096)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--plot",
@@ -186,6 +194,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
                     null=args.null,
                     seed=args.seed,
                     on_invalid="raise" if args.strict else "record",
+                    null_size=args.null_size or None,
                 )
             )
         except ValueError as exc:
