@@ -7,8 +7,10 @@ are learned-like: an idealised master key model at random scales times a random 
 an offset and noise (5-40 % of the model's norm); 2 % are white noise and 0.5 % dead (zero).
 
 Then, in one run, it times :func:`scalespace_mk.networks.checkpoint.analyze` with
-``null="none"`` (the baseline), ``"iid"``, ``"phase"`` and ``"both"`` (best of ``--repeat``
-runs each, after one warm-up call that builds the census tables) and prints each time and its
+``null="none"`` (the baseline), ``"iid"``, ``"phase"`` and ``"both"`` with the default
+``null_size`` (4096 null filters of each kind, drawn from every layer in proportion), and
+``"both"`` with ``null_size=None`` (one null filter per learned filter), best of ``--repeat``
+runs each after one warm-up call that builds the census tables, and prints each time and its
 ratio to the baseline. The target of issue 8: ``both`` under 3x ``none``.
 
 Usage::
@@ -28,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from scalespace_mk.networks.checkpoint import analyze
+from scalespace_mk.networks.checkpoint import NULL_SIZE, analyze
 from scalespace_mk.scalespace.models import masterkey_model
 
 DEPTHS, DIMS = (3, 3, 9, 3), (96, 192, 384, 768)  # ConvNeXt-V2-Tiny: 6,624 depthwise filters
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="only none, both and both-full")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,22 +90,30 @@ def main() -> None:
     analyze({"w.weight": sd["stages.0.blocks.0.dwconv.weight"][:8]}, null="both")  # warm-up
     times: dict[str, float] = {}
     medians: dict[str, dict[str, float | None]] = {}
-    for null in ("none", "iid", "phase", "both"):
+    configs = [
+        ("none", "none", NULL_SIZE),
+        ("iid", "iid", NULL_SIZE),
+        ("phase", "phase", NULL_SIZE),
+        ("both", "both", NULL_SIZE),
+        ("both-full", "both", None),
+    ]
+    for label, null, size in configs:
+        if args.quick and label in ("iid", "phase"):
+            continue
         best = np.inf
         for _ in range(args.repeat):
             start = time.perf_counter()
-            res = analyze(sd, null=null, seed=args.seed, progress=False)
+            res = analyze(sd, null=null, seed=args.seed, progress=False, null_size=size)
             best = min(best, time.perf_counter() - start)
-        times[null] = best
-        medians[null] = {
-            "median_r2": res.summary["median_r2"],
-            "null_median_r2": res.summary["null_median_r2"],
-        }
+        times[label] = best
         null_med = res.summary["null_median_r2"]
+        medians[label] = {"median_r2": res.summary["median_r2"], "null_median_r2": null_med}
+        n_null = {k: c["null_n"] for k, c in res.summary["nulls"].items()}
         print(
-            f"null={null:<5}  {best:7.2f} s  ratio to none {best / times['none']:.2f}  "
+            f"null={label:<10} {best:7.2f} s  ratio to none {best / times['none']:.2f}  "
             f"median R^2 {res.summary['median_r2']:.3f} "
-            f"(null {'-' if null_med is None else format(null_med, '.3f')})"
+            f"(null {'-' if null_med is None else format(null_med, '.3f')}; "
+            f"null filters {n_null or '-'})"
         )
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -112,6 +123,7 @@ def main() -> None:
                 "filters": n,
                 "seconds": times,
                 "ratio_both": times["both"] / times["none"],
+                "ratio_both_full": times["both-full"] / times["none"],
                 "medians": medians,
             }
         )
