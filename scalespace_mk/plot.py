@@ -472,7 +472,7 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
     med = f"{np.median(r2):.3f}" if r2.size else "-"
     ax.set_title(f"R² of {len(r2)} fitted filters (median {med})", fontsize=9)
     if result.null:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        _legend_outside(ax)
     paths.append(_save_atomic(fig, directory / "r2.png", dpi=dpi))
     plt.close(fig)
     if any(f["r2"] is not None for f in result.filters):
@@ -480,6 +480,20 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
         paths.append(directory / "gallery.png")
         plt.close(fig)
     return paths
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, never over the data."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _finish(fig: Any, path: Any, dpi: int, legend: Any = None) -> Any:
+    """Put ``legend``'s legend outside, write ``fig`` to ``path`` (if given), return it."""
+    if legend is not None:
+        _legend_outside(legend)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
 
 
 def _layer_axis(ax: Any, layers: list[dict[str, Any]]) -> None:
@@ -546,10 +560,7 @@ def plot_types_per_layer(
     ax.set_ylabel("share of channels (bars); median R² (line)")
     ax.set_ylim(0, 1.02)
     ax.set_title("best idealised type per channel, per depthwise layer", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if path is not None:
-        _save_atomic(fig, path, dpi=dpi)
-    return fig
+    return _finish(fig, path, dpi, legend=ax)
 
 
 def plot_r2_per_layer(
@@ -599,10 +610,7 @@ def plot_r2_per_layer(
     ax.set_ylabel("R² of the best model")
     ax.set_ylim(0, 1.0)
     ax.set_title("R² per depthwise layer: learned filters against null models", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if path is not None:
-        _save_atomic(fig, path, dpi=dpi)
-    return fig
+    return _finish(fig, path, dpi, legend=ax)
 
 
 def plot_scales_by_depth(
@@ -654,7 +662,7 @@ def plot_scales_by_depth(
         )
     axes[0].set_ylabel("fitted scale σ (pixels, standard deviation)")
     axes[0].set_title("scales of the best models against depth", fontsize=10)
-    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _legend_outside(axes[0])
     q = series(lambda s: (s["by_type"].get("7") or {}).get("alpha"))
     axes[1].fill_between(x, q[:, 0], q[:, 2], color="C4", alpha=0.2, lw=0)
     axes[1].plot(x, q[:, 1], "o-", ms=3, color="C4")
@@ -764,7 +772,4 @@ def plot_comparison(
     ax.set_ylabel("median R² of the best model")
     ax.set_ylim(0, 1.0)
     ax.set_title("networks side by side: learned filters against their nulls", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    if path is not None:
-        _save_atomic(fig, path, dpi=dpi)
-    return fig
+    return _finish(fig, path, dpi, legend=ax)
