@@ -8,7 +8,7 @@ an offset and noise (5-40 % of the model's norm); 2 % are white noise and 0.5 % 
 
 Then, in one run, it times :func:`scalespace_mk.networks.checkpoint.analyze` with
 ``null="none"`` (the baseline), ``"iid"``, ``"phase"`` and ``"both"`` with the default
-``null_size`` (4096 null filters of each kind, drawn from every layer in proportion), and
+``null_size`` (2048 null filters of each kind, drawn from every layer in proportion), and
 ``"both"`` with ``null_size=None`` (one null filter per learned filter), best of ``--repeat``
 runs each after one warm-up call that builds the census tables, and prints each time and its
 ratio to the baseline. The target of issue 8: ``both`` under 3x ``none``.

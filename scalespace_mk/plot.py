@@ -255,19 +255,20 @@ def plot_census(
     types = [str(t) for t in result.types]
     best = np.asarray(result.best)
     n = best.size
+    fitted = best >= 0  # filters not fitted (zero, constant, non-finite) have best = -1
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.4), layout="constrained")
-    counts = np.bincount(best, minlength=len(types))
+    counts = np.bincount(best[fitted], minlength=len(types))
     axes[0].bar(types, counts, color="C0")
     axes[0].set_xlabel("best type")
     axes[0].set_ylabel("filters")
     for x, c in enumerate(counts):
         axes[0].annotate(f"{c}", (x, c), ha="center", va="bottom", fontsize=7)
-    axes[1].hist(np.asarray(result.r2), bins=bins, range=(0.0, 1.0), color="C1")
+    axes[1].hist(np.asarray(result.r2)[fitted], bins=bins, range=(0.0, 1.0), color="C1")
     axes[1].set_xlabel("R² of the best fit")
     axes[1].set_ylabel("filters")
-    sx, sy = np.asarray(result.sigma_x), np.asarray(result.sigma_y)
-    top = float(max(sx.max(), sy.max(), 1e-3))
+    sx, sy = np.asarray(result.sigma_x)[fitted], np.asarray(result.sigma_y)[fitted]
+    top = float(max(sx.max(initial=0.0), sy.max(initial=0.0), 1e-3))
     axes[2].hist([sx, sy], bins=bins, range=(0.0, top), label=["σx", "σy"], color=["C2", "C3"])
     axes[2].set_xlabel("scale of the best fit (σ, pixels)")
     axes[2].legend(fontsize=8)

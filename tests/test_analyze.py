@@ -469,3 +469,15 @@ def test_null_size_draws_the_same_fraction_of_every_layer():
     assert abs(res.summary["median_r2"] - res.summary["null_median_r2"]) < 0.1
     with pytest.raises(ValueError, match="null_size"):
         analyze(sd, null_size=0)
+
+
+def test_census_cli_plot_with_dead_filters(tmp_path, capsys):
+    y = _planted(np.random.default_rng(13), 16, 5)
+    y[[2, 5]] = 0.0
+    path = tmp_path / "f.npy"
+    np.save(path, y)
+    png = tmp_path / "c.png"
+    assert main(["census", str(path), "--plot", str(png), "--null", "iid"]) == 0
+    out = capsys.readouterr().out
+    assert "not fitted: 2 zero" in out and "null   iid" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"

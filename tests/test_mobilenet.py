@@ -4,11 +4,12 @@ Skipped when the package is not installed (CI installs it; it is not a runtime d
 The figures themselves are recorded in docs/results.md; the tests assert relations only.
 
 Margin: on these weights the learned median R^2 is about 0.84 against 0.45 (iid null) and
-0.52 (phase null), with bootstrap 95 % intervals of the differences about +-0.007 wide
-(7,136 filters on each side). The tests ask for a gap of at least ``MARGIN = 0.15``: more
-than 20 times the sampling noise of the difference, so a change of seed cannot fail them,
-and under half the gap seen, so they stand small changes to the census; but a census that no
-longer tells learned filters from structureless ones (gap ~0) fails at once.
+0.52 (phase null), with bootstrap 95 % intervals of the differences about +-0.01 wide (7,136
+learned filters; about 2,300 null filters of each kind, the default ``null_size``). The tests
+ask for a gap of at least ``MARGIN = 0.15``: more than 10 times the sampling noise of the
+difference, so a change of seed cannot fail them, and under half the gap seen, so they stand
+small changes to the census; but a census that no longer tells learned filters from
+structureless ones (gap ~0) fails at once.
 """
 
 from __future__ import annotations

@@ -57,10 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--null-size",
         type=int,
-        default=4096,
+        default=2048,  # networks.checkpoint.NULL_SIZE (not imported: --help stays fast)
         metavar="N",
         help="about N null filters of each kind per checkpoint, drawn from every layer in "
-        "proportion (at least 128 per layer); 0: one per learned filter (default 4096)",
+        "proportion (at least 128 per layer); 0: one per learned filter (default %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

@@ -125,7 +125,7 @@ def _walk(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any, Any, Any]]:
 #: kernel sizes analysed: odd k with K_MIN <= k <= K_MAX
 K_MIN, K_MAX = 3, 15
 #: default number of null filters of each kind per checkpoint (:func:`analyze`)
-NULL_SIZE = 4096
+NULL_SIZE = 2048
 _NULL_MIN_LAYER = 128
 
 
@@ -447,13 +447,13 @@ def analyze(
         Bootstrap resamples of the learned-minus-null intervals (0: none).
     null_size : int or None
         About how many null filters of each kind for the whole checkpoint (default
-        :data:`NULL_SIZE` = 4096): when the checkpoint has more fitted filters, each layer's
+        :data:`NULL_SIZE` = 2048): when the checkpoint has more fitted filters, each layer's
         null is built from a seeded random subset of its filters, the same fraction in every
         layer (so the pooled null weighs the layers as the learned filters do) but at least
         ``min(C, 128)`` per layer (so every layer's null median is within a few hundredths).
         None: one null filter per learned filter. This keeps ``null="both"`` under 3x the
-        time of ``null="none"`` (see docs/benchmarks.md); the medians of 4096 null filters
-        are known to about +-0.005.
+        time of ``null="none"`` (see docs/benchmarks.md); the median of 2048 null
+        filters is known to about +-0.005.
 
     Returns
     -------
