@@ -8,6 +8,9 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from scalespace_mk.analysis.census import census, screen_filters
 from scalespace_mk.cli import main
@@ -76,6 +79,25 @@ def test_screen_filters_is_scale_free():
     np.testing.assert_allclose(tiny.a, base.a * 1e-300, rtol=1e-9)
     np.testing.assert_allclose(huge.a, base.a * 1e300, rtol=1e-9)
     assert ref is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        np.float64,
+        (3, 5, 5),
+        elements=st.floats(-1e3, 1e3, allow_nan=False).filter(lambda v: v == 0 or abs(v) > 1e-3),
+    ),
+    st.integers(-300, 300),
+)
+def test_screen_filters_property_scale(y, exponent):
+    """The reason a filter is not fitted does not depend on its scale (1e-300 .. 1e300)."""
+    y = y.copy()
+    y[1] = y[1, 0, 0]  # a constant filter (zero when that tap is 0)
+    scaled = y * 10.0**exponent
+    assert screen_filters(scaled).tolist() == screen_filters(y).tolist()
+    expected = "zero" if y[1, 0, 0] == 0 else "constant"
+    assert screen_filters(y)[1] == expected
 
 
 def test_census_records_invalid_filters_and_fits_the_rest():
