@@ -144,11 +144,15 @@ def check_sigma(name: str, value: Any) -> None:
     check_nonneg(name, value, limits.SIGMA_LIMIT)
 
 
-def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -> np.ndarray:
+def check_filters(
+    h: Any, name: str = "filters", *, allow_single: bool = True, values: bool = True
+) -> np.ndarray:
     """Validate learned filters and return them as float64 ``[N, k, k]``.
 
     Accepts ``[k, k]`` (when ``allow_single``) or ``[N, k, k]`` with odd ``k``; rejects empty
-    input, NaN/Inf entries and filters that are identically zero.
+    input and, when ``values`` is True (default), NaN/Inf entries and filters that are
+    identically zero (``values=False`` checks the shape only, for callers that record such
+    filters instead).
     """
     if isinstance(h, torch.Tensor):
         h = h.detach().cpu().resolve_conj().numpy()
@@ -177,6 +181,8 @@ def check_filters(h: Any, name: str = "filters", *, allow_single: bool = True) -
             f"{name} must have an odd size k so that the filter has a centre tap; "
             f"got k = {arr.shape[1]}"
         )
+    if not values:
+        return arr
     finite = np.isfinite(arr)
     if not finite.all():
         idx = int(np.argwhere(~finite.reshape(arr.shape[0], -1).all(axis=1))[0, 0])

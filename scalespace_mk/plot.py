@@ -20,9 +20,14 @@ __all__ = [
     "plot_analysis",
     "plot_bank",
     "plot_census",
+    "plot_comparison",
     "plot_filter_grid",
     "plot_filters",
     "plot_fit",
+    "plot_gallery",
+    "plot_r2_per_layer",
+    "plot_scales_by_depth",
+    "plot_types_per_layer",
 ]
 
 
@@ -288,21 +293,22 @@ def plot_census(
     types = [str(t) for t in result.types]
     best = np.asarray(result.best)
     n = best.size
+    fitted = best >= 0  # filters not fitted (zero, constant, non-finite) have best = -1
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.4), layout="constrained")
-    counts = np.bincount(best, minlength=len(types))
+    counts = np.bincount(best[fitted], minlength=len(types))
     axes[0].bar(types, counts, color="C0")
     axes[0].set_title("best type per filter", fontsize=9)
     axes[0].set_xlabel("best type")
     axes[0].set_ylabel("filters")
     for x, c in enumerate(counts):
         axes[0].annotate(f"{c}", (x, c), ha="center", va="bottom", fontsize=7)
-    axes[1].hist(np.asarray(result.r2), bins=bins, range=(0.0, 1.0), color="C1")
+    axes[1].hist(np.asarray(result.r2)[fitted], bins=bins, range=(0.0, 1.0), color="C1")
     axes[1].set_title("goodness of fit", fontsize=9)
     axes[1].set_xlabel("R² of the best fit")
     axes[1].set_ylabel("filters")
-    sx, sy = np.asarray(result.sigma_x), np.asarray(result.sigma_y)
-    top = float(max(sx.max(), sy.max(), 1e-3))
+    sx, sy = np.asarray(result.sigma_x)[fitted], np.asarray(result.sigma_y)[fitted]
+    top = float(max(sx.max(initial=0.0), sy.max(initial=0.0), 1e-3))
     axes[2].hist([sx, sy], bins=bins, range=(0.0, top), label=["σx", "σy"], color=["C2", "C3"])
     axes[2].set_title("scales of the best fit", fontsize=9)
     axes[2].set_xlabel("scale of the best fit (σ, pixels)")
@@ -462,14 +468,17 @@ def plot_filters(
 
 
 def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 120) -> list[Path]:
-    """Figures of :func:`scalespace_mk.networks.checkpoint.analyze`: types and R^2 per layer.
+    """Figures of :func:`scalespace_mk.networks.checkpoint.analyze`.
 
     Parameters
     ----------
     result : scalespace_mk.networks.checkpoint.AnalyzeResult
         The analysis.
     directory : str or path-like
-        Folder to write ``types_per_layer.png`` and ``r2.png`` into (created if missing).
+        Folder to write into (created if missing): ``types_per_layer.png``
+        (:func:`plot_types_per_layer`), ``r2.png`` (histogram of R^2, learned and null),
+        ``r2_per_layer.png`` (:func:`plot_r2_per_layer`), ``scales.png``
+        (:func:`plot_scales_by_depth`) and ``gallery.png`` (:func:`plot_gallery`).
     dpi : int
         Resolution.
 
@@ -483,31 +492,332 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
-    layers = result.layers
-    types = list(layers[0]["types"]) if layers else []
-    counts = np.array([[layer["types"][t] for t in types] for layer in layers], dtype=float)
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 2), 3.6), layout="constrained")
-    bottom = np.zeros(len(layers))
-    for j, t in enumerate(types):
-        ax.bar(np.arange(len(layers)), share[:, j], bottom=bottom, label=f"type {t}")
-        bottom += share[:, j]
-    ax.plot(
-        np.arange(len(layers)), [layer["median_r2"] for layer in layers], "k.-", label="median R²"
-    )
-    ax.set_title("best idealised type of each channel, per depthwise layer", fontsize=9)
-    ax.set_xlabel("depthwise layer (network order)")
-    ax.set_ylabel("share of channels; median R²")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
-    paths = [_save_atomic(fig, directory / "types_per_layer.png", dpi=dpi)]
-    plt.close(fig)
-    r2 = np.array([f["r2"] for f in result.filters])
-    fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
-    ax.hist(r2, bins=40, range=(0, 1))
+    paths = []
+    for name, func in (
+        ("types_per_layer.png", plot_types_per_layer),
+        ("r2_per_layer.png", plot_r2_per_layer),
+        ("scales.png", plot_scales_by_depth),
+    ):
+        fig = func(result, path=directory / name, dpi=dpi)
+        paths.append(directory / name)
+        plt.close(fig)
+    r2 = np.array([f["r2"] for f in result.filters if f["r2"] is not None], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), layout="constrained")
+    ax.hist(r2, bins=40, range=(0, 1), color="C0", alpha=0.8, label="learned")
+    for j, kind in enumerate(result.null):
+        z = np.concatenate([v[kind] for v in result.null_r2.values()])
+        ax.hist(
+            z[np.isfinite(z)],
+            bins=40,
+            range=(0, 1),
+            histtype="step",
+            lw=1.5,
+            color=f"C{j + 1}",
+            label=f"null: {kind}",
+        )
     ax.set_xlabel("R² of the best idealised model (a g + b)")
     ax.set_ylabel("filters")
-    ax.set_title(f"{len(r2)} filters, median R² {np.median(r2):.3f}", fontsize=9)
+    med = f"{np.median(r2):.3f}" if r2.size else "-"
+    ax.set_title(f"R² of {len(r2)} fitted filters (median {med})", fontsize=9)
+    if result.null:
+        _legend_outside(ax)
     paths.append(_save_atomic(fig, directory / "r2.png", dpi=dpi))
     plt.close(fig)
+    if any(f["r2"] is not None for f in result.filters):
+        fig = plot_gallery(result.gallery(), path=directory / "gallery.png", dpi=dpi)
+        paths.append(directory / "gallery.png")
+        plt.close(fig)
     return paths
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, never over the data."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _finish(fig: Any, path: Any, dpi: int, legend: Any = None) -> Any:
+    """Put ``legend``'s legend outside, write ``fig`` to ``path`` (if given), return it."""
+    if legend is not None:
+        _legend_outside(legend)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def _layer_axis(ax: Any, layers: list[dict[str, Any]]) -> None:
+    """x axis of per-layer figures: layer number in network order, kernel size marked."""
+    ax.set_xlabel("depthwise layer, input to output (k: kernel size)")
+    n = len(layers)
+    step = max(1, n // 20)
+    ticks = list(range(0, n, step))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{i + 1}\nk{layers[i]['kernel_size']}" for i in ticks], fontsize=6)
+    ax.set_xlim(-0.6, n - 0.4)
+
+
+def plot_types_per_layer(
+    result: Any, *, path: str | os.PathLike[str] | None = None, dpi: int = 120
+) -> Any:
+    """Share of channels per best type in each depthwise layer (stacked bars).
+
+    Parameters
+    ----------
+    result : scalespace_mk.networks.checkpoint.AnalyzeResult
+        The analysis.
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Bars per layer (network order), one colour per type, a grey part for filters not
+        fitted; the median R^2 per layer as a black line; the legend outside the axes.
+    """
+    import numpy as np
+
+    layers = result.layers
+    types = [str(t) for t in result.types]
+    counts = np.array([[layer["types"].get(t, 0) for t in types] for layer in layers], float)
+    channels = np.array([layer["channels"] for layer in layers], dtype=float)
+    invalid = channels - counts.sum(axis=1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(layers) + 3.0), 3.8), layout="constrained")
+    x = np.arange(len(layers))
+    bottom = np.zeros(len(layers))
+    cmap = plt.get_cmap("tab10")
+    for j, t in enumerate(types):
+        share = counts[:, j] / np.maximum(channels, 1)
+        ax.bar(x, share, bottom=bottom, color=cmap(j % 10), label=f"type {t}", width=0.85)
+        bottom += share
+    if invalid.any():
+        ax.bar(
+            x,
+            invalid / np.maximum(channels, 1),
+            bottom=bottom,
+            color="white",
+            edgecolor="0.3",
+            hatch="///",
+            label="not fitted",
+            width=0.85,
+        )
+    med = [np.nan if layer["median_r2"] is None else layer["median_r2"] for layer in layers]
+    ax.plot(x, med, "k.-", label="median R²")
+    _layer_axis(ax, layers)
+    ax.set_ylabel("share of channels (bars); median R² (line)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("best idealised type per channel, per depthwise layer", fontsize=10)
+    return _finish(fig, path, dpi, legend=ax)
+
+
+def plot_r2_per_layer(
+    result: Any, *, path: str | os.PathLike[str] | None = None, dpi: int = 120
+) -> Any:
+    """Median R^2 per depthwise layer with its quartiles, beside each null model's band.
+
+    Parameters
+    ----------
+    result : scalespace_mk.networks.checkpoint.AnalyzeResult
+        The analysis (with ``r2`` and ``null_r2`` per layer).
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Learned filters: median (line) and 25-75 % band; each null: median (dashed) and
+        25-75 % band; the legend outside the axes.
+    """
+    import numpy as np
+
+    layers = result.layers
+    names = [layer["name"] for layer in layers]
+
+    def band(arrays: list[np.ndarray]) -> np.ndarray:
+        out = np.full((len(arrays), 3), np.nan)
+        for i, a in enumerate(arrays):
+            a = a[np.isfinite(a)]
+            if a.size:
+                out[i] = np.percentile(a, (25, 50, 75))
+        return out
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(layers) + 3.0), 3.6), layout="constrained")
+    x = np.arange(len(layers))
+    for j, kind in enumerate(result.null):
+        q = band([result.null_r2[n][kind] for n in names])
+        ax.fill_between(x, q[:, 0], q[:, 2], color=f"C{j + 1}", alpha=0.2, lw=0)
+        ax.plot(x, q[:, 1], "--", color=f"C{j + 1}", label=f"null: {kind} (median, 25-75 %)")
+    q = band([result.r2[n] for n in names])
+    ax.fill_between(x, q[:, 0], q[:, 2], color="C0", alpha=0.25, lw=0)
+    ax.plot(x, q[:, 1], "o-", color="C0", ms=3, label="learned (median, 25-75 %)")
+    _layer_axis(ax, layers)
+    ax.set_ylabel("R² of the best model")
+    ax.set_ylim(0, 1.0)
+    ax.set_title("R² per depthwise layer: learned filters against null models", fontsize=10)
+    return _finish(fig, path, dpi, legend=ax)
+
+
+def plot_scales_by_depth(
+    result: Any, *, path: str | os.PathLike[str] | None = None, dpi: int = 120
+) -> Any:
+    """Fitted scales against depth: sigma_x, sigma_y (median, 5-95 %) and alpha of type 7.
+
+    Parameters
+    ----------
+    result : scalespace_mk.networks.checkpoint.AnalyzeResult
+        The analysis (``sigma`` statistics per layer).
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: median and 5-95 % band of ``sigma_x`` and ``sigma_y`` (standard deviations in
+        pixels) per layer; right: median and 5-95 % of ``alpha`` of the type-7 filters.
+    """
+    import numpy as np
+
+    layers = result.layers
+
+    def series(get: Any) -> np.ndarray:
+        out = np.full((len(layers), 3), np.nan)
+        for i, layer in enumerate(layers):
+            q = get(layer["sigma"])
+            if q:
+                out[i] = (q["p5"], q["median"], q["p95"])
+        return out
+
+    plt = _pyplot()
+    width = max(8.0, 0.45 * len(layers) + 4.0)
+    fig, axes = plt.subplots(1, 2, figsize=(width, 3.6), layout="constrained")
+    x = np.arange(len(layers))
+    for j, key in enumerate(("sigma_x", "sigma_y")):
+        q = series(lambda s, key=key: s[key])
+        axes[0].fill_between(x + 0.1 * j, q[:, 0], q[:, 2], color=f"C{j}", alpha=0.2, lw=0)
+        axes[0].plot(
+            x + 0.1 * j,
+            q[:, 1],
+            "o-",
+            ms=3,
+            color=f"C{j}",
+            label=f"{'σx' if j == 0 else 'σy'} (median, 5-95 %)",
+        )
+    axes[0].set_ylabel("fitted scale σ (pixels, standard deviation)")
+    axes[0].set_title("scales of the best models against depth", fontsize=10)
+    _legend_outside(axes[0])
+    q = series(lambda s: (s["by_type"].get("7") or {}).get("alpha"))
+    axes[1].fill_between(x, q[:, 0], q[:, 2], color="C4", alpha=0.2, lw=0)
+    axes[1].plot(x, q[:, 1], "o-", ms=3, color="C4")
+    axes[1].set_ylabel("α of type-7 fits (median, 5-95 %)")
+    axes[1].set_title("Laplacian weight of centre-surround filters", fontsize=10)
+    for ax in axes:
+        _layer_axis(ax, layers)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def plot_gallery(
+    gallery: Any, *, path: str | os.PathLike[str] | None = None, dpi: int = 120
+) -> Any:
+    """The worst- and best-explained filters beside their fitted models.
+
+    Parameters
+    ----------
+    gallery : dict
+        :meth:`scalespace_mk.networks.checkpoint.AnalyzeResult.gallery`: ``kernel_size``,
+        ``worst`` and ``best`` entries with ``filter``, ``model``, ``type``, ``r2``,
+        ``layer``, ``index``.
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four rows (worst filters, their models, best filters, their models), one column per
+        filter; filter and model share one colour range (stored layout, y up).
+    """
+    import numpy as np
+
+    worst, best = list(gallery["worst"]), list(gallery["best"])
+    n = max(len(worst), len(best))
+    k = int(gallery["kernel_size"])
+    blank = np.full((k, k), np.nan)
+    panels = np.full((4, n, k, k), np.nan)
+    notes = np.full((4, n), "", dtype=object)
+    titles = []
+    for j in range(n):
+        titles.append(f"#{j + 1}")
+        for row, entries in ((0, worst), (2, best)):
+            if j < len(entries):
+                e = entries[j]
+                vmax = max(float(np.abs(e["filter"]).max()), float(np.abs(e["model"]).max()))
+                panels[row, j] = e["filter"] / (vmax or 1.0)
+                panels[row + 1, j] = e["model"] / (vmax or 1.0)
+                notes[row, j] = f"R² {e['r2']:.2f}"
+                notes[row + 1, j] = f"type {e['type']}"
+            else:
+                panels[row, j] = panels[row + 1, j] = blank
+    fig = plot_filter_grid(
+        panels,
+        row_labels=["worst: filter", "its model", "best: filter", "its model"],
+        col_titles=titles,
+        notes=notes,
+        share_column_scale=False,
+        title=f"worst- and best-explained {k}x{k} filters beside their models a g + b",
+    )
+    for ax in fig.axes:
+        ax.set_xlabel(ax.get_xlabel(), fontsize=6)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def plot_comparison(
+    comparison: Any, path: str | os.PathLike[str] | None = None, *, dpi: int = 120
+) -> Any:
+    """Median R^2 per stage of depth for several networks, each beside its null.
+
+    Parameters
+    ----------
+    comparison : dict
+        :func:`scalespace_mk.networks.checkpoint.compare`.
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Per network: learned median R^2 per stage (solid) and its headline null (dashed,
+        same colour); the legend outside the axes.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
+    stages = np.arange(1, comparison["stages"] + 1)
+    for j, net in enumerate(comparison["networks"]):
+        learned = [np.nan if s["median_r2"] is None else s["median_r2"] for s in net["stages"]]
+        null = [
+            np.nan if s["null_median_r2"] is None else s["null_median_r2"] for s in net["stages"]
+        ]
+        label = Path(str(net["name"])).name
+        ax.plot(stages, learned, "o-", color=f"C{j}", label=f"{label}: learned")
+        kind = net["summary"].get("null_kind") or "no"
+        ax.plot(stages, null, "x--", color=f"C{j}", label=f"{label}: {kind} null")
+    ax.set_xticks(stages)
+    ax.set_xlabel(f"stage of depth (layers cut into {comparison['stages']} equal groups)")
+    ax.set_ylabel("median R² of the best model")
+    ax.set_ylim(0, 1.0)
+    ax.set_title("networks side by side: learned filters against their nulls", fontsize=10)
+    return _finish(fig, path, dpi, legend=ax)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 import numpy as np
 import pytest
@@ -321,7 +320,8 @@ def test_records_and_counts():
     recs = json.loads(json.dumps(res.records()))
     assert [r["index"] for r in recs] == list(range(12))
     for r, t, a in zip(recs, res.type, res.alpha, strict=True):
-        assert set(r) == {"index", "type", "sigma_x", "sigma_y", "alpha", "a", "b", "r2"}
+        assert set(r) == {"index", "type", "sigma_x", "sigma_y", "alpha", "a", "b", "r2", "reason"}
+        assert r["reason"] is None
         assert r["type"] == t
         assert (r["alpha"] is None) == (t != 7)
         if t == 7:
@@ -332,12 +332,18 @@ def test_records_and_counts():
 @pytest.mark.parametrize(
     ("filters", "kwargs", "match"),
     [
-        (np.full((2, 7, 7), np.nan), {}, "NaN"),
-        (np.zeros((2, 7, 7)), {}, "identically zero"),
+        (np.full((2, 7, 7), np.nan), {"on_invalid": "raise"}, r"filters\[0\] holds NaN"),
+        (np.zeros((2, 7, 7)), {"on_invalid": "raise"}, "identically zero"),
+        (np.eye(7), {"on_invalid": "skip"}, "on_invalid must be one of"),
+        (np.full((2, 6, 6), np.nan), {}, "odd size"),
         (np.ones((3, 7, 5)), {}, "shape"),
         (np.ones((6, 6)), {}, "odd size"),
         (np.ones((4, 4, 4, 4)), {}, "shape"),
-        (np.stack([np.eye(7), np.full((7, 7), 0.5)]), {}, r"filters\[1\] is constant"),
+        (
+            np.stack([np.eye(7), np.full((7, 7), 0.5)]),
+            {"on_invalid": "raise"},
+            r"filters\[1\] is constant",
+        ),
         (np.eye(7), {"types": (9,)}, "unknown type 9"),
         (np.eye(7), {"types": ("foo",)}, "unknown type 'foo'"),
         (np.eye(7), {"types": (True,)}, "types must hold"),
@@ -387,7 +393,9 @@ def test_plot_census(tmp_path, noisy):
 def test_cli_json(capsys):
     assert main(["census", "masterkey", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"seconds", "filters"} and out["seconds"] > 0
+    assert set(out) == {"seconds", "filters", "invalid", "null"} and out["seconds"] > 0
+    assert set(out["null"]) == {"iid", "phase"}
+    assert out["null"]["phase"]["median_r2"] > out["null"]["phase"]["null_median_r2"]
     assert [f["index"] for f in out["filters"]] == list(range(8))
     assert [f["type"] for f in out["filters"]] == list(TYPES)
     assert [f["alpha"] is None for f in out["filters"]] == [True] * 6 + [False, True]
@@ -407,11 +415,18 @@ def test_cli_errors(capsys, tmp_path):
     assert main(["census", "masterkey", "--types", "12"]) == 2
     assert "unknown type 12" in capsys.readouterr().err
     assert main(["census", str(tmp_path / "missing.npy")]) == 2
+    capsys.readouterr()
     bad = tmp_path / "const.npy"
     np.save(bad, np.ones((2, 7, 7)))
-    assert main(["census", str(bad), "--json"]) == 2
+    assert main(["census", str(bad), "--json", "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "filters[0] is constant" in err and math.isfinite(len(err))
+    assert "filters[0] is constant (all taps equal 1.0" in err and "--strict" in err
+    assert len(err.splitlines()) == 1
+    # without --strict the constant filters are recorded, and the run succeeds
+    assert main(["census", str(bad), "--json", "--null", "none"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [f["reason"] for f in out["filters"]] == ["constant", "constant"]
+    assert out["invalid"] == {"zero": 0, "constant": 2, "non_finite": 0} and out["null"] == {}
 
 
 def test_progress_bar(capsys):

@@ -65,11 +65,15 @@ from scalespace_mk.scalespace.models import MODES, model_kernel, parse_model
 __all__ = [
     "ALPHA_RANGE",
     "DEFAULT_TYPES",
+    "INVALID_REASONS",
+    "ON_INVALID",
     "CensusResult",
     "LinearShift",
     "census",
     "linear_shift",
     "reference_fit",
+    "scale_statistics",
+    "screen_filters",
 ]
 
 #: Default range of the Laplacian weight ``alpha`` of type 7 (``K - alpha nabla5 T``).
@@ -188,18 +192,91 @@ def linear_shift(y: Any, g: Any) -> LinearShift:
 
 
 def _check_tss(y: np.ndarray, name: str) -> np.ndarray:
-    """``TSS`` per filter; raise naming the first constant filter."""
-    flat = y.reshape(y.shape[0], -1)
-    yc = flat - flat.mean(axis=1, keepdims=True)
-    tss = (yc * yc).sum(axis=1)
-    bad = tss <= 1e-24 * (flat * flat).sum(axis=1)
+    """``TSS`` per filter; raise naming the first constant filter.
+
+    Constancy is judged on each filter divided by its largest ``|tap|`` (:func:`screen_filters`),
+    so a filter scaled by 1e-300 or 1e300 is judged like the same filter at scale 1.
+    """
+    reason = screen_filters(y)
+    bad = reason == "constant"
     if bad.any():
         idx = int(np.argwhere(bad)[0, 0])
+        flat = y.reshape(y.shape[0], -1)
         raise ValueError(
             f"{name}[{idx}] is constant (all taps equal {flat[idx, 0]!r} up to rounding): it "
             "has no variance to explain, so R^2 is undefined; drop constant filters first"
         )
-    return tss
+    flat = y.reshape(y.shape[0], -1)
+    scale = np.abs(flat).max(axis=1, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    yc = flat / scale
+    yc = yc - yc.mean(axis=1, keepdims=True)
+    return (yc * yc).sum(axis=1) * scale[:, 0] * scale[:, 0]
+
+
+#: reasons a filter is not fitted (``CensusResult.reason``, records' ``"reason"``)
+INVALID_REASONS: tuple[str, ...] = ("zero", "constant", "non-finite")
+#: how :func:`census` treats zero, constant and non-finite filters
+ON_INVALID: tuple[str, ...] = ("record", "raise")
+_CONSTANT_RTOL = 1e-24  # centred sum of squares / sum of squares (of the max-scaled filter)
+
+
+def screen_filters(filters: np.ndarray) -> np.ndarray:
+    """Why each filter cannot be fitted: ``None`` (it can), ``"zero"``, ``"constant"`` or
+    ``"non-finite"``.
+
+    Parameters
+    ----------
+    filters : numpy.ndarray, shape [N, k, k]
+        Filters (stored-weight layout, y up), float64.
+
+    Returns
+    -------
+    numpy.ndarray of object, shape [N]
+        The reason per filter, or None.
+
+    Notes
+    -----
+    A filter is *non-finite* if a tap is NaN or infinite, *zero* if every tap is 0, and
+    *constant* if, divided by its largest ``|tap|`` (so the test does not depend on the
+    filter's scale: 1e-300 and 1e300 times a filter are judged like the filter),
+    ``sum (y - mean y)^2 <= 1e-24 sum y^2``: all taps equal up to rounding, nothing for
+    ``R^2`` to explain.
+    """
+    arr = np.asarray(filters, dtype=np.float64)
+    flat = arr.reshape(arr.shape[0], -1)
+    reason = np.full(arr.shape[0], None, dtype=object)
+    finite = np.isfinite(flat).all(axis=1)
+    reason[~finite] = "non-finite"
+    safe = np.where(finite[:, None], flat, 0.0)
+    scale = np.abs(safe).max(axis=1)
+    zero = finite & (scale == 0)
+    reason[zero] = "zero"
+    ok = finite & ~zero
+    yn = safe[ok] / scale[ok, None]
+    yc = yn - yn.mean(axis=1, keepdims=True)
+    const = (yc * yc).sum(axis=1) <= _CONSTANT_RTOL * (yn * yn).sum(axis=1)
+    idx = np.flatnonzero(ok)
+    reason[idx[const]] = "constant"
+    return reason
+
+
+def _screen_input(filters: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Filters as float64 ``[N, k, k]`` (shape checked) and their :func:`screen_filters`."""
+    arr = check_filters(filters, name, values=False)
+    return arr, screen_filters(arr)
+
+
+def _invalid_message(name: str, idx: int, reason: str, y: np.ndarray) -> str:
+    """The error of ``on_invalid="raise"`` for filter ``idx``."""
+    if reason == "non-finite":
+        return f"{name}[{idx}] holds NaN or infinite values; clean the filters first"
+    if reason == "zero":
+        return f"{name}[{idx}] is identically zero; a zero filter has no shape to fit"
+    return (
+        f"{name}[{idx}] is constant (all taps equal {float(y[idx].flat[0])!r} up to rounding): it "
+        "has no variance to explain, so R^2 is undefined; drop constant filters first"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -513,18 +590,24 @@ class CensusResult:
         The fitted types, in the order of the ``*_all`` columns (ints 1..8 for the master
         key types, model names for other models).
     best : numpy.ndarray of int, shape [N]
-        Column of the best type (largest R^2; the first type on ties).
+        Column of the best type (largest R^2; the first type on ties); -1 for a filter
+        that was not fitted.
     type : numpy.ndarray, shape [N]
-        Label of the best type (int64 when all types are ints, else object).
+        Label of the best type (int64 when all types are ints and every filter was fitted,
+        else object, None for a filter that was not fitted).
     sigma_x, sigma_y, alpha, a, b, r2, rss : numpy.ndarray of float64, shape [N]
         Fit of the best type: scales (standard deviations, >= 0; ``sigma_y = sigma_x`` for
         one-scale models), the Laplacian weight of type 7 (NaN for other types), gain,
-        offset, ``R^2 = 1 - RSS / TSS`` in [0, 1] and the residual sum of squares.
+        offset, ``R^2 = 1 - RSS / TSS`` in [0, 1] and the residual sum of squares. NaN for
+        a filter that was not fitted.
     tss : numpy.ndarray, shape [N]
-        ``sum (y - mean y)^2`` of each filter.
+        ``sum (y - mean y)^2`` of each filter (NaN for a non-finite one).
     sigma_x_all, sigma_y_all, alpha_all, a_all, b_all, r2_all, rss_all : numpy.ndarray [N, T]
         The same fit for every type.
     alpha_range, sigma_max : the bounds used.
+    reason : numpy.ndarray of object, shape [N], optional
+        Why a filter was not fitted (``"zero"``, ``"constant"``, ``"non-finite"``; see
+        :func:`screen_filters`), None for a fitted filter. None: every filter was fitted.
     """
 
     types: tuple[int | str, ...]
@@ -539,10 +622,22 @@ class CensusResult:
     tss: np.ndarray
     alpha_range: tuple[float, float] = ALPHA_RANGE
     sigma_max: float = 3.5
+    reason: np.ndarray | None = None
     _rows: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rows = np.arange(len(self.best))
+        if self.reason is None:
+            self.reason = np.full(len(self.best), None, dtype=object)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """[N] bool: the filter was fitted (its ``reason`` is None)."""
+        return np.equal(self.reason, None)
+
+    def invalid_counts(self) -> dict[str, int]:
+        """Filters not fitted, per reason: ``{"zero": n, "constant": n, "non_finite": n}``."""
+        return {r.replace("-", "_"): int(np.sum(self.reason == r)) for r in INVALID_REASONS}
 
     def _pick(self, arr: np.ndarray) -> np.ndarray:
         return arr[self._rows, self.best]
@@ -553,10 +648,11 @@ class CensusResult:
     @property
     def type(self) -> np.ndarray:
         """Label of the best type per filter, shape [N]."""
-        labels = np.array(self.types, dtype=object)
-        if all(isinstance(t, int) for t in self.types):
-            labels = labels.astype(np.int64)
-        return labels[self.best]
+        labels = np.array(list(self.types) + [None], dtype=object)
+        out = labels[self.best]  # best = -1 picks the None of a filter not fitted
+        if all(isinstance(t, int) for t in self.types) and self.valid.all():
+            out = out.astype(np.int64)
+        return out
 
     sigma_x = property(lambda self: self._pick(self.sigma_x_all), doc="[N] best sigma_x")
     sigma_y = property(lambda self: self._pick(self.sigma_y_all), doc="[N] best sigma_y")
@@ -567,14 +663,25 @@ class CensusResult:
     rss = property(lambda self: self._pick(self.rss_all), doc="[N] RSS of the best fit")
 
     def records(self) -> list[dict[str, Any]]:
-        """One dict per filter: index (0-based), type, sigma_x, sigma_y, alpha, a, b, r2.
+        """One dict per filter: index (0-based), type, sigma_x, sigma_y, alpha, a, b, r2, reason.
 
-        ``alpha`` is None for types other than 7; all numbers are Python floats.
+        ``alpha`` is None for types other than 7; all numbers are Python floats. A filter
+        that was not fitted has ``type``, the scales, ``a``, ``b`` and ``r2`` None and its
+        ``reason`` (``"zero"``, ``"constant"``, ``"non-finite"``); fitted filters have
+        ``reason`` None.
         """
         labels = self.type.tolist()
+        reasons = self.reason.tolist()
         out = []
         cols = (self.sigma_x, self.sigma_y, self.alpha, self.a, self.b, self.r2)
         for i, (sx, sy, al, a, b, r2) in enumerate(zip(*(c.tolist() for c in cols), strict=True)):
+            if reasons[i] is not None:
+                out.append(
+                    {"index": i, "type": None}
+                    | dict.fromkeys(("sigma_x", "sigma_y", "alpha", "a", "b", "r2"))
+                    | {"reason": reasons[i]}
+                )
+                continue
             out.append(
                 {
                     "index": i,
@@ -585,14 +692,99 @@ class CensusResult:
                     "a": a,
                     "b": b,
                     "r2": r2,
+                    "reason": None,
                 }
             )
         return out
 
+    def scale_statistics(self) -> dict[str, Any]:
+        """Median and 5-95 % range of the fitted scales, overall and per best type.
+
+        Returns
+        -------
+        dict
+            See :func:`scale_statistics`.
+        """
+        return scale_statistics(self.type, self.sigma_x, self.sigma_y, self.alpha, self.types)
+
     def counts(self) -> dict[int | str, int]:
         """Number of filters whose best type is each type (in the order of ``types``)."""
-        c = np.bincount(self.best, minlength=len(self.types))
+        c = np.bincount(self.best[self.valid], minlength=len(self.types))
         return {t: int(n) for t, n in zip(self.types, c, strict=True)}
+
+
+# --------------------------------------------------------------------------------------
+# scale statistics
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float] | None:
+    """``{"median", "p5", "p95"}`` of the finite values, None when there are none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    p5, med, p95 = np.percentile(v, (5, 50, 95)).tolist()
+    return {"median": med, "p5": p5, "p95": p95}
+
+
+def scale_statistics(
+    type_labels: Any, sigma_x: Any, sigma_y: Any, alpha: Any, types: Sequence[int | str]
+) -> dict[str, Any]:
+    """Median and 5-95 % range of fitted scales, overall and per best type.
+
+    Parameters
+    ----------
+    type_labels : array_like, shape [N]
+        Best type per filter (None for filters not fitted, which are left out).
+    sigma_x, sigma_y, alpha : array_like of float, shape [N]
+        Fitted scales (standard deviations, pixels; ``s = sigma**2``) and the Laplacian
+        weight of type 7 (NaN for other types).
+    types : sequence of int or str
+        The census's types (their kinds decide which have two scales).
+
+    Returns
+    -------
+    dict
+        ``{"n", "sigma_x", "sigma_y", "anisotropy", "by_type": {label: {...}}}``: each
+        statistic is ``{"median", "p5", "p95"}`` (or None when empty). ``anisotropy`` is
+        ``(sigma_x - sigma_y) / (sigma_x + sigma_y)`` in [-1, 1] (0 when both are 0;
+        positive: wider along x), over the filters of two-scale types only (one-scale types
+        have ``sigma_x = sigma_y`` by construction). Each type's entry holds ``n``,
+        ``sigma_x``, ``sigma_y``, ``anisotropy`` (two-scale types) or ``alpha`` (type 7).
+    """
+    tps = parse_model_types(types)
+    labels = np.asarray(type_labels, dtype=object)
+    sx = np.asarray(sigma_x, dtype=np.float64)
+    sy = np.asarray(sigma_y, dtype=np.float64)
+    al = np.asarray(alpha, dtype=np.float64)
+    two = np.zeros(len(labels), dtype=bool)
+    for tp in tps:
+        if tp.kind == "sep":
+            two |= labels == tp.label
+    total = sx + sy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aniso = np.where(total > 0, (sx - sy) / np.where(total > 0, total, 1.0), 0.0)
+    fitted = np.not_equal(labels, None)
+    out: dict[str, Any] = {
+        "n": int(fitted.sum()),
+        "sigma_x": _quantiles(sx[fitted]),
+        "sigma_y": _quantiles(sy[fitted]),
+        "anisotropy": _quantiles(aniso[two]),
+        "by_type": {},
+    }
+    for tp in tps:
+        m = labels == tp.label
+        entry: dict[str, Any] = {
+            "n": int(m.sum()),
+            "sigma_x": _quantiles(sx[m]),
+            "sigma_y": _quantiles(sy[m]),
+        }
+        if tp.kind == "sep":
+            entry["anisotropy"] = _quantiles(aniso[m])
+        if tp.kind == "mk7":
+            entry["alpha"] = _quantiles(al[m])
+        out["by_type"][str(tp.label)] = entry
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -639,6 +831,7 @@ def census(
     batch_size: int | None = None,
     progress: bool | None = None,
     num_threads: int | None = None,
+    on_invalid: str = "record",
 ) -> CensusResult:
     """Best linear shift ``a g(theta) + b`` of every model type for every filter.
 
@@ -646,8 +839,8 @@ def census(
     ----------
     filters : array_like or torch.Tensor, shape [N, k, k] or [k, k]
         Learned filters in the stored-weight layout (rows top to bottom; ``x = c - m``,
-        ``y = m - r``, y up), any odd k >= 3. NaN, infinite, all-zero and constant filters
-        are rejected.
+        ``y = m - r``, y up), any odd k >= 3. NaN/infinite, all-zero and constant filters
+        are not fitted (see ``on_invalid``).
     types : sequence of int or str
         Model types to fit: master key types 1..8 (docs/method.md#models; also
         ``"mk1"``..``"mk8"``) and
@@ -682,18 +875,26 @@ def census(
         other busy processes, ``num_threads=1`` (or the environment variable
         ``OMP_WAIT_POLICY=PASSIVE``) avoids OpenMP spin-waiting, which can make the call
         several times slower.
+    on_invalid : {"record", "raise"}
+        What to do with a filter that has nothing to fit (:func:`screen_filters`: a NaN or
+        infinite tap, all taps zero, or all taps equal): ``"record"`` (default) fits the
+        others and gives it ``type`` None, NaN fit values and its ``reason`` (``"zero"``,
+        ``"constant"``, ``"non-finite"``); ``"raise"`` raises a ValueError naming the first
+        such filter. The default records because trained networks routinely hold dead or
+        pruned channels, and one of them should not stop the census of thousands.
 
     Returns
     -------
     CensusResult
         Per filter the best type and its ``sigma_x``, ``sigma_y``, ``alpha`` (type 7, else
-        NaN), ``a``, ``b``, ``r2``; per filter and type the same in ``*_all`` ``[N, T]``.
+        NaN), ``a``, ``b``, ``r2``; per filter and type the same in ``*_all`` ``[N, T]``;
+        ``reason`` per filter (None when fitted).
 
     Raises
     ------
     ValueError
-        Bad filters (wrong shape, even size, NaN, all zero, constant: the message names the
-        filter's index), unknown types, bad options.
+        Bad filters (wrong shape, even size; with ``on_invalid="raise"`` NaN, all zero,
+        constant: the message names the filter's index), unknown types, bad options.
 
     Notes
     -----
@@ -703,7 +904,10 @@ def census(
     R^2 is 0, ``a = 0``, ``b = mean(y)`` and the first type is reported. Scales lie in
     ``[0, sigma_max]``; sigma is a standard deviation (``s = sigma**2``). The search is
     global on a coarse grid and local after it: a filter whose correlation has two maxima
-    closer than the grid step may end on the lower one. See the module docstring.
+    closer than the grid step may end on the lower one. See the module docstring. Each
+    filter is divided by its largest ``|tap|`` before the fit (``a``, ``b``, ``rss`` and
+    ``tss`` are scaled back), so the result does not depend on the filter's scale even near
+    the limits of float64.
 
     Examples
     --------
@@ -715,8 +919,9 @@ def census(
     >>> round(float(res.a[0]), 6), round(float(res.r2[0]), 9)
     (2.0, 1.0)
     """
-    y = np.ascontiguousarray(check_filters(filters, "filters"))
-    n_filters, k = y.shape[0], y.shape[1]
+    check_choice("on_invalid", on_invalid, ON_INVALID)
+    y_in, reason = _screen_input(filters, "filters")
+    n_filters, k = y_in.shape[0], y_in.shape[1]
     if k < 3:
         raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
     if size is not None and check_size(size) != k:
@@ -749,8 +954,14 @@ def census(
         or (batch_size < 1)
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    valid = np.equal(reason, None)
+    if on_invalid == "raise" and not valid.all():
+        idx = int(np.flatnonzero(~valid)[0])
+        raise ValueError(_invalid_message("filters", idx, reason[idx], y_in))
+    n_all, n_filters = n_filters, int(valid.sum())
+    scale = np.abs(y_in[valid]).max(axis=(1, 2))  # > 0 and finite for valid filters
+    y = np.ascontiguousarray(y_in[valid] / scale[:, None, None])
     batch_size = _check_census_memory(tps, k, sigma_max, n_filters, int(batch_size), chosen)
-    tss = _check_tss(y, "filters")
 
     show = progress
     if show is None:
@@ -796,21 +1007,41 @@ def census(
             bar.close()
         if num_threads is not None:
             torch.set_num_threads(threads_before)
-    r2 = out["r2"]
-    best = np.argmax(r2, axis=1)
+    # back to the filters' own scale; invalid filters get NaN rows and best = -1
+    yc = y.reshape(n_filters, k * k)
+    yc = yc - yc.mean(axis=1, keepdims=True)
+    out["a"] *= scale[:, None]
+    out["b"] *= scale[:, None]
+    with np.errstate(over="ignore"):  # sums of squares of filters near 1e300 are inf
+        out["rss"] = out["rss"] * scale[:, None] * scale[:, None]  # 0 stays 0
+        tss_valid = (yc * yc).sum(axis=1) * scale * scale
+
+    def full(values: np.ndarray) -> np.ndarray:
+        arr = np.full((n_all,) + values.shape[1:], np.nan)
+        arr[valid] = values
+        return arr
+
+    r2 = full(out["r2"])
+    best = np.full(n_all, -1, dtype=np.int64)
+    if n_filters:
+        best[valid] = np.argmax(out["r2"], axis=1)
+    tss = full(tss_valid)
+    finite_invalid = ~valid & (reason != "non-finite")
+    tss[finite_invalid] = 0.0  # zero and constant filters: nothing to explain
     return CensusResult(
         types=tuple(t.label for t in tps),
         best=best,
-        sigma_x_all=theta[:, :, 0],
-        sigma_y_all=theta[:, :, 1],
-        alpha_all=out["alpha"],
-        a_all=out["a"],
-        b_all=out["b"],
+        sigma_x_all=full(theta[:, :, 0]),
+        sigma_y_all=full(theta[:, :, 1]),
+        alpha_all=full(out["alpha"]),
+        a_all=full(out["a"]),
+        b_all=full(out["b"]),
         r2_all=r2,
-        rss_all=out["rss"],
+        rss_all=full(out["rss"]),
         tss=tss,
         alpha_range=lo_hi,
         sigma_max=sigma_max,
+        reason=reason,
     )
 
 

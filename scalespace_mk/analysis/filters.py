@@ -239,7 +239,7 @@ def write_filter_text(
 # --------------------------------------------------------------------------- array formats
 
 
-def _as_filter_array(arr: Any, origin: str) -> np.ndarray:
+def _as_filter_array(arr: Any, origin: str, values: bool = True) -> np.ndarray:
     """Convert an array/tensor to validated float64 ``[N, k, k]``; accepts ``[C, 1, k, k]``."""
     if isinstance(arr, torch.Tensor):
         if arr.is_complex():
@@ -260,7 +260,7 @@ def _as_filter_array(arr: Any, origin: str) -> np.ndarray:
                 f"got shape {arr.shape}"
             )
         arr = arr[:, 0]
-    return check_filters(arr, f"filters from {origin}")
+    return check_filters(arr, f"filters from {origin}", values=values)
 
 
 def _pick(mapping: dict[str, Any], origin: str) -> Any:
@@ -341,7 +341,7 @@ def _builtin_path() -> Path:
     return Path(str(importlib.resources.files("scalespace_mk").joinpath(BUILTIN_FILTERS)))
 
 
-def load_filters(source: Any = None) -> np.ndarray:
+def load_filters(source: Any = None, *, check_values: bool = True) -> np.ndarray:
     """Load filters from the published set, a file, a directory or an array.
 
     Parameters
@@ -359,6 +359,9 @@ def load_filters(source: Any = None) -> np.ndarray:
         - an array or tensor, validated as it is.
 
         Arrays may be ``[N, k, k]``, ``[k, k]`` or depthwise weights ``[C, 1, k, k]``.
+    check_values : bool
+        True (default): reject NaN/Inf entries and all-zero filters. False: check the shape
+        only (for the census, which records such filters instead of stopping).
 
     Returns
     -------
@@ -393,7 +396,7 @@ def load_filters(source: Any = None) -> np.ndarray:
             )
         return _as_filter_array(_load_npy(path), f"builtin ({path})")
     if isinstance(source, np.ndarray | torch.Tensor | list | tuple):
-        return _as_filter_array(source, "the given array")
+        return _as_filter_array(source, "the given array", check_values)
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
             "source must be None, 'masterkey', 'builtin', a path or an array; "
@@ -426,7 +429,7 @@ def load_filters(source: Any = None) -> np.ndarray:
         arr = _load_safetensors(path)
     else:
         raise ValueError(f"unknown filter file type {suffix!r} for {path}; accepted: {_ACCEPTED}")
-    return _as_filter_array(arr, str(path))
+    return _as_filter_array(arr, str(path), check_values)
 
 
 def save_filters(path: str | os.PathLike[str], filters: Any) -> Path:

@@ -953,10 +953,13 @@ def fit_filters(
         ``sigma_max / 80``); at most :data:`scalespace_mk.limits.FIT_GRID_POINTS_MAX` grid
         points.
     on_error : {"raise", "record"}
-        When method A-exact or B has no solution for a filter: ``"raise"`` (default) raises
-        the ValueError; ``"record"`` fits the other filters and stores the reason in that
-        filter's :attr:`FilterFit.error` (its scales are NaN; joint methods then pool the
-        group's other filters).
+        When a filter has nothing to fit (all zero, constant, or a NaN/Inf tap; see
+        :func:`scalespace_mk.analysis.census.screen_filters`) or method A-exact or B has no
+        solution for it: ``"raise"`` (default) raises a ValueError naming the filter;
+        ``"record"`` fits the other filters and stores the reason in that filter's
+        :attr:`FilterFit.error` (``"zero"``, ``"constant"``, ``"non-finite"`` or the
+        method's message; its scales are NaN; joint methods then pool the group's other
+        filters), as the census does.
     progress : bool, optional
         Show progress and an estimate of the time left (a tqdm bar on a terminal, log lines
         otherwise; :mod:`scalespace_mk._progress`). Default: for 100 filters or more with
@@ -1004,10 +1007,21 @@ def fit_filters(
     if progress is not None and not isinstance(progress, bool | np.bool_):
         raise TypeError(f"progress must be True, False or None; got {progress!r}")
     smax, step = _check_grid(sigma_max, grid_step)
-    arr = check_filters(h, "h")
+    arr = check_filters(h, "h", values=False)
     _check_fit_memory(smax, step, arr.shape[1], arr.shape[0])
     types = resolve_filter_types(filter_types, arr.shape[0])
     refs = resolve_sigma_ref(sigma_ref, types)
+    from scalespace_mk.analysis.census import _invalid_message, screen_filters
+
+    reason = screen_filters(arr)
+    bad = np.not_equal(reason, None)
+    if bad.any():
+        if on_error == "raise":
+            idx = int(np.flatnonzero(bad)[0])
+            raise ValueError(_invalid_message("h", idx, reason[idx], arr))
+        return _with_invalid(
+            arr, types, refs, reason, method, normalize, mode, smax, step, on_error
+        )
     if normalize:
         from scalespace_mk.analysis.normalize import normalize_filters
 
@@ -1032,6 +1046,62 @@ def _rescale_extreme(arr: np.ndarray) -> np.ndarray:
     out = arr.copy()
     out[extreme] = np.ldexp(arr[extreme], -exponent[:, None, None])
     return out
+
+
+def _with_invalid(
+    arr: np.ndarray,
+    types: np.ndarray,
+    refs: np.ndarray,
+    reason: np.ndarray,
+    method: str,
+    normalize: bool,
+    mode: str,
+    smax: float,
+    step: float,
+    on_error: str,
+) -> FitResult:
+    """Fit the valid filters; the others get a :class:`FilterFit` with NaN and their reason."""
+    import dataclasses
+
+    ok = np.equal(reason, None)
+    sub: list[FilterFit] = []
+    if ok.any():
+        sub = list(
+            fit_filters(
+                arr[ok],
+                types[ok],
+                method=method,
+                normalize=normalize,
+                sigma_ref=refs[ok],
+                mode=mode,
+                sigma_max=smax,
+                grid_step=step,
+                on_error=on_error,
+            )
+        )
+    fits, it = [], iter(sub)
+    nan = np.full(arr.shape[1:], np.nan)
+    for i in range(arr.shape[0]):
+        t = int(types[i])
+        if ok[i]:
+            fits.append(dataclasses.replace(next(it), index=i + 1))
+            continue
+        fits.append(
+            FilterFit(
+                index=i + 1,
+                filter_type=t,
+                model=MASTERKEY_MODELS[t],
+                sigma_x=math.nan,
+                sigma_y=math.nan,
+                alpha=None,
+                l1=math.nan,
+                l2=math.nan,
+                normalized=nan.copy(),
+                fitted=nan.copy(),
+                error=str(reason[i]),
+            )
+        )
+    return FitResult(method=method, fits=tuple(fits), mode=mode)
 
 
 def _fit_all(

@@ -6,6 +6,7 @@ import argparse
 
 __all__ = [
     "DEVICES",
+    "add_null_arguments",
     "add_device_option",
     "file_kind",
     "fit_types_arg",
@@ -125,3 +126,24 @@ def refuse_wrong_file(command: str, path: str, wanted: str) -> None:
             f"reads filters. For a checkpoint use 'scalespace-mk analyze {path}' (census of "
             "every depthwise layer) or 'scalespace-mk extract' to write its master filters"
         )
+
+
+def add_null_arguments(p: argparse.ArgumentParser) -> None:
+    """``--null``, ``--seed`` and ``--strict`` of census and analyze."""
+    p.add_argument(
+        "--null",
+        choices=("none", "iid", "phase", "both"),
+        default="both",
+        help="null model fitted beside the filters: i.i.d. Gaussian filters (iid), the "
+        "filters' own power spectra with random phases (phase), both (default), or none; "
+        "see docs/analysis.md",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the null filters and bootstrap (default 0)"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop with an error at the first zero, constant or NaN/Inf filter (default: "
+        "record it with type null, r2 null and its reason, and go on)",
+    )

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import add_device_option, model_types_arg, refuse_wrong_file
+from ._args import add_device_option, add_null_arguments, model_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser", "run"]
 
@@ -81,11 +81,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="torch CPU threads during the census (default: torch's setting; 1 helps on a "
         "CPU shared with other busy processes)",
     )
+    add_null_arguments(p)
     p.set_defaults(_run=run)
     return p
 
 
-def _summary(result: Any, seconds: float, shape: tuple[int, ...]) -> str:
+def _summary(
+    result: Any, seconds: float, shape: tuple[int, ...], nulls: dict[str, Any] | None = None
+) -> str:
     import numpy as np
 
     r2 = result.r2
@@ -93,7 +96,7 @@ def _summary(result: Any, seconds: float, shape: tuple[int, ...]) -> str:
         f"census of {shape[0]} filters ({shape[1]}x{shape[2]}) in {seconds:.2f} s",
         f"{'type':>6}  {'count':>7}  {'share':>6}  {'median R^2':>10}  {'R^2 > 0.8':>9}",
     ]
-    n = len(result)
+    n = max(int(result.valid.sum()), 1)
 
     def row(label: str, mask: np.ndarray) -> str:
         count = int(mask.sum())
@@ -103,8 +106,32 @@ def _summary(result: Any, seconds: float, shape: tuple[int, ...]) -> str:
 
     for j, t in enumerate(result.types):
         lines.append(row(str(t), result.best == j))
-    lines.append(row("all", np.ones(n, dtype=bool)))
+    lines.append(row("all", result.valid))
+    invalid = result.invalid_counts()
+    if sum(invalid.values()):
+        lines.append(
+            "not fitted: "
+            + ", ".join(f"{n} {k.replace('_', '-')}" for k, n in invalid.items() if n)
+            + " (type and R^2 null in --json; --strict stops at the first)"
+        )
+    for kind, c in (nulls or {}).items():
+        lines.append(null_line(kind, c))
     return "\n".join(lines)
+
+
+def null_line(kind: str, c: dict[str, Any]) -> str:
+    """One line comparing the learned filters with a null model (numbers of null_contrast)."""
+
+    def ci(pair: Any) -> str:
+        return f" [{pair[0]:+.3f}, {pair[1]:+.3f}]" if pair else ""
+
+    if c["median_diff"] is None:
+        return f"null {kind}: nothing to compare"
+    return (
+        f"null {kind:>5}: median R^2 {c['median_r2']:.3f} ({c['null_median_r2']:.3f}), "
+        f"difference {c['median_diff']:+.3f}{ci(c['median_diff_ci'])}; "
+        f"R^2 > 0.8 {c['share_r2_gt_0_8']:.1%} ({c['null_share_r2_gt_0_8']:.1%})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,22 +140,33 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.filters import load_filters
 
     try:
-        filters = load_filters(args.filters)
+        filters = load_filters(args.filters, check_values=False)
     except (ValueError, TypeError):
         refuse_wrong_file("census", args.filters, "filters")  # a checkpoint: say so
         raise
     types = tuple(args.types) if args.types is not None else DEFAULT_TYPES
     progress = False if args.json else None  # None: auto (large inputs on a terminal)
+    from scalespace_mk.analysis.null import null_contrast, null_kinds, null_r2
+
     start = time.perf_counter()
-    result = census(
-        filters,
-        types=types,
-        method=args.method,
-        mode=args.mode,
-        device=args.device,
-        progress=progress,
-        num_threads=args.threads,
-    )
+    kw = dict(types=types, method=args.method, mode=args.mode, device=args.device)
+    try:
+        result = census(
+            filters,
+            progress=progress,
+            num_threads=args.threads,
+            on_invalid="raise" if args.strict else "record",
+            **kw,
+        )
+    except ValueError as exc:
+        if args.strict and "filters[" in str(exc):
+            raise ValueError(f"{exc} (--strict)") from None
+        raise
+    nulls = {}
+    if len(null_kinds(args.null)):
+        learned = filters[result.valid]
+        r2_null = null_r2(learned, null_kinds(args.null), args.seed, num_threads=args.threads, **kw)
+        nulls = {kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()}
     seconds = time.perf_counter() - start
     if args.plot:
         from scalespace_mk.plot import plot_census
@@ -138,10 +176,18 @@ def run(args: argparse.Namespace) -> int:
 
         plt.close(fig)
     if args.json:
-        json.dump({"seconds": seconds, "filters": result.records()}, sys.stdout)
+        json.dump(
+            {
+                "seconds": seconds,
+                "filters": result.records(),
+                "invalid": result.invalid_counts(),
+                "null": nulls,
+            },
+            sys.stdout,
+        )
         sys.stdout.write("\n")
         return 0
-    print(_summary(result, seconds, filters.shape))
+    print(_summary(result, seconds, filters.shape, nulls))
     if args.plot:
         print(f"histograms written to {args.plot}")
     return 0

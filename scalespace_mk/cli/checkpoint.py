@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
-from ._args import add_device_option, model_types_arg, refuse_wrong_file
+from ._args import add_device_option, add_null_arguments, model_types_arg, refuse_wrong_file
 
 __all__ = ["add_parser"]
 
@@ -18,12 +16,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "analyze",
         help="census of every depthwise layer of a checkpoint",
-        description="Find every depthwise weight [C, 1, k, k] in a state dict or checkpoint "
-        "(.pt/.pth via torch.load(weights_only=True), or .safetensors), fit the idealised "
-        "models to every filter, and report per layer the count per type, the median R^2, "
-        "the share with R^2 > 0.8 and the scale distributions.",
+        description="Find every depthwise weight [C, 1, k, k] (k odd, 3..15) in a state dict "
+        "or checkpoint (.pt/.pth via torch.load(weights_only=True), or .safetensors; nested "
+        "model/state_dict/ema wrappers included), fit the idealised models to every filter, "
+        "and report per layer the count per type, the median R^2 and the share with "
+        "R^2 > 0.8 beside the same numbers for matched null filters (in brackets), and the "
+        "scale distributions. Zero, constant and NaN/Inf filters are counted, not fitted. "
+        "With two or more checkpoints, compare them side by side per stage of depth.",
     )
-    p.add_argument("checkpoint", help="checkpoint file")
+    p.add_argument(
+        "checkpoint", nargs="+", help="checkpoint file(s); two or more are compared per stage"
+    )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="CKPT",
+        help="another checkpoint to compare with (repeatable; same as more positional files)",
+    )
+    p.add_argument(
+        "--stages",
+        type=int,
+        default=4,
+        metavar="N",
+        help="comparison: cut each network's depthwise layers into N groups of equal depth "
+        "share (default 4)",
+    )
     p.add_argument(
         "--types",
         type=model_types_arg,
@@ -33,11 +51,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "names such as dxx, dxy, dyy, lap (default 1,2,3,4,5,6,7,8)",
     )
     add_device_option(p, "the census")
+    add_null_arguments(p)
+    p.add_argument(
+        "--null-size",
+        type=int,
+        default=2048,  # networks.checkpoint.NULL_SIZE (not imported: --help stays fast)
+        metavar="N",
+        help="about N null filters of each kind per checkpoint, drawn from every layer in "
+        "proportion (at least 128 per layer); 0: one per learned filter (default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--plot",
         metavar="DIR",
-        help="write census figures per layer into DIR (default: no figures)",
+        help="write figures into DIR: types per layer, R^2 per layer with the null band, "
+        "scales against depth, worst/best-explained filters beside their models (and the "
+        "comparison per stage with two or more checkpoints)",
     )
     p.set_defaults(_run=_run_analyze)
 
@@ -89,38 +118,131 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(_run=_run_extract)
 
 
-def _run_analyze(args: argparse.Namespace) -> int:
-    from scalespace_mk.networks.checkpoint import analyze
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
 
-    refuse_wrong_file("analyze", args.checkpoint, "checkpoint")
-    result = analyze(
-        args.checkpoint, types=args.types, device=args.device, progress=False if args.json else None
+
+def _print_table(result: object, checkpoint: str) -> None:
+    types = [str(t) for t in result.types]
+    print(f"{checkpoint}: depthwise layers; R^2 of the best model, null in brackets")
+    header = f"{'layer':<40} {'k':>2} {'C':>5} {'inv':>4} " + " ".join(f"{t:>4}" for t in types)
+    print(header + f"  {'median R2 (null)':>16}  {'R2>0.8 (null)':>15}  {'sigma_x':>7}")
+    for layer in result.layers:
+        counts = " ".join(f"{layer['types'].get(t, 0):>4}" for t in types)
+        inv = layer["channels"] - layer["fitted"]
+        sx = (layer["sigma"]["sigma_x"] or {}).get("median")
+        print(
+            f"{layer['name'][-40:]:<40} {layer['kernel_size']:>2} {layer['channels']:>5} "
+            f"{inv:>4} {counts}  {_fmt(layer['median_r2']):>7} ({_fmt(layer['null_median_r2'])})"
+            f"  {_fmt(layer['share_r2_gt_0_8'], '.1%'):>6} "
+            f"({_fmt(layer['null_share_r2_gt_0_8'], '.1%'):>6})  {_fmt(sx, '.2f'):>7}"
+        )
+    summary = result.summary
+    inv = summary["invalid"]
+    print(
+        f"\n{summary['filters']} filters in {len(result.layers)} layers, {summary['fitted']} "
+        f"fitted ({inv['zero']} zero, {inv['constant']} constant, {inv['non_finite']} "
+        f"non-finite not fitted); median R^2 {_fmt(summary['median_r2'])} "
+        f"({_fmt(summary['null_median_r2'])} {summary['null_kind'] or 'no'} null); "
+        f"{_fmt(summary['share_r2_gt_0_8'], '.1%')} with R^2 > 0.8 "
+        f"({_fmt(summary['null_share_r2_gt_0_8'], '.1%')})"
     )
+    for k, group in summary["by_kernel_size"].items():
+        print(
+            f"  {k}x{k}: {group['filters']} filters, median R^2 {_fmt(group['median_r2'])} "
+            f"({_fmt(group['null_median_r2'])}), R^2 > 0.8 "
+            f"{_fmt(group['share_r2_gt_0_8'], '.1%')} "
+            f"({_fmt(group['null_share_r2_gt_0_8'], '.1%')})"
+        )
+    from .census import null_line
+
+    for kind, c in summary["nulls"].items():
+        print("  " + null_line(kind, c))
+    for skip in result.skipped:
+        print(f"  skipped {skip['name']} {tuple(skip['shape'])}: {skip['reason']}")
+
+
+def _print_comparison(comparison: dict) -> None:
+    nets = comparison["networks"]
+    print("median R^2 per stage of depth (null in brackets); R^2 > 0.8 share")
+    print(f"{'stage':>5} " + " ".join(f"{n['name'][-26:]:>28}" for n in nets))
+    for j in range(comparison["stages"]):
+        cells = []
+        for n in nets:
+            st = n["stages"][j]
+            cells.append(
+                f"{_fmt(st['median_r2'])} ({_fmt(st['null_median_r2'])}) "
+                f"{_fmt(st['share_r2_gt_0_8'], '.0%'):>4}"
+            )
+        print(f"{j + 1:>5} " + " ".join(f"{c:>28}" for c in cells))
+    cells = [
+        f"{_fmt(n['summary']['median_r2'])} ({_fmt(n['summary']['null_median_r2'])}) "
+        f"{_fmt(n['summary']['share_r2_gt_0_8'], '.0%'):>4}"
+        for n in nets
+    ]
+    print(f"{'all':>5} " + " ".join(f"{c:>28}" for c in cells))
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from scalespace_mk.networks.checkpoint import analyze, compare
+
+    paths = list(args.checkpoint) + list(args.compare)
+    if args.stages < 1:
+        raise ValueError(f"--stages must be a positive integer; got {args.stages}")
+    results = []
+    for path in paths:
+        refuse_wrong_file("analyze", path, "checkpoint")
+        try:
+            results.append(
+                analyze(
+                    path,
+                    types=args.types,
+                    device=args.device,
+                    progress=False if args.json else None,
+                    null=args.null,
+                    seed=args.seed,
+                    on_invalid="raise" if args.strict else "record",
+                    null_size=args.null_size or None,
+                )
+            )
+        except ValueError as exc:
+            if args.strict and "layer " in str(exc):
+                raise ValueError(f"{path}: {exc} (--strict)") from None
+            raise
+    comparison = compare(results, names=paths, stages=args.stages) if len(paths) > 1 else None
     if args.json:
-        json.dump(result.to_json(), sys.stdout)
+        if comparison is None:
+            json.dump(results[0].to_json(), sys.stdout)
+        else:
+            json.dump(
+                {
+                    "comparison": comparison,
+                    "checkpoints": [
+                        dict(r.to_json(), path=p) for p, r in zip(paths, results, strict=True)
+                    ],
+                },
+                sys.stdout,
+            )
         print()
     else:
-        types = [str(t) for t in args.types]
-        header = f"{'layer':<48} {'C':>5} " + " ".join(f"{t:>5}" for t in types)
-        print(header + f" {'med R2':>7} {'R2>0.8':>7}")
-        for layer in result.layers:
-            counts = " ".join(f"{layer['types'][t]:>5}" for t in types)
-            print(
-                f"{layer['name'][-48:]:<48} {layer['channels']:>5} {counts} "
-                f"{layer['median_r2']:>7.3f} {layer['share_r2_above_0.8']:>7.1%}"
-            )
-        r2 = np.array([f["r2"] for f in result.filters])
-        print(
-            f"\n{len(r2)} filters in {len(result.layers)} layers; median R^2 "
-            f"{np.median(r2):.3f}; {np.mean(r2 > 0.8):.1%} with R^2 > 0.8"
-        )
+        for path, result in zip(paths, results, strict=True):
+            _print_table(result, path)
+            print()
+        if comparison is not None:
+            _print_comparison(comparison)
     if args.plot:
         from pathlib import Path
 
-        from scalespace_mk.plot import plot_analysis
+        from scalespace_mk.plot import plot_analysis, plot_comparison
 
-        paths = plot_analysis(result, Path(args.plot))
-        print(f"figures written to {args.plot} ({len(paths)} files)", file=sys.stderr)
+        out = Path(args.plot)
+        written = []
+        for i, result in enumerate(results):
+            sub = out if len(results) == 1 else out / f"{i + 1}_{Path(paths[i]).stem}"
+            written += plot_analysis(result, sub)
+        if comparison is not None:
+            written.append(plot_comparison(comparison, out / "comparison.png"))
+        print(f"figures written to {args.plot} ({len(written)} files)", file=sys.stderr)
     return 0
 
 

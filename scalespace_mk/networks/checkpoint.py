@@ -17,8 +17,9 @@ ends in ``weight``, in a plain state dict or inside a full checkpoint (``model``
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,18 +36,24 @@ from scalespace_mk._checks import (
 from scalespace_mk._io import atomic_path
 
 __all__ = [
+    "K_MAX",
+    "K_MIN",
+    "NULL_SIZE",
     "AnalyzeResult",
+    "DepthwiseScan",
     "ExtractResult",
     "ReplaceResult",
     "analyze",
     "candidate_filters",
     "candidate_models",
+    "compare",
     "extract",
     "find_depthwise",
     "linear_shift_replace",
     "load_checkpoint_file",
     "replace",
     "save_checkpoint_file",
+    "scan_depthwise",
 ]
 
 _WRAPPERS = ("model", "state_dict", "model_ema", "ema", "module", "params", "net")
@@ -187,39 +194,111 @@ def _walk(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any, Any, Any]]:
                 yield from _walk(value, name)
 
 
+#: kernel sizes analysed: odd k with K_MIN <= k <= K_MAX
+K_MIN, K_MAX = 3, 15
+#: default number of null filters of each kind per checkpoint (:func:`analyze`)
+NULL_SIZE = 2048
+_NULL_MIN_LAYER = 128
+
+
+def _depthwise_status(name: str, t: torch.Tensor) -> str | None:
+    """``"ok"`` for a depthwise weight, a reason for a near miss, None for other tensors.
+
+    Candidates are 4-D tensors ``[C, 1, kh, kw]`` named ``*weight``; of these, only square,
+    odd ``k`` in ``[K_MIN, K_MAX]`` with floating-point values are analysed.
+    """
+    if not (name.endswith("weight") and t.ndim == 4 and t.shape[1] == 1):
+        return None
+    kh, kw = int(t.shape[2]), int(t.shape[3])
+    if kh != kw:
+        return f"non-square kernel {kh}x{kw}"
+    if kh == 1:
+        return "1x1 kernel: a per-channel scale, no spatial filter"
+    if kh % 2 == 0:
+        return f"even kernel size {kh}: no centre tap for the models"
+    if not (K_MIN <= kh <= K_MAX):
+        return f"kernel size {kh} outside {K_MIN}..{K_MAX}"
+    if not t.is_floating_point():
+        return f"non-floating-point weights ({t.dtype}; quantised?)"
+    return "ok"
+
+
 def _is_depthwise(name: str, t: torch.Tensor) -> bool:
-    return (
-        name.endswith("weight")
-        and t.ndim == 4
-        and t.shape[1] == 1
-        and t.shape[2] == t.shape[3]
-        and t.shape[2] >= 3
-        and t.shape[2] % 2 == 1
-        and t.is_floating_point()
-    )
+    return _depthwise_status(name, t) == "ok"
 
 
-def find_depthwise(state: Any) -> dict[str, torch.Tensor]:
-    """Every depthwise weight ``[C, 1, k, k]`` in a state dict or full checkpoint.
+@dataclass
+class DepthwiseScan:
+    """The depthwise weights of a checkpoint and the near misses left out.
+
+    Attributes
+    ----------
+    found : dict
+        ``{dotted name: tensor [C, 1, k, k]}`` (odd ``k``, ``K_MIN <= k <= K_MAX``), in the
+        checkpoint's order.
+    skipped : list of dict
+        ``{"name", "shape", "reason"}`` for every other ``[C, 1, kh, kw]`` weight: non-square,
+        even, 1x1, too large, or not floating point.
+    """
+
+    found: dict[str, torch.Tensor]
+    skipped: list[dict[str, Any]]
+
+
+def scan_depthwise(state: Any) -> DepthwiseScan:
+    """Every depthwise weight of a state dict or checkpoint, and what was skipped and why.
 
     Parameters
     ----------
     state : mapping or str or path-like
-        A (nested) state dict, or a checkpoint path read by :func:`load_checkpoint_file`.
-        Wrapper keys such as ``model``, ``state_dict`` and ``model_ema`` are searched too
-        (names are then prefixed, e.g. ``model.stages.0.blocks.0.conv_dw.weight``).
+        A (nested) state dict or checkpoint path (see :func:`find_depthwise`).
 
     Returns
     -------
-    dict
-        ``{dotted name: tensor [C, 1, k, k]}`` in the checkpoint's order.
+    DepthwiseScan
     """
     if isinstance(state, str | os.PathLike):
         state = load_checkpoint_file(state)
     if not isinstance(state, Mapping):
         raise TypeError(f"expected a state dict (a mapping of tensors); got {type(state)}")
-    found = {name: t for name, _, _, t in _walk(state) if _is_depthwise(name, t)}
-    return found
+    found: dict[str, torch.Tensor] = {}
+    skipped: list[dict[str, Any]] = []
+    for name, _, _, t in _walk(state):
+        status = _depthwise_status(name, t)
+        if status == "ok":
+            found[name] = t
+        elif status is not None:
+            skipped.append({"name": name, "shape": list(t.shape), "reason": status})
+    return DepthwiseScan(found, skipped)
+
+
+def find_depthwise(state: Any) -> dict[str, torch.Tensor]:
+    """Every depthwise weight ``[C, 1, k, k]`` (odd ``k``, 3 <= k <= 15) of a checkpoint.
+
+    Parameters
+    ----------
+    state : mapping or str or path-like
+        A (nested) state dict, or a checkpoint path read by :func:`load_checkpoint_file`
+        (``.pt``/``.pth``/``.bin``/``.ckpt`` or ``.safetensors``). Nested mappings (wrappers
+        such as ``model``, ``state_dict``, ``ema``, ``model_ema``) are searched at any depth
+        and the names prefixed (``model.stages.0.blocks.0.conv_dw.weight``). Any architecture
+        whose depthwise convs are stored as ``[C, 1, k, k]`` tensors named ``*weight`` is
+        found: ConvNeXt and timm (``conv_dw.weight``), torchvision MobileNetV2
+        (``features.N.conv.0.0.weight``) and EfficientNet-style state dicts.
+
+    Returns
+    -------
+    dict
+        ``{dotted name: tensor [C, 1, k, k]}`` in the checkpoint's order.
+
+    Notes
+    -----
+    A state dict does not record ``groups``, stride or dilation: a dense conv with one
+    input channel (``[C, 1, k, k]``, e.g. a grayscale stem) looks like a depthwise one, and
+    dilated filters are analysed as stored (the k x k taps, not the dilated footprint).
+    :func:`scan_depthwise` also lists the ``[C, 1, kh, kw]`` weights left out and why.
+    """
+    return scan_depthwise(state).found
 
 
 # --------------------------------------------------------------------------------------
@@ -228,83 +307,318 @@ def find_depthwise(state: Any) -> dict[str, torch.Tensor]:
 
 @dataclass
 class AnalyzeResult:
-    """Census of every depthwise layer of a checkpoint.
+    """Census of every depthwise layer of a checkpoint, beside its null models.
 
     Attributes
     ----------
     layers : list of dict
-        Per layer: ``name``, ``channels``, ``kernel_size``, ``types`` (count per type,
-        keys ``"1"`` ... ``"8"``), ``median_r2``, ``share_r2_above_0.8`` and quantiles
-        (5, 25, 50, 75, 95 %) of ``sigma_x`` and ``sigma_y``.
+        Per layer (network order): ``name``, ``channels``, ``kernel_size``, ``fitted``,
+        ``invalid`` (``{"zero", "constant", "non_finite"}`` counts), ``constant_filters``
+        (their total), ``types`` (count per best type, string keys), ``median_r2``,
+        ``share_r2_gt_0_8`` (also as ``share_r2_above_0.8``), ``null_kind`` (the headline
+        null, ``"phase"`` when computed, else ``"iid"``, None for none),
+        ``null_median_r2``, ``null_share_r2_gt_0_8``, ``nulls`` (per null kind the
+        :func:`scalespace_mk.analysis.null.null_contrast` numbers), ``sigma``
+        (:func:`scalespace_mk.analysis.census.scale_statistics`) and quantiles (5, 25, 50,
+        75, 95 %) of ``sigma_x`` and ``sigma_y``.
     filters : list of dict
-        Census records (see :mod:`scalespace_mk.analysis.census`) with the ``layer`` name added.
+        Census records (see :mod:`scalespace_mk.analysis.census`) with ``layer`` added;
+        filters not fitted have ``type`` and ``r2`` None and a ``reason``.
+    summary : dict
+        The whole checkpoint: ``filters``, ``fitted``, ``invalid``, ``layers``,
+        ``median_r2``, ``share_r2_gt_0_8``, ``null_kind``, ``null_median_r2``,
+        ``null_share_r2_gt_0_8``, ``nulls``, ``sigma``, ``types``, and the same per
+        kernel size in ``by_kernel_size`` (keys ``"3"``, ``"5"``, ...).
+    skipped : list of dict
+        ``{"name", "shape", "reason"}`` of ``[C, 1, kh, kw]`` weights not analysed.
+    null : tuple of str
+        The null kinds computed.
+    seed : int
+        The seed of the null filters and bootstrap intervals.
+    r2 : dict
+        ``{layer: R^2 [C]}`` (NaN for filters not fitted), for figures.
+    null_r2 : dict
+        ``{layer: {kind: R^2 of the null filters}}``, for figures.
+    weights : dict
+        ``{layer: filters [C, k, k]}`` as analysed (float64), for the gallery.
+    arrays : dict
+        ``{layer: {"r2", "null_r2", "type", "sigma_x", "sigma_y", "alpha", "invalid",
+        "k"}}``: the per-filter arrays behind the layer's numbers, for pooling
+        (:func:`compare`).
     """
 
     layers: list[dict[str, Any]]
     filters: list[dict[str, Any]] = field(repr=False)
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    null: tuple[str, ...] = ()
+    seed: int = 0
+    r2: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    null_r2: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    arrays: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    types: tuple[Any, ...] = tuple(range(1, 9))
 
     def to_json(self) -> dict[str, Any]:
-        """The ``{"layers": [...], "filters": [...]}`` object of ``analyze --json``."""
-        return {"layers": self.layers, "filters": self.filters}
+        """The ``{"layers", "filters", "summary", "skipped"}`` object of ``analyze --json``."""
+        return {
+            "layers": self.layers,
+            "filters": self.filters,
+            "summary": self.summary,
+            "skipped": self.skipped,
+        }
+
+    def gallery(self, n: int = 6, kernel_size: int | None = None) -> dict[str, Any]:
+        """The ``n`` worst- and best-explained fitted filters with their fitted models.
+
+        Parameters
+        ----------
+        n : int
+            Filters on each side.
+        kernel_size : int, optional
+            Only filters of this size; default the most common size of the checkpoint.
+
+        Returns
+        -------
+        dict
+            ``{"kernel_size": k, "worst": [...], "best": [...]}``, each entry the filter's
+            record plus ``filter`` (``[k, k]`` as stored, y up) and ``model`` (``a g + b``,
+            the fitted model in the filter's units); worst first / best first.
+        """
+        from scalespace_mk.analysis.types import parse_model_types
+        from scalespace_mk.scalespace.models import model_kernel
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer; got {n!r}")
+        sizes = {name: w.shape[-1] for name, w in self.weights.items()}
+        if kernel_size is None:
+            counts: dict[int, int] = {}
+            for name, w in self.weights.items():
+                counts[sizes[name]] = counts.get(sizes[name], 0) + len(w)
+            kernel_size = max(counts, key=lambda k: (counts[k], -k)) if counts else 0
+        recs = [r for r in self.filters if r["r2"] is not None and sizes[r["layer"]] == kernel_size]
+        recs.sort(key=lambda r: r["r2"])
+        names = {}
+
+        def entry(rec: dict[str, Any]) -> dict[str, Any]:
+            label = rec["type"]
+            if label not in names:
+                names[label] = parse_model_types((label,))[0]
+            tp = names[label]
+            y = self.weights[rec["layer"]][rec["index"]]
+            kw: dict[str, Any] = {"size": y.shape[-1]}
+            if tp.kind == "mk7":
+                g = model_kernel(tp.name, rec["sigma_x"], alpha=rec["alpha"], **kw)
+            elif tp.kind == "iso":
+                g = model_kernel(tp.name, rec["sigma_x"], **kw)
+            else:
+                g = model_kernel(tp.name, rec["sigma_x"], rec["sigma_y"], **kw)
+            model = rec["a"] * np.asarray(g, dtype=np.float64) + rec["b"]
+            return dict(rec, filter=y, model=model)
+
+        return {
+            "kernel_size": kernel_size,
+            "worst": [entry(r) for r in recs[:n]],
+            "best": [entry(r) for r in recs[::-1][:n]],
+        }
+
+
+def _stats(
+    r2: np.ndarray,
+    null_r2: dict[str, np.ndarray],
+    *,
+    seed: int,
+    n_boot: int,
+) -> dict[str, Any]:
+    """Median R^2, share > 0.8 and the null contrasts of one group of filters."""
+    from scalespace_mk.analysis.null import null_contrast, r2_summary
+
+    own = r2_summary(r2)
+    nulls = {k: null_contrast(r2, z, seed=seed, n_boot=n_boot) for k, z in null_r2.items()}
+    head = "phase" if "phase" in nulls else ("iid" if "iid" in nulls else None)
+    return {
+        "median_r2": own["median_r2"],
+        "share_r2_gt_0_8": own["share_r2_gt_0_8"],
+        "null_kind": head,
+        "null_median_r2": nulls[head]["null_median_r2"] if head else None,
+        "null_share_r2_gt_0_8": nulls[head]["null_share_r2_gt_0_8"] if head else None,
+        "nulls": nulls,
+    }
+
+
+def _pooled(
+    parts: list[dict[str, Any]], types: tuple[Any, ...], seed: int, n_boot: int
+) -> dict[str, Any]:
+    """Summary of several layers' census results pooled (see :class:`AnalyzeResult`)."""
+    from scalespace_mk.analysis.census import scale_statistics
+
+    def cat(key: str) -> np.ndarray:
+        arrays = [p[key] for p in parts]
+        return np.concatenate(arrays) if arrays else np.zeros(0)
+
+    r2 = cat("r2")
+    kinds = parts[0]["null_r2"].keys() if parts else ()
+    null_r2 = {k: np.concatenate([p["null_r2"][k] for p in parts]) for k in kinds}
+    labels = np.concatenate([p["type"] for p in parts]) if parts else np.zeros(0, object)
+    invalid = {
+        key: sum(p["invalid"][key] for p in parts) for key in ("zero", "constant", "non_finite")
+    }
+    counts = {str(t): int(np.sum(labels == t)) for t in types}
+    return {
+        "layers": len(parts),
+        "filters": int(r2.size),
+        "fitted": int(np.isfinite(r2).sum()),
+        "invalid": invalid,
+        "types": counts,
+        **_stats(r2, null_r2, seed=seed, n_boot=n_boot),
+        "sigma": scale_statistics(labels, cat("sigma_x"), cat("sigma_y"), cat("alpha"), types),
+    }
 
 
 def analyze(
     source: Any,
     *,
-    types: Iterable[int] = tuple(range(1, 9)),
+    types: Any = None,
     device: str | None = None,
     progress: bool | None = None,
+    null: str = "both",
+    seed: int = 0,
+    on_invalid: str = "record",
+    n_boot: int = 2000,
+    null_size: int | None = NULL_SIZE,
 ) -> AnalyzeResult:
-    """Run the census on every depthwise layer of a checkpoint.
+    """Run the census on every depthwise layer of a checkpoint, beside null models.
 
     Parameters
     ----------
     source : mapping or str or path-like
-        State dict, full checkpoint, or path (see :func:`find_depthwise`).
-    types : iterable of int
-        Model types the census may choose from (default the 8 master-key types).
+        State dict, full checkpoint, or path (see :func:`find_depthwise`). Layers of any
+        odd kernel size 3..15 are analysed, mixed sizes included; other ``[C, 1, kh, kw]``
+        weights are listed in ``skipped``.
+    types : sequence of int or str, optional
+        Model types the census may choose from: 1..8 and/or model names
+        (:func:`scalespace_mk.analysis.types.parse_model_types`); default the 8 master key
+        types.
     device : str, optional
         Torch device for the census (default CPU).
     progress : bool, optional
-        Show a progress bar (default: when stderr is a terminal).
+        Progress over layers (:func:`scalespace_mk._progress.progress`); default: when the
+        checkpoint holds >= 20,000 depthwise filters.
+    null : {"both", "phase", "iid", "none"}
+        Null models fitted beside each layer (:mod:`scalespace_mk.analysis.null`): the
+        same census on matched structureless filters. Default ``"both"``: no statistic is
+        reported without a baseline, at about 3x the census time.
+    seed : int
+        Seed (>= 0) of the null filters (each layer's from ``(seed, layer name)``, so a
+        layer's null does not depend on the other layers) and of the bootstrap intervals.
+    on_invalid : {"record", "raise"}
+        Zero, constant and NaN/Inf filters: recorded with their reason (default; a trained
+        network's dead channels should not stop the analysis) or a ValueError naming the
+        filter and the layer.
+    n_boot : int
+        Bootstrap resamples of the learned-minus-null intervals (0: none).
+    null_size : int or None
+        About how many null filters of each kind for the whole checkpoint (default
+        :data:`NULL_SIZE` = 2048): when the checkpoint has more fitted filters, each layer's
+        null is built from a seeded random subset of its filters, the same fraction in every
+        layer (so the pooled null weighs the layers as the learned filters do) but at least
+        ``min(C, 128)`` per layer (so every layer's null median is within a few hundredths).
+        None: one null filter per learned filter. This keeps ``null="both"`` under 3x the
+        time of ``null="none"`` (see docs/benchmarks.md); the median of 2048 null
+        filters is known to about +-0.005.
 
     Returns
     -------
     AnalyzeResult
-    """
-    from scalespace_mk.analysis.census import census
 
-    layers = find_depthwise(source)
-    if not layers:
+    Raises
+    ------
+    ValueError
+        No depthwise weights found; with ``on_invalid="raise"``, the first invalid filter.
+
+    Notes
+    -----
+    R^2 is the fraction of a filter's variance explained by its best model ``a g + b``; see
+    :func:`scalespace_mk.analysis.census.census`. Filters are stored weights (y up:
+    ``x = c - m``, ``y = m - r``), analysed as stored (no dilation).
+    """
+    from scalespace_mk._progress import progress as progress_iter
+    from scalespace_mk.analysis.census import ON_INVALID, census, scale_statistics
+    from scalespace_mk.analysis.null import derive_seed, null_kinds, null_r2
+    from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
+
+    check_choice("on_invalid", on_invalid, ON_INVALID)
+    if null_size is not None and (
+        isinstance(null_size, bool) or not isinstance(null_size, int) or null_size < 1
+    ):
+        raise ValueError(f"null_size must be a positive integer or None; got {null_size!r}")
+    kinds = null_kinds(null)
+    tps = parse_model_types(DEFAULT_TYPES if types is None else types)
+    labels = tuple(t.label for t in tps)
+    scan = scan_depthwise(source)
+    if not scan.found:
+        missed = "; ".join(f"{s['name']} {s['shape']}: {s['reason']}" for s in scan.skipped[:3])
         raise ValueError(
-            "no depthwise weights ([C, 1, k, k] tensors named '*weight') found in the checkpoint"
+            "no depthwise weights ([C, 1, k, k] tensors named '*weight', k odd, "
+            f"{K_MIN} <= k <= {K_MAX}) found in the checkpoint"
+            + (f"; skipped {missed}" if missed else "")
         )
-    types = tuple(types)
-    summary, records = [], []
-    for name, weight in layers.items():
+    total = sum(int(t.shape[0]) for t in scan.found.values())
+    show = total >= 20_000 if progress is None else bool(progress)
+    fraction = 1.0 if null_size is None else min(1.0, null_size / max(total, 1))
+    layers, records, parts = [], [], []
+    r2_by_layer, null_by_layer, weights = {}, {}, {}
+    items = progress_iter(
+        list(scan.found.items()), desc="analyze", unit="layer", enabled=show, every=10.0
+    )
+    for name, weight in items:
         w = weight.detach().to(torch.float64).cpu().numpy()[:, 0]
-        keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
-        result = census(w[keep], types=types, device=device, progress=progress)
+        try:
+            result = census(w, types=labels, device=device, progress=False, on_invalid=on_invalid)
+        except ValueError as exc:
+            raise ValueError(f"layer {name!r}: {exc}") from None
         recs = result.records()
-        kept_index = np.flatnonzero(keep)
         for rec in recs:
-            rec["index"] = int(kept_index[rec["index"]])
             rec["layer"] = name
         records.extend(recs)
-        r2 = np.array([r["r2"] for r in recs]) if recs else np.zeros(0)
-        sx = np.array([r["sigma_x"] for r in recs]) if recs else np.zeros(0)
-        sy = np.array([r["sigma_y"] for r in recs]) if recs else np.zeros(0)
+        lseed = derive_seed(seed, name)
+        fitted_w = w[result.valid]
+        n_null = min(len(fitted_w), max(math.ceil(fraction * len(fitted_w)), _NULL_MIN_LAYER))
+        if n_null < len(fitted_w):
+            pick = np.random.default_rng([lseed, 2]).choice(len(fitted_w), n_null, replace=False)
+            fitted_w = fitted_w[np.sort(pick)]
+        nulls = null_r2(fitted_w, kinds, lseed, types=labels, device=device)
+        invalid = result.invalid_counts()
+        part = {
+            "r2": result.r2,
+            "null_r2": nulls,
+            "type": result.type.astype(object),
+            "sigma_x": result.sigma_x,
+            "sigma_y": result.sigma_y,
+            "alpha": result.alpha,
+            "invalid": invalid,
+            "k": int(w.shape[-1]),
+        }
+        parts.append(part)
+        r2_by_layer[name], null_by_layer[name], weights[name] = result.r2, nulls, w
         q = (5, 25, 50, 75, 95)
-        counts = {str(t): int(sum(r["type"] == t for r in recs)) for t in types}
-        summary.append(
+        fitted = result.valid
+        sx, sy = result.sigma_x[fitted], result.sigma_y[fitted]
+        stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot)
+        layers.append(
             {
                 "name": name,
                 "channels": int(w.shape[0]),
                 "kernel_size": int(w.shape[-1]),
-                "constant_filters": int((~keep).sum()),
-                "types": counts,
-                "median_r2": float(np.median(r2)) if len(r2) else float("nan"),
-                "share_r2_above_0.8": float(np.mean(r2 > 0.8)) if len(r2) else 0.0,
+                "fitted": int(fitted.sum()),
+                "invalid": invalid,
+                "constant_filters": int((~fitted).sum()),
+                "types": {str(t): n for t, n in result.counts().items()},
+                **stats,
+                "share_r2_above_0.8": stats["share_r2_gt_0_8"],
+                "sigma": scale_statistics(
+                    result.type, result.sigma_x, result.sigma_y, result.alpha, labels
+                ),
                 "sigma_x_quantiles": dict(
                     zip(map(str, q), np.percentile(sx, q).tolist(), strict=True)
                 )
@@ -317,7 +631,80 @@ def analyze(
                 else {},
             }
         )
-    return AnalyzeResult(summary, records)
+    summary = _pooled(parts, labels, seed, n_boot)
+    summary["by_kernel_size"] = {
+        str(k): _pooled([p for p in parts if p["k"] == k], labels, seed, n_boot)
+        for k in sorted({p["k"] for p in parts})
+    }
+    summary["skipped"] = len(scan.skipped)
+    return AnalyzeResult(
+        layers,
+        records,
+        summary=summary,
+        skipped=scan.skipped,
+        null=kinds,
+        seed=int(seed),
+        r2=r2_by_layer,
+        null_r2=null_by_layer,
+        weights=weights,
+        arrays=dict(zip(scan.found, parts, strict=True)),
+        types=labels,
+    )
+
+
+def compare(
+    results: Sequence[AnalyzeResult],
+    *,
+    names: Sequence[str] | None = None,
+    stages: int = 4,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """Several analysed networks side by side, per stage of depth, each with its null.
+
+    Parameters
+    ----------
+    results : sequence of AnalyzeResult
+        Analyses of two or more checkpoints (any architectures, any kernel sizes).
+    names : sequence of str, optional
+        A label per result (default ``"1"``, ``"2"``, ...).
+    stages : int
+        Each network's depthwise layers, in network order, are cut into this many groups of
+        (nearly) equal numbers of layers: stage 1 is the first quarter of the depth for
+        ``stages=4``, whatever the architecture. A state dict does not say where a
+        network's stages begin, so relative depth is the one comparison that works for any
+        pair of networks.
+    n_boot : int
+        Bootstrap resamples of the learned-minus-null intervals.
+
+    Returns
+    -------
+    dict
+        ``{"stages": stages, "networks": [{"name", "summary", "stages": [{"stage",
+        "layers", "kernel_sizes", "filters", "fitted", "median_r2", "share_r2_gt_0_8",
+        "null_kind", "null_median_r2", "null_share_r2_gt_0_8", "nulls", "sigma",
+        "types"}, ...]}, ...]}``; a stage with no layer (fewer layers than stages) has
+        ``layers`` [] and None statistics.
+    """
+    results = list(results)
+    if len(results) < 1 or not all(isinstance(r, AnalyzeResult) for r in results):
+        raise TypeError("results must be a sequence of AnalyzeResult (from analyze)")
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ValueError(f"stages must be a positive integer such as 4; got {stages!r}")
+    names = [str(i + 1) for i in range(len(results))] if names is None else list(names)
+    if len(names) != len(results):
+        raise ValueError(f"names must have one label per result ({len(results)}); got {names!r}")
+    networks = []
+    for label, res in zip(names, results, strict=True):
+        layer_names = list(res.arrays)
+        rows = []
+        for j, chunk in enumerate(np.array_split(np.arange(len(layer_names)), stages), 1):
+            parts = [res.arrays[layer_names[i]] for i in chunk]
+            row: dict[str, Any] = {"stage": j, **_pooled(parts, res.types, res.seed, n_boot)}
+            row["layers"] = [layer_names[i] for i in chunk]
+            row["kernel_sizes"] = sorted({p["k"] for p in parts})
+            rows.append(row)
+        networks.append({"name": label, "summary": res.summary, "stages": rows})
+    return {"stages": stages, "networks": networks}
 
 
 # --------------------------------------------------------------------------------------

@@ -1006,6 +1006,7 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
                 "method must be 'discgauss' (the layer builds discrete Gaussians only); "
                 f"got {census_kwargs['method']!r}"
             )
+        census_kwargs.setdefault("on_invalid", "raise")  # every channel needs a model
         result = census(w[:, 0].detach().to(torch.float64).cpu().numpy(), **census_kwargs)
         kw = dict(layer_kwargs or {})
         for key in ("mode", "epsilon"):
