@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="CKPT",
-        help="another checkpoint to compare with (repeatable; same as more positional files)",
+        help="another checkpoint to compare with (repeatable; same as more positional files; "
+        "default: none)",
     )
     p.add_argument(
         "--stages",
@@ -66,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write figures into DIR: types per layer, R^2 per layer with the null band, "
         "scales against depth, worst/best-explained filters beside their models (and the "
-        "comparison per stage with two or more checkpoints)",
+        "comparison per stage with two or more checkpoints) (default: no figures)",
     )
     p.set_defaults(_run=_run_analyze)
 
