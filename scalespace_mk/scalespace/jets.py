@@ -58,6 +58,7 @@ __all__ = [
     "axis_operators",
     "coefficient_names",
     "jet_basis",
+    "jet_axis_rows",
     "jet_basis_rows",
     "jet_indices",
     "jet_names",
@@ -166,6 +167,47 @@ def _index_tensors(order: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]
     return idx[:, 0], idx[:, 1]
 
 
+def jet_axis_rows(
+    sigma_x: torch.Tensor,
+    sigma_y: torch.Tensor,
+    order: int,
+    size: int,
+    *,
+    mode: str = "paper",
+    n_fft: int,
+    eps1d: float = 1e-8,
+    normalized: bool = False,
+    gamma: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1-D factors of the N-jet: ``u[b, i] = delta_x^i T`` and ``v[b, j] = delta_y^j T``.
+
+    Member ``(i, j)`` of :func:`jet_basis_rows` is the outer product ``v[:, j] (x) u[:, i]``
+    (rows times columns). No checks, no host sync.
+
+    Parameters
+    ----------
+    sigma_x, sigma_y, order, size, mode, n_fft, eps1d, normalized, gamma
+        As in :func:`jet_basis_rows`.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor), float64, shapes [B, N + 1, size] each
+        ``u`` with taps left to right (x increasing) and ``v`` with taps top to bottom
+        (y decreasing: already in row order), including the scale normalisation
+        ``sigma_x**(gamma i)`` and ``sigma_y**(gamma j)``; differentiable in the scales.
+    """
+    b = sigma_x.shape[0]
+    ops = axis_operators(order, size, mode, sigma_x.device)  # [N + 1, n, size]
+    n = ops.shape[1]
+    sig = torch.cat([sigma_x, sigma_y]).to(torch.float64)
+    rows = _kernels.discrete_gaussian_rows(sig, n, n_fft=n_fft, eps1d=eps1d)
+    axes = torch.einsum("bn,pns->bps", rows, ops)  # [2B, N + 1, size]
+    if normalized:
+        powers = gamma * torch.arange(order + 1, dtype=torch.float64, device=sig.device)
+        axes = axes * (sig[:, None] ** powers)[:, :, None]
+    return axes[:b], axes[b:].flip(-1)  # along y: increasing y -> rows top to bottom
+
+
 def jet_basis_rows(
     sigma_x: torch.Tensor,
     sigma_y: torch.Tensor,
@@ -206,22 +248,19 @@ def jet_basis_rows(
         Member m is ``delta_x^i delta_y^j T`` for ``(i, j) = jet_indices(order)[m]``,
         rows top to bottom (y up); differentiable in the scales.
     """
-    b = sigma_x.shape[0]
-    device = sigma_x.device
-    ops = axis_operators(order, size, mode, device)  # [N + 1, n, size]
-    n = ops.shape[1]
-    rows = _kernels.discrete_gaussian_rows(
-        torch.cat([sigma_x, sigma_y]).to(torch.float64), n, n_fft=n_fft, eps1d=eps1d
+    ux, vy = jet_axis_rows(
+        sigma_x,
+        sigma_y,
+        order,
+        size,
+        mode=mode,
+        n_fft=n_fft,
+        eps1d=eps1d,
+        normalized=normalized,
+        gamma=gamma,
     )
-    axes = torch.einsum("bn,pns->bps", rows, ops)  # [2B, N + 1, size]
-    ux, vy = axes[:b], axes[b:].flip(-1)  # along y: increasing y -> rows top to bottom
-    ii, jj = _index_tensors(order, device)
+    ii, jj = _index_tensors(order, sigma_x.device)
     u, v = ux[:, ii], vy[:, jj]  # [B, M, size]
-    if normalized:
-        sx = sigma_x.to(torch.float64)[:, None]
-        sy = sigma_y.to(torch.float64)[:, None]
-        scale = sx ** (gamma * ii.to(torch.float64)) * sy ** (gamma * jj.to(torch.float64))
-        u = u * scale[:, :, None]
     return v[..., :, None] * u[..., None, :]
 
 
