@@ -529,8 +529,10 @@ def family_census(
         raise ValueError("device 'cuda' was asked for but CUDA is not available; use 'cpu'")
     if batch_size is None:
         batch_size = 65536 if dev.type == "cuda" else 4096
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
-        batch_size < 1
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or (batch_size < 1)
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     if num_threads is not None and (

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import model_types_arg
+from ._args import add_family_args, family_summary, model_types_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -81,6 +81,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="torch CPU threads during the census (default: torch's setting; 1 helps on a "
         "CPU shared with other busy processes)",
     )
+    add_family_args(p)
     p.set_defaults(_run=run)
     return p
 
@@ -113,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.filters import load_filters
 
     filters = load_filters(args.filters)
+    if getattr(args, "family", "masterkey") != "masterkey":
+        return _run_family(args, filters)
     types = tuple(args.types) if args.types is not None else DEFAULT_TYPES
     progress = False if args.json else None  # None: auto (large inputs on a terminal)
     start = time.perf_counter()
@@ -140,4 +143,36 @@ def run(args: argparse.Namespace) -> int:
     print(_summary(result, seconds, filters.shape))
     if args.plot:
         print(f"histograms written to {args.plot}")
+    return 0
+
+
+def _run_family(args: argparse.Namespace, filters: Any) -> int:
+    """``census --family njet|oriented``: the family census, its summary and the nulls."""
+    start = time.perf_counter()
+    result, summary = family_summary(
+        filters,
+        args,
+        mode=args.mode,
+        device=args.device,
+        num_threads=args.threads,
+        progress=False if args.json else None,
+    )
+    seconds = time.perf_counter() - start
+    if args.json:
+        out = {"seconds": seconds, "summary": summary, "filters": result.records()}
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    n, k = filters.shape[0], filters.shape[1]
+    print(
+        f"{args.family} census (order {args.order}, {summary['n_params']} free parameters "
+        f"per filter) of {n} filters ({k}x{k}) in {seconds:.2f} s"
+    )
+    adj = summary["median_r2_adjusted"]
+    print(
+        f"  median R^2 {summary['median_r2']:.4f}; adjusted {adj if adj is None else round(adj, 4)}"
+    )
+    print(f"  R^2 > 0.8: {100.0 * summary['share_r2_above_0.8']:.1f} %")
+    if "null_median_r2" in summary:
+        print(f"  null median R^2 {summary['null_median_r2']:.4f}")
     return 0

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ._args import model_types_arg
+from ._args import add_family_args, family_summary, model_types_arg
 
 __all__ = ["add_parser"]
 
@@ -35,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device for the census (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="DIR", help="write census figures per layer into DIR")
+    add_family_args(p)
     p.set_defaults(_run=_run_analyze)
 
     p = subparsers.add_parser(
@@ -77,6 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
+    if getattr(args, "family", "masterkey") != "masterkey":
+        return _run_analyze_family(args)
     from scalespace_mk.networks.checkpoint import analyze
 
     result = analyze(
@@ -107,6 +110,59 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
         paths = plot_analysis(result, Path(args.plot))
         print(f"figures written to {args.plot} ({len(paths)} files)", file=sys.stderr)
+    return 0
+
+
+def _run_analyze_family(args: argparse.Namespace) -> int:
+    """``analyze --family njet|oriented``: one family census per kernel size, pooled."""
+    from scalespace_mk.networks.checkpoint import find_depthwise
+
+    layers = find_depthwise(args.checkpoint)
+    if not layers:
+        raise ValueError("no depthwise weights ([C, 1, k, k] tensors) found in the checkpoint")
+    by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for name, weight in layers.items():
+        w = weight.detach().double().cpu().numpy()[:, 0]
+        keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))  # drop constants
+        by_size.setdefault(w.shape[-1], []).append((name, w[keep]))
+    out: dict = {"family": args.family, "order": args.order, "by_kernel_size": {}, "layers": []}
+    for k, group in sorted(by_size.items()):
+        pooled = np.concatenate([w for _, w in group])
+        result, summary = family_summary(pooled, args, device=args.device, progress=False)
+        out["by_kernel_size"][str(k)] = summary
+        start = 0
+        for name, w in group:
+            r2 = result.r2[start : start + len(w)]
+            adj = result.r2_adjusted[start : start + len(w)]
+            start += len(w)
+            out["layers"].append(
+                {
+                    "name": name,
+                    "channels": len(w),
+                    "kernel_size": k,
+                    "median_r2": float(np.median(r2)),
+                    "median_r2_adjusted": float(np.median(adj)),
+                }
+            )
+    main = max(by_size, key=lambda k: sum(len(w) for _, w in by_size[k]))
+    out["summary"] = out["by_kernel_size"][str(main)]
+    if args.json:
+        json.dump(out, sys.stdout)
+        print()
+        return 0
+    print(f"{'layer':<48} {'C':>5} {'k':>3} {'med R2':>7} {'adj R2':>7}")
+    for layer in out["layers"]:
+        print(
+            f"{layer['name'][-48:]:<48} {layer['channels']:>5} {layer['kernel_size']:>3} "
+            f"{layer['median_r2']:>7.3f} {layer['median_r2_adjusted']:>7.3f}"
+        )
+    for k, summary in out["by_kernel_size"].items():
+        null = summary.get("null_median_r2")
+        tail = "" if null is None else f"; null median R^2 {null:.3f}"
+        print(
+            f"{k}x{k}: {summary['n_filters']} filters, {args.family} order {args.order}, median "
+            f"R^2 {summary['median_r2']:.3f} (adjusted {summary['median_r2_adjusted']:.3f}){tail}"
+        )
     return 0
 
 

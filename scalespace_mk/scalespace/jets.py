@@ -128,9 +128,7 @@ def _axis_operators_cpu(order: int, size: int, mode: str) -> torch.Tensor:
     return torch.stack(mats)
 
 
-def axis_operators(
-    order: int, size: int, mode: str = "paper", device: Any = None
-) -> torch.Tensor:
+def axis_operators(order: int, size: int, mode: str = "paper", device: Any = None) -> torch.Tensor:
     """The 1-D central differences of orders ``0 .. order`` as matrices on Gaussian taps.
 
     Parameters
