@@ -263,7 +263,8 @@ def _refine(
     quadratic through it (the Newton step, clipped to ``h`` per coordinate; towards the best
     stencil point when the quadratic is not concave), evaluates that point and keeps the best
     of all. ``h`` shrinks by 4 every step for one scale (to ~4e-7) and by 2 for two (coupled
-    scales need more steps; to ~4e-9). The objective is even in each scale and mirrored at ``sigma_max``.
+    scales need more steps; to ~4e-9). The objective is even in each scale and mirrored at
+    ``sigma_max``.
     """
     n, d = th.shape
     o = torch.tensor([-1.0, 0.0, 1.0], dtype=th.dtype, device=th.device)

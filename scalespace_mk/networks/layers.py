@@ -63,6 +63,7 @@ __all__ = [
     "SIGMA_MAX",
     "AnalyticDepthwiseConv2d",
     "MasterKeyDepthwiseConv2d",
+    "NJetDepthwiseConv2d",
     "analytic_basis_kernels",
     "analytic_depthwise_kernels",
     "make_dwconv",
@@ -86,7 +87,7 @@ DEFAULT_ALPHA = 0.5256
 #: Default upper clamp of the scales (sets the constant FFT length of the kernel builder).
 SIGMA_MAX = 8.0
 #: Kinds accepted by :func:`make_dwconv`.
-DWCONV_KINDS = ("learned", "masterkey", "idealized", "learnable")
+DWCONV_KINDS = ("learned", "masterkey", "idealized", "learnable", "njet")
 
 # operator bank: index of each 1-D operator in the bank
 _I, _XP, _XM, _X, _XX = range(5)
@@ -549,14 +550,17 @@ class _CachedDepthwise(nn.Module):
     def _basis(self) -> torch.Tensor:  # float64 [C, k, k]
         raise NotImplementedError
 
+    def _combine(self, basis: torch.Tensor) -> torch.Tensor:  # model part -> float64 kernel
+        return _affine64(basis, self.gain, self.offset)
+
     def _full(self) -> torch.Tensor:  # float64 [C, k, k], differentiable
-        return _affine64(self._basis(), self.gain, self.offset)
+        return self._combine(self._basis())
 
     _finite_names: tuple[str, ...] = ("gain", "offset")
 
     def _check_params(self) -> None:
         """Raise on NaN/Inf kernel parameters (CPU only: elsewhere it would synchronise)."""
-        if _compiling() or self.gain.device.type != "cpu":
+        if _compiling() or self._affine_tensors()[0].device.type != "cpu":
             return
         tensors = [getattr(self, n) for n in self._finite_names]
         with torch.no_grad():
@@ -583,7 +587,7 @@ class _CachedDepthwise(nn.Module):
         return value
 
     def _param_dtype(self) -> torch.dtype:
-        return self.gain.dtype
+        return self._affine_tensors()[0].dtype
 
     def kernel(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The current depthwise weight ``[C, 1, k, k]`` (cached when safe).
@@ -619,13 +623,11 @@ class _CachedDepthwise(nn.Module):
         if affine_grad:  # frozen model part, learnable gain/offset
             self._check_params()
             g = self._cached("basis", basis_t, basis)
-            return _affine64(g, self.gain, self.offset).to(dtype)[:, None]
+            return self._combine(g).to(dtype)[:, None]
         return self._cached(
             f"weight:{dtype}",
             basis_t + affine_t,
-            lambda: _affine64(self._cached("basis", basis_t, basis), self.gain, self.offset).to(
-                dtype
-            )[:, None],
+            lambda: self._combine(self._cached("basis", basis_t, basis)).to(dtype)[:, None],
         )
 
     @property
@@ -1211,6 +1213,288 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
         )
 
 
+class NJetDepthwiseConv2d(_CachedDepthwise):
+    """Depthwise conv whose kernels are discrete N-jets with per-channel scales.
+
+    Channel c has the kernel ``sum_m coefficients[c, m] B_m(sigma_x[c], sigma_y[c]) +
+    offset[c]`` with ``B_m = delta_x^i delta_y^j T`` the members ``i + j <= order`` of
+    :func:`scalespace_mk.scalespace.jets.jet_basis` (order ``T, dx, dy, dxx, dxy, dyy,
+    ...``), followed by a per-channel ``bias``. A drop-in for
+    ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``; the kernels of all channels are built
+    in one batched step (one FFT batch, a few matrix products), in float64, with the exact
+    scale derivative of the discrete Gaussian, and cached when the scales are frozen (only
+    the coefficient sum is then recomputed).
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels C.
+    kernel_size : int
+        Odd kernel size k >= 3 (default 7).
+    order : int
+        N, 1 to 4 (default 2: 6 members).
+    sigma_x, sigma_y : float or sequence [C]
+        Initial standard deviations (>= 0, pixels; default 1). ``sigma_y=None``: one scale
+        per channel (``sigma_y`` follows ``sigma_x``) unless ``anisotropic=True``.
+    anisotropic : bool
+        Separate learnable ``sigma_y`` (default: True when ``sigma_y`` is given).
+    coefficients : array_like [C, M], optional
+        Initial coefficients; default random normal (torch's generator) scaled so that every
+        member contributes about equally and the kernel's l2 norm is about that of
+        ``nn.Conv2d``'s default initialisation (~0.58 for 7x7).
+    offset : float or sequence [C]
+        Constant added to every tap (the census' ``b``; default 0).
+    bias : bool or float or sequence [C]
+        Output bias: True (zeros), False/None, or initial values.
+    normalized, gamma : bool, float
+        Scale-normalised members ``sigma**(gamma (i + j))`` (default True, gamma 1): the
+        coefficients of different orders have comparable sizes, which helps optimisers.
+    learn_scales, learn_coefficients, learn_offset, learn_bias : bool
+        Which parameters train (default all). Frozen ones stay ``nn.Parameter`` with
+        ``requires_grad=False``.
+    mode, sigma_max, epsilon, device, dtype
+        As in :class:`AnalyticDepthwiseConv2d`.
+
+    Attributes
+    ----------
+    sigma_x_raw, sigma_y_raw : nn.Parameter [C]
+        Raw scales; effective scales are ``|raw|`` clamped to ``sigma_max``
+        (:attr:`sigma_x`, :attr:`sigma_y`).
+    coefficients : nn.Parameter [C, M]
+    offset : nn.Parameter [C]
+    bias : nn.Parameter [C] or None
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = NJetDepthwiseConv2d(8, order=2)
+    >>> layer(torch.randn(2, 8, 9, 9)).shape
+    torch.Size([2, 8, 9, 9])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        order: int = 2,
+        *,
+        sigma_x: Any = 1.0,
+        sigma_y: Any = None,
+        anisotropic: bool | None = None,
+        coefficients: Any = None,
+        offset: Any = 0.0,
+        bias: Any = True,
+        normalized: bool = True,
+        gamma: float = 1.0,
+        learn_scales: bool = True,
+        learn_coefficients: bool = True,
+        learn_offset: bool = True,
+        learn_bias: bool = True,
+        mode: str = "paper",
+        sigma_max: float = SIGMA_MAX,
+        epsilon: float = 1e-8,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        from scalespace_mk.scalespace.jets import JET_ORDERS, jet_indices
+
+        channels = _check_channels(channels)
+        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
+        if kernel_size < 3:
+            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
+        if isinstance(order, bool) or order not in JET_ORDERS:
+            raise ValueError(f"order must be one of {JET_ORDERS}; got {order!r}")
+        self.channels, self.kernel_size, self.order = channels, kernel_size, int(order)
+        self.mode = check_choice("mode", mode, MODES)
+        self.sigma_max = _check_sigma_max(sigma_max)
+        self.epsilon = float(epsilon)
+        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        self.normalized, self.gamma = bool(normalized), float(gamma)
+        self.anisotropic = (sigma_y is not None) if anisotropic is None else bool(anisotropic)
+        taps = kernel_size + (4 if order >= 3 else 2) if self.mode == "full" else kernel_size
+        self._n_fft = _kernels.fft_length(self.sigma_max, taps)
+        factory = _factory(device, dtype)
+        cpu = torch.device("cpu")
+        sx = _channel_values("sigma_x", sigma_x, channels, cpu).detach()
+        sy = sx if sigma_y is None else _channel_values("sigma_y", sigma_y, channels, cpu)
+        check_nonneg("sigma_x", sx)
+        check_nonneg("sigma_y", sy)
+        m = len(jet_indices(self.order))
+        self.sigma_x_raw = _param("sigma_x", sx, channels, factory, learn_scales)
+        self.sigma_y_raw = _param(
+            "sigma_y", sy, channels, factory, learn_scales and self.anisotropic
+        )
+        self.offset = _param("offset", offset, channels, factory, learn_offset)
+        if coefficients is None:
+            with torch.no_grad():
+                basis = self._basis_at(sx.to(torch.float64), sy.to(torch.float64))
+                norms = basis.flatten(2).norm(dim=2).clamp(min=1e-12)  # [C, M]
+                coef = torch.randn(channels, m, dtype=torch.float64) * (0.58 / math.sqrt(m) / norms)
+        else:
+            coef = torch.as_tensor(np.asarray(coefficients, dtype=np.float64))
+            if coef.shape != (channels, m):
+                raise ValueError(
+                    f"coefficients must have shape [C, M] = [{channels}, {m}] for order "
+                    f"{order}; got {tuple(coef.shape)}"
+                )
+        _check_finite("coefficients", coef.reshape(-1))
+        self.coefficients = nn.Parameter(coef.to(**factory), requires_grad=learn_coefficients)
+        self.bias = _init_bias(bias, channels, factory, learn_bias)
+
+    @property
+    def sigma_x(self) -> torch.Tensor:
+        """Effective scales along x, ``|sigma_x_raw|`` clamped to ``sigma_max``, [C]."""
+        return self.sigma_x_raw.abs().clamp(max=self.sigma_max)
+
+    @property
+    def sigma_y(self) -> torch.Tensor:
+        """Effective scales along y (:attr:`sigma_x` unless anisotropic), [C]."""
+        raw = self.sigma_y_raw if self.anisotropic else self.sigma_x_raw
+        return raw.abs().clamp(max=self.sigma_max)
+
+    def _basis_at(self, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        from scalespace_mk.scalespace.jets import jet_basis_rows
+
+        return jet_basis_rows(
+            sx.clamp(0.0, self.sigma_max),
+            sy.clamp(0.0, self.sigma_max),
+            self.order,
+            self.kernel_size,
+            mode=self.mode,
+            n_fft=self._n_fft,
+            eps1d=self._eps1d,
+            normalized=self.normalized,
+            gamma=self.gamma,
+        )
+
+    def _basis_tensors(self) -> list[torch.Tensor]:
+        return [self.sigma_x_raw, self.sigma_y_raw]
+
+    def _affine_tensors(self) -> list[torch.Tensor]:
+        return [self.coefficients, self.offset]
+
+    _finite_names = ("sigma_x_raw", "sigma_y_raw", "coefficients", "offset")
+
+    def _basis(self) -> torch.Tensor:  # float64 [C, M, k, k]
+        return self._basis_at(self.sigma_x_raw.abs(), self.sigma_y.to(torch.float64))
+
+    def _combine(self, basis: torch.Tensor) -> torch.Tensor:
+        coef = self.coefficients.to(torch.float64)
+        kernel = torch.einsum("cm,cmhw->chw", coef, basis)
+        return kernel + self.offset.to(torch.float64)[:, None, None]
+
+    def extra_repr(self) -> str:  # noqa: D102
+        learn = [
+            n
+            for n in ("sigma_x_raw", "sigma_y_raw", "coefficients", "offset")
+            if getattr(self, n).requires_grad
+        ]
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, order={self.order}, "
+            f"mode={self.mode!r}, normalized={self.normalized}, anisotropic={self.anisotropic}, "
+            f"bias={self.bias is not None}, learnable={[n.replace('_raw', '') for n in learn]}"
+        )
+
+    # -- conversion ----------------------------------------------------------------------
+    @classmethod
+    def from_census(
+        cls, result: Any, *, bias: Any = None, kernel_size: int | None = None, **kwargs: Any
+    ) -> NJetDepthwiseConv2d:
+        """Build a layer from an N-jet family census of trained depthwise filters.
+
+        Parameters
+        ----------
+        result : FamilyCensusResult
+            Output of :func:`scalespace_mk.analysis.jets.family_census` with
+            ``family="njet"`` (its order, scales, coefficients ``c_*`` and offsets ``b``;
+            its ``normalized``/``gamma``/``mode``/``epsilon`` options carry over).
+        bias : float, sequence [C] or tensor, optional
+            Output bias (e.g. the trained conv's bias); default zeros.
+        kernel_size : int, optional
+            Default: from the result (``taps``).
+        **kwargs
+            Further constructor options (``learn_scales``, ``device``, ``dtype``, ...).
+
+        Returns
+        -------
+        NJetDepthwiseConv2d
+            Its kernels equal the census' fitted models ``sum_m c_m B_m + b``.
+        """
+        if getattr(result, "family", None) != "njet":
+            raise ValueError(
+                "result must be a family census with family='njet' (from "
+                "scalespace_mk.analysis.jets.family_census); got "
+                f"{getattr(result, 'family', type(result).__name__)!r}"
+            )
+        opts = dict(result.options)
+        size = kernel_size or int(round(math.sqrt(result.taps)))
+        kw = {key: opts[key] for key in ("mode", "normalized", "gamma", "epsilon") if key in opts}
+        kw.update(kwargs)
+        aniso = bool(opts.get("anisotropic", False))
+        return cls(
+            len(result),
+            size,
+            result.order,
+            sigma_x=result.sigma_x,
+            sigma_y=result.sigma_y if aniso else None,
+            anisotropic=aniso,
+            coefficients=result.coefficients,
+            offset=result.b,
+            bias=True if bias is None else bias,
+            **kw,
+        )
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        order: int = 2,
+        *,
+        layer_kwargs: Mapping[str, Any] | None = None,
+        **census_kwargs: Any,
+    ) -> NJetDepthwiseConv2d:
+        """Fit an N-jet to every filter of a trained depthwise conv and build the layer.
+
+        Parameters
+        ----------
+        conv : nn.Conv2d
+            Depthwise conv ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``.
+        order : int
+            N of the N-jet (default 2).
+        layer_kwargs : mapping, optional
+            Options for the constructor (``learn_scales``, ...).
+        **census_kwargs
+            Options of :func:`scalespace_mk.analysis.jets.family_census` (``anisotropic``,
+            ``mode``, ``normalized``, ``allow_saturated``, ...).
+
+        Returns
+        -------
+        NJetDepthwiseConv2d
+            With the conv's bias, device and dtype. Constant filters (no variance) get
+            zero coefficients and their constant as offset.
+        """
+        from scalespace_mk.analysis.jets import family_census
+
+        w = _check_depthwise_conv(conv)[:, 0].detach().to(torch.float64).cpu().numpy()
+        flat = w.reshape(w.shape[0], -1)
+        const = np.all(flat == flat[:, :1], axis=1)
+        safe = w.copy()
+        safe[const] = np.eye(w.shape[-1])[None]  # fitted, then overwritten below
+        result = family_census(safe, family="njet", order=order, **census_kwargs)
+        result.coefficients[const] = 0.0
+        result.b[const] = flat[const, 0]
+        kw = dict(layer_kwargs or {})
+        kw.setdefault("device", conv.weight.device)
+        kw.setdefault("dtype", conv.weight.dtype)
+        bias = None if conv.bias is None else conv.bias.detach()
+        if conv.bias is None:
+            kw.setdefault("bias", False)
+        else:
+            kw["bias"] = bias
+        return cls.from_census(result, kernel_size=w.shape[-1], **kw)
+
+
 # --------------------------------------------------------------------------------------
 # export and factory
 
@@ -1237,7 +1521,8 @@ def to_conv2d(layer: nn.Module) -> nn.Conv2d:
         return copy.deepcopy(layer)
     if not isinstance(layer, _CachedDepthwise):
         raise TypeError(
-            "layer must be an AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d or nn.Conv2d; "
+            "layer must be an AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d, "
+            "NJetDepthwiseConv2d or nn.Conv2d; "
             f"got {type(layer).__name__}"
         )
     with torch.no_grad():
@@ -1284,6 +1569,9 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
           (``learn_scales=False``) at the given or default (method B) values, types cyclic
           1..8 unless ``types`` is given;
         - ``"learnable"``: the same with ``learn_scales=True``.
+        - ``"njet"``: :class:`NJetDepthwiseConv2d` (kwargs: ``order`` (default 2),
+          ``sigma_x``, ``learn_scales``, ...): learnable scales and coefficients of the
+          discrete N-jet.
     channels : int
         Number of channels C.
     kernel_size : int
@@ -1319,6 +1607,8 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
         return nn.Conv2d(
             channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, **kw
         )
+    if kind == "njet":
+        return NJetDepthwiseConv2d(channels, kernel_size, **kw)
     normalize = kw.pop("normalize", True)
     if kind == "masterkey":
         from scalespace_mk.analysis.filters import load_filters

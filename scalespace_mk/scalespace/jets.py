@@ -78,7 +78,6 @@ def _check_order(order: Any, accepted: tuple[int, ...] = JET_ORDERS, name: str =
     return int(order)
 
 
-@functools.cache
 def jet_indices(order: int) -> tuple[tuple[int, int], ...]:
     """Derivative orders ``(i, j)`` (along x, along y) of the N-jet members.
 
@@ -156,7 +155,10 @@ def axis_operators(order: int, size: int, mode: str = "paper", device: Any = Non
         raise ValueError(f"order must be an integer from 0 to 4; got {order!r}")
     size = check_size(size, allow_none=False)
     check_choice("mode", mode, MODES)
-    mats = _axis_operators_cpu(int(order), size, mode)
+    build = _axis_operators_cpu
+    if torch.compiler.is_compiling():  # dynamo traces through caches: build it plainly
+        build = _axis_operators_cpu.__wrapped__
+    mats = build(int(order), size, mode)
     return mats if device is None else mats.to(device)
 
 
