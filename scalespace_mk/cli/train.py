@@ -12,7 +12,8 @@ __all__ = ["add_parser"]
 
 _HELP = {
     "model": "network name (scalespace_mk.networks.list_models())",
-    "dwconv": "depthwise filters: learned | masterkey | idealized | learnable",
+    "dwconv": "depthwise filters: learned | masterkey | idealized | learnable | njet",
+    "njet_order": "order N (1-4) of the N-jet depthwise layers of --dwconv njet (default 2)",
     "method": "fitting method of the idealised candidates (A, A-exact, B, C1, C2, D1, D2)",
     "filters": "master key filter source (default: the published 8; 'builtin')",
     "init": "start every weight from this checkpoint",
