@@ -372,6 +372,24 @@ class FamilyCensusResult:
             return self.coefficients[:, names.index(name)]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
+    def models(self) -> np.ndarray:
+        """The fitted kernels ``[N, k, k]`` (members times coefficients plus ``b``)."""
+        from scalespace_mk.scalespace.jets import jet_basis
+
+        k = int(round(math.sqrt(self.taps)))
+        opts = self.options
+        kw = dict(size=k, mode=opts.get("mode", "paper"), epsilon=opts.get("epsilon", 1e-8))
+        if self.family == "njet":
+            kw.update(normalized=opts.get("normalized", False), gamma=opts.get("gamma", 1.0))
+            basis = jet_basis(self.order, self.sigma_x, self.sigma_y, **kw)
+            fit = np.einsum("nm,nmrc->nrc", self.coefficients, basis)
+        else:
+            basis = jet_basis(self.order, self.sigma_x, **kw)
+            lo = self.order * (self.order + 1) // 2
+            w = oriented_weights(self.order, self.coefficients[:, 0])
+            fit = self.coefficients[:, 1, None, None] * np.einsum("nm,nmrc->nrc", w, basis[:, lo:])
+        return fit + self.b[:, None, None]
+
     def records(self) -> list[dict[str, Any]]:
         """One dict per filter: index, scales, named coefficients, b, r2, r2_adjusted."""
         out = []

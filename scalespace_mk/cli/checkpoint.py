@@ -50,7 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--candidates",
         default="masterkey",
-        choices=["masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2"],
+        choices=["masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2", "njet"],
+        help="masterkey (default), a fitting method's idealised models, or njet: every "
+        "filter replaced by its least-squares N-jet of --order",
+    )
+    p.add_argument(
+        "--order", type=int, default=2, metavar="N", help="order of --candidates njet (1-4)"
     )
     p.add_argument(
         "--filters",
@@ -170,7 +175,11 @@ def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
     result = replace(
-        args.checkpoint, candidates=args.candidates, filters=args.filters, out=args.out
+        args.checkpoint,
+        candidates=args.candidates,
+        filters=args.filters,
+        out=args.out,
+        order=args.order,
     )
     if args.json:
         json.dump(
@@ -190,6 +199,10 @@ def _run_replace(args: argparse.Namespace) -> int:
     )
     totals = result.totals()
     n = sum(totals.values())
+    if args.candidates == "njet":
+        r2 = [layer["median_r2"] for layer in result.layers]
+        print(f"  order {args.order}: median over layers of the median R^2 {np.nanmedian(r2):.3f}")
+        return 0
     for key in sorted(totals, key=int):
         print(f"  candidate {key}: {totals[key]:>7} channels ({totals[key] / n:.1%})")
     return 0
