@@ -198,3 +198,23 @@ def test_cli_analyze_family(tmp_path, capsys):
     )
     new = torch.load(tmp_path / "r.pt", weights_only=True)
     np.testing.assert_allclose(new["a.conv_dw.weight"][:, 0].numpy(), y, atol=1e-5)
+
+
+def test_the_eight_types_in_the_2_jet():
+    # types 1-4 (half-grid: delta_x+ = delta_x + delta_xx / 2), 5, 6 and 8 are exact members
+    # of the anisotropic 2-jet; type 7 (K - alpha nabla5 T) is a near-member: K is no jet
+    # member at the same scale
+    from scalespace_mk.scalespace.models import masterkey_model
+
+    y = np.stack(
+        [
+            masterkey_model(t, 0.9, None if t == 7 else 1.2, alpha=0.5 if t == 7 else None)
+            for t in range(1, 9)
+        ]
+    )
+    res = family_census(y, family="njet", order=2, anisotropic=True)
+    members = [0, 1, 2, 3, 4, 5, 7]
+    assert np.all(1 - res.r2[members] < 1e-10)
+    assert 1e-6 < 1 - res.r2[6] < 1e-2
+    first = family_census(y, family="njet", order=1, anisotropic=True)
+    assert np.all(1 - first.r2[:4] > 0.05)  # half-grid differences need the second order
