@@ -2,9 +2,10 @@
 
 Writes ``docs/figures/njet_basis.png`` (the six members of the discrete 2-jet, 7x7, paper
 mode, at sigma = 0.6, 1.0, 1.6), ``docs/figures/oriented.png`` (the first and second
-directional derivatives at sigma = 1 and five angles) and ``docs/figures/steering_error.png`` (the relative error
-of steering the discrete first and second directional derivatives, against theta, at
-sigma = 0.5, 1, 2), and prints the steering errors at 45 degrees.
+directional derivatives at sigma = 1 and five angles) and
+``docs/figures/steering_error.png`` (the relative error of steering the discrete first and
+second directional derivatives, against theta, at sigma = 0.5, 1, 2), and prints the
+steering errors at 45 degrees.
 
 Usage::
 

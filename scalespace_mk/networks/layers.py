@@ -540,6 +540,21 @@ class _CachedDepthwise(nn.Module):
         super().__init__()
         self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
 
+    def _setup(
+        self, channels: Any, kernel_size: Any, mode: str, sigma_max: Any, epsilon: float
+    ) -> int:
+        """Check and store the options shared by the generated-kernel layers; returns C."""
+        channels = _check_channels(channels)
+        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
+        if kernel_size < 3:
+            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
+        self.channels, self.kernel_size = channels, kernel_size
+        self.mode = check_choice("mode", mode, MODES)
+        self.sigma_max = _check_sigma_max(sigma_max)
+        self.epsilon = float(epsilon)
+        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        return channels
+
     # -- subclass interface --------------------------------------------------------------
     def _basis_tensors(self) -> list[torch.Tensor]:  # tensors the model part depends on
         raise NotImplementedError
@@ -809,15 +824,7 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        channels = _check_channels(channels)
-        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
-        if kernel_size < 3:
-            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
-        self.channels, self.kernel_size = channels, kernel_size
-        self.mode = check_choice("mode", mode, MODES)
-        self.sigma_max = _check_sigma_max(sigma_max)
-        self.epsilon = float(epsilon)
-        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
         factory = _factory(device, dtype)
         t = _as_types(_default_types(channels) if types is None else types).cpu()
         if t.shape[0] != channels:
@@ -1299,20 +1306,14 @@ class NJetDepthwiseConv2d(_CachedDepthwise):
         super().__init__()
         from scalespace_mk.scalespace.jets import JET_ORDERS, jet_indices
 
-        channels = _check_channels(channels)
-        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
-        if kernel_size < 3:
-            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
         if isinstance(order, bool) or order not in JET_ORDERS:
             raise ValueError(f"order must be one of {JET_ORDERS}; got {order!r}")
-        self.channels, self.kernel_size, self.order = channels, kernel_size, int(order)
-        self.mode = check_choice("mode", mode, MODES)
-        self.sigma_max = _check_sigma_max(sigma_max)
-        self.epsilon = float(epsilon)
-        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
+        self.order = int(order)
         self.normalized, self.gamma = bool(normalized), float(gamma)
         self.anisotropic = (sigma_y is not None) if anisotropic is None else bool(anisotropic)
-        taps = kernel_size + (4 if order >= 3 else 2) if self.mode == "full" else kernel_size
+        k = self.kernel_size
+        taps = k + (4 if order >= 3 else 2) if self.mode == "full" else k
         self._n_fft = _kernels.fft_length(self.sigma_max, taps)
         factory = _factory(device, dtype)
         cpu = torch.device("cpu")
