@@ -16,6 +16,8 @@ Three measurements, side by side in one run (1 torch thread by default):
    ``nn.Conv2d(96, 96, 7, padding=3, groups=96)``, interleaved repetitions (medians).
    Variants: learnable (scales and coefficients), frozen scales (coefficients learn: the
    basis is cached), frozen (everything cached). Targets: <= 1.10x, <= 1.02x, <= 1.02x.
+   Also timed: the learnable layer's kernel generation alone (forward + backward), the
+   overhead that the ratios measure, which is robust to a noisy machine.
 
 Usage::
 
@@ -111,7 +113,16 @@ def bench_layer(batch: int, channels: int, size: int, reps: int) -> dict:
 
         return run
 
-    res = _interleaved({k: step(m) for k, m in layers.items()}, reps, 1, torch.device("cpu"))
+    def build(m):  # the kernel alone: forward and backward of its generation
+        def run() -> None:
+            m.zero_grad(set_to_none=True)
+            m.kernel().sum().backward()
+
+        return run
+
+    runs = {k: step(m) for k, m in layers.items()}
+    runs["njet kernel build only"] = build(layers["njet learnable"])
+    res = _interleaved(runs, reps, 1, torch.device("cpu"))
     base = res["conv"]["median"]
     return {k: {"median_s": v["median"], "ratio": v["median"] / base} for k, v in res.items()}
 
