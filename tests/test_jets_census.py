@@ -218,3 +218,27 @@ def test_the_eight_types_in_the_2_jet():
     assert 1e-6 < 1 - res.r2[6] < 1e-2
     first = family_census(y, family="njet", order=1, anisotropic=True)
     assert np.all(1 - first.r2[:4] > 0.05)  # half-grid differences need the second order
+
+
+def test_cli_null_uses_the_null_module(tmp_path, capsys, monkeypatch):
+    # stand-in for helper i8's analysis.null (same signature): shuffled taps
+    import sys
+    import types
+
+    def null_filters(filters, kind, seed):
+        rng = np.random.default_rng(seed)
+        flat = np.asarray(filters).reshape(len(filters), -1)
+        return rng.permuted(flat, axis=1).reshape(np.shape(filters))
+
+    module = types.ModuleType("scalespace_mk.analysis.null")
+    module.null_filters = null_filters
+    monkeypatch.setitem(sys.modules, "scalespace_mk.analysis.null", module)
+    y, *_ = _planted_njet(np.random.default_rng(6), 30)
+    path = tmp_path / "f.npy"
+    np.save(path, y)
+    args = ["census", str(path), "--family", "njet", "--null", "both", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["median_r2"] > 0.999
+    assert summary["null_median_r2"] < 0.8
+    assert {"null_iid_median_r2", "null_phase_median_r2"} <= set(summary)
