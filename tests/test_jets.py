@@ -174,3 +174,22 @@ def test_steering_error_of_the_discrete_jet():
     assert e[0] > e[1] > e[2]
     with pytest.raises(ValueError, match="sigma"):
         symbolic.steering_error(1, 0.0, 0.3)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "scalespace_mk.scalespace.jets",
+        "scalespace_mk.analysis.jets",
+        "scalespace_mk.scalespace.symbolic",
+        "scalespace_mk.networks.layers",
+    ],
+)
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    torch.set_num_threads(1)
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 1
