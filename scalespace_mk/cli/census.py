@@ -148,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_family(args: argparse.Namespace, filters: Any) -> int:
     """``census --family njet|oriented``: the family census, its summary and the nulls."""
+    if args.method != "discgauss":
+        raise ValueError(
+            f"--family {args.family} builds discrete Gaussians only; drop --method {args.method}"
+        )
     start = time.perf_counter()
     result, summary = family_summary(
         filters,
