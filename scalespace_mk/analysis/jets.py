@@ -14,9 +14,12 @@ For given scales the coefficients and the offset are a linear least-squares prob
 closed form: with the filter and the members centred (``y_c``, ``B_c``),
 ``c = G^-1 p`` with ``G = B_c B_c^T`` and ``p = B_c y_c``, ``b = mean(y) - c . mean(B)``
 and ``R^2 = p^T G^-1 p / ||y_c||^2``. Only the scales are searched, for all filters at
-once: ``R^2`` on a grid of scales (one matrix product against the whitened members
-``L^-1 B_c`` at every grid point, ``L L^T = G``), then a batched parabolic refinement with
-exact members at every trial scale. No Python loop over filters.
+once. The members are separable, ``B_ij = v_j (x) u_i``, so ``G`` and ``p`` come from 1-D
+products: ``<B_a, B_b> = <v_a, v_b> <u_a, u_b>`` (minus the mean term) and
+``p_a = v_a^T Y u_a``; ``R^2 = ||L^-1 p||^2`` with the Cholesky factor ``L L^T = G``. The
+scales are searched on a grid (all filters against all grid scales in a few batched
+products), then by batched parabolic (Newton) refinement with exact members at every trial
+scale. No Python loop over filters.
 
 Oriented order 1 is the jet restricted to ``(dx, dy)``: ``theta = atan2(c_y, c_x)`` and
 ``gain = hypot(c_x, c_y)`` in closed form. Oriented order 2 is not linear in theta: for each
