@@ -152,6 +152,8 @@ def _run_family(args: argparse.Namespace, filters: Any) -> int:
         raise ValueError(
             f"--family {args.family} builds discrete Gaussians only; drop --method {args.method}"
         )
+    if args.plot:
+        raise ValueError(f"--plot draws the 8-type census; drop it with --family {args.family}")
     start = time.perf_counter()
     result, summary = family_summary(
         filters,
