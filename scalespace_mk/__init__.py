@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "AnalyticDepthwiseConv2d": "scalespace_mk.networks.layers",
     "MasterKeyDepthwiseConv2d": "scalespace_mk.networks.layers",
     "NJetDepthwiseConv2d": "scalespace_mk.networks.layers",
+    "OrientedDepthwiseConv2d": "scalespace_mk.networks.layers",
     "create_model": "scalespace_mk.networks.convnext",
     "analyze": "scalespace_mk.networks.checkpoint",
     "replace": "scalespace_mk.networks.checkpoint",

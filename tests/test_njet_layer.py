@@ -171,3 +171,48 @@ def test_convnext_and_training_config():
     assert TrainConfig(dwconv="njet", njet_order=3).njet_order == 3
     with pytest.raises(ValueError, match="njet_order"):
         TrainConfig(dwconv="njet", njet_order=7)
+
+
+def test_oriented_layer_kernels_census_and_gradients():
+    from scalespace_mk.networks.layers import OrientedDepthwiseConv2d
+    from scalespace_mk.scalespace.jets import oriented_kernel
+
+    theta = np.array([0.0, 0.7, 2.0])
+    layer = OrientedDepthwiseConv2d(
+        3,
+        7,
+        2,
+        sigma=[0.8, 1.2, 1.6],
+        theta=theta,
+        gain=[1.0, -2.0, 0.5],
+        normalized=False,
+        dtype=torch.float64,
+    )
+    expected = np.array([1.0, -2.0, 0.5])[:, None, None] * oriented_kernel(
+        2, theta, np.array([0.8, 1.2, 1.6])
+    )
+    np.testing.assert_allclose(layer.kernel()[:, 0].detach().numpy(), expected, atol=1e-15)
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(4, 7, 7))
+    for order in (1, 2):
+        res = family_census(y, family="oriented", order=order)
+        built = OrientedDepthwiseConv2d.from_census(res, dtype=torch.float64)
+        np.testing.assert_allclose(built.kernel()[:, 0].detach().numpy(), res.models(), atol=1e-12)
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+
+    def f(t):
+        with torch.no_grad():
+            layer.theta.copy_(t)
+        w = torch.stack([torch.cos(t) ** 2, 2 * torch.cos(t) * torch.sin(t), torch.sin(t) ** 2], 1)
+        k = torch.einsum("cm,cmhw->chw", w * layer.gain[:, None], layer._basis())
+        return F.conv2d(x, k[:, None], padding=3, groups=3)
+
+    t0 = torch.tensor(theta, requires_grad=True)
+    assert torch.autograd.gradcheck(f, (t0,))
+    layer.zero_grad()
+    with torch.no_grad():
+        layer.theta.copy_(torch.tensor(theta))
+    layer(x).square().sum().backward()
+    t1 = torch.tensor(theta, requires_grad=True)
+    f(t1).square().sum().backward()
+    torch.testing.assert_close(layer.theta.grad, t1.grad)

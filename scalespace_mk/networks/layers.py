@@ -64,6 +64,7 @@ __all__ = [
     "AnalyticDepthwiseConv2d",
     "MasterKeyDepthwiseConv2d",
     "NJetDepthwiseConv2d",
+    "OrientedDepthwiseConv2d",
     "analytic_basis_kernels",
     "analytic_depthwise_kernels",
     "make_dwconv",
@@ -1220,7 +1221,76 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
         )
 
 
-class NJetDepthwiseConv2d(_CachedDepthwise):
+class _JetBase(_CachedDepthwise):
+    """Shared machinery of the jet layers: per-channel scales and the batched N-jet basis."""
+
+    def _setup_jet(
+        self,
+        order: Any,
+        accepted: tuple[int, ...],
+        sigma_x: Any,
+        sigma_y: Any,
+        anisotropic: bool | None,
+        normalized: bool,
+        gamma: float,
+        learn_scales: bool,
+        factory: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the order, store the jet options and the raw scales; returns (sx, sy)."""
+        if isinstance(order, bool) or order not in accepted:
+            raise ValueError(f"order must be one of {accepted}; got {order!r}")
+        self.order = int(order)
+        self.normalized, self.gamma = bool(normalized), float(gamma)
+        self.anisotropic = (sigma_y is not None) if anisotropic is None else bool(anisotropic)
+        k = self.kernel_size
+        taps = k + (4 if order >= 3 else 2) if self.mode == "full" else k
+        self._n_fft = _kernels.fft_length(self.sigma_max, taps)
+        cpu = torch.device("cpu")
+        sx = _channel_values("sigma_x", sigma_x, self.channels, cpu).detach()
+        sy = sx if sigma_y is None else _channel_values("sigma_y", sigma_y, self.channels, cpu)
+        check_nonneg("sigma_x", sx)
+        check_nonneg("sigma_y", sy)
+        self.sigma_x_raw = _param("sigma_x", sx, self.channels, factory, learn_scales)
+        self.sigma_y_raw = _param(
+            "sigma_y", sy, self.channels, factory, learn_scales and self.anisotropic
+        )
+        return sx.to(torch.float64), sy.to(torch.float64)
+
+    @property
+    def sigma_x(self) -> torch.Tensor:
+        """Effective scales along x, ``|sigma_x_raw|`` clamped to ``sigma_max``, [C]."""
+        return self.sigma_x_raw.abs().clamp(max=self.sigma_max)
+
+    @property
+    def sigma_y(self) -> torch.Tensor:
+        """Effective scales along y (:attr:`sigma_x` unless anisotropic), [C]."""
+        raw = self.sigma_y_raw if self.anisotropic else self.sigma_x_raw
+        return raw.abs().clamp(max=self.sigma_max)
+
+    def _basis_at(self, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        """The jet members ``[C, M, k, k]`` (float64) at scales ``sx, sy`` [C]."""
+        from scalespace_mk.scalespace.jets import jet_basis_rows
+
+        return jet_basis_rows(
+            sx.clamp(0.0, self.sigma_max),
+            sy.clamp(0.0, self.sigma_max),
+            self.order,
+            self.kernel_size,
+            mode=self.mode,
+            n_fft=self._n_fft,
+            eps1d=self._eps1d,
+            normalized=self.normalized,
+            gamma=self.gamma,
+        )
+
+    def _basis_tensors(self) -> list[torch.Tensor]:
+        return [self.sigma_x_raw, self.sigma_y_raw]
+
+    def _basis(self) -> torch.Tensor:  # float64 [C, M, k, k]
+        return self._basis_at(self.sigma_x_raw.abs(), self.sigma_y.to(torch.float64))
+
+
+class NJetDepthwiseConv2d(_JetBase):
     """Depthwise conv whose kernels are discrete N-jets with per-channel scales.
 
     Channel c has the kernel ``sum_m coefficients[c, m] B_m(sigma_x[c], sigma_y[c]) +
@@ -1306,30 +1376,15 @@ class NJetDepthwiseConv2d(_CachedDepthwise):
         super().__init__()
         from scalespace_mk.scalespace.jets import JET_ORDERS, jet_indices
 
-        if isinstance(order, bool) or order not in JET_ORDERS:
-            raise ValueError(f"order must be one of {JET_ORDERS}; got {order!r}")
         channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
-        self.order = int(order)
-        self.normalized, self.gamma = bool(normalized), float(gamma)
-        self.anisotropic = (sigma_y is not None) if anisotropic is None else bool(anisotropic)
-        k = self.kernel_size
-        taps = k + (4 if order >= 3 else 2) if self.mode == "full" else k
-        self._n_fft = _kernels.fft_length(self.sigma_max, taps)
         factory = _factory(device, dtype)
-        cpu = torch.device("cpu")
-        sx = _channel_values("sigma_x", sigma_x, channels, cpu).detach()
-        sy = sx if sigma_y is None else _channel_values("sigma_y", sigma_y, channels, cpu)
-        check_nonneg("sigma_x", sx)
-        check_nonneg("sigma_y", sy)
+        args = (sigma_x, sigma_y, anisotropic, normalized, gamma, learn_scales, factory)
+        sx, sy = self._setup_jet(order, JET_ORDERS, *args)
         m = len(jet_indices(self.order))
-        self.sigma_x_raw = _param("sigma_x", sx, channels, factory, learn_scales)
-        self.sigma_y_raw = _param(
-            "sigma_y", sy, channels, factory, learn_scales and self.anisotropic
-        )
         self.offset = _param("offset", offset, channels, factory, learn_offset)
         if coefficients is None:
             with torch.no_grad():
-                basis = self._basis_at(sx.to(torch.float64), sy.to(torch.float64))
+                basis = self._basis_at(sx, sy)
                 norms = basis.flatten(2).norm(dim=2).clamp(min=1e-12)  # [C, M]
                 coef = torch.randn(channels, m, dtype=torch.float64) * (0.58 / math.sqrt(m) / norms)
         else:
@@ -1343,42 +1398,10 @@ class NJetDepthwiseConv2d(_CachedDepthwise):
         self.coefficients = nn.Parameter(coef.to(**factory), requires_grad=learn_coefficients)
         self.bias = _init_bias(bias, channels, factory, learn_bias)
 
-    @property
-    def sigma_x(self) -> torch.Tensor:
-        """Effective scales along x, ``|sigma_x_raw|`` clamped to ``sigma_max``, [C]."""
-        return self.sigma_x_raw.abs().clamp(max=self.sigma_max)
-
-    @property
-    def sigma_y(self) -> torch.Tensor:
-        """Effective scales along y (:attr:`sigma_x` unless anisotropic), [C]."""
-        raw = self.sigma_y_raw if self.anisotropic else self.sigma_x_raw
-        return raw.abs().clamp(max=self.sigma_max)
-
-    def _basis_at(self, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
-        from scalespace_mk.scalespace.jets import jet_basis_rows
-
-        return jet_basis_rows(
-            sx.clamp(0.0, self.sigma_max),
-            sy.clamp(0.0, self.sigma_max),
-            self.order,
-            self.kernel_size,
-            mode=self.mode,
-            n_fft=self._n_fft,
-            eps1d=self._eps1d,
-            normalized=self.normalized,
-            gamma=self.gamma,
-        )
-
-    def _basis_tensors(self) -> list[torch.Tensor]:
-        return [self.sigma_x_raw, self.sigma_y_raw]
-
     def _affine_tensors(self) -> list[torch.Tensor]:
         return [self.coefficients, self.offset]
 
     _finite_names = ("sigma_x_raw", "sigma_y_raw", "coefficients", "offset")
-
-    def _basis(self) -> torch.Tensor:  # float64 [C, M, k, k]
-        return self._basis_at(self.sigma_x_raw.abs(), self.sigma_y.to(torch.float64))
 
     def _combine(self, basis: torch.Tensor) -> torch.Tensor:
         coef = self.coefficients.to(torch.float64)
@@ -1496,6 +1519,146 @@ class NJetDepthwiseConv2d(_CachedDepthwise):
         return cls.from_census(result, kernel_size=w.shape[-1], **kw)
 
 
+class OrientedDepthwiseConv2d(_JetBase):
+    """Depthwise conv whose kernels are steered directional derivatives of the Gaussian.
+
+    Channel c has the kernel ``gain[c] * delta_phi^order T(sigma[c]) + offset[c]`` at the
+    learnable angle ``theta[c]`` (radians, counter-clockwise from +x, y up): order 1
+    ``cos delta_x + sin delta_y``, order 2 ``cos^2 delta_xx + 2 cos sin delta_xy +
+    sin^2 delta_yy`` (:func:`scalespace_mk.scalespace.jets.oriented_kernel`), then a bias.
+    Same machinery as :class:`NJetDepthwiseConv2d` (batched basis, exact scale gradient,
+    basis cached when the scales are frozen; theta, gain and offset only weight it).
+
+    Parameters
+    ----------
+    channels, kernel_size : int
+        As for :class:`NJetDepthwiseConv2d`.
+    order : int
+        1 or 2.
+    sigma : float or sequence [C]
+        Initial standard deviations (default 1; one scale per channel).
+    theta : float or sequence [C], optional
+        Initial angles; default evenly spread over ``[0, 2 pi / order)``.
+    gain, offset : float or sequence [C]
+        Initial gain (default 1) and constant on every tap (default 0).
+    bias : bool or float or sequence [C]
+        Output bias.
+    normalized, gamma, learn_scales, learn_theta, learn_gain, learn_offset, learn_bias
+        Scale normalisation (default True) and which parameters train (default all).
+    mode, sigma_max, epsilon, device, dtype
+        As in :class:`AnalyticDepthwiseConv2d`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = OrientedDepthwiseConv2d(8, order=1)
+    >>> layer(torch.randn(1, 8, 9, 9)).shape
+    torch.Size([1, 8, 9, 9])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        order: int = 1,
+        *,
+        sigma: Any = 1.0,
+        theta: Any = None,
+        gain: Any = 1.0,
+        offset: Any = 0.0,
+        bias: Any = True,
+        normalized: bool = True,
+        gamma: float = 1.0,
+        learn_scales: bool = True,
+        learn_theta: bool = True,
+        learn_gain: bool = True,
+        learn_offset: bool = True,
+        learn_bias: bool = True,
+        mode: str = "paper",
+        sigma_max: float = SIGMA_MAX,
+        epsilon: float = 1e-8,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        from scalespace_mk.scalespace.jets import ORIENTED_ORDERS
+
+        channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
+        factory = _factory(device, dtype)
+        self._setup_jet(
+            order, ORIENTED_ORDERS, sigma, None, False, normalized, gamma, learn_scales, factory
+        )
+        if theta is None:
+            theta = np.arange(channels) * (2 * math.pi / self.order / channels)
+        self.theta = _param("theta", theta, channels, factory, learn_theta)
+        self.gain = _param("gain", gain, channels, factory, learn_gain)
+        self.offset = _param("offset", offset, channels, factory, learn_offset)
+        self.bias = _init_bias(bias, channels, factory, learn_bias)
+
+    def _affine_tensors(self) -> list[torch.Tensor]:
+        return [self.gain, self.theta, self.offset]
+
+    _finite_names = ("sigma_x_raw", "theta", "gain", "offset")
+
+    def _basis(self) -> torch.Tensor:  # float64 [C, order + 1, k, k]: this order's members
+        lo = self.order * (self.order + 1) // 2
+        return super()._basis()[:, lo:]
+
+    def _combine(self, basis: torch.Tensor) -> torch.Tensor:
+        from scalespace_mk.scalespace.jets import oriented_weights
+
+        w = oriented_weights(self.order, self.theta.to(torch.float64))  # [C, order + 1]
+        kernel = torch.einsum("cm,cmhw->chw", w * self.gain.to(torch.float64)[:, None], basis)
+        return kernel + self.offset.to(torch.float64)[:, None, None]
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, order={self.order}, "
+            f"mode={self.mode!r}, normalized={self.normalized}, bias={self.bias is not None}"
+        )
+
+    @classmethod
+    def from_census(
+        cls, result: Any, *, bias: Any = None, **kwargs: Any
+    ) -> OrientedDepthwiseConv2d:
+        """Build a layer from an oriented family census (``family="oriented"``).
+
+        Parameters
+        ----------
+        result : FamilyCensusResult
+            From :func:`scalespace_mk.analysis.jets.family_census` with
+            ``family="oriented"``: its order, scales, ``theta``, ``gain`` and ``b``.
+        bias : optional
+            Output bias (default zeros).
+        **kwargs
+            Further constructor options.
+
+        Returns
+        -------
+        OrientedDepthwiseConv2d
+            Its kernels equal ``result.models()``.
+        """
+        if getattr(result, "family", None) != "oriented":
+            raise ValueError(
+                "result must be a family census with family='oriented'; got "
+                f"{getattr(result, 'family', type(result).__name__)!r}"
+            )
+        opts = dict(result.options)
+        kw = {key: opts[key] for key in ("mode", "normalized", "gamma", "epsilon") if key in opts}
+        kw.update(kwargs)
+        return cls(
+            len(result),
+            int(round(math.sqrt(result.taps))),
+            result.order,
+            sigma=result.sigma_x,
+            theta=result.theta,
+            gain=result.gain,
+            offset=result.b,
+            bias=True if bias is None else bias,
+            **kw,
+        )
+
+
 # --------------------------------------------------------------------------------------
 # export and factory
 
@@ -1523,7 +1686,7 @@ def to_conv2d(layer: nn.Module) -> nn.Conv2d:
     if not isinstance(layer, _CachedDepthwise):
         raise TypeError(
             "layer must be an AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d, "
-            "NJetDepthwiseConv2d or nn.Conv2d; "
+            "NJetDepthwiseConv2d, OrientedDepthwiseConv2d or nn.Conv2d; "
             f"got {type(layer).__name__}"
         )
     with torch.no_grad():
