@@ -1221,6 +1221,20 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
         )
 
 
+def _family_options(result: Any, family: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Layer options carried over from a family census (mode, normalisation, epsilon)."""
+    if getattr(result, "family", None) != family:
+        raise ValueError(
+            f"result must be a family census with family={family!r} (from "
+            "scalespace_mk.analysis.jets.family_census); got "
+            f"{getattr(result, 'family', type(result).__name__)!r}"
+        )
+    opts = result.options
+    kw = {key: opts[key] for key in ("mode", "normalized", "gamma", "epsilon") if key in opts}
+    kw.update(kwargs)
+    return kw
+
+
 class _JetBase(_CachedDepthwise):
     """Shared machinery of the jet layers: per-channel scales and the batched N-jet basis."""
 
@@ -1445,17 +1459,9 @@ class NJetDepthwiseConv2d(_JetBase):
         NJetDepthwiseConv2d
             Its kernels equal the census' fitted models ``sum_m c_m B_m + b``.
         """
-        if getattr(result, "family", None) != "njet":
-            raise ValueError(
-                "result must be a family census with family='njet' (from "
-                "scalespace_mk.analysis.jets.family_census); got "
-                f"{getattr(result, 'family', type(result).__name__)!r}"
-            )
-        opts = dict(result.options)
+        kw = _family_options(result, "njet", kwargs)
         size = kernel_size or int(round(math.sqrt(result.taps)))
-        kw = {key: opts[key] for key in ("mode", "normalized", "gamma", "epsilon") if key in opts}
-        kw.update(kwargs)
-        aniso = bool(opts.get("anisotropic", False))
+        aniso = bool(result.options.get("anisotropic", False))
         return cls(
             len(result),
             size,
@@ -1638,14 +1644,7 @@ class OrientedDepthwiseConv2d(_JetBase):
         OrientedDepthwiseConv2d
             Its kernels equal ``result.models()``.
         """
-        if getattr(result, "family", None) != "oriented":
-            raise ValueError(
-                "result must be a family census with family='oriented'; got "
-                f"{getattr(result, 'family', type(result).__name__)!r}"
-            )
-        opts = dict(result.options)
-        kw = {key: opts[key] for key in ("mode", "normalized", "gamma", "epsilon") if key in opts}
-        kw.update(kwargs)
+        kw = _family_options(result, "oriented", kwargs)
         return cls(
             len(result),
             int(round(math.sqrt(result.taps))),
