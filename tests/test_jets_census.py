@@ -193,9 +193,7 @@ def test_cli_analyze_family(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out["by_kernel_size"]) == {"5", "7"} and len(out["layers"]) == 2
     assert out["summary"]["n_filters"] == 6
-    assert (
-        main(["replace", str(path), "--candidates", "njet", "--out", str(tmp_path / "r.pt")]) == 0
-    )
+    assert main(["replace", str(path), "--njet-order", "2", "--out", str(tmp_path / "r.pt")]) == 0
     new = torch.load(tmp_path / "r.pt", weights_only=True)
     np.testing.assert_allclose(new["a.conv_dw.weight"][:, 0].numpy(), y, atol=1e-5)
 

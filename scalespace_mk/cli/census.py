@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import add_family_args, family_summary, model_types_arg
+from ._args import model_types_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -81,6 +81,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="torch CPU threads during the census (default: torch's setting; 1 helps on a "
         "CPU shared with other busy processes)",
     )
+    from ._family import add_family_args
+
     add_family_args(p)
     p.set_defaults(_run=run)
     return p
@@ -114,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.analysis.filters import load_filters
 
     filters = load_filters(args.filters)
-    if getattr(args, "family", "masterkey") != "masterkey":
-        return _run_family(args, filters)
     types = tuple(args.types) if args.types is not None else DEFAULT_TYPES
     progress = False if args.json else None  # None: auto (large inputs on a terminal)
+    if getattr(args, "family", "masterkey") != "masterkey":
+        return _run_family(args, filters)
     start = time.perf_counter()
     result = census(
         filters,
@@ -148,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_family(args: argparse.Namespace, filters: Any) -> int:
     """``census --family njet|oriented``: the family census, its summary and the nulls."""
+    from ._family import family_summary
+
     if args.method != "discgauss":
         raise ValueError(
             f"--family {args.family} builds discrete Gaussians only; drop --method {args.method}"

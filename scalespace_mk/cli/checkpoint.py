@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ._args import add_family_args, family_summary, model_types_arg
+from ._args import model_types_arg
 
 __all__ = ["add_parser"]
 
@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the share with R^2 > 0.8 and the scale distributions.",
     )
     p.add_argument("checkpoint", help="checkpoint file")
+    from ._family import add_family_args
+
+    add_family_args(p)
     p.add_argument(
         "--types",
         type=model_types_arg,
@@ -35,7 +38,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device for the census (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="DIR", help="write census figures per layer into DIR")
-    add_family_args(p)
     p.set_defaults(_run=_run_analyze)
 
     p = subparsers.add_parser(
@@ -50,12 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--candidates",
         default="masterkey",
-        choices=["masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2", "njet"],
-        help="masterkey (default), a fitting method's idealised models, or njet: every "
-        "filter replaced by its least-squares N-jet of --order",
-    )
-    p.add_argument(
-        "--order", type=int, default=2, metavar="N", help="order of --candidates njet (1-4)"
+        choices=["masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2"],
     )
     p.add_argument(
         "--filters",
@@ -65,6 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output checkpoint (written atomically)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--njet-order",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of the candidates, replace every filter by its least-squares N-jet of "
+        "order N (1-4; one scale and an offset per filter)",
+    )
     p.set_defaults(_run=_run_replace)
 
     p = subparsers.add_parser(
@@ -122,6 +127,8 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
     """``analyze --family njet|oriented``: one family census per kernel size, pooled."""
     from scalespace_mk.networks.checkpoint import find_depthwise
 
+    from ._family import family_summary
+
     layers = find_depthwise(args.checkpoint)
     if not layers:
         raise ValueError("no depthwise weights ([C, 1, k, k] tensors) found in the checkpoint")
@@ -174,17 +181,18 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
 def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
+    njet = args.njet_order is not None
     result = replace(
         args.checkpoint,
-        candidates=args.candidates,
+        candidates="njet" if njet else args.candidates,
         filters=args.filters,
         out=args.out,
-        order=args.order,
+        order=args.njet_order if njet else 2,
     )
     if args.json:
         json.dump(
             {
-                "candidates": args.candidates,
+                "candidates": "njet" if njet else args.candidates,
                 "out": args.out,
                 "layers": result.layers,
                 "totals": result.totals(),
@@ -195,13 +203,15 @@ def _run_replace(args: argparse.Namespace) -> int:
         return 0
     print(
         f"replaced the depthwise filters of {len(result.layers)} layers with "
-        f"'{args.candidates}' candidates -> {args.out}"
+        f"'{'njet' if njet else args.candidates}' candidates -> {args.out}"
     )
     totals = result.totals()
     n = sum(totals.values())
-    if args.candidates == "njet":
+    if njet:
         r2 = [layer["median_r2"] for layer in result.layers]
-        print(f"  order {args.order}: median over layers of the median R^2 {np.nanmedian(r2):.3f}")
+        print(
+            f"  N-jet order {args.njet_order}: median R^2 per layer, median {np.nanmedian(r2):.3f}"
+        )
         return 0
     for key in sorted(totals, key=int):
         print(f"  candidate {key}: {totals[key]:>7} channels ({totals[key] / n:.1%})")

@@ -12,12 +12,12 @@ __all__ = ["add_parser"]
 
 _HELP = {
     "model": "network name (scalespace_mk.networks.list_models())",
-    "dwconv": "depthwise filters: learned | masterkey | idealized | learnable | njet",
-    "njet_order": "order N (1-4) of the N-jet depthwise layers of --dwconv njet (default 2)",
+    "dwconv": "depthwise filters: learned | masterkey | idealized | learnable",
     "method": "fitting method of the idealised candidates (A, A-exact, B, C1, C2, D1, D2)",
     "filters": "master key filter source (default: the published 8; 'builtin')",
     "init": "start every weight from this checkpoint",
     "replace_from": "take the per-channel depthwise replacement from this checkpoint",
+    "njet_order": "order N (1-4) of the N-jet depthwise layers of --dwconv njet",
     "data": "dataset: builtin[:opts] | imagenet:PATH | cifar10:PATH | cifar100:PATH | synthetic:N",
     "save_every_steps": "also checkpoint every N optimizer steps",
     "max_steps_per_epoch": "cap optimizer steps per epoch (smoke runs)",

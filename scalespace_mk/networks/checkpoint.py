@@ -391,6 +391,28 @@ class ReplaceResult:
         return out
 
 
+def _njet_replace(name: str, container: Any, key: Any, tensor: Any, order: int) -> dict:
+    """Replace one layer's filters by their N-jet fits (constant ones kept); its summary."""
+    from scalespace_mk.analysis.jets import family_census
+
+    w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
+    new = w.copy()
+    keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
+    r2 = np.ones(0)
+    if keep.any():
+        result = family_census(w[keep], family="njet", order=order, progress=False)
+        new[keep] = result.models()
+        r2 = result.r2
+    container[key] = torch.from_numpy(new[:, None]).to(tensor.dtype).to(tensor.device)
+    return {
+        "name": name,
+        "channels": int(w.shape[0]),
+        "candidates": {"njet": int(keep.sum())},
+        "median_r2": float(np.median(r2)) if len(r2) else float("nan"),
+        "mean_relative_residual": float(np.mean(1.0 - r2)) if len(r2) else 0.0,
+    }
+
+
 def replace(
     source: Any,
     *,
@@ -435,12 +457,12 @@ def replace(
     layers = []
     for name, container, key, tensor in targets:
         k = tensor.shape[-1]
-        if k not in cache and candidates != "njet":
+        if candidates == "njet":
+            layers.append(_njet_replace(name, container, key, tensor, order))
+            continue
+        if k not in cache:
             cache[k] = candidate_filters(candidates, filters=filters, size=k)
         w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
-        if candidates == "njet":
-            layers.append(_njet_replace(name, container, key, tensor, w, order))
-            continue
         new, choice, a, b = linear_shift_replace(w, cache[k])
         container[key] = torch.from_numpy(new[:, None]).to(tensor.dtype).to(tensor.device)
         centred = w - w.mean(axis=(1, 2), keepdims=True)
@@ -460,27 +482,6 @@ def replace(
     if out is not None:
         save_checkpoint_file(obj, out)
     return ReplaceResult(obj, layers)
-
-
-def _njet_replace(name: str, container: Any, key: Any, tensor: Any, w: np.ndarray, order: int):
-    """Replace one layer's filters ``w`` [C, k, k] by their N-jet fits; its summary."""
-    from scalespace_mk.analysis.jets import family_census
-
-    new = w.copy()
-    keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
-    r2 = np.ones(0)
-    if keep.any():
-        result = family_census(w[keep], family="njet", order=order, progress=False)
-        new[keep] = result.models()
-        r2 = result.r2
-    container[key] = torch.from_numpy(new[:, None]).to(tensor.dtype).to(tensor.device)
-    return {
-        "name": name,
-        "channels": int(w.shape[0]),
-        "candidates": {"njet": int(keep.sum())},
-        "median_r2": float(np.median(r2)) if len(r2) else float("nan"),
-        "mean_relative_residual": float(np.mean(1.0 - r2)) if len(r2) else 0.0,
-    }
 
 
 def _copy_containers(obj: Any) -> Any:
