@@ -181,14 +181,14 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
 def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
-    njet = args.njet_order is not None
     result = replace(
         args.checkpoint,
-        candidates="njet" if njet else args.candidates,
+        candidates=args.candidates if args.njet_order is None else "njet",
         filters=args.filters,
         out=args.out,
-        order=args.njet_order if njet else 2,
+        order=args.njet_order or 2,
     )
+    njet = args.njet_order is not None
     if args.json:
         json.dump(
             {
