@@ -41,10 +41,12 @@ def add_family_args(parser: argparse.ArgumentParser) -> None:
             choices=("iid", "phase", "both"),
             default=None,
             help="also fit null filters made from the input (iid: taps shuffled; phase: "
-            "Fourier phases randomised; both) and report their median R^2",
+            "Fourier phases randomised; both) and report their median R^2 (default: none)",
         )
     if not _has_option(parser, "--seed"):
-        parser.add_argument("--seed", type=int, default=0, help="seed of the null filters")
+        parser.add_argument(
+            "--seed", type=int, default=0, help="seed of the null filters (default: 0)"
+        )
 
 
 def family_summary(filters, args: argparse.Namespace, **options) -> tuple[object, dict]:

@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="instead of the candidates, replace every filter by its least-squares N-jet of "
-        "order N (1-4; one scale and an offset per filter)",
+        "order N (1-4; one scale and an offset per filter; default: off)",
     )
     p.set_defaults(_run=_run_replace)
 
