@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scalespace_mk.analysis.census import census
@@ -91,6 +91,7 @@ def test_planted_anisotropic_njet_and_noise():
 
 @settings(max_examples=5)
 @given(seed=st.integers(0, 2**31 - 1))
+@example(seed=759038)  # found by hypothesis when the noise was absolute (too strong at sigma 2)
 def test_planted_oriented_recovered(seed):
     rng = np.random.default_rng(seed)
     n = 6
@@ -99,7 +100,7 @@ def test_planted_oriented_recovered(seed):
     gain = rng.uniform(0.5, 2.0, n)
     for order in (1, 2):
         y = gain[:, None, None] * oriented_kernel(order, theta, sigma) + 0.05
-        y = y + 1e-4 * rng.normal(size=y.shape)
+        y = y + 1e-3 * y.std(axis=(1, 2), keepdims=True) * rng.normal(size=y.shape)
         res = family_census(y, family="oriented", order=order)
         np.testing.assert_allclose(res.sigma_x, sigma, atol=2e-2)
         period = 2 * math.pi / order  # order 2 is pi-periodic (the gain may flip sign)
