@@ -25,8 +25,10 @@ __all__ = [
     "plot_filters",
     "plot_fit",
     "plot_gallery",
+    "plot_jet_basis",
     "plot_r2_per_layer",
     "plot_scales_by_depth",
+    "plot_steering_error",
     "plot_types_per_layer",
 ]
 
@@ -821,3 +823,103 @@ def plot_comparison(
     ax.set_ylim(0, 1.0)
     ax.set_title("networks side by side: learned filters against their nulls", fontsize=10)
     return _finish(fig, path, dpi, legend=ax)
+
+
+def plot_jet_basis(
+    basis: Any,
+    sigmas: Any,
+    names: Any,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    title: str = "Discrete 2-jet basis",
+    row_labels: Any = None,
+    cmap: str = "RdBu_r",
+    dpi: int = 150,
+) -> Any:
+    """The members of an N-jet (columns) at a few scales (rows).
+
+    Parameters
+    ----------
+    basis : array_like, shape [S, M, k, k]
+        Jet members at S scales (e.g. :func:`scalespace_mk.scalespace.jets.jet_basis`),
+        stored-weight layout (y up on the page).
+    sigmas : sequence of float [S]
+        The scales (standard deviations), for the row labels.
+    names : sequence of str [M]
+        Member names (``T``, ``dx``, ...), for the column titles.
+    path, title, cmap, dpi
+        Output file (written atomically), figure title, colour map, resolution.
+    row_labels : sequence of str [S], optional
+        Row labels instead of ``sigma = ...`` (e.g. for oriented kernels).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Each panel on its own symmetric colour scale (red positive, blue negative).
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    b = np.asarray(basis, dtype=float)
+    s, m = b.shape[:2]
+    fig, axes = plt.subplots(s, m, figsize=(1.3 * m, 1.4 * s + 0.6), squeeze=False)
+    for i in range(s):
+        for j in range(m):
+            ax = axes[i, j]
+            lim = float(np.abs(b[i, j]).max()) or 1.0
+            ax.imshow(b[i, j], cmap=cmap, vmin=-lim, vmax=lim)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(str(names[j]))
+            if j == 0:
+                label = f"sigma = {float(sigmas[i]):g}" if row_labels is None else row_labels[i]
+                ax.set_ylabel(str(label))
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def plot_steering_error(
+    theta: Any,
+    errors: Any,
+    labels: Any,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    title: str = "Steering error of the discrete directional derivatives",
+    dpi: int = 150,
+) -> Any:
+    """Relative steering error against the angle, one curve per scale and order.
+
+    Parameters
+    ----------
+    theta : array_like [A]
+        Angles in radians (counter-clockwise from +x, y up).
+    errors : array_like [L, A]
+        Errors (:func:`scalespace_mk.scalespace.symbolic.steering_error`) per curve.
+    labels : sequence of str [L]
+        Curve labels (legend placed outside the axes).
+    path, title, dpi
+        Output file, figure title, resolution.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    deg = np.degrees(np.asarray(theta, dtype=float))
+    for err, label in zip(np.asarray(errors, dtype=float), labels, strict=True):
+        ax.plot(deg, 100.0 * err, label=str(label))
+    ax.set_xlabel("theta (degrees, counter-clockwise from +x)")
+    ax.set_ylabel("relative L2 error (%)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig

@@ -832,6 +832,9 @@ def census(
     progress: bool | None = None,
     num_threads: int | None = None,
     on_invalid: str = "record",
+    family: str = "masterkey",
+    order: int = 2,
+    allow_saturated: bool = False,
 ) -> CensusResult:
     """Best linear shift ``a g(theta) + b`` of every model type for every filter.
 
@@ -882,6 +885,17 @@ def census(
         ``"constant"``, ``"non-finite"``); ``"raise"`` raises a ValueError naming the first
         such filter. The default records because trained networks routinely hold dead or
         pruned channels, and one of them should not stop the census of thousands.
+    family : str
+        ``"masterkey"`` (default: the types above), or a model family fitted as a whole by
+        :func:`scalespace_mk.analysis.jets.family_census`: ``"njet"`` (all discrete
+        derivatives up to ``order`` at one scale) or ``"oriented"`` (a directional
+        derivative of ``order`` 1 or 2 at angle theta); ``types`` and ``alpha_range`` are
+        then unused and a :class:`~scalespace_mk.analysis.jets.FamilyCensusResult` is
+        returned.
+    order : int
+        Order of the family (N = 1..4 for ``"njet"``, 1 or 2 for ``"oriented"``).
+    allow_saturated : bool
+        Fit a family with at least ``k * k - 1`` free parameters (refused by default).
 
     Returns
     -------
@@ -919,6 +933,14 @@ def census(
     >>> round(float(res.a[0]), 6), round(float(res.r2[0]), 9)
     (2.0, 1.0)
     """
+    if check_choice("family", family, ("masterkey", "njet", "oriented")) != "masterkey":
+        from scalespace_mk.analysis.jets import family_census
+
+        opts = dict(mode=mode, epsilon=epsilon, sigma_max=sigma_max, device=device)
+        opts.update(batch_size=batch_size, progress=progress, num_threads=num_threads)
+        return family_census(
+            filters, family=family, order=order, allow_saturated=allow_saturated, **opts
+        )
     check_choice("on_invalid", on_invalid, ON_INVALID)
     y_in, reason = _screen_input(filters, "filters")
     n_filters, k = y_in.shape[0], y_in.shape[1]

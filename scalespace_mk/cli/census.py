@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from ._args import add_device_option, add_null_arguments, model_types_arg, refuse_wrong_file
+from ._family import add_family_args
 
 __all__ = ["add_parser", "run"]
 
@@ -82,6 +83,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "CPU shared with other busy processes)",
     )
     add_null_arguments(p)
+    add_family_args(p)
     p.set_defaults(_run=run)
     return p
 
@@ -146,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     types = tuple(args.types) if args.types is not None else DEFAULT_TYPES
     progress = False if args.json else None  # None: auto (large inputs on a terminal)
+    if getattr(args, "family", "masterkey") != "masterkey":
+        return _run_family(args, filters)
     from scalespace_mk.analysis.null import null_contrast, null_kinds, null_r2
 
     start = time.perf_counter()
@@ -190,4 +194,44 @@ def run(args: argparse.Namespace) -> int:
     print(_summary(result, seconds, filters.shape, nulls))
     if args.plot:
         print(f"histograms written to {args.plot}")
+    return 0
+
+
+def _run_family(args: argparse.Namespace, filters: Any) -> int:
+    """``census --family njet|oriented``: the family census, its summary and the nulls."""
+    from ._family import family_summary
+
+    if args.method != "discgauss":
+        raise ValueError(
+            f"--family {args.family} builds discrete Gaussians only; drop --method {args.method}"
+        )
+    if args.plot:
+        raise ValueError(f"--plot draws the 8-type census; drop it with --family {args.family}")
+    start = time.perf_counter()
+    result, summary = family_summary(
+        filters,
+        args,
+        mode=args.mode,
+        device=args.device,
+        num_threads=args.threads,
+        progress=False if args.json else None,
+    )
+    seconds = time.perf_counter() - start
+    if args.json:
+        out = {"seconds": seconds, "summary": summary, "filters": result.records()}
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    n, k = filters.shape[0], filters.shape[1]
+    print(
+        f"{args.family} census (order {args.order}, {summary['n_params']} free parameters "
+        f"per filter) of {n} filters ({k}x{k}) in {seconds:.2f} s"
+    )
+    adj = summary["median_r2_adjusted"]
+    print(
+        f"  median R^2 {summary['median_r2']:.4f}; adjusted {adj if adj is None else round(adj, 4)}"
+    )
+    print(f"  R^2 > 0.8: {100.0 * summary['share_r2_above_0.8']:.1f} %")
+    if "null_median_r2" in summary:
+        print(f"  null median R^2 {summary['null_median_r2']:.4f}")
     return 0

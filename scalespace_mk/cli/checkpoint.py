@@ -7,6 +7,7 @@ import json
 import sys
 
 from ._args import add_device_option, add_null_arguments, model_types_arg, refuse_wrong_file
+from ._family import add_family_args
 
 __all__ = ["add_parser"]
 
@@ -53,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_option(p, "the census")
     add_null_arguments(p)
+    add_family_args(p)
     p.add_argument(
         "--null-size",
         type=int,
@@ -98,6 +100,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output checkpoint (written atomically)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--njet-order",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of the candidates, replace every filter by its least-squares N-jet of "
+        "order N (1-4; one scale and an offset per filter; default: off)",
+    )
     p.set_defaults(_run=_run_replace)
 
     p = subparsers.add_parser(
@@ -185,6 +195,8 @@ def _print_comparison(comparison: dict) -> None:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
+    if args.family != "masterkey":
+        return _run_analyze_family(args)
     from scalespace_mk.networks.checkpoint import analyze, compare
 
     paths = list(args.checkpoint) + list(args.compare)
@@ -247,17 +259,83 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_analyze_family(args: argparse.Namespace) -> int:
+    """``analyze --family njet|oriented``: one family census per kernel size, pooled."""
+    import numpy as np
+
+    from scalespace_mk.networks.checkpoint import find_depthwise
+
+    from ._family import family_summary
+
+    if len(args.checkpoint) + len(args.compare) != 1:
+        raise ValueError("--family njet|oriented analyses one checkpoint; drop --compare")
+    refuse_wrong_file("analyze", args.checkpoint[0], "checkpoint")
+    layers = find_depthwise(args.checkpoint[0])
+    if not layers:
+        raise ValueError("no depthwise weights ([C, 1, k, k] tensors) found in the checkpoint")
+    by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for name, weight in layers.items():
+        w = weight.detach().double().cpu().numpy()[:, 0]
+        finite = np.isfinite(w).all(axis=(1, 2))  # drop non-finite, zero and constant filters
+        keep = finite & np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
+        by_size.setdefault(w.shape[-1], []).append((name, w[keep]))
+    out: dict = {"family": args.family, "order": args.order, "by_kernel_size": {}, "layers": []}
+    for k, group in sorted(by_size.items()):
+        pooled = np.concatenate([w for _, w in group])
+        result, summary = family_summary(pooled, args, device=args.device, progress=False)
+        out["by_kernel_size"][str(k)] = summary
+        start = 0
+        for name, w in group:
+            r2 = result.r2[start : start + len(w)]
+            adj = result.r2_adjusted[start : start + len(w)]
+            start += len(w)
+            out["layers"].append(
+                {
+                    "name": name,
+                    "channels": len(w),
+                    "kernel_size": k,
+                    "median_r2": float(np.median(r2)),
+                    "median_r2_adjusted": float(np.median(adj)),
+                }
+            )
+    main = max(by_size, key=lambda k: sum(len(w) for _, w in by_size[k]))
+    out["summary"] = out["by_kernel_size"][str(main)]
+    if args.json:
+        json.dump(out, sys.stdout)
+        print()
+        return 0
+    print(f"{'layer':<48} {'C':>5} {'k':>3} {'med R2':>7} {'adj R2':>7}")
+    for layer in out["layers"]:
+        print(
+            f"{layer['name'][-48:]:<48} {layer['channels']:>5} {layer['kernel_size']:>3} "
+            f"{layer['median_r2']:>7.3f} {layer['median_r2_adjusted']:>7.3f}"
+        )
+    for k, summary in out["by_kernel_size"].items():
+        null = summary.get("null_median_r2")
+        tail = "" if null is None else f"; null median R^2 {null:.3f}"
+        print(
+            f"{k}x{k}: {summary['n_filters']} filters, {args.family} order {args.order}, median "
+            f"R^2 {summary['median_r2']:.3f} (adjusted {summary['median_r2_adjusted']:.3f}){tail}"
+        )
+    return 0
+
+
 def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
     refuse_wrong_file("replace", args.checkpoint, "checkpoint")
     result = replace(
-        args.checkpoint, candidates=args.candidates, filters=args.filters, out=args.out
+        args.checkpoint,
+        candidates=args.candidates if args.njet_order is None else "njet",
+        filters=args.filters,
+        out=args.out,
+        order=args.njet_order or 2,
     )
+    njet = args.njet_order is not None
     if args.json:
         json.dump(
             {
-                "candidates": args.candidates,
+                "candidates": "njet" if njet else args.candidates,
                 "out": args.out,
                 "layers": result.layers,
                 "totals": result.totals(),
@@ -268,10 +346,18 @@ def _run_replace(args: argparse.Namespace) -> int:
         return 0
     print(
         f"replaced the depthwise filters of {len(result.layers)} layers with "
-        f"'{args.candidates}' candidates -> {args.out}"
+        f"'{'njet' if njet else args.candidates}' candidates -> {args.out}"
     )
     totals = result.totals()
     n = sum(totals.values())
+    if njet:
+        import numpy as np
+
+        r2 = [layer["median_r2"] for layer in result.layers]
+        print(
+            f"  N-jet order {args.njet_order}: median R^2 per layer, median {np.nanmedian(r2):.3f}"
+        )
+        return 0
     for key in sorted(totals, key=int):
         print(f"  candidate {key}: {totals[key]:>7} channels ({totals[key] / n:.1%})")
     return 0

@@ -22,6 +22,7 @@ _HELP = {
     "filters": "master key filter source (default: the published 8; 'builtin')",
     "init": "start every weight from this checkpoint",
     "replace_from": "take the per-channel depthwise replacement from this checkpoint",
+    "njet_order": "order N (1-4) of the N-jet depthwise layers of --dwconv njet",
     "data": "dataset: builtin[:opts] | imagenet:PATH | cifar10:PATH | cifar100:PATH | synthetic:N",
     "image_size": "training and evaluation resolution in pixels, 32..1024",
     "epochs": "number of epochs (a larger value with --resume extends the run)",

@@ -851,12 +851,35 @@ class ReplaceResult:
         return out
 
 
+def _njet_replace(name: str, container: Any, key: Any, tensor: Any, order: int) -> dict:
+    """Replace one layer's filters by their N-jet fits (constant ones kept); its summary."""
+    from scalespace_mk.analysis.jets import family_census
+
+    w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
+    new = w.copy()
+    keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
+    r2 = np.ones(0)
+    if keep.any():
+        result = family_census(w[keep], family="njet", order=order, progress=False)
+        new[keep] = result.models()
+        r2 = result.r2
+    container[key] = torch.from_numpy(new[:, None]).to(tensor.dtype).to(tensor.device)
+    return {
+        "name": name,
+        "channels": int(w.shape[0]),
+        "candidates": {"njet": int(keep.sum())},
+        "median_r2": float(np.median(r2)) if len(r2) else float("nan"),
+        "mean_relative_residual": float(np.mean(1.0 - r2)) if len(r2) else 0.0,
+    }
+
+
 def replace(
     source: Any,
     *,
     candidates: str = "masterkey",
     filters: Any = None,
     out: str | os.PathLike | None = None,
+    order: int = 2,
 ) -> ReplaceResult:
     """Replace every depthwise filter by its best linear shift of 8 candidates.
 
@@ -871,6 +894,10 @@ def replace(
     out : path-like, optional
         Where to write the new checkpoint (atomically), same format as ``source`` when it is
         a path (``.safetensors`` stays safetensors).
+    order : int
+        With ``candidates="njet"``: every filter is replaced by its least-squares N-jet of
+        this order (:func:`scalespace_mk.analysis.jets.family_census`, one scale, plus an
+        offset; constant filters stay as they are); ``layers`` then reports the median R^2.
 
     Returns
     -------
@@ -897,6 +924,9 @@ def replace(
     layers = []
     for name, container, key, tensor in targets:
         k = tensor.shape[-1]
+        if candidates == "njet":
+            layers.append(_njet_replace(name, container, key, tensor, order))
+            continue
         if k not in cache:
             cache[k] = candidate_filters(candidates, filters=filters, size=k)
         w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]

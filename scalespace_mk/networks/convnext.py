@@ -94,8 +94,9 @@ __all__ = [
 ]
 
 #: Accepted string values of the ``dwconv`` argument. ``"learned"`` is a plain trainable
-#: ``nn.Conv2d``; the others are resolved by :func:`scalespace_mk.networks.layers.make_dwconv`.
-DWCONV_KINDS: tuple[str, ...] = ("learned", "masterkey", "idealized", "learnable")
+#: ``nn.Conv2d``; the others are resolved by :func:`scalespace_mk.networks.layers.make_dwconv`
+#: (``"njet"``: learnable N-jets, ``dwconv_kwargs={"order": N}``).
+DWCONV_KINDS: tuple[str, ...] = ("learned", "masterkey", "idealized", "learnable", "njet")
 
 DWConvSpec = str | Callable[[int, int], nn.Module]
 

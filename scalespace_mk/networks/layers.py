@@ -65,6 +65,8 @@ __all__ = [
     "SIGMA_MAX",
     "AnalyticDepthwiseConv2d",
     "MasterKeyDepthwiseConv2d",
+    "NJetDepthwiseConv2d",
+    "OrientedDepthwiseConv2d",
     "analytic_basis_kernels",
     "analytic_depthwise_kernels",
     "make_dwconv",
@@ -89,7 +91,7 @@ DEFAULT_ALPHA = 0.5256
 #: Default upper clamp of the scales (sets the constant FFT length of the kernel builder).
 SIGMA_MAX = 8.0
 #: Kinds accepted by :func:`make_dwconv`.
-DWCONV_KINDS = ("learned", "masterkey", "idealized", "learnable")
+DWCONV_KINDS = ("learned", "masterkey", "idealized", "learnable", "njet")
 
 # operator bank: index of each 1-D operator in the bank
 _I, _XP, _XM, _X, _XX = range(5)
@@ -551,6 +553,21 @@ class _CachedDepthwise(nn.Module):
         super().__init__()
         self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
 
+    def _setup(
+        self, channels: Any, kernel_size: Any, mode: str, sigma_max: Any, epsilon: float
+    ) -> int:
+        """Check and store the options shared by the generated-kernel layers; returns C."""
+        channels = _check_channels(channels)
+        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
+        if kernel_size < 3:
+            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
+        self.channels, self.kernel_size = channels, kernel_size
+        self.mode = check_choice("mode", mode, MODES)
+        self.sigma_max = _check_sigma_max(sigma_max)
+        self.epsilon = float(epsilon)
+        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        return channels
+
     # -- subclass interface --------------------------------------------------------------
     def _basis_tensors(self) -> list[torch.Tensor]:  # tensors the model part depends on
         raise NotImplementedError
@@ -561,8 +578,11 @@ class _CachedDepthwise(nn.Module):
     def _basis(self) -> torch.Tensor:  # float64 [C, k, k]
         raise NotImplementedError
 
+    def _combine(self, basis: torch.Tensor) -> torch.Tensor:  # model part -> float64 kernel
+        return _affine64(basis, self.gain, self.offset)
+
     def _full(self) -> torch.Tensor:  # float64 [C, k, k], differentiable
-        return _affine64(self._basis(), self.gain, self.offset)
+        return self._combine(self._basis())
 
     _finite_names: tuple[str, ...] = ("gain", "offset")
 
@@ -571,7 +591,7 @@ class _CachedDepthwise(nn.Module):
 
     def _check_params(self) -> None:
         """Raise on NaN/Inf kernel parameters (CPU only: elsewhere it would synchronise)."""
-        if _compiling() or self.gain.device.type != "cpu":
+        if _compiling() or self._affine_tensors()[0].device.type != "cpu":
             return
         self._check_buffers()
         tensors = [getattr(self, n) for n in self._finite_names]
@@ -599,7 +619,7 @@ class _CachedDepthwise(nn.Module):
         return value
 
     def _param_dtype(self) -> torch.dtype:
-        return self.gain.dtype
+        return self._affine_tensors()[0].dtype
 
     def kernel(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The current depthwise weight ``[C, 1, k, k]`` (cached when safe).
@@ -635,13 +655,11 @@ class _CachedDepthwise(nn.Module):
         if affine_grad:  # frozen model part, learnable gain/offset
             self._check_params()
             g = self._cached("basis", basis_t, basis)
-            return _affine64(g, self.gain, self.offset).to(dtype)[:, None]
+            return self._combine(g).to(dtype)[:, None]
         return self._cached(
             f"weight:{dtype}",
             basis_t + affine_t,
-            lambda: _affine64(self._cached("basis", basis_t, basis), self.gain, self.offset).to(
-                dtype
-            )[:, None],
+            lambda: self._combine(self._cached("basis", basis_t, basis)).to(dtype)[:, None],
         )
 
     @property
@@ -835,15 +853,7 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        channels = _check_channels(channels)
-        kernel_size = check_size(kernel_size, "kernel_size", allow_none=False)
-        if kernel_size < 3:
-            raise ValueError(f"kernel_size must be an odd integer >= 3; got {kernel_size}")
-        self.channels, self.kernel_size = channels, kernel_size
-        self.mode = check_choice("mode", mode, MODES)
-        self.sigma_max = _check_sigma_max(sigma_max)
-        self.epsilon = float(epsilon)
-        self._eps1d = _kernels.truncation_error_1d(epsilon, 1)
+        channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
         factory = _factory(device, dtype)
         t = _as_types(_default_types(channels) if types is None else types).cpu()
         if t.shape[0] != channels:
@@ -1254,6 +1264,443 @@ class MasterKeyDepthwiseConv2d(_CachedDepthwise):
         )
 
 
+def _family_options(result: Any, family: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Layer options carried over from a family census (mode, normalisation, epsilon)."""
+    if getattr(result, "family", None) != family:
+        raise ValueError(
+            f"result must be a family census with family={family!r} (from "
+            "scalespace_mk.analysis.jets.family_census); got "
+            f"{getattr(result, 'family', type(result).__name__)!r}"
+        )
+    opts = result.options
+    kw = {key: opts[key] for key in ("mode", "normalized", "gamma", "epsilon") if key in opts}
+    kw.update(kwargs)
+    return kw
+
+
+class _JetBase(_CachedDepthwise):
+    """Shared machinery of the jet layers: per-channel scales and the batched N-jet basis."""
+
+    def _setup_jet(
+        self,
+        order: Any,
+        accepted: tuple[int, ...],
+        sigma_x: Any,
+        sigma_y: Any,
+        anisotropic: bool | None,
+        normalized: bool,
+        gamma: float,
+        learn_scales: bool,
+        factory: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the order, store the jet options and the raw scales; returns (sx, sy)."""
+        if isinstance(order, bool) or order not in accepted:
+            raise ValueError(f"order must be one of {accepted}; got {order!r}")
+        self.order = int(order)
+        self.normalized, self.gamma = bool(normalized), float(gamma)
+        self.anisotropic = (sigma_y is not None) if anisotropic is None else bool(anisotropic)
+        k = self.kernel_size
+        taps = k + (4 if order >= 3 else 2) if self.mode == "full" else k
+        self._n_fft = _kernels.fft_length(self.sigma_max, taps)
+        cpu = torch.device("cpu")
+        sx = _channel_values("sigma_x", sigma_x, self.channels, cpu).detach()
+        sy = sx if sigma_y is None else _channel_values("sigma_y", sigma_y, self.channels, cpu)
+        check_nonneg("sigma_x", sx)
+        check_nonneg("sigma_y", sy)
+        self.sigma_x_raw = _param("sigma_x", sx, self.channels, factory, learn_scales)
+        self.sigma_y_raw = _param(
+            "sigma_y", sy, self.channels, factory, learn_scales and self.anisotropic
+        )
+        return sx.to(torch.float64), sy.to(torch.float64)
+
+    @property
+    def sigma_x(self) -> torch.Tensor:
+        """Effective scales along x, ``|sigma_x_raw|`` clamped to ``sigma_max``, [C]."""
+        return self.sigma_x_raw.abs().clamp(max=self.sigma_max)
+
+    @property
+    def sigma_y(self) -> torch.Tensor:
+        """Effective scales along y (:attr:`sigma_x` unless anisotropic), [C]."""
+        raw = self.sigma_y_raw if self.anisotropic else self.sigma_x_raw
+        return raw.abs().clamp(max=self.sigma_max)
+
+    def _basis_at(self, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        """The jet members ``[C, M, k, k]`` (float64) at scales ``sx, sy`` [C]."""
+        from scalespace_mk.scalespace.jets import jet_basis_rows
+
+        return jet_basis_rows(
+            sx.clamp(0.0, self.sigma_max),
+            sy.clamp(0.0, self.sigma_max),
+            self.order,
+            self.kernel_size,
+            mode=self.mode,
+            n_fft=self._n_fft,
+            eps1d=self._eps1d,
+            normalized=self.normalized,
+            gamma=self.gamma,
+        )
+
+    def _basis_tensors(self) -> list[torch.Tensor]:
+        return [self.sigma_x_raw, self.sigma_y_raw]
+
+    def _basis(self) -> torch.Tensor:  # float64 [C, M, k, k]
+        return self._basis_at(self.sigma_x_raw.abs(), self.sigma_y.to(torch.float64))
+
+
+class NJetDepthwiseConv2d(_JetBase):
+    """Depthwise conv whose kernels are discrete N-jets with per-channel scales.
+
+    Channel c has the kernel ``sum_m coefficients[c, m] B_m(sigma_x[c], sigma_y[c]) +
+    offset[c]`` with ``B_m = delta_x^i delta_y^j T`` the members ``i + j <= order`` of
+    :func:`scalespace_mk.scalespace.jets.jet_basis` (order ``T, dx, dy, dxx, dxy, dyy,
+    ...``), followed by a per-channel ``bias``. A drop-in for
+    ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``; the kernels of all channels are built
+    in one batched step (one FFT batch, a few matrix products), in float64, with the exact
+    scale derivative of the discrete Gaussian, and cached when the scales are frozen (only
+    the coefficient sum is then recomputed).
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels C.
+    kernel_size : int
+        Odd kernel size k >= 3 (default 7).
+    order : int
+        N, 1 to 4 (default 2: 6 members).
+    sigma_x, sigma_y : float or sequence [C]
+        Initial standard deviations (>= 0, pixels; default 1). ``sigma_y=None``: one scale
+        per channel (``sigma_y`` follows ``sigma_x``) unless ``anisotropic=True``.
+    anisotropic : bool
+        Separate learnable ``sigma_y`` (default: True when ``sigma_y`` is given).
+    coefficients : array_like [C, M], optional
+        Initial coefficients; default random normal (torch's generator) scaled so that every
+        member contributes about equally and the kernel's l2 norm is about that of
+        ``nn.Conv2d``'s default initialisation (~0.58 for 7x7).
+    offset : float or sequence [C]
+        Constant added to every tap (the census' ``b``; default 0).
+    bias : bool or float or sequence [C]
+        Output bias: True (zeros), False/None, or initial values.
+    normalized, gamma : bool, float
+        Scale-normalised members ``sigma**(gamma (i + j))`` (default True, gamma 1): the
+        coefficients of different orders have comparable sizes, which helps optimisers.
+    learn_scales, learn_coefficients, learn_offset, learn_bias : bool
+        Which parameters train (default all). Frozen ones stay ``nn.Parameter`` with
+        ``requires_grad=False``.
+    mode, sigma_max, epsilon, device, dtype
+        As in :class:`AnalyticDepthwiseConv2d`.
+
+    Attributes
+    ----------
+    sigma_x_raw, sigma_y_raw : nn.Parameter [C]
+        Raw scales; effective scales are ``|raw|`` clamped to ``sigma_max``
+        (:attr:`sigma_x`, :attr:`sigma_y`).
+    coefficients : nn.Parameter [C, M]
+    offset : nn.Parameter [C]
+    bias : nn.Parameter [C] or None
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = NJetDepthwiseConv2d(8, order=2)
+    >>> layer(torch.randn(2, 8, 9, 9)).shape
+    torch.Size([2, 8, 9, 9])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        order: int = 2,
+        *,
+        sigma_x: Any = 1.0,
+        sigma_y: Any = None,
+        anisotropic: bool | None = None,
+        coefficients: Any = None,
+        offset: Any = 0.0,
+        bias: Any = True,
+        normalized: bool = True,
+        gamma: float = 1.0,
+        learn_scales: bool = True,
+        learn_coefficients: bool = True,
+        learn_offset: bool = True,
+        learn_bias: bool = True,
+        mode: str = "paper",
+        sigma_max: float = SIGMA_MAX,
+        epsilon: float = 1e-8,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        from scalespace_mk.scalespace.jets import JET_ORDERS, jet_indices
+
+        channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
+        factory = _factory(device, dtype)
+        args = (sigma_x, sigma_y, anisotropic, normalized, gamma, learn_scales, factory)
+        sx, sy = self._setup_jet(order, JET_ORDERS, *args)
+        m = len(jet_indices(self.order))
+        self.offset = _param("offset", offset, channels, factory, learn_offset)
+        if coefficients is None:
+            with torch.no_grad():
+                basis = self._basis_at(sx, sy)
+                norms = basis.flatten(2).norm(dim=2).clamp(min=1e-12)  # [C, M]
+                coef = torch.randn(channels, m, dtype=torch.float64) * (0.58 / math.sqrt(m) / norms)
+        else:
+            coef = torch.as_tensor(np.asarray(coefficients, dtype=np.float64))
+            if coef.shape != (channels, m):
+                raise ValueError(
+                    f"coefficients must have shape [C, M] = [{channels}, {m}] for order "
+                    f"{order}; got {tuple(coef.shape)}"
+                )
+        _check_finite("coefficients", coef.reshape(-1))
+        self.coefficients = nn.Parameter(coef.to(**factory), requires_grad=learn_coefficients)
+        self.bias = _init_bias(bias, channels, factory, learn_bias)
+
+    def _affine_tensors(self) -> list[torch.Tensor]:
+        return [self.coefficients, self.offset]
+
+    _finite_names = ("sigma_x_raw", "sigma_y_raw", "coefficients", "offset")
+
+    def _combine(self, basis: torch.Tensor) -> torch.Tensor:
+        coef = self.coefficients.to(torch.float64)
+        kernel = torch.einsum("cm,cmhw->chw", coef, basis)
+        return kernel + self.offset.to(torch.float64)[:, None, None]
+
+    def extra_repr(self) -> str:  # noqa: D102
+        learn = [
+            n
+            for n in ("sigma_x_raw", "sigma_y_raw", "coefficients", "offset")
+            if getattr(self, n).requires_grad
+        ]
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, order={self.order}, "
+            f"mode={self.mode!r}, normalized={self.normalized}, anisotropic={self.anisotropic}, "
+            f"bias={self.bias is not None}, learnable={[n.replace('_raw', '') for n in learn]}"
+        )
+
+    # -- conversion ----------------------------------------------------------------------
+    @classmethod
+    def from_census(
+        cls, result: Any, *, bias: Any = None, kernel_size: int | None = None, **kwargs: Any
+    ) -> NJetDepthwiseConv2d:
+        """Build a layer from an N-jet family census of trained depthwise filters.
+
+        Parameters
+        ----------
+        result : FamilyCensusResult
+            Output of :func:`scalespace_mk.analysis.jets.family_census` with
+            ``family="njet"`` (its order, scales, coefficients ``c_*`` and offsets ``b``;
+            its ``normalized``/``gamma``/``mode``/``epsilon`` options carry over).
+        bias : float, sequence [C] or tensor, optional
+            Output bias (e.g. the trained conv's bias); default zeros.
+        kernel_size : int, optional
+            Default: from the result (``taps``).
+        **kwargs
+            Further constructor options (``learn_scales``, ``device``, ``dtype``, ...).
+
+        Returns
+        -------
+        NJetDepthwiseConv2d
+            Its kernels equal the census' fitted models ``sum_m c_m B_m + b``.
+        """
+        kw = _family_options(result, "njet", kwargs)
+        size = kernel_size or int(round(math.sqrt(result.taps)))
+        aniso = bool(result.options.get("anisotropic", False))
+        return cls(
+            len(result),
+            size,
+            result.order,
+            sigma_x=result.sigma_x,
+            sigma_y=result.sigma_y if aniso else None,
+            anisotropic=aniso,
+            coefficients=result.coefficients,
+            offset=result.b,
+            bias=True if bias is None else bias,
+            **kw,
+        )
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        order: int = 2,
+        *,
+        layer_kwargs: Mapping[str, Any] | None = None,
+        **census_kwargs: Any,
+    ) -> NJetDepthwiseConv2d:
+        """Fit an N-jet to every filter of a trained depthwise conv and build the layer.
+
+        Parameters
+        ----------
+        conv : nn.Conv2d
+            Depthwise conv ``nn.Conv2d(C, C, k, padding=k // 2, groups=C)``.
+        order : int
+            N of the N-jet (default 2).
+        layer_kwargs : mapping, optional
+            Options for the constructor (``learn_scales``, ...).
+        **census_kwargs
+            Options of :func:`scalespace_mk.analysis.jets.family_census` (``anisotropic``,
+            ``mode``, ``normalized``, ``allow_saturated``, ...).
+
+        Returns
+        -------
+        NJetDepthwiseConv2d
+            With the conv's bias, device and dtype. Constant filters (no variance) get
+            zero coefficients and their constant as offset.
+        """
+        from scalespace_mk.analysis.jets import family_census
+
+        w = _check_depthwise_conv(conv)[:, 0].detach().to(torch.float64).cpu().numpy()
+        flat = w.reshape(w.shape[0], -1)
+        const = np.all(flat == flat[:, :1], axis=1)
+        safe = w.copy()
+        safe[const] = np.eye(w.shape[-1])[None]  # fitted, then overwritten below
+        result = family_census(safe, family="njet", order=order, **census_kwargs)
+        result.coefficients[const] = 0.0
+        result.b[const] = flat[const, 0]
+        kw = dict(layer_kwargs or {})
+        kw.setdefault("device", conv.weight.device)
+        kw.setdefault("dtype", conv.weight.dtype)
+        bias = None if conv.bias is None else conv.bias.detach()
+        if conv.bias is None:
+            kw.setdefault("bias", False)
+        else:
+            kw["bias"] = bias
+        return cls.from_census(result, kernel_size=w.shape[-1], **kw)
+
+
+class OrientedDepthwiseConv2d(_JetBase):
+    """Depthwise conv whose kernels are steered directional derivatives of the Gaussian.
+
+    Channel c has the kernel ``gain[c] * delta_phi^order T(sigma[c]) + offset[c]`` at the
+    learnable angle ``theta[c]`` (radians, counter-clockwise from +x, y up): order 1
+    ``cos delta_x + sin delta_y``, order 2 ``cos^2 delta_xx + 2 cos sin delta_xy +
+    sin^2 delta_yy`` (:func:`scalespace_mk.scalespace.jets.oriented_kernel`), then a bias.
+    Same machinery as :class:`NJetDepthwiseConv2d` (batched basis, exact scale gradient,
+    basis cached when the scales are frozen; theta, gain and offset only weight it).
+
+    Parameters
+    ----------
+    channels, kernel_size : int
+        As for :class:`NJetDepthwiseConv2d`.
+    order : int
+        1 or 2.
+    sigma : float or sequence [C]
+        Initial standard deviations (default 1; one scale per channel).
+    theta : float or sequence [C], optional
+        Initial angles; default evenly spread over ``[0, 2 pi / order)``.
+    gain, offset : float or sequence [C]
+        Initial gain (default 1) and constant on every tap (default 0).
+    bias : bool or float or sequence [C]
+        Output bias.
+    normalized, gamma, learn_scales, learn_theta, learn_gain, learn_offset, learn_bias
+        Scale normalisation (default True) and which parameters train (default all).
+    mode, sigma_max, epsilon, device, dtype
+        As in :class:`AnalyticDepthwiseConv2d`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = OrientedDepthwiseConv2d(8, order=1)
+    >>> layer(torch.randn(1, 8, 9, 9)).shape
+    torch.Size([1, 8, 9, 9])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        order: int = 1,
+        *,
+        sigma: Any = 1.0,
+        theta: Any = None,
+        gain: Any = 1.0,
+        offset: Any = 0.0,
+        bias: Any = True,
+        normalized: bool = True,
+        gamma: float = 1.0,
+        learn_scales: bool = True,
+        learn_theta: bool = True,
+        learn_gain: bool = True,
+        learn_offset: bool = True,
+        learn_bias: bool = True,
+        mode: str = "paper",
+        sigma_max: float = SIGMA_MAX,
+        epsilon: float = 1e-8,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        from scalespace_mk.scalespace.jets import ORIENTED_ORDERS
+
+        channels = self._setup(channels, kernel_size, mode, sigma_max, epsilon)
+        factory = _factory(device, dtype)
+        self._setup_jet(
+            order, ORIENTED_ORDERS, sigma, None, False, normalized, gamma, learn_scales, factory
+        )
+        if theta is None:
+            theta = np.arange(channels) * (2 * math.pi / self.order / channels)
+        self.theta = _param("theta", theta, channels, factory, learn_theta)
+        self.gain = _param("gain", gain, channels, factory, learn_gain)
+        self.offset = _param("offset", offset, channels, factory, learn_offset)
+        self.bias = _init_bias(bias, channels, factory, learn_bias)
+
+    def _affine_tensors(self) -> list[torch.Tensor]:
+        return [self.gain, self.theta, self.offset]
+
+    _finite_names = ("sigma_x_raw", "theta", "gain", "offset")
+
+    def _basis(self) -> torch.Tensor:  # float64 [C, order + 1, k, k]: this order's members
+        lo = self.order * (self.order + 1) // 2
+        return super()._basis()[:, lo:]
+
+    def _combine(self, basis: torch.Tensor) -> torch.Tensor:
+        from scalespace_mk.scalespace.jets import oriented_weights
+
+        w = oriented_weights(self.order, self.theta.to(torch.float64))  # [C, order + 1]
+        kernel = torch.einsum("cm,cmhw->chw", w * self.gain.to(torch.float64)[:, None], basis)
+        return kernel + self.offset.to(torch.float64)[:, None, None]
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, order={self.order}, "
+            f"mode={self.mode!r}, normalized={self.normalized}, bias={self.bias is not None}"
+        )
+
+    @classmethod
+    def from_census(
+        cls, result: Any, *, bias: Any = None, **kwargs: Any
+    ) -> OrientedDepthwiseConv2d:
+        """Build a layer from an oriented family census (``family="oriented"``).
+
+        Parameters
+        ----------
+        result : FamilyCensusResult
+            From :func:`scalespace_mk.analysis.jets.family_census` with
+            ``family="oriented"``: its order, scales, ``theta``, ``gain`` and ``b``.
+        bias : optional
+            Output bias (default zeros).
+        **kwargs
+            Further constructor options.
+
+        Returns
+        -------
+        OrientedDepthwiseConv2d
+            Its kernels equal ``result.models()``.
+        """
+        kw = _family_options(result, "oriented", kwargs)
+        return cls(
+            len(result),
+            int(round(math.sqrt(result.taps))),
+            result.order,
+            sigma=result.sigma_x,
+            theta=result.theta,
+            gain=result.gain,
+            offset=result.b,
+            bias=True if bias is None else bias,
+            **kw,
+        )
+
+
 # --------------------------------------------------------------------------------------
 # export and factory
 
@@ -1280,7 +1727,8 @@ def to_conv2d(layer: nn.Module) -> nn.Conv2d:
         return copy.deepcopy(layer)
     if not isinstance(layer, _CachedDepthwise):
         raise TypeError(
-            "layer must be an AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d or nn.Conv2d; "
+            "layer must be an AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d, "
+            "NJetDepthwiseConv2d, OrientedDepthwiseConv2d or nn.Conv2d; "
             f"got {type(layer).__name__}"
         )
     with torch.no_grad():
@@ -1327,6 +1775,9 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
           (``learn_scales=False``) at the given or default (method B) values, types cyclic
           1..8 unless ``types`` is given;
         - ``"learnable"``: the same with ``learn_scales=True``.
+        - ``"njet"``: :class:`NJetDepthwiseConv2d` (kwargs: ``order`` (default 2),
+          ``sigma_x``, ``learn_scales``, ...): learnable scales and coefficients of the
+          discrete N-jet.
     channels : int
         Number of channels C.
     kernel_size : int
@@ -1362,6 +1813,8 @@ def make_dwconv(kind: str, channels: int, kernel_size: int = 7, **kwargs: Any) -
         return nn.Conv2d(
             channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, **kw
         )
+    if kind == "njet":
+        return NJetDepthwiseConv2d(channels, kernel_size, **kw)
     normalize = kw.pop("normalize", True)
     if kind == "masterkey":
         from scalespace_mk.analysis.filters import load_filters

@@ -25,6 +25,8 @@ Depthwise variants (``--dwconv``), docs/method.md#networks:
 - ``masterkey``: every channel one of 8 frozen master key filters with learnable ``a``, ``b``;
 - ``idealized``: every channel one of the 8 frozen idealised models (fitting ``--method``);
 - ``learnable``: every channel keeps its model type and learns its own scales.
+- ``njet``: every channel a learnable discrete N-jet (``--njet-order``, default 2): scales
+  and coefficients learn (:class:`scalespace_mk.networks.layers.NJetDepthwiseConv2d`).
 
 With ``--replace-from CKPT`` the per-channel choice (and ``a``, ``b``) comes from the least-
 squares replacement of that checkpoint's depthwise filters (experiment 1) and every other
@@ -70,7 +72,7 @@ __all__ = [
     "train",
 ]
 
-DWCONV = ("learned", "masterkey", "idealized", "learnable")
+DWCONV = ("learned", "masterkey", "idealized", "learnable", "njet")
 AMP = ("none", "bf16", "fp16")
 AUGMENT = ("imagenet", "light", "none")
 
@@ -139,6 +141,7 @@ class TrainConfig:
 
     model: str = "convnextv2_atto"
     dwconv: str = "learned"
+    njet_order: int = 2
     method: str = "B"
     filters: str | None = None
     init: str | None = None
@@ -176,6 +179,8 @@ class TrainConfig:
         from scalespace_mk.analysis.fit import METHODS
 
         check_choice("dwconv", self.dwconv, DWCONV)
+        if isinstance(self.njet_order, bool) or self.njet_order not in (1, 2, 3, 4):
+            raise ValueError(f"njet_order must be 1, 2, 3 or 4; got {self.njet_order!r}")
         check_choice("amp", self.amp, AMP)
         check_choice("augment", self.augment, AUGMENT)
         check_choice("method", self.method, METHODS)
@@ -366,6 +371,10 @@ def convert_depthwise(
             raise ValueError(f"{key} is missing from the checkpoint to replace from")
         w = source[key].detach().to(torch.float64).cpu().numpy()[:, 0]
         k = w.shape[-1]
+        if kind == "njet":  # by the N-jet census of the trained filters
+            module.conv_dw = _njet_from_weights(w, source.get(f"{name}.conv_dw.bias"), cfg)
+            module.conv_dw.to(conv.weight.device)
+            continue
         if k not in cache:
             if kind == "masterkey":
                 cache[k] = (candidate_filters("masterkey", filters=cfg.filters), None, [])
@@ -406,6 +415,19 @@ def convert_depthwise(
     return summary
 
 
+def _njet_from_weights(w: np.ndarray, bias: Any, cfg: TrainConfig) -> nn.Module:
+    """An N-jet layer fitted (family census) to trained depthwise filters ``w`` [C, k, k]."""
+    from scalespace_mk.networks.layers import NJetDepthwiseConv2d
+
+    c, k = w.shape[0], w.shape[-1]
+    conv = nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(w[:, None]))
+        if bias is not None:
+            conv.bias.copy_(bias.detach().double())
+    return NJetDepthwiseConv2d.from_conv(conv.float(), cfg.njet_order)
+
+
 def deploy_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of the equivalent all-``nn.Conv2d`` network (analytic layers exported).
 
@@ -441,6 +463,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
     kwargs: dict[str, Any] = {}
     if dwconv == "masterkey" and cfg.filters is not None:
         kwargs["dwconv_kwargs"] = {"filters": cfg.filters}
+    if dwconv == "njet":
+        kwargs["dwconv_kwargs"] = {"order": cfg.njet_order}
     model = create_model(
         cfg.model, num_classes=num_classes, drop_path_rate=cfg.drop_path, dwconv=dwconv, **kwargs
     )

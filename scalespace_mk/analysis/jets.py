@@ -1,0 +1,712 @@
+"""Census of learned filters by model *families*: discrete N-jets and oriented derivatives.
+
+Where :mod:`scalespace_mk.analysis.census` asks which of the 8 master-key types explains a
+filter, this module asks how much of it a whole family explains
+(:mod:`scalespace_mk.scalespace.jets`):
+
+- ``family="njet"``, order N: ``y ~ sum_{i+j<=N} c_ij delta_x^i delta_y^j T(sigma) + b``,
+  one scale (default) or ``sigma_x, sigma_y`` (``anisotropic=True``);
+- ``family="oriented"``, order 1: ``y ~ gain delta_phi T(sigma) + b`` and order 2:
+  ``y ~ gain delta_phiphi T(sigma) + b`` with ``phi`` at angle ``theta`` (counter-clockwise
+  from +x, y up) and one scale.
+
+For given scales the coefficients and the offset are a linear least-squares problem with a
+closed form: with the filter and the members centred (``y_c``, ``B_c``),
+``c = G^-1 p`` with ``G = B_c B_c^T`` and ``p = B_c y_c``, ``b = mean(y) - c . mean(B)``
+and ``R^2 = p^T G^-1 p / ||y_c||^2``. Only the scales are searched, for all filters at
+once. The members are separable, ``B_ij = v_j (x) u_i``, so ``G`` and ``p`` come from 1-D
+products: ``<B_a, B_b> = <v_a, v_b> <u_a, u_b>`` (minus the mean term) and
+``p_a = v_a^T Y u_a``; ``R^2 = ||L^-1 p||^2`` with the Cholesky factor ``L L^T = G``. The
+scales are searched on a grid (all filters against all grid scales in a few batched
+products), then by batched parabolic (Newton) refinement with exact members at every trial
+scale. No Python loop over filters.
+
+Oriented order 1 is the jet restricted to ``(dx, dy)``: ``theta = atan2(c_y, c_x)`` and
+``gain = hypot(c_x, c_y)`` in closed form. Oriented order 2 is not linear in theta: for each
+trial scale ``R^2(theta) = (w.p)^2 / (w^T G w)`` with ``w = (cos^2, 2 cos sin, sin^2)`` is
+maximised over theta by a grid of 64 angles on ``[0, pi)`` and parabolic refinement.
+
+**Fair comparison.** More parameters always fit better, so next to ``R^2`` every filter gets
+the adjusted ``R^2_adj = 1 - (1 - R^2) (P - 1) / (P - q)`` with ``P`` taps and ``q`` free
+parameters (coefficients or gain and theta, scales, and the offset); the same statistic on
+null filters (structureless filters with the same marginal statistics,
+:func:`family_null`) is the baseline. A family with ``q >= P - 1`` is refused (it fits any
+filter exactly) unless ``allow_saturated=True``. Why adjusted R^2 rather than BIC: it is on
+the same scale as R^2 (the fraction of variance explained), needs no noise model, and is
+per filter; see ``docs/theory.md``.
+
+Conventions: filters are stored depthwise weights ``h[r, c]`` (rows top to bottom) with
+``x = c - m`` and ``y = m - r`` (y up) for ``m = k // 2``; ``sigma`` is a standard deviation
+(``s = sigma**2``); scales lie in ``[0, sigma_max]``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from scalespace_mk._checks import check_choice, check_epsilon, check_filters
+from scalespace_mk.scalespace import kernels as _kernels
+from scalespace_mk.scalespace.jets import (
+    JET_ORDERS,
+    ORIENTED_ORDERS,
+    coefficient_names,
+    jet_axis_rows,
+    jet_basis_rows,
+    jet_indices,
+    oriented_weights,
+)
+from scalespace_mk.scalespace.models import MODES
+
+__all__ = [
+    "FAMILIES",
+    "FamilyCensusResult",
+    "family_census",
+    "family_null",
+    "family_parameters",
+]
+
+#: Families accepted by :func:`family_census` (``"masterkey"`` is the 8-type census).
+FAMILIES = ("njet", "oriented")
+NULL_KINDS = ("iid", "phase")
+
+_GRID_STEP_1 = 0.05  # grid step in sigma, one scale
+_GRID_STEP_2 = 0.125  # grid step per axis, two scales
+_N_THETA = 64  # grid of theta on [0, pi) for oriented order 2
+_REFINE_ITERS = 8  # parabolic refinement steps (the stencil shrinks by 4 each step)
+_JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at large sigma)
+
+
+# --------------------------------------------------------------------------------------
+# parameters and checks
+
+
+def _check_family(family: str, order: Any) -> tuple[str, int]:
+    check_choice("family", family, FAMILIES)
+    accepted = JET_ORDERS if family == "njet" else ORIENTED_ORDERS
+    if isinstance(order, bool) or not isinstance(order, int | np.integer) or order not in accepted:
+        raise ValueError(f"order must be one of {accepted} for family {family!r}; got {order!r}")
+    return family, int(order)
+
+
+def family_parameters(family: str, order: int, *, anisotropic: bool = False) -> int:
+    """Free parameters of a family member fitted to one filter (the offset b included).
+
+    Parameters
+    ----------
+    family : str
+        ``"njet"`` or ``"oriented"``.
+    order : int
+        N (1-4) for ``"njet"``, 1 or 2 for ``"oriented"``.
+    anisotropic : bool
+        Two scales (``sigma_x``, ``sigma_y``) instead of one (N-jet only).
+
+    Returns
+    -------
+    int
+        ``(N + 1)(N + 2) / 2`` coefficients + offset + scales for the N-jet; gain, theta,
+        offset and one scale (4) for the oriented derivatives.
+    """
+    family, order = _check_family(family, order)
+    if family == "oriented":
+        return 4
+    return len(jet_indices(order)) + 1 + (2 if anisotropic else 1)
+
+
+def _members(family: str, order: int) -> tuple[int, ...]:
+    """Indices of the jet members the family combines."""
+    if family == "njet":
+        return tuple(range(len(jet_indices(order))))
+    lo = order * (order + 1) // 2
+    return tuple(range(lo, lo + order + 1))
+
+
+# --------------------------------------------------------------------------------------
+# the explained variance for given scales
+
+
+class _Family:
+    """Members of one family at trial scales and the R^2 they explain (float64 torch)."""
+
+    def __init__(
+        self,
+        family: str,
+        order: int,
+        k: int,
+        mode: str,
+        eps1d: float,
+        sigma_max: float,
+        normalized: bool,
+        gamma: float,
+        device: torch.device,
+    ) -> None:
+        self.family, self.order, self.k = family, order, k
+        self.jet_order = order
+        self.members = torch.tensor(_members(family, order), device=device)
+        idx = torch.tensor(jet_indices(order), dtype=torch.int64, device=device)[self.members]
+        self.ii, self.jj = idx[:, 0], idx[:, 1]
+        taps = k + 2 * (2 if order >= 3 else 1) if mode == "full" else k
+        self.kw = dict(
+            mode=mode,
+            n_fft=_kernels.fft_length(sigma_max, taps),
+            eps1d=eps1d,
+            normalized=normalized,
+            gamma=gamma,
+        )
+        theta = torch.arange(_N_THETA, dtype=torch.float64, device=device) * (math.pi / _N_THETA)
+        self.theta_grid = theta
+        self.w_grid = oriented_weights(2, theta) if (family, order) == ("oriented", 2) else None
+
+    def basis(self, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        """Members at scale pairs ``[S]``: ``[S, M, k * k]``."""
+        b = jet_basis_rows(sx, sy, self.jet_order, self.k, **self.kw)
+        return b.index_select(1, self.members).reshape(sx.shape[0], -1, self.k * self.k)
+
+    def axes(self, sx: torch.Tensor, sy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """1-D factors ``u`` (along x) and ``v`` (rows) at scales ``[...]``: ``[..., N+1, k]``."""
+        u, v = jet_axis_rows(sx.reshape(-1), sy.reshape(-1), self.jet_order, self.k, **self.kw)
+        return u.reshape(*sx.shape, *u.shape[1:]), v.reshape(*sy.shape, *v.shape[1:])
+
+    def gram(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of the centred members' Gram matrix from the 1-D factors.
+
+        ``<B_a, B_b> = <v_ja, v_jb> <u_ia, u_ib>`` and the mean of member a is
+        ``sum(u_ia) sum(v_ja) / P``; a small ridge keeps nearly collinear members (large
+        sigma on small filters) factorable. ``u`` and ``v`` broadcast: ``[..., N+1, k]``.
+        """
+        ii, jj = self.ii, self.jj
+        uu, vv = u @ u.transpose(-1, -2), v @ v.transpose(-1, -2)
+        mean = u.sum(-1)[..., ii] * v.sum(-1)[..., jj]  # [..., M] (sums, not means)
+        g = vv[..., jj[:, None], jj[None, :]] * uu[..., ii[:, None], ii[None, :]]
+        g = g - mean[..., :, None] * mean[..., None, :] / (self.k * self.k)
+        tr = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1).clamp(min=1e-300)
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+        chol, _ = torch.linalg.cholesky_ex(g + (_JITTER * tr)[..., None, None] * eye)
+        return chol
+
+    def project(self, w: torch.Tensor, v: torch.Tensor, spec: str) -> torch.Tensor:
+        """``p_a = v_ja^T Z u_ia`` from ``w = Z u`` (``spec``: the einsum of w and v)."""
+        p2 = torch.einsum(spec, w, v)  # [..., N+1 (i), N+1 (j)]
+        return p2[..., self.ii, self.jj]
+
+    def explained(self, p: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """R^2 of unit centred filters from ``p = B_c z`` ``[..., M]``; theta for oriented 2."""
+        if self.w_grid is None:
+            q = torch.linalg.solve_triangular(chol, p[..., None], upper=False)[..., 0]
+            return (q * q).sum(-1), None
+        g = chol @ chol.transpose(-1, -2)
+        return self._best_theta(p, g)
+
+    def _theta_value(self, p, g, theta):
+        w = oriented_weights(2, theta)  # [..., 3]
+        num = (w * p).sum(-1)
+        den = torch.einsum("...i,...ij,...j->...", w, g, w)
+        return num * num / den
+
+    def _best_theta(self, p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.w_grid  # [T, 3]
+        num = torch.einsum("tm,...m->...t", w, p)
+        den = torch.einsum("tm,...mk,tk->...t", w, g, w)
+        vals = num * num / den
+        best, arg = vals.max(-1)
+        theta = self.theta_grid[arg]
+        h = torch.full_like(theta, math.pi / _N_THETA / 2)
+        for _ in range(8):  # parabolic refinement on the circle of period pi
+            fm = self._theta_value(p, g, theta - h)
+            fp = self._theta_value(p, g, theta + h)
+            curv = fp - 2 * best + fm
+            step = torch.where(curv < 0, (h * (fm - fp) / (2 * curv)).clamp(-h, h), 0 * h)
+            cand = theta + step
+            fc = self._theta_value(p, g, cand)
+            stack = torch.stack([best, fm, fp, fc], -1)
+            best, pick = stack.max(-1)
+            theta = torch.stack([theta, theta - h, theta + h, cand], -1).gather(
+                -1, pick[..., None]
+            )[..., 0]
+            h = h / 2
+        return best, torch.remainder(theta, math.pi)
+
+    def at(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor):
+        """R^2 of unit filters ``z3`` [n, k, k] at their own scales ``sx, sy`` [n, S]."""
+        u, v = self.axes(sx, sy)  # [n, S, N+1, k]
+        p = self.project(torch.einsum("nrc,nsic->nsir", z3, u), v, "nsir,nsjr->nsij")
+        return self.explained(p, self.gram(u, v))
+
+
+# --------------------------------------------------------------------------------------
+# search: grid, then parabolic refinement
+
+
+def _grid(fam: _Family, z3: torch.Tensor, sig: torch.Tensor, two: bool):
+    """R^2 of every filter at every grid point: ``[n, G]`` and the grid's (sx, sy) [G]."""
+    u, v = fam.axes(sig, sig)  # [g, N+1, k]
+    w = torch.einsum("nrc,aic->nair", z3, u)  # [n, g (x), N+1, k]
+    if two:  # all pairs, index iy * g + ix
+        p = fam.project(w, v, "nair,bjr->nbaij").flatten(1, 2)
+        chol = fam.gram(u[None], v[:, None]).flatten(0, 1)
+        sx, sy = sig.repeat(sig.shape[0]), sig.repeat_interleave(sig.shape[0])
+    else:
+        p = fam.project(w, v, "nair,ajr->naij")
+        chol, sx, sy = fam.gram(u, v), sig, sig
+    r2, _ = fam.explained(p, chol)
+    return r2, sx, sy
+
+
+def _refine(
+    fam: _Family, z: torch.Tensor, th: torch.Tensor, f0: torch.Tensor, h0: float, sigma_max: float
+) -> torch.Tensor:
+    """Batched parabolic refinement of the scales ``th`` [n, d] from R^2 ``f0`` [n].
+
+    Each step evaluates the stencil ``th + h {-1, 0, 1}^d``, takes the vertex of the
+    quadratic through it (the Newton step, clipped to ``h`` per coordinate; towards the best
+    stencil point when the quadratic is not concave), evaluates that point and keeps the best
+    of all. ``h`` shrinks by 4 every step for one scale (to ~4e-7) and by 2 for two (coupled
+    scales need more steps; to ~4e-9). The objective is even in each scale and mirrored at
+    ``sigma_max``.
+    """
+    n, d = th.shape
+    o = torch.tensor([-1.0, 0.0, 1.0], dtype=th.dtype, device=th.device)
+    offs = o[:, None] if d == 1 else torch.stack(torch.meshgrid(o, o, indexing="ij"), -1)
+    offs = offs.reshape(-1, d)  # [3^d, d]; the centre is row 3^d // 2
+    others = torch.tensor([i for i in range(3**d) if i != 3**d // 2], device=th.device)
+    offs = offs[others]  # [3^d - 1, d]
+    h = h0
+    iters, shrink = (_REFINE_ITERS, 4.0) if d == 1 else (3 * _REFINE_ITERS, 2.0)
+    for _ in range(iters):
+        pts = (th[:, None, :] + h * offs).abs()
+        pts = torch.where(pts > sigma_max, 2 * sigma_max - pts, pts)  # mirror at the bound
+        f, _ = fam.at(z, pts[..., 0], pts[..., d - 1])
+        full = torch.cat([f[:, : len(others) // 2], f0[:, None], f[:, len(others) // 2 :]], 1)
+        step = _newton_step(full, h, d)
+        cand = (th + step).abs().clamp(max=sigma_max)
+        fc, _ = fam.at(z, cand[:, :1], cand[:, d - 1 : d])
+        values = torch.cat([f0[:, None], f, fc], 1)
+        points = torch.cat([th[:, None, :], pts, cand[:, None, :]], 1)
+        f0, pick = values.max(1)
+        th = points.gather(1, pick[:, None, None].expand(n, 1, d))[:, 0]
+        h = h / shrink
+    return th
+
+
+def _newton_step(full: torch.Tensor, h: float, d: int) -> torch.Tensor:
+    """Step to the vertex of the quadratic through a 3^d stencil (values ``[n, 3^d]``)."""
+    if d == 1:
+        fm, f0, fp = full.unbind(1)
+        curv = fp - 2 * f0 + fm
+        toward = torch.where(fp > fm, h, -h) * (torch.maximum(fp, fm) > f0)
+        safe = torch.where(curv < 0, curv, -torch.ones_like(curv))
+        return torch.where(curv < 0, (h * (fm - fp) / (2 * safe)).clamp(-h, h), toward)[:, None]
+    F = full.reshape(-1, 3, 3)  # [x offset, y offset]
+    f0 = F[:, 1, 1]
+    gx, gy = (F[:, 2, 1] - F[:, 0, 1]) / (2 * h), (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
+    hxx = (F[:, 2, 1] - 2 * f0 + F[:, 0, 1]) / h**2
+    hyy = (F[:, 1, 2] - 2 * f0 + F[:, 1, 0]) / h**2
+    hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h**2)
+    det = hxx * hyy - hxy * hxy
+    ok = (hxx < 0) & (det > 0)
+    sdet = torch.where(ok, det, torch.ones_like(det))
+    newton = torch.stack([-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], 1)
+    best = full.argmax(1)
+    toward = torch.stack([(best // 3 - 1) * h, (best % 3 - 1) * h], 1).to(full.dtype)
+    return torch.where(ok[:, None], newton.clamp(-h, h), toward)
+
+
+# --------------------------------------------------------------------------------------
+# result
+
+
+@dataclass
+class FamilyCensusResult:
+    """Result of :func:`family_census` (numpy arrays, N filters).
+
+    Attributes
+    ----------
+    family : str
+        ``"njet"`` or ``"oriented"``.
+    order : int
+        N of the N-jet, or the order of the oriented derivative.
+    names : tuple of str
+        Names of the columns of ``coefficients``: ``c_0, c_x, c_y, c_xx, ...`` for the
+        N-jet (:func:`scalespace_mk.scalespace.jets.coefficient_names`), ``theta, gain`` for
+        the oriented family.
+    sigma_x, sigma_y : numpy.ndarray [N]
+        Fitted standard deviations (``sigma_y = sigma_x`` with one scale).
+    coefficients : numpy.ndarray [N, len(names)]
+        Coefficients of the raw (or scale-normalised, when asked) members, or ``theta``
+        (radians, counter-clockwise from +x, y up; order 1 in ``(-pi, pi]`` with gain >= 0,
+        order 2 in ``[0, pi)``) and the gain.
+    b, r2, rss, tss, r2_adjusted : numpy.ndarray [N]
+        Offset, ``R^2 = 1 - RSS / TSS``, residual and total sums of squares, and
+        ``R^2_adj = 1 - (1 - R^2) (P - 1) / (P - q)`` (NaN when ``q >= P``).
+    n_params : int
+        Free parameters q per filter (offset included).
+    taps : int
+        P = k * k.
+    options : dict
+        The options of the fit (mode, normalized, gamma, anisotropic, sigma_max).
+    """
+
+    family: str
+    order: int
+    names: tuple[str, ...]
+    sigma_x: np.ndarray
+    sigma_y: np.ndarray
+    coefficients: np.ndarray
+    b: np.ndarray
+    r2: np.ndarray
+    rss: np.ndarray
+    tss: np.ndarray
+    r2_adjusted: np.ndarray
+    n_params: int
+    taps: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.r2.shape[0])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        names = self.__dict__.get("names", ())
+        if name in names:
+            return self.coefficients[:, names.index(name)]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def models(self) -> np.ndarray:
+        """The fitted kernels ``[N, k, k]`` (members times coefficients plus ``b``)."""
+        from scalespace_mk.scalespace.jets import jet_basis
+
+        k = int(round(math.sqrt(self.taps)))
+        opts = self.options
+        kw = dict(size=k, mode=opts.get("mode", "paper"), epsilon=opts.get("epsilon", 1e-8))
+        if self.family == "njet":
+            kw.update(normalized=opts.get("normalized", False), gamma=opts.get("gamma", 1.0))
+            basis = jet_basis(self.order, self.sigma_x, self.sigma_y, **kw)
+            fit = np.einsum("nm,nmrc->nrc", self.coefficients, basis)
+        else:
+            basis = jet_basis(self.order, self.sigma_x, **kw)
+            lo = self.order * (self.order + 1) // 2
+            w = oriented_weights(self.order, self.coefficients[:, 0])
+            fit = self.coefficients[:, 1, None, None] * np.einsum("nm,nmrc->nrc", w, basis[:, lo:])
+        return fit + self.b[:, None, None]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per filter: index, scales, named coefficients, b, r2, r2_adjusted."""
+        out = []
+        for i in range(len(self)):
+            rec: dict[str, Any] = {
+                "index": i,
+                "sigma_x": float(self.sigma_x[i]),
+                "sigma_y": float(self.sigma_y[i]),
+            }
+            rec.update({n: float(self.coefficients[i, j]) for j, n in enumerate(self.names)})
+            rec.update(
+                b=float(self.b[i]),
+                r2=float(self.r2[i]),
+                r2_adjusted=_json_float(self.r2_adjusted[i]),
+            )
+            out.append(rec)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Medians over filters: ``{"family", "order", "n_filters", "n_params",
+        "median_r2", "median_r2_adjusted", "share_r2_above_0.8"}``."""
+        return {
+            "family": self.family,
+            "order": self.order,
+            "n_filters": len(self),
+            "n_params": self.n_params,
+            "taps": self.taps,
+            "median_r2": float(np.median(self.r2)),
+            "median_r2_adjusted": _json_float(np.median(self.r2_adjusted)),
+            "share_r2_above_0.8": float(np.mean(self.r2 > 0.8)),
+        }
+
+
+def _json_float(v: Any) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------------------
+# the census
+
+
+def family_census(
+    filters: Any,
+    *,
+    family: str = "njet",
+    order: int = 2,
+    anisotropic: bool = False,
+    mode: str = "paper",
+    normalized: bool = False,
+    gamma: float = 1.0,
+    epsilon: float = 1e-8,
+    sigma_max: float | None = None,
+    allow_saturated: bool = False,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    num_threads: int | None = None,
+) -> FamilyCensusResult:
+    """Fit an N-jet or an oriented derivative (with offset) to every filter.
+
+    Parameters
+    ----------
+    filters : array_like or torch.Tensor, shape [N, k, k] or [k, k]
+        Learned filters in the stored-weight layout (rows top to bottom; ``x = c - m``,
+        ``y = m - r``, y up), odd k >= 3; NaN, zero and constant filters are rejected.
+    family : str
+        ``"njet"`` or ``"oriented"`` (see the module docstring).
+    order : int
+        N = 1..4 for ``"njet"``; 1 or 2 for ``"oriented"``.
+    anisotropic : bool
+        N-jet with two scales ``sigma_x``, ``sigma_y`` (default one scale).
+    mode : str
+        ``"paper"`` or ``"full"`` construction of the members.
+    normalized, gamma
+        Report coefficients of scale-normalised members ``sigma**(gamma (i + j))``
+        (:func:`scalespace_mk.scalespace.jets.jet_basis`); R^2 does not change.
+    epsilon : float
+        Truncation error of the 1-D Gaussians.
+    sigma_max : float, optional
+        Largest scale (standard deviation) searched; default ``k / 2``.
+    allow_saturated : bool
+        Fit even when the family has at least ``k * k - 1`` free parameters (it then
+        explains any filter; the adjusted R^2 is NaN where undefined).
+    device : str or torch.device, optional
+        ``"cpu"`` (default) or ``"cuda"``; arithmetic is float64.
+    batch_size : int, optional
+        Filters per batch (default 4096 on CPU, 65536 on CUDA).
+    progress : bool, optional
+        Progress on stderr (default: for >= 20,000 filters on a terminal).
+    num_threads : int, optional
+        torch CPU threads during the call (restored afterwards).
+
+    Returns
+    -------
+    FamilyCensusResult
+        Per filter the scales, named coefficients (or theta and gain), b, R^2 and adjusted
+        R^2.
+
+    Raises
+    ------
+    ValueError
+        Bad filters (the message names the index), an unknown family or order, or a
+        saturated family without ``allow_saturated=True``.
+
+    Examples
+    --------
+    >>> from scalespace_mk.scalespace.jets import jet_basis
+    >>> B = jet_basis(2, 1.2)
+    >>> y = 0.5 * B[1] - 0.3 * B[4] + 0.2 * B[5] + 0.01
+    >>> res = family_census(y, family="njet", order=2)
+    >>> round(float(res.sigma_x[0]), 4), round(float(res.c_xy[0]), 4), round(float(res.r2[0]), 8)
+    (1.2, -0.3, 1.0)
+    """
+    family, order = _check_family(family, order)
+    if family == "oriented" and anisotropic:
+        raise ValueError("anisotropic applies to family 'njet' only (oriented: one scale)")
+    check_choice("mode", mode, MODES)
+    epsilon = check_epsilon(epsilon)
+    y = np.ascontiguousarray(check_filters(filters, "filters"))
+    n_filters, k = y.shape[0], y.shape[1]
+    if k < 3:
+        raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
+    taps = k * k
+    q = family_parameters(family, order, anisotropic=anisotropic)
+    if q >= taps - 1 and not allow_saturated:
+        raise ValueError(
+            f"family {family!r} of order {order} has {q} free parameters for {taps} taps "
+            f"({k}x{k} filters): at least taps - 1 = {taps - 1}, so it fits any filter "
+            "(saturated); use smaller orders or larger filters, or pass allow_saturated=True "
+            "(--allow-saturated)"
+        )
+    flat = y.reshape(n_filters, -1)
+    yc = flat - flat.mean(axis=1, keepdims=True)
+    tss = (yc * yc).sum(axis=1)
+    const = tss <= 1e-24 * (flat * flat).sum(axis=1)
+    if const.any():
+        idx = int(np.flatnonzero(const)[0])
+        raise ValueError(
+            f"filters[{idx}] is constant: it has no variance to explain, so R^2 is undefined; "
+            "drop constant filters first"
+        )
+    if sigma_max is None:
+        sigma_max = k / 2.0
+    try:
+        sigma_max = float(sigma_max)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
+    if not 0.0 < sigma_max < math.inf:
+        raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    gamma = float(gamma)
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0; got {gamma!r}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available; use 'cpu'")
+    if batch_size is None:
+        batch_size = 65536 if dev.type == "cuda" else 4096
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or (batch_size < 1)
+    ):
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
+
+    two = family == "njet" and anisotropic
+    fam = _Family(
+        family,
+        order,
+        k,
+        mode,
+        _kernels.truncation_error_1d(epsilon, 1),
+        sigma_max,
+        bool(normalized),
+        gamma,
+        dev,
+    )
+    step = _GRID_STEP_2 if two else _GRID_STEP_1
+    n_grid = max(int(math.ceil(sigma_max / step)), 2)
+    sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
+    names = ("theta", "gain") if family == "oriented" else coefficient_names(order)
+    out_s = np.zeros((n_filters, 2))
+    out_c = np.zeros((n_filters, len(names)))
+    out_b = np.zeros(n_filters)
+    out_rss = np.zeros(n_filters)
+
+    show = progress if progress is not None else n_filters >= 20_000 and sys.stderr.isatty()
+    from scalespace_mk._progress import progress as _progress
+
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        starts = range(0, n_filters, int(batch_size))
+        for start in _progress(starts, desc=f"{family} census", unit="batch", enabled=show):
+            stop = min(start + int(batch_size), n_filters)
+            yt = torch.as_tensor(flat[start:stop], device=dev)
+            zc = yt - yt.mean(1, keepdim=True)
+            z = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
+            with torch.no_grad():
+                r2g, gx, gy = _grid(fam, z, sig, two)
+                f0, best = r2g.max(1)
+                th = torch.stack([gx[best], gy[best]], 1) if two else gx[best][:, None]
+                th = _refine(fam, z, th, f0, 0.5 * step, sigma_max)
+                sx = th[:, 0]
+                sy = th[:, 1] if two else sx
+                res = _exact(fam, yt, sx, sy)
+            out_s[start:stop, 0] = sx.cpu().numpy()
+            out_s[start:stop, 1] = sy.cpu().numpy()
+            for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
+                arr[start:stop] = res[key].cpu().numpy()
+    finally:
+        if num_threads is not None:
+            torch.set_num_threads(threads_before)
+    r2 = np.clip(1.0 - out_rss / tss, 0.0, 1.0)
+    dof = taps - q
+    r2_adj = 1.0 - (1.0 - r2) * (taps - 1) / dof if dof > 0 else np.full(n_filters, np.nan)
+    return FamilyCensusResult(
+        family=family,
+        order=order,
+        names=names,
+        sigma_x=out_s[:, 0],
+        sigma_y=out_s[:, 1],
+        coefficients=out_c,
+        b=out_b,
+        r2=r2,
+        rss=out_rss,
+        tss=tss,
+        r2_adjusted=r2_adj,
+        n_params=q,
+        taps=taps,
+        options={
+            "mode": mode,
+            "normalized": bool(normalized),
+            "gamma": gamma,
+            "anisotropic": bool(anisotropic),
+            "sigma_max": sigma_max,
+            "epsilon": epsilon,
+        },
+    )
+
+
+def _exact(fam: _Family, y: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> dict:
+    """Closed-form coefficients, offset and RSS of raw filters ``y`` [n, P] at their scales."""
+    basis = fam.basis(sx, sy)  # [n, M, P]
+    chol = fam.gram(*fam.axes(sx, sy))
+    ym = y.mean(1, keepdim=True)
+    p = torch.einsum("nmp,np->nm", basis, y - ym)
+    if fam.w_grid is not None:  # oriented order 2: theta from the unit filters, then (gain, b)
+        norm = (y - ym).norm(dim=1, keepdim=True)
+        _, theta = fam.explained(p / norm, chol)
+        w = oriented_weights(2, theta)
+        g = torch.einsum("nm,nmp->np", w, basis)
+        gc = g - g.mean(1, keepdim=True)
+        gain = (gc * (y - ym)).sum(1) / (gc * gc).sum(1).clamp(min=1e-300)
+        coef_m = gain[:, None] * w
+        coef = torch.stack([theta, gain], 1)
+    else:
+        coef_m = torch.cholesky_solve(p[:, :, None], chol)[:, :, 0]
+        coef = coef_m
+        if fam.family == "oriented":  # order 1: (c_x, c_y) -> theta, gain
+            coef = torch.stack(
+                [torch.atan2(coef_m[:, 1], coef_m[:, 0]), torch.hypot(coef_m[:, 0], coef_m[:, 1])],
+                1,
+            )
+    b = ym[:, 0] - (coef_m * basis.mean(-1)).sum(1)
+    fit = torch.einsum("nm,nmp->np", coef_m, basis) + b[:, None]
+    rss = ((fit - y) ** 2).sum(1)
+    return {"coef": coef, "b": b, "rss": rss}
+
+
+# --------------------------------------------------------------------------------------
+# null baseline
+
+
+def family_null(
+    filters: Any, *, kind: str = "iid", seed: int = 0, **options: Any
+) -> FamilyCensusResult:
+    """The same family census on null filters made from ``filters``.
+
+    Parameters
+    ----------
+    filters : array_like, shape [N, k, k]
+        The real filters.
+    kind : str
+        ``"iid"`` (i.i.d. Gaussian filters) or ``"phase"`` (Fourier phases randomised), as
+        :func:`scalespace_mk.analysis.null.null_filters` makes them.
+    seed : int
+        Seed of the null filters.
+    **options
+        Options of :func:`family_census` (family, order, ...).
+
+    Returns
+    -------
+    FamilyCensusResult
+        The census of the null filters: its ``summary()["median_r2"]`` is the baseline
+        ``"null_median_r2"``.
+
+    Raises
+    ------
+    ValueError
+        If the null-model module is not available in this installation.
+    """
+    check_choice("kind", kind, NULL_KINDS)
+    try:
+        from scalespace_mk.analysis.null import null_filters
+    except ImportError:
+        raise ValueError(
+            "null filters need scalespace_mk.analysis.null (null_filters), which this "
+            "installation lacks; run without --null / null=..., or update scalespace_mk"
+        ) from None
+    y = check_filters(filters, "filters")
+    return family_census(null_filters(y, kind, seed), **options)
