@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from scalespace_mk.analysis.census import null_r2
 from scalespace_mk.analysis.null import (
     R2_GOOD,
     _boot_median,
@@ -16,7 +17,6 @@ from scalespace_mk.analysis.null import (
     null_contrast,
     null_filters,
     null_kinds,
-    null_r2,
     r2_summary,
 )
 

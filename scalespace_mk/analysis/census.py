@@ -58,6 +58,7 @@ import torch
 
 import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_epsilon, check_filters, check_size
+from scalespace_mk.analysis.null import null_filters
 from scalespace_mk.analysis.types import DEFAULT_TYPES, ModelType, parse_model_types
 from scalespace_mk.scalespace.kernels import METHODS
 from scalespace_mk.scalespace.models import MODES, model_kernel, parse_model
@@ -71,6 +72,7 @@ __all__ = [
     "LinearShift",
     "census",
     "linear_shift",
+    "null_r2",
     "reference_fit",
     "scale_statistics",
     "screen_filters",
@@ -1322,3 +1324,39 @@ def reference_fit(
         "rss": float(res.rss[0]),
         "nfev": int(opt.nfev),
     }
+
+
+def null_r2(
+    filters: np.ndarray, kinds: tuple[str, ...], seed: int, **census_kwargs: Any
+) -> dict[str, np.ndarray]:
+    """R^2 of the best model for the null filters of each kind.
+
+    The null filters are :func:`scalespace_mk.analysis.null.null_filters`.
+
+    Parameters
+    ----------
+    filters : numpy.ndarray, shape [N, k, k]
+        The learned filters that were fitted (finite; leave out zero, constant and
+        non-finite ones).
+    kinds : tuple of str
+        Null kinds (:func:`scalespace_mk.analysis.null.null_kinds`).
+    seed : int
+        Seed (>= 0) of the null filters.
+    **census_kwargs
+        Options of :func:`census` (``types``, ``device``,
+        ...), the same as for the learned filters so that both are fitted alike.
+
+    Returns
+    -------
+    dict
+        ``{kind: R^2 [N]}`` (NaN where a null filter could not be fitted, e.g. the phase
+        copy of a constant filter).
+    """
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        if len(filters) == 0:
+            out[kind] = np.zeros(0)
+            continue
+        z = null_filters(filters, kind, seed)
+        out[kind] = census(z, on_invalid="record", **census_kwargs).r2
+    return out

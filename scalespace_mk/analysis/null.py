@@ -33,7 +33,6 @@ __all__ = [
     "null_contrast",
     "null_filters",
     "null_kinds",
-    "null_r2",
     "r2_summary",
 ]
 
@@ -265,39 +264,3 @@ def derive_seed(seed: int, key: str) -> int:
     seed = _check_seed(seed)
     words = np.random.SeedSequence([seed, zlib.crc32(str(key).encode())]).generate_state(2)
     return int((int(words[0]) << 31) ^ int(words[1]))
-
-
-def null_r2(
-    filters: np.ndarray, kinds: tuple[str, ...], seed: int, **census_kwargs: Any
-) -> dict[str, np.ndarray]:
-    """R^2 of the best model for the null filters of each kind (:func:`null_filters`).
-
-    Parameters
-    ----------
-    filters : numpy.ndarray, shape [N, k, k]
-        The learned filters that were fitted (finite; leave out zero, constant and
-        non-finite ones).
-    kinds : tuple of str
-        Null kinds (:func:`null_kinds`).
-    seed : int
-        Seed (>= 0) of the null filters.
-    **census_kwargs
-        Options of :func:`scalespace_mk.analysis.census.census` (``types``, ``device``,
-        ...), the same as for the learned filters so that both are fitted alike.
-
-    Returns
-    -------
-    dict
-        ``{kind: R^2 [N]}`` (NaN where a null filter could not be fitted, e.g. the phase
-        copy of a constant filter).
-    """
-    from scalespace_mk.analysis.census import census
-
-    out: dict[str, np.ndarray] = {}
-    for kind in kinds:
-        if len(filters) == 0:
-            out[kind] = np.zeros(0)
-            continue
-        z = null_filters(filters, kind, seed)
-        out[kind] = census(z, on_invalid="record", **census_kwargs).r2
-    return out

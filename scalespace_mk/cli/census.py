@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     progress = False if args.json else None  # None: auto (large inputs on a terminal)
     if getattr(args, "family", "masterkey") != "masterkey":
         return _run_family(args, filters)
-    from scalespace_mk.analysis.null import null_contrast, null_kinds, null_r2
+    from scalespace_mk.analysis.census import null_r2
+    from scalespace_mk.analysis.null import null_contrast, null_kinds
 
     start = time.perf_counter()
     kw = dict(types=types, method=args.method, mode=args.mode, device=args.device)

@@ -543,8 +543,8 @@ def analyze(
     ``x = c - m``, ``y = m - r``), analysed as stored (no dilation).
     """
     from scalespace_mk._progress import progress as progress_iter
-    from scalespace_mk.analysis.census import ON_INVALID, census, scale_statistics
-    from scalespace_mk.analysis.null import derive_seed, null_kinds, null_r2
+    from scalespace_mk.analysis.census import ON_INVALID, census, null_r2, scale_statistics
+    from scalespace_mk.analysis.null import derive_seed, null_kinds
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     check_choice("on_invalid", on_invalid, ON_INVALID)
