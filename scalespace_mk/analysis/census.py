@@ -949,16 +949,33 @@ def _fit_all(
     out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
     yt_all = torch.as_tensor(y)
 
+    pending: dict[int, list] = {}
+
+    def store(rows: Any, j: int, th: torch.Tensor, res: dict[str, torch.Tensor]) -> None:
+        theta[rows, j, :] = th.cpu().numpy()  # one-scale types: sigma_y = sigma_x
+        for key in out:
+            out[key][rows, j] = res[key].cpu().numpy()
+
     def run(start: int) -> int:
         stop = min(start + batch_size, n)
+        left: list = []
         with torch.no_grad():
             yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
-            fits = _fit_chunk(tps, objs, yf, *args)
+            fits = _fit_chunk(tps, objs, yf, *args, pending=left)
         for j, (th, res) in enumerate(fits):
-            theta[start:stop, j, :] = th.cpu().numpy()  # one-scale types: sigma_y = sigma_x
-            for key in out:
-                out[key][start:stop, j] = res[key].cpu().numpy()
+            store(slice(start, stop), j, th, res)
+        for j, rows, th0 in left:
+            pending.setdefault(j, []).append((rows + start, th0))
         return (stop - start) * n_t
+
+    def finish() -> None:
+        for j, parts in sorted(pending.items()):
+            rows = torch.cat([r for r, _ in parts])
+            th0 = torch.cat([t.to(dev) for _, t in parts])
+            with torch.no_grad():
+                yf = yt_all.index_select(0, rows).to(dev).reshape(len(rows), -1)
+                th, res = _fit_pending(tps[j], objs[j], yf, th0, args)
+            store(rows.numpy(), j, th, res)
 
     starts = range(0, n, batch_size)
     workers = min(torch.get_num_threads(), len(starts)) if dev.type == "cpu" else 1
@@ -967,6 +984,7 @@ def _fit_all(
             done = run(start)
             if bar is not None:
                 bar.update(done)
+        finish()
         return theta, out
     from concurrent.futures import ThreadPoolExecutor
 
@@ -979,6 +997,7 @@ def _fit_all(
                     bar.update(done)
     finally:
         torch.set_num_threads(intra)
+    finish()
     return theta, out
 
 
@@ -1064,12 +1083,17 @@ def _fit_chunk(
     epsilon: float,
     sigma_max: float,
     alpha_range: tuple[float, float],
+    pending: list | None = None,
 ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Fit every type to the flattened filters ``yf`` [n, k*k]: per type (scales, exact fit).
 
     The coarse grids of all separable types are searched by one matrix product
     (:func:`_grid_argmax`), the one-scale types by their own closed form; each type is then
-    refined (:func:`_refine`) and evaluated exactly (:func:`_exact`).
+    refined (:func:`_refine_sep`, :func:`_refine`) and evaluated exactly (:func:`_exact`).
+    The few filters that the Newton refinement leaves to the stencil search are refined
+    here, or, when a list ``pending`` is given, appended to it as ``(type column, rows,
+    start scales)`` for :func:`_fit_pending` (one stencil search for all chunks: its cost
+    is mostly per step, not per filter).
     """
     zc = yf - yf.mean(dim=1, keepdim=True)
     zf = zc / zc.norm(dim=1, keepdim=True)
@@ -1089,7 +1113,9 @@ def _fit_chunk(
             th0 = start2.pop(j)
             th, conv = _refine_sep(obj, z3, th0, h2, sigma_max)
             rest = torch.nonzero(~conv)[:, 0]
-            if rest.numel():
+            if rest.numel() and pending is not None:
+                pending.append((j, rest.cpu(), th0[rest]))
+            elif rest.numel():
                 th[rest] = _refine(obj, z3[rest], th0[rest], h2, sigma_max)
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
@@ -1097,6 +1123,21 @@ def _fit_chunk(
             th = _refine(obj, zf, th0, h1, sigma_max)
         fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range)))
     return fits
+
+
+def _fit_pending(
+    tp: ModelType, obj: _SepObjective, yf: torch.Tensor, th0: torch.Tensor, args: tuple
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stencil search (:func:`_refine`) and exact fit of filters ``yf`` of one type from ``th0``.
+
+    ``args`` is ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
+    """
+    k, sigma_max = args[0], args[4]
+    zc = yf - yf.mean(dim=1, keepdim=True)
+    z3 = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
+    _, h2 = _coarse_grid(sigma_max, 2, yf.device)
+    th = _refine(obj, z3, th0, h2, sigma_max)
+    return th, _exact(tp, th, yf, *args[:4], args[5])
 
 
 def _exact(
