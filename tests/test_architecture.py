@@ -15,6 +15,7 @@ RANKS = {
     "_checks": 0,
     "_io": 0,
     "_progress": 0,
+    "_threads": 0,
     "scalespace": 1,
     "analysis": 2,
     "networks": 3,

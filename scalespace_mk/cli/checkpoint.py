@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from ._args import model_types_arg
 
 __all__ = ["add_parser"]
@@ -77,6 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from scalespace_mk.networks.checkpoint import analyze
 
     result = analyze(
@@ -140,6 +140,8 @@ def _run_replace(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from scalespace_mk.analysis.filters import save_filters
     from scalespace_mk.networks.checkpoint import extract
 

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import masterkey_types_arg
+from ._args import masterkey_types_arg, source_constant
 
 __all__ = ["add_parser", "run"]
 
@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``fit`` parser, with :func:`run` set as its ``_run`` default.
     """
-    from scalespace_mk.analysis.fit import METHODS
+    METHODS = source_constant("analysis.fit", "METHODS")  # noqa: N806
 
     p = subparsers.add_parser(
         "fit",

@@ -8,6 +8,8 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from ._args import source_constant, source_fields
+
 __all__ = ["add_parser"]
 
 _HELP = {
@@ -25,7 +27,8 @@ _HELP = {
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``eval``."""
-    from scalespace_mk.training.train import PRESETS, TrainConfig
+    # read from the source: importing training.train (torch) would make --help slow
+    PRESETS = source_constant("training.train", "PRESETS")  # noqa: N806
 
     p = subparsers.add_parser(
         "train",
@@ -39,13 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
+    for name, annotation in source_fields("training.train", "TrainConfig"):
+        flag = "--" + name.replace("_", "-")
+        if annotation == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=None, help=_HELP.get(f.name))
+            kind = {"int": int, "float": float}.get(annotation, str)
+            p.add_argument(flag, type=kind, default=None, help=_HELP.get(name))
     p.set_defaults(_run=_run_train)
 
     p = subparsers.add_parser(
