@@ -287,7 +287,9 @@ def _decode_resized(
                 # crop still holds >= size pixels per side.
                 img.draft("RGB", (math.ceil(width * reduce), math.ceil(height * reduce)))
             sx, sy = img.size[0] / width, img.size[1] / height
-            rgb = img.convert("RGB")
+            img.load()
+            # JPEGs decode to RGB already: resize straight from the decoded image (no copy)
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
             out = rgb.resize(
                 (size, size),
                 Image.Resampling.BICUBIC,
