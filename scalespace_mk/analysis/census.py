@@ -24,12 +24,18 @@ that over the scales, for all filters at once (torch, CPU or CUDA, float64):
    is smooth in sigma; the truncation of the discrete Gaussian at ``epsilon`` makes the
    kernel itself jump by ~1e-9 at a few small scales).
 2. **Coarse grid.** Every type is evaluated on a grid of scales (step ~0.1 for two scales,
-   ~0.02 for one) and the correlations of all filters with all grid models come from one
-   batched matrix product.
-3. **Refinement.** From the best grid point, a batched Newton iteration on the squared
-   correlation with finite-difference derivatives from a 3x3 (or 3-point) stencil whose
-   width shrinks from half a grid step to 1e-4, with the best stencil point kept whenever
-   the quadratic model is not trusted. There is no Python loop over filters.
+   ~0.02 for one). The centred unit-norm grid models of all separable types form one
+   matrix, so the correlations of a chunk of filters with all of them are one float32
+   matrix product (the grid only picks the start of the refinement).
+3. **Refinement.** Separable types: from the best grid point, a batched trust-region
+   Newton iteration on the squared correlation with exact first and second derivatives
+   of the cubic tables (quadratic convergence, typically 4 steps); one-scale types, and
+   the few separable fits where Newton does not converge (saddles, sigma = 0 of an even
+   objective), use a batched Newton iteration with finite-difference derivatives from a
+   3x3 (or 3-point) stencil whose width shrinks from half a grid step to 1e-4, with the
+   best stencil point kept whenever the quadratic model is not trusted. There is no
+   Python loop over filters; on the CPU, chunks of filters run on ``num_threads`` Python
+   threads with one intra-op thread each.
 4. **Exact values.** At the final scales every model is recomputed exactly with
    ``model_kernel`` and ``a``, ``b``, ``R^2`` come from :func:`linear_shift`.
 
@@ -84,6 +90,7 @@ _NEWTON_TOL = 1e-7  # a proposed Newton move this short ends the two-scale refin
 _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
+_MIN_CHUNK = 256  # smallest chunk of filters per worker thread
 _GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -817,11 +824,10 @@ def census(
         Show a tqdm progress bar on stderr; default: only for >= 20,000 filters when
         stderr is a terminal.
     num_threads : int, optional
-        CPU threads for torch during this call (``torch.set_num_threads``, restored
-        afterwards; it is process-wide). Default: torch's setting. On a CPU shared with
-        other busy processes, ``num_threads=1`` (or the environment variable
-        ``OMP_WAIT_POLICY=PASSIVE``) avoids OpenMP spin-waiting, which can make the call
-        several times slower.
+        CPU threads during this call: chunks of ``batch_size`` filters run on this many
+        Python threads, each with one torch intra-op thread (``torch.set_num_threads``,
+        restored afterwards; it is process-wide). Default: torch's setting. The results do
+        not depend on it.
 
     Returns
     -------
@@ -939,10 +945,11 @@ def _fit_all(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fit all filters ``y`` [N, k, k] chunk by chunk: scales ``[N, T, 2]`` and fit arrays.
 
-    On the CPU the chunks run on ``torch.get_num_threads()`` Python threads, each doing its
-    torch work on one intra-op thread (the small operations of a chunk do not profit from
-    OpenMP, and its spin-waiting stalls on a loaded machine); the results do not depend on
-    the number of threads. ``args`` is ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
+    On the CPU the chunks run on ``torch.get_num_threads()`` Python threads (a small input
+    is split so that each gets a chunk), each doing its torch work on one intra-op thread
+    (the small operations of a chunk do not profit from OpenMP, and its waiting stalls on
+    a loaded machine); the results do not depend on the number of threads. ``args`` is
+    ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
     """
     n, n_t = y.shape[0], len(tps)
     theta = np.zeros((n, n_t, 2))
@@ -956,8 +963,12 @@ def _fit_all(
         for key in out:
             out[key][rows, j] = res[key].cpu().numpy()
 
+    # on the CPU every worker thread gets work, in chunks of at least _MIN_CHUNK filters
+    workers = torch.get_num_threads() if dev.type == "cpu" else 1
+    chunk = min(batch_size, max(-(-n // workers), _MIN_CHUNK))
+
     def run(start: int) -> int:
-        stop = min(start + batch_size, n)
+        stop = min(start + chunk, n)
         left: list = []
         with torch.no_grad():
             yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
@@ -977,10 +988,8 @@ def _fit_all(
                 th, res = _fit_pending(tps[j], objs[j], yf, th0, args)
             store(rows.numpy(), j, th, res)
 
-    starts = range(0, n, batch_size)
-    workers = min(torch.get_num_threads(), len(starts)) if dev.type == "cpu" else 1
-    if workers <= 1:
-        for start in starts:
+    if dev.type != "cpu":
+        for start in range(0, n, batch_size):
             done = run(start)
             if bar is not None:
                 bar.update(done)
@@ -991,8 +1000,8 @@ def _fit_all(
     intra = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            for done in pool.map(run, starts):
+        with ThreadPoolExecutor(max(intra, 1)) as pool:
+            for done in pool.map(run, range(0, n, chunk)):
                 if bar is not None:
                     bar.update(done)
     finally:
