@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: run in a subprocess: census of the filters in argv[1], results to argv[2], stats on stdout
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch
 threads = int(sys.argv[3])
 if threads:
@@ -54,7 +54,10 @@ t0, c0 = time.perf_counter(), time.process_time()
 res = census(np.ascontiguousarray(y))
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 np.savez(sys.argv[2], best=res.best, r2=res.r2_all)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+# VmHWM: the peak resident set of this program (ru_maxrss would keep the parent's
+# high-water mark across fork + exec)
+status = open("/proc/self/status").read().split("VmHWM:")
+peak = int(status[1].split()[0]) / 1024.0 if len(status) > 1 else float("nan")
 print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak, "threads": torch.get_num_threads()}))
 """
 

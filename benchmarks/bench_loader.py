@@ -6,7 +6,7 @@ model step:
 
 * ``per core``: images per CPU-second of one process, Pillow decode against the training
   loader's work (decode + random resized crop + collate) and the evaluation loader's
-  (decode + centre crop + collate), interleaved ``--rounds`` times (robust on a shared CPU);
+  (decode + centre crop + collate), alternating batch by batch (robust on a shared CPU);
 
 * ``pil-decode``: baseline, a plain Python loop of ``Image.open(p).convert('RGB')`` +
   ``np.asarray`` (one process);
@@ -67,34 +67,37 @@ def per_core(paths: list[str], train_ds, val_ds, *, batch_size: int, rounds: int
     """Images per CPU-second of this process (one core): Pillow decode vs the two loaders.
 
     ``pil``: ``np.asarray(Image.open(p).convert("RGB"))``; ``train`` / ``val``: the
-    dataset's decode-time crop (random resized / centre) of every image plus the loader's
-    collation of each batch. Interleaved ``rounds`` times; the best rate of each is kept.
+    dataset's decode-time crop (random resized / centre) of each image plus the loader's
+    collation of each batch. The three alternate batch by batch (so that the load of other
+    processes, which changes by the second, falls on all three alike), ``rounds`` times
+    over all images; CPU time of this process.
     """
     from PIL import Image
 
     from scalespace_mk.training.datasets import _collate
 
-    def pil() -> None:
-        for p in paths:
-            with Image.open(p) as im:
+    def pil(idx: range) -> None:
+        for i in idx:
+            with Image.open(paths[i]) as im:
                 np.asarray(im.convert("RGB"))
 
-    def loader(ds) -> Callable[[], None]:
-        def go() -> None:
-            n = len(ds)
-            for start in range(0, n, batch_size):
-                _collate([ds[(i, 0)] for i in range(start, min(start + batch_size, n))])
+    def loader(ds) -> Callable[[range], None]:
+        def go(idx: range) -> None:
+            _collate([ds[(i, 0)] for i in idx])
 
         return go
 
     cases = {"pil": pil, "train": loader(train_ds), "val": loader(val_ds)}
-    best = dict.fromkeys(cases, 0.0)
+    cpu = dict.fromkeys(cases, 0.0)
+    n = len(paths)
     for _ in range(rounds):
-        for name, fn in cases.items():
-            t = time.process_time()
-            fn()
-            best[name] = max(best[name], len(paths) / (time.process_time() - t))
-    return best
+        for start in range(0, n, batch_size):
+            idx = range(start, min(start + batch_size, n))
+            for name, fn in cases.items():
+                t = time.process_time()
+                fn(idx)
+                cpu[name] += time.process_time() - t
+    return {name: rounds * n / sec for name, sec in cpu.items()}
 
 
 def bench_pil(paths: list[str]) -> float:
@@ -241,8 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{'  per worker':<28}{value / int(w):>10.0f}{value / int(w) / base:>14.2f}")
     tr, va = core["train"] / core["pil"], core["val"] / core["pil"]
     print(
-        f"per core (images per CPU-second of one process, best of {args.rounds} interleaved "
-        f"rounds): Pillow decode {core['pil']:.0f}; train loader (decode + random resized "
+        f"per core (images per CPU-second of one process, {args.rounds} rounds, alternating "
+        f"batch by batch): Pillow decode {core['pil']:.0f}; train loader (decode + random resized "
         f"crop {args.image_size} + collate) {core['train']:.0f} ({tr:.2f}x); "
         f"eval loader (centre crop) {core['val']:.0f} ({va:.2f}x) [targets: >= 1.00x]"
     )

@@ -13,7 +13,8 @@ and :func:`scalespace_mk._threads.set_threads` with no count), and ``N threads``
 ``--threads N``) for N = 1 .. cores. Conditions: ``idle`` (no process of ours competing;
 other users' load is printed) and ``busy`` (a competing pure-Python busy loop that this
 script starts, bounded to ``--busy-limit`` seconds and stopped at the end). Printed: seconds
-per setting and condition, and the ratio of the package default to the best explicit count
+per run, the best of ``--repeat`` runs per setting and condition (the settings alternate
+run by run), and the ratio of the package default to the best explicit count
 (target <= 1.2).
 
 Usage::
@@ -105,10 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per setting (best is kept)")
     ap.add_argument("--busy-limit", type=float, default=900.0, help="busy process cap, s")
     ap.add_argument("--work", nargs="+", default=["analyze", "train"], help="workloads")
+    ap.add_argument(
+        "--no-torch-default",
+        action="store_true",
+        help="skip the 'torch default' runs (slow on a busy machine)",
+    )
     ap.add_argument("--json", help="write the figures to this JSON file")
     args = ap.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     settings = ["torch", "default", *[str(n) for n in range(1, cores + 1)]]
+    if args.no_torch_default:
+        settings.remove("torch")
     label = {"torch": "torch default", "default": "package default"}
     figures: dict = {"cores": cores, "load_before": load(), "runs": {}}
     print(f"{cores} usable cores; load average before: {figures['load_before']}")
@@ -124,27 +132,30 @@ def main(argv: list[str] | None = None) -> int:
                 busy = subprocess.Popen([sys.executable, "-c", loop])
             try:
                 for work in args.work:
-                    times = {}
-                    for s in settings:
-                        best = min(run(work, s, ckpt)["seconds"] for _ in range(args.repeat))
-                        times[s] = best
-                        print(
-                            f"  {condition:<5} {work:<8} {label.get(s, s + ' threads'):<16} "
-                            f"{best:7.2f} s   (load {load()})"
-                        )
+                    runs: dict[str, list[float]] = {s: [] for s in settings}
+                    for _ in range(args.repeat):  # settings alternate: load drifts
+                        for s in settings:
+                            runs[s].append(run(work, s, ckpt)["seconds"])
+                            print(
+                                f"  {condition:<5} {work:<8} {label.get(s, s + ' threads'):<16} "
+                                f"{runs[s][-1]:7.2f} s   (load {load()})"
+                            )
+                    times = {s: min(v) for s, v in runs.items()}
                     explicit = {s: t for s, t in times.items() if s.isdigit()}
                     best_s = min(explicit, key=explicit.get)
                     ratio = times["default"] / explicit[best_s]
-                    before = times["torch"] / explicit[best_s]
+                    before = times["torch"] / explicit[best_s] if "torch" in times else None
                     figures["runs"][f"{condition}/{work}"] = {
                         "seconds": times,
+                        "all_runs": runs,
                         "best_explicit": best_s,
                         "default_over_best": ratio,
                         "torch_default_over_best": before,
                     }
+                    extra = f"; torch default / best = {before:.2f}" if before else ""
                     print(
                         f"{condition:<5} {work:<8}: package default / best ({best_s} threads) = "
-                        f"{ratio:.2f} [target <= 1.2]; torch default / best = {before:.2f}"
+                        f"{ratio:.2f} [target <= 1.2]{extra}"
                     )
             finally:
                 if busy is not None:
