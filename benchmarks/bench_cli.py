@@ -27,6 +27,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 0.5
 HEAVY = ("torch", "numpy", "scipy", "sympy", "matplotlib")
+#: the CLI's own share of the start: timed inside a fresh interpreter
+INNER = """
+import time
+t = time.perf_counter()
+import scalespace_mk.cli as cli
+parser = cli.build_parser()
+parser.format_help()
+for command in parser._subparsers._group_actions[0].choices.values():
+    command.format_help()
+print(time.perf_counter() - t)
+"""
 
 
 def timed(cmd: list[str], repeat: int, env: dict[str, str]) -> tuple[float, int]:
@@ -78,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(worst, t)
         ok = "ok" if t <= TARGET_S else "OVER"
         print(f"{name:<34} {t:>9.3f} {t - base:>+11.3f} {rc:>3}  {ok}")
+    inner = []
+    for _ in range(args.repeat):
+        proc = subprocess.run([py, "-c", INNER], env=env, capture_output=True, text=True, cwd=ROOT)
+        inner.append(float(proc.stdout.split()[-1]))
+    print(
+        f"inside the interpreter (import scalespace_mk.cli, build every parser, format every "
+        f"help; median of {args.repeat}): {statistics.median(inner) * 1e3:.0f} ms"
+    )
     print(
         f"slowest: {worst:.3f} s ({worst / base:.2f}x python -c pass); "
         f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}"

@@ -90,7 +90,6 @@ _NEWTON_TOL = 1e-7  # a proposed Newton move this short ends the two-scale refin
 _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
-_MIN_CHUNK = 256  # smallest chunk of filters per worker thread
 _GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -945,10 +944,11 @@ def _fit_all(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fit all filters ``y`` [N, k, k] chunk by chunk: scales ``[N, T, 2]`` and fit arrays.
 
-    On the CPU the chunks run on ``torch.get_num_threads()`` Python threads (a small input
-    is split so that each gets a chunk), each doing its torch work on one intra-op thread
-    (the small operations of a chunk do not profit from OpenMP, and its waiting stalls on
-    a loaded machine); the results do not depend on the number of threads. ``args`` is
+    On the CPU the chunks run on up to ``torch.get_num_threads()`` Python threads, each
+    doing its torch work on one intra-op thread (the small operations of a chunk do not
+    profit from OpenMP, and its waiting stalls on a loaded machine); an input of one chunk
+    (e.g. a layer of a network) thus runs on one thread. The results do not depend on the
+    number of threads. ``args`` is
     ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
     """
     n, n_t = y.shape[0], len(tps)
@@ -963,12 +963,8 @@ def _fit_all(
         for key in out:
             out[key][rows, j] = res[key].cpu().numpy()
 
-    # on the CPU every worker thread gets work, in chunks of at least _MIN_CHUNK filters
-    workers = torch.get_num_threads() if dev.type == "cpu" else 1
-    chunk = min(batch_size, max(-(-n // workers), _MIN_CHUNK))
-
     def run(start: int) -> int:
-        stop = min(start + chunk, n)
+        stop = min(start + batch_size, n)
         left: list = []
         with torch.no_grad():
             yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
@@ -998,10 +994,11 @@ def _fit_all(
     from concurrent.futures import ThreadPoolExecutor
 
     intra = torch.get_num_threads()
+    starts = range(0, n, batch_size)
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max(intra, 1)) as pool:
-            for done in pool.map(run, range(0, n, chunk)):
+        with ThreadPoolExecutor(max(min(intra, len(starts)), 1)) as pool:
+            for done in pool.map(run, starts):
                 if bar is not None:
                     bar.update(done)
     finally:
