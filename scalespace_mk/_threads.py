@@ -9,8 +9,8 @@ on one thread. The policy (figures in ``docs/benchmarks.md``, "Threads"):
    imported (unless the variable is set), so that idle OpenMP threads sleep instead of
    spinning against other processes.
 2. **Explicit counts win.** ``--threads N`` on every compute command sets torch's intra-op
-   threads; without it ``OMP_NUM_THREADS`` is honoured when set; otherwise one thread per
-   usable core (torch's default).
+   threads; without it torch's own default applies: ``OMP_NUM_THREADS`` when set, else one
+   thread per core (:func:`default_threads` says which, for the help text).
 3. **Small ops on one intra-op thread.** The census (:mod:`scalespace_mk.analysis.census`)
    runs chunks of filters on that many Python threads, each with one intra-op thread,
    instead of splitting every small operation across cores.

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        set_threads(getattr(args, "threads", None))
+        if getattr(args, "threads", None) is not None:  # else torch's own default applies
+            set_threads(args.threads)
         return int(run(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"scalespace-mk {args.command}: error: {exc}", file=sys.stderr)
