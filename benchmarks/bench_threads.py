@@ -9,7 +9,7 @@ Two workloads, each timed in a fresh subprocess (so that the OpenMP settings tak
 
 Settings: ``torch default`` (no ``OMP_WAIT_POLICY``, torch's thread count: the behaviour
 before the policy), ``package default`` (what the command line does: ``OMP_WAIT_POLICY=PASSIVE``
-and :func:`scalespace_mk._threads.set_threads` with no count), and ``N threads`` (passive,
+and torch's own thread count, one per core), and ``N threads`` (passive,
 ``--threads N``) for N = 1 .. cores. Conditions: ``idle`` (no process of ours competing;
 other users' load is printed) and ``busy`` (a competing pure-Python busy loop that this
 script starts, bounded to ``--busy-limit`` seconds and stopped at the end). Printed: seconds
@@ -38,9 +38,9 @@ CHILD = r"""
 import sys, time, json
 work, threads, ckpt = sys.argv[1], sys.argv[2], sys.argv[3]
 import torch
-if threads != "torch":
+if threads not in ("torch", "default"):  # default: torch's own count, as the CLI leaves it
     from scalespace_mk._threads import set_threads
-    set_threads(None if threads == "default" else int(threads))
+    set_threads(int(threads))
 if work == "analyze":
     from scalespace_mk.networks.checkpoint import analyze
     t0 = time.perf_counter()
