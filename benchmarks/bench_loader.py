@@ -1,13 +1,18 @@
 """Data-loading throughput of scalespace_mk.training.datasets + scalespace_mk.training.augment.
 
-Writes a JPEG image folder (default 2,000 images of 256 x 256 pixels in 10 classes) into a
-temporary directory and measures, in images per second and with no model step:
+Writes a JPEG image folder (default 2,000 ImageNet-sized images, 500 x 375 pixels, quality 90,
+in 10 classes) into a temporary directory and measures, in images per second and with no
+model step:
+
+* ``per core``: images per CPU-second of one process, Pillow decode against the training
+  loader's work (decode + random resized crop + collate) and the evaluation loader's
+  (decode + centre crop + collate), alternating batch by batch (robust on a shared CPU);
 
 * ``pil-decode``: baseline, a plain Python loop of ``Image.open(p).convert('RGB')`` +
   ``np.asarray`` (one process);
 * ``loader``: the training DataLoader of :func:`scalespace_mk.training.datasets.build_dataset`
   (decode + random resized crop to ``--image-size`` + uint8 collation) for each
-  ``--workers`` value;
+  ``--workers`` value (also per worker);
 * ``transform``: the batched :class:`scalespace_mk.training.augment.TrainTransform` alone (flip,
   RandAugment, normalise, random erasing, Mixup/CutMix) on ``--device``;
 * ``loader+transform``: both, as a training loop would see them.
@@ -29,18 +34,22 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def make_jpeg_folder(root: Path, *, images: int, size: int, classes: int, seed: int = 0) -> None:
-    """Write ``images`` smooth random JPEGs (quality 90) into ``root/train/<class>/``."""
+def make_jpeg_folder(
+    root: Path, *, images: int, size: int, classes: int, seed: int = 0, height: int | None = None
+) -> None:
+    """Write ``images`` smooth random JPEGs (quality 90, ``size`` wide, ``height`` high,
+    default square) into ``root/train/<class>/``; ``root/val`` links to the same files."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    yy, xx = np.mgrid[0 : height or size, 0:size] / size
     for i in range(images):
         d = root / "train" / f"class{i % classes:02d}"
         d.mkdir(parents=True, exist_ok=True)
@@ -50,6 +59,45 @@ def make_jpeg_folder(root: Path, *, images: int, size: int, classes: int, seed: 
         )
         img = (127.5 + 100 * img + rng.normal(0, 12, img.shape)).clip(0, 255).astype(np.uint8)
         Image.fromarray(img).save(d / f"{i:05d}.JPEG", quality=90)
+    if not (root / "val").exists():
+        (root / "val").symlink_to(root / "train", target_is_directory=True)
+
+
+def per_core(paths: list[str], train_ds, val_ds, *, batch_size: int, rounds: int) -> dict:
+    """Images per CPU-second of this process (one core): Pillow decode vs the two loaders.
+
+    ``pil``: ``np.asarray(Image.open(p).convert("RGB"))``; ``train`` / ``val``: the
+    dataset's decode-time crop (random resized / centre) of each image plus the loader's
+    collation of each batch. The three alternate batch by batch (so that the load of other
+    processes, which changes by the second, falls on all three alike), ``rounds`` times
+    over all images; CPU time of this process.
+    """
+    from PIL import Image
+
+    from scalespace_mk.training.datasets import _collate
+
+    def pil(idx: range) -> None:
+        for i in idx:
+            with Image.open(paths[i]) as im:
+                np.asarray(im.convert("RGB"))
+
+    def loader(ds) -> Callable[[range], None]:
+        def go(idx: range) -> None:
+            _collate([ds[(i, 0)] for i in idx])
+
+        return go
+
+    cases = {"pil": pil, "train": loader(train_ds), "val": loader(val_ds)}
+    cpu = dict.fromkeys(cases, 0.0)
+    n = len(paths)
+    for _ in range(rounds):
+        for start in range(0, n, batch_size):
+            idx = range(start, min(start + batch_size, n))
+            for name, fn in cases.items():
+                t = time.process_time()
+                fn(idx)
+                cpu[name] += time.process_time() - t
+    return {name: rounds * n / sec for name, sec in cpu.items()}
 
 
 def bench_pil(paths: list[str]) -> float:
@@ -111,11 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--size", type=int, default=256, help="side of the written JPEGs")
+    ap.add_argument("--size", type=int, default=500, help="width of the written JPEGs")
+    ap.add_argument("--height", type=int, default=375, help="height of the written JPEGs")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved per-core rounds")
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--image-size", type=int, default=224, help="crop side of the loader")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--transform-steps", type=int, default=5)
     ap.add_argument(
@@ -146,12 +196,17 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        make_jpeg_folder(root, images=args.images, size=args.size, classes=args.classes)
+        make_jpeg_folder(
+            root, images=args.images, size=args.size, classes=args.classes, height=args.height
+        )
         results["write_s"] = time.perf_counter() - t
         t = time.perf_counter()
         ds, k = build_dataset(str(root), split="train", image_size=args.image_size)
         results["build_dataset_header_check_s"] = time.perf_counter() - t
         paths = [p for p, _ in ds.samples]
+        val_ds, _ = build_dataset(str(root), split="val", image_size=args.image_size)
+        core = per_core(paths, ds, val_ds, batch_size=args.batch_size, rounds=args.rounds)
+        results["per_core_img_per_cpu_s"] = core
         base = bench_pil(paths)
         results["pil_decode_img_s"] = base
         cfg = AugmentConfig(image_size=args.image_size, num_classes=k, random_resized_crop=False)
@@ -176,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"machine: {results['machine']}; transform device: {results['device']}")
     print(f"1-min load average at start: {load:.1f}")
     print(
-        f"{args.images} JPEGs {args.size}x{args.size}, crop {args.image_size}, "
+        f"{args.images} JPEGs {args.size}x{args.height}, crop {args.image_size}, "
         f"batch {args.batch_size}; header check at build: "
         f"{results['build_dataset_header_check_s']:.2f} s"
     )
@@ -184,6 +239,16 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in results.items():
         if key.endswith("_img_s"):
             print(f"{key[:-6]:<28}{value:>10.0f}{value / base:>14.2f}")
+            w = key.removeprefix("loader_w").removesuffix("_img_s")
+            if key.startswith("loader_w") and w.isdigit() and int(w) > 0:
+                print(f"{'  per worker':<28}{value / int(w):>10.0f}{value / int(w) / base:>14.2f}")
+    tr, va = core["train"] / core["pil"], core["val"] / core["pil"]
+    print(
+        f"per core (images per CPU-second of one process, {args.rounds} rounds, alternating "
+        f"batch by batch): Pillow decode {core['pil']:.0f}; train loader (decode + random resized "
+        f"crop {args.image_size} + collate) {core['train']:.0f} ({tr:.2f}x); "
+        f"eval loader (centre crop) {core['val']:.0f} ({va:.2f}x) [targets: >= 1.00x]"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
     return results

@@ -16,6 +16,7 @@ RANKS = {
     "_io": 0,
     "_progress": 0,
     "limits": 0,
+    "_threads": 0,
     "scalespace": 1,
     "analysis": 2,
     "networks": 3,

@@ -24,12 +24,18 @@ that over the scales, for all filters at once (torch, CPU or CUDA, float64):
    is smooth in sigma; the truncation of the discrete Gaussian at ``epsilon`` makes the
    kernel itself jump by ~1e-9 at a few small scales).
 2. **Coarse grid.** Every type is evaluated on a grid of scales (step ~0.1 for two scales,
-   ~0.02 for one) and the correlations of all filters with all grid models come from one
-   batched matrix product.
-3. **Refinement.** From the best grid point, a batched Newton iteration on the squared
-   correlation with finite-difference derivatives from a 3x3 (or 3-point) stencil whose
-   width shrinks from half a grid step to 1e-4, with the best stencil point kept whenever
-   the quadratic model is not trusted. There is no Python loop over filters.
+   ~0.02 for one). The centred unit-norm grid models of all separable types form one
+   matrix, so the correlations of a chunk of filters with all of them are one float32
+   matrix product (the grid only picks the start of the refinement).
+3. **Refinement.** Separable types: from the best grid point, a batched trust-region
+   Newton iteration on the squared correlation with exact first and second derivatives
+   of the cubic tables (quadratic convergence, typically 4 steps); one-scale types, and
+   the few separable fits where Newton does not converge (saddles, sigma = 0 of an even
+   objective), use a batched Newton iteration with finite-difference derivatives from a
+   3x3 (or 3-point) stencil whose width shrinks from half a grid step to 1e-4, with the
+   best stencil point kept whenever the quadratic model is not trusted. There is no
+   Python loop over filters; on the CPU, chunks of filters run on ``num_threads`` Python
+   threads with one intra-op thread each.
 4. **Exact values.** At the final scales every model is recomputed exactly with
    ``model_kernel`` and ``a``, ``b``, ``R^2`` come from :func:`linear_shift`.
 
@@ -86,8 +92,12 @@ _GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
 _GRID_STEP_1D = 0.02  # coarse grid step for one-scale models
 _H_MIN = 1e-4  # smallest finite-difference step of the refinement
 _MAX_ITER = 30
+_NEWTON_ITER = 12  # Newton steps before a filter is left to the stencil search
+_NEWTON_TOL = 1e-7  # a proposed Newton move this short ends the two-scale refinement
 _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
+_GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
+_GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
 
@@ -396,6 +406,21 @@ class _Interp:
         c = self.coef.index_select(0, i.long().reshape(-1)).reshape(*s.shape, 4, -1)
         return ((c[..., 3, :] * t + c[..., 2, :]) * t + c[..., 1, :]) * t + c[..., 0, :]
 
+    def derivs(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Value, first and second derivative in sigma at scales ``[n]`` in [0, sigma_max].
+
+        Each ``[n, D]``: the exact derivatives of the piecewise cubic.
+        """
+        s = sigma.clamp(0.0, self.sigma_max) * self.inv_step
+        i = s.floor().clamp(max=self.n - 1)
+        t = (s - i)[:, None]
+        c = self.coef.index_select(0, i.long())  # [n, 4, D]
+        c0, c1, c2, c3 = c.unbind(1)
+        f = ((c3 * t + c2) * t + c1) * t + c0
+        d1 = ((3.0 * c3 * t + 2.0 * c2) * t + c1) * self.inv_step
+        d2 = (6.0 * c3 * t + 2.0 * c2) * (self.inv_step * self.inv_step)
+        return f, d1, d2
+
 
 # --------------------------------------------------------------------------------------
 # objectives: squared correlation of the centred unit filters z with the models
@@ -434,6 +459,53 @@ class _SepObjective:
     def point(self, z3: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
         """R^2 at ``th`` [n, 2] (sigma_x, sigma_y): ``[n]``."""
         return self.product(z3, th[:, :1], th[:, 1:]).reshape(-1)
+
+    def newton(
+        self, z3: torch.Tensor, th: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """R^2 ``f = N^2 / D`` at ``th`` [n, 2], its gradient [n, 2] and Hessian [n, 2, 2].
+
+        ``N = <z, v (x) u>`` and ``D = ||g_c||^2 = (u.u)(v.v) - (sum u sum v)^2 / k^2`` with
+        their exact derivatives from the cubic tables (x: sigma_x, y: sigma_y).
+        """
+        u = torch.stack(self.ux.derivs(th[:, 0]), dim=2)  # [n, k, 3]: u, u', u''
+        v = torch.stack(self.vy.derivs(th[:, 1]), dim=1)  # [n, 3, k]
+        nm = torch.matmul(v, torch.matmul(z3, u))  # [n, 3, 3]: d^a/dy^a d^b/dx^b N
+        n0, nx, ny = nm[:, 0, 0], nm[:, 0, 1], nm[:, 1, 0]
+        nxx, nyy, nxy = nm[:, 0, 2], nm[:, 2, 0], nm[:, 1, 1]
+        uu, ux_, uxx = _norm_terms(u.transpose(1, 2))
+        vv, vy_, vyy = _norm_terms(v)
+        su, sux, suxx = u.sum(dim=1).unbind(1)
+        sv, svy, svyy = v.sum(dim=2).unbind(1)
+        kk = float(self.k * self.k)
+        d = uu * vv - (su * sv) ** 2 / kk
+        dx = ux_ * vv - 2.0 * su * sux * sv * sv / kk
+        dy = uu * vy_ - 2.0 * sv * svy * su * su / kk
+        dxx = uxx * vv - 2.0 * sv * sv * (sux * sux + su * suxx) / kk
+        dyy = uu * vyy - 2.0 * su * su * (svy * svy + sv * svyy) / kk
+        dxy = ux_ * vy_ - 4.0 * su * sux * sv * svy / kk
+        ok = d > _TINY * uu * vv
+        d = torch.where(ok, d, torch.ones_like(d))
+        f = torch.where(ok, n0 * n0 / d, torch.zeros_like(d))
+        # f = N^2 / D: product and quotient rules
+        gx = 2.0 * n0 * nx / d - f * dx / d
+        gy = 2.0 * n0 * ny / d - f * dy / d
+        hxx = (2.0 * (nx * nx + n0 * nxx) - 2.0 * gx * dx - f * dxx) / d
+        hyy = (2.0 * (ny * ny + n0 * nyy) - 2.0 * gy * dy - f * dyy) / d
+        hxy = (2.0 * (nx * ny + n0 * nxy) - gx * dy - gy * dx - f * dxy) / d
+        grad = torch.stack([gx, gy], dim=1)
+        hess = torch.stack([torch.stack([hxx, hxy], 1), torch.stack([hxy, hyy], 1)], 1)
+        return f, grad, hess
+
+
+def _norm_terms(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``|w|^2`` and its first two derivatives from ``w, w', w''`` stacked as ``[n, 3, k]``."""
+    w0, w1, w2 = w.unbind(1)
+    return (
+        (w0 * w0).sum(1),
+        2.0 * (w0 * w1).sum(1),
+        2.0 * ((w1 * w1).sum(1) + (w0 * w2).sum(1)),
+    )
 
 
 class _LapObjective:
@@ -576,6 +648,82 @@ def _refine(obj: Any, z: torch.Tensor, theta: torch.Tensor, h0: float, sigma_max
     if len(idx) == n:
         theta = th
     return theta.abs()
+
+
+def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: float, smax: float):
+    """Maximise a two-scale objective from ``theta`` [n, 2] by trust-region Newton steps.
+
+    Every step evaluates ``f``, its gradient and Hessian at the proposal with exact
+    derivatives of the cubic tables (:meth:`_SepObjective.newton`). A proposal that does
+    not lower ``f`` is accepted; otherwise the trust radius (first ``r0``, half the coarse
+    grid step, per coordinate) shrinks by 4. From the accepted point the next proposal is
+    the Newton point (where the Hessian is negative definite) or an ascent step (along the
+    gradient, or either way along a scale of positive curvature), scaled down to the radius
+    (which doubles when such a step is accepted) and clipped to ``[0, smax]``; a scale on a
+    bound whose gradient points out of the range is held there. A filter is done when the
+    proposed move is below :data:`_NEWTON_TOL` (converged, where the Hessian is negative
+    definite), the radius is below it, or R^2 < 1e-20; after :data:`_NEWTON_ITER` steps at
+    most. Only unfinished filters are evaluated. Returns the scales and whether each filter
+    converged; the others (saddles, sigma = 0 of an even objective, flat ridges) are left
+    to the stencil search :func:`_refine`.
+    """
+    n = theta.shape[0]
+    out = theta.clone()
+    converged = torch.zeros(n, dtype=torch.bool, device=theta.device)
+    idx = torch.arange(n, device=theta.device)
+    zs, cur = z3, theta
+    f, g, hm = obj.newton(zs, cur)
+    r = torch.full((n,), r0, dtype=torch.float64, device=theta.device)
+    for _ in range(_NEWTON_ITER):
+        # a scale on a bound with the gradient pointing out stays there (projected Newton)
+        concave = torch.stack([hm[:, 0, 0], hm[:, 1, 1]], dim=1) <= 0
+        free = ~((((cur >= smax) & (g > 0)) | ((cur <= 0.0) & (g < 0))) & concave)
+        g = torch.where(free, g, torch.zeros_like(g))
+        both = free[:, 0] & free[:, 1]
+        hxx = torch.where(free[:, 0], hm[:, 0, 0], -torch.ones_like(f))
+        hyy = torch.where(free[:, 1], hm[:, 1, 1], -torch.ones_like(f))
+        hxy = torch.where(both, hm[:, 0, 1], torch.zeros_like(f))
+        det = hxx * hyy - hxy * hxy
+        nd = (hxx < 0) & (det > 0)
+        sdet = torch.where(nd, det, torch.ones_like(det))
+        newton = torch.stack(
+            [-(hyy * g[:, 0] - hxy * g[:, 1]) / sdet, -(hxx * g[:, 1] - hxy * g[:, 0]) / sdet], 1
+        )
+        gmax = g.abs().amax(dim=1, keepdim=True)
+        ascent = g / torch.where(gmax > 0, gmax, torch.ones_like(gmax)) * r[:, None]
+        # along a scale of positive curvature (e.g. sigma = 0 of an even objective, a saddle
+        # with zero gradient) either direction ascends: go by the radius
+        side = torch.where(cur < 0.5 * smax, 1.0, -1.0)
+        inner = (cur > 0.0) & (cur < smax) & (g != 0)
+        push = torch.where(inner, torch.sign(g), side) * r[:, None]
+        curv = torch.stack([hxx, hyy], dim=1) > 0
+        ascent = torch.where(curv & free, push, ascent)
+        step = torch.where(nd[:, None], newton, ascent)
+        size = step.abs().amax(dim=1)
+        limited = size > r
+        step = step * torch.where(limited, r / torch.where(limited, size, r), 1.0)[:, None]
+        prop = (cur + step).clamp(0.0, smax)
+        move = (prop - cur).abs().amax(dim=1)
+        conv = (move <= _NEWTON_TOL) & nd
+        done = conv | (r <= _NEWTON_TOL) | (f < 1e-20)
+        if bool(done.any()):
+            out[idx] = cur
+            converged[idx] = conv
+            keep = ~done
+            idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
+            f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
+            if idx.numel() == 0:
+                break
+        fp, gp, hp = obj.newton(zs, prop)
+        acc = fp >= f
+        cur = torch.where(acc[:, None], prop, cur)
+        f = torch.where(acc, fp, f)
+        g = torch.where(acc[:, None], gp, g)
+        hm = torch.where(acc[:, None, None], hp, hm)
+        r = torch.where(acc, torch.where(limited, 2.0 * r, r), r / 4.0)
+    else:
+        out[idx] = cur
+    return out, converged
 
 
 # --------------------------------------------------------------------------------------
@@ -875,11 +1023,10 @@ def census(
         Show a tqdm progress bar on stderr; default: only for >= 20,000 filters when
         stderr is a terminal.
     num_threads : int, optional
-        CPU threads for torch during this call (``torch.set_num_threads``, restored
-        afterwards; it is process-wide). Default: torch's setting. On a CPU shared with
-        other busy processes, ``num_threads=1`` (or the environment variable
-        ``OMP_WAIT_POLICY=PASSIVE``) avoids OpenMP spin-waiting, which can make the call
-        several times slower.
+        CPU threads during this call: chunks of ``batch_size`` filters run on this many
+        Python threads, each with one torch intra-op thread (``torch.set_num_threads``,
+        restored afterwards; it is process-wide). Default: torch's setting. The results do
+        not depend on it.
     on_invalid : {"record", "raise"}
         What to do with a filter that has nothing to fit (:func:`screen_filters`: a NaN or
         infinite tap, all taps zero, or all taps equal): ``"record"`` (default) fits the
@@ -1003,29 +1150,10 @@ def census(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
 
-    n_t = len(tps)
-    theta = np.zeros((n_filters, n_t, 2))
-    out = {key: np.zeros((n_filters, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
-    yt_all = torch.as_tensor(y)
     try:
         objectives = _objectives(tps, k, method, mode, epsilon, sigma_max, lo_hi, dev)
-        for start in range(0, n_filters, int(batch_size)):
-            stop = min(start + int(batch_size), n_filters)
-            yt = yt_all[start:stop].to(dev)
-            yf = yt.reshape(stop - start, -1)
-            zc = yf - yf.mean(dim=1, keepdim=True)
-            zf = zc / zc.norm(dim=1, keepdim=True)
-            z3 = zf.reshape(-1, k, k)
-            for j, (tp, obj) in enumerate(zip(tps, objectives, strict=True)):
-                th = _search(obj, z3 if obj.dim == 2 else zf, sigma_max)
-                res = _exact(tp, th, yf, k, method, mode, epsilon, lo_hi)
-                theta[start:stop, j, : th.shape[1]] = th.cpu().numpy()
-                if th.shape[1] == 1:
-                    theta[start:stop, j, 1] = theta[start:stop, j, 0]
-                for key in out:
-                    out[key][start:stop, j] = res[key].cpu().numpy()
-                if bar is not None:
-                    bar.update(stop - start)
+        args = (k, method, mode, epsilon, sigma_max, lo_hi)
+        theta, out = _fit_all(y, tps, objectives, args, dev, int(batch_size), bar)
     finally:
         if bar is not None:
             bar.close()
@@ -1110,6 +1238,80 @@ def _check_census_memory(
     return batch  # pragma: no cover - check_memory raised
 
 
+def _fit_all(
+    y: np.ndarray,
+    tps: Sequence[ModelType],
+    objs: Sequence[Any],
+    args: tuple,
+    dev: torch.device,
+    batch_size: int,
+    bar: Any = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fit all filters ``y`` [N, k, k] chunk by chunk: scales ``[N, T, 2]`` and fit arrays.
+
+    On the CPU the chunks run on up to ``torch.get_num_threads()`` Python threads, each
+    doing its torch work on one intra-op thread (the small operations of a chunk do not
+    profit from OpenMP, and its waiting stalls on a loaded machine); an input of one chunk
+    (e.g. a layer of a network) thus runs on one thread. The results do not depend on the
+    number of threads. ``args`` is
+    ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
+    """
+    n, n_t = y.shape[0], len(tps)
+    theta = np.zeros((n, n_t, 2))
+    out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
+    yt_all = torch.as_tensor(y)
+
+    pending: dict[int, list] = {}
+
+    def store(rows: Any, j: int, th: torch.Tensor, res: dict[str, torch.Tensor]) -> None:
+        theta[rows, j, :] = th.cpu().numpy()  # one-scale types: sigma_y = sigma_x
+        for key in out:
+            out[key][rows, j] = res[key].cpu().numpy()
+
+    def run(start: int) -> int:
+        stop = min(start + batch_size, n)
+        left: list = []
+        with torch.no_grad():
+            yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
+            fits = _fit_chunk(tps, objs, yf, *args, pending=left)
+        for j, (th, res) in enumerate(fits):
+            store(slice(start, stop), j, th, res)
+        for j, rows, th0 in left:
+            pending.setdefault(j, []).append((rows + start, th0))
+        return (stop - start) * n_t
+
+    def finish() -> None:
+        for j, parts in sorted(pending.items()):
+            rows = torch.cat([r for r, _ in parts])
+            th0 = torch.cat([t.to(dev) for _, t in parts])
+            with torch.no_grad():
+                yf = yt_all.index_select(0, rows).to(dev).reshape(len(rows), -1)
+                th, res = _fit_pending(tps[j], objs[j], yf, th0, args)
+            store(rows.numpy(), j, th, res)
+
+    if dev.type != "cpu":
+        for start in range(0, n, batch_size):
+            done = run(start)
+            if bar is not None:
+                bar.update(done)
+        finish()
+        return theta, out
+    from concurrent.futures import ThreadPoolExecutor
+
+    intra = torch.get_num_threads()
+    starts = range(0, n, batch_size)
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(min(intra, len(starts)), 1)) as pool:
+            for done in pool.map(run, starts):
+                if bar is not None:
+                    bar.update(done)
+    finally:
+        torch.set_num_threads(intra)
+    finish()
+    return theta, out
+
+
 def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> list[Any]:
     """Interpolated objective of each type on ``dev``."""
     _, step = _knots(sigma_max)
@@ -1138,20 +1340,115 @@ def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> l
     return objs
 
 
-def _search(obj: Any, z: torch.Tensor, sigma_max: float) -> torch.Tensor:
-    """Coarse grid then batched refinement; returns scales ``[n, obj.dim]``."""
-    dev = z.device
-    gstep = _GRID_STEP_2D if obj.dim == 2 else _GRID_STEP_1D
+def _coarse_grid(sigma_max: float, dim: int, dev: torch.device) -> tuple[torch.Tensor, float]:
+    """Coarse grid of scales ``[G]`` of a ``dim``-scale search and its half step."""
+    gstep = _GRID_STEP_2D if dim == 2 else _GRID_STEP_1D
     n_grid = max(int(math.ceil(sigma_max / gstep)), 2)
     sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
-    h0 = 0.5 * sigma_max / n_grid
-    best = obj.grid(z, sig).argmax(dim=1)
-    g = sig.shape[0]
-    if obj.dim == 2:
-        theta = torch.stack([sig[best % g], sig[best // g]], dim=1)
-    else:
-        theta = sig[best][:, None]
-    return _refine(obj, z, theta, h0, sigma_max)
+    return sig, 0.5 * sigma_max / n_grid
+
+
+def _sep_grid_models(objs: Sequence[_SepObjective], sig: torch.Tensor) -> torch.Tensor:
+    """Centred unit-norm grid models of the separable types as one matrix ``[k*k, T*G*G]``.
+
+    Column ``t * G * G + iy * G + ix`` is ``g_c / ||g_c||`` for ``g = v(sig[iy]) (x) u(sig[ix])``
+    of type ``t`` (zero where ``g`` is constant), so that the correlation of a centred unit
+    filter ``z`` with every grid model is one matrix product ``z @ M``.
+    """
+    cols = []
+    for obj in objs:
+        u, v = obj.ux(sig), obj.vy(sig)  # [G, k]
+        g = (v[:, None, :, None] * u[None, :, None, :]).reshape(-1, obj.k * obj.k)
+        gc = g - g.mean(dim=1, keepdim=True)
+        gg = (gc * gc).sum(dim=1)
+        ok = gg > _TINY * (g * g).sum(dim=1)
+        cols.append(gc * torch.where(ok, gg.rsqrt(), torch.zeros_like(gg))[:, None])
+    return torch.cat(cols).T.contiguous()
+
+
+def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -> torch.Tensor:
+    """Index ``iy * G + ix`` of the largest ``|<z, m>|`` per filter and type: ``[n, T]``.
+
+    The products run in float32 (:data:`_GRID_DTYPE`; the grid only picks the start of the
+    float64 refinement) over chunks of :data:`_GRID_CHUNK` filters that stay in cache.
+    """
+    n = zf.shape[0]
+    out = torch.empty(n, n_types, dtype=torch.long, device=zf.device)
+    mg = models.to(_GRID_DTYPE)
+    for start in range(0, n, _GRID_CHUNK):
+        c = zf[start : start + _GRID_CHUNK].to(_GRID_DTYPE)
+        corr = torch.matmul(c, mg).abs_().view(c.shape[0], n_types, g, g)
+        iy = corr.amax(dim=3).argmax(dim=2)  # [c, T]: row of the maximum
+        row = corr.gather(2, iy[:, :, None, None].expand(-1, -1, 1, g))[:, :, 0, :]
+        out[start : start + _GRID_CHUNK] = iy * g + row.argmax(dim=2)
+    return out
+
+
+def _fit_chunk(
+    tps: Sequence[ModelType],
+    objs: Sequence[Any],
+    yf: torch.Tensor,
+    k: int,
+    method: str,
+    mode: str,
+    epsilon: float,
+    sigma_max: float,
+    alpha_range: tuple[float, float],
+    pending: list | None = None,
+) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Fit every type to the flattened filters ``yf`` [n, k*k]: per type (scales, exact fit).
+
+    The coarse grids of all separable types are searched by one matrix product
+    (:func:`_grid_argmax`), the one-scale types by their own closed form; each type is then
+    refined (:func:`_refine_sep`, :func:`_refine`) and evaluated exactly (:func:`_exact`).
+    The few filters that the Newton refinement leaves to the stencil search are refined
+    here, or, when a list ``pending`` is given, appended to it as ``(type column, rows,
+    start scales)`` for :func:`_fit_pending` (one stencil search for all chunks: its cost
+    is mostly per step, not per filter).
+    """
+    zc = yf - yf.mean(dim=1, keepdim=True)
+    zf = zc / zc.norm(dim=1, keepdim=True)
+    z3 = zf.reshape(-1, k, k)
+    dev = yf.device
+    sig2, h2 = _coarse_grid(sigma_max, 2, dev)
+    sep = [j for j, obj in enumerate(objs) if obj.dim == 2]
+    start2: dict[int, torch.Tensor] = {}
+    if sep:
+        g = sig2.shape[0]
+        best = _grid_argmax(zf, _sep_grid_models([objs[j] for j in sep], sig2), len(sep), g)
+        for col, j in enumerate(sep):
+            start2[j] = torch.stack([sig2[best[:, col] % g], sig2[best[:, col] // g]], dim=1)
+    fits = []
+    for j, (tp, obj) in enumerate(zip(tps, objs, strict=True)):
+        if obj.dim == 2:
+            th0 = start2.pop(j)
+            th, conv = _refine_sep(obj, z3, th0, h2, sigma_max)
+            rest = torch.nonzero(~conv)[:, 0]
+            if rest.numel() and pending is not None:
+                pending.append((j, rest.cpu(), th0[rest]))
+            elif rest.numel():
+                th[rest] = _refine(obj, z3[rest], th0[rest], h2, sigma_max)
+        else:
+            sig1, h1 = _coarse_grid(sigma_max, 1, dev)
+            th0 = sig1[obj.grid(zf, sig1).argmax(dim=1)][:, None]
+            th = _refine(obj, zf, th0, h1, sigma_max)
+        fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range)))
+    return fits
+
+
+def _fit_pending(
+    tp: ModelType, obj: _SepObjective, yf: torch.Tensor, th0: torch.Tensor, args: tuple
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stencil search (:func:`_refine`) and exact fit of filters ``yf`` of one type from ``th0``.
+
+    ``args`` is ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
+    """
+    k, sigma_max = args[0], args[4]
+    zc = yf - yf.mean(dim=1, keepdim=True)
+    z3 = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
+    _, h2 = _coarse_grid(sigma_max, 2, yf.device)
+    th = _refine(obj, z3, th0, h2, sigma_max)
+    return th, _exact(tp, th, yf, *args[:4], args[5])
 
 
 def _exact(

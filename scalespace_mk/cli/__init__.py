@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from scalespace_mk._threads import add_threads_argument, prepare_environment, set_threads
+
 __all__ = ["build_parser", "main"]
 
 #: command-group modules, in the order their commands are listed by ``--help``
@@ -37,11 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         made = module.add_parser(sub)
         if isinstance(made, argparse.ArgumentParser) and made.get_default("_run") is None:
             made.set_defaults(_run=module.run)
+    for command in sub.choices.values():  # every command computes: all get --threads
+        if not any("--threads" in a.option_strings for a in command._actions):
+            add_threads_argument(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    prepare_environment()  # before anything imports torch (scalespace_mk._threads)
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "_run", None)
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "threads", None) is not None:  # else torch's own default applies
+            set_threads(args.threads)
         return int(run(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"scalespace-mk {args.command}: error: {exc}", file=sys.stderr)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import re
+from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEVICES",
@@ -13,6 +18,9 @@ __all__ = [
     "masterkey_types_arg",
     "model_types_arg",
     "refuse_wrong_file",
+    "source_constant",
+    "source_defaults",
+    "source_fields",
 ]
 
 #: choices of every ``--device`` option
@@ -147,3 +155,95 @@ def add_null_arguments(p: argparse.ArgumentParser) -> None:
         help="stop with an error at the first zero, constant or NaN/Inf filter (default: "
         "record it with type null, r2 null and its reason, and go on)",
     )
+
+
+# --------------------------------------------------------------------------------------
+# names read from the package's source, so that building the parsers (``--help``, argument
+# errors) imports neither torch nor numpy
+
+
+def _source(module: str, head: str) -> ast.Module:
+    """The parsed top-level statement of ``scalespace_mk.<module>`` that starts with ``head``.
+
+    Only that statement is parsed (from its first line to the next line at column 0), not
+    the whole module, and nothing is imported.
+    """
+    path = Path(__file__).resolve().parents[1].joinpath(*module.split(".")).with_suffix(".py")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pattern = re.compile(rf"^{re.escape(head)}\b")
+    for i, line in enumerate(lines):
+        if pattern.match(line):
+            j = i + 1
+            while j < len(lines) and (not lines[j] or lines[j][0] in " \t#)]}"):
+                j += 1
+            return ast.parse("\n".join(lines[i:j]), filename=str(path))
+    raise LookupError(f"no top-level {head!r} in scalespace_mk.{module}")
+
+
+def _literal_or_none(node: ast.expr) -> Any:
+    """A literal, or ``dict(key=literal, ...)`` as a dict; None for anything else."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "dict"
+        and not node.args
+    ):
+        values = {kw.arg: _literal_or_none(kw.value) for kw in node.keywords}
+        return values if None not in values else None
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+@functools.cache
+def source_constant(module: str, name: str) -> Any:
+    """The literal value of the module-level constant ``name`` of ``scalespace_mk.<module>``.
+
+    Read from the source with :func:`ast.literal_eval` (a dict's keys only when its values
+    are not literals); ``tests/test_cli_start.py`` checks each use against the imported
+    value.
+    """
+    for node in _source(module, name).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
+            if isinstance(node.value, ast.Dict):
+                return {
+                    ast.literal_eval(k): _literal_or_none(v)
+                    for k, v in zip(node.value.keys, node.value.values, strict=True)
+                    if k is not None
+                }
+            return ast.literal_eval(node.value)
+    raise LookupError(f"no constant {name} in scalespace_mk.{module}")
+
+
+@functools.cache
+def source_fields(module: str, cls: str) -> tuple[tuple[str, str], ...]:
+    """``(name, annotation)`` of the fields of dataclass ``cls`` in ``scalespace_mk.<module>``,
+    read from the source (annotations as written, e.g. ``"int"``, ``"str | None"``)."""
+    for node in _source(module, f"class {cls}").body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return tuple(
+                (item.target.id, ast.unparse(item.annotation))
+                for item in node.body
+                if isinstance(item, ast.AnnAssign)
+                and isinstance(item.target, ast.Name)
+                and "ClassVar" not in ast.unparse(item.annotation)
+            )
+    raise LookupError(f"no class {cls} in scalespace_mk.{module}")
+
+
+@functools.cache
+def source_defaults(module: str, cls: str) -> dict[str, Any]:
+    """``{name: default}`` of the fields of dataclass ``cls`` in ``scalespace_mk.<module>``
+    whose default is a literal, read from the source (nothing is imported)."""
+    for node in _source(module, f"class {cls}").body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return {
+                item.target.id: _literal_or_none(item.value)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign)
+                and isinstance(item.target, ast.Name)
+                and item.value is not None
+            }
+    raise LookupError(f"no class {cls} in scalespace_mk.{module}")

@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import Any
 
+from ._args import source_constant
+
 __all__ = ["add_parser", "run"]
 
 
@@ -45,8 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``bank`` parser, with :func:`run` set as its ``_run`` default.
     """
-    from scalespace_mk.scalespace.bank import DEFAULT_MODELS
-    from scalespace_mk.scalespace.kernels import METHODS
+    DEFAULT_MODELS = source_constant("scalespace.bank", "DEFAULT_MODELS")  # noqa: N806
+    METHODS = source_constant("scalespace.kernels", "METHODS")  # noqa: N806
 
     p = subparsers.add_parser(
         "bank",

@@ -364,6 +364,7 @@ def _run_replace(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
+
     from scalespace_mk.analysis.filters import save_filters
     from scalespace_mk.networks.checkpoint import extract
 

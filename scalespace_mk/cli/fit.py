@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import fit_types_arg, refuse_wrong_file
+from ._args import fit_types_arg, refuse_wrong_file, source_constant
 
 __all__ = ["add_parser", "run"]
 
@@ -33,7 +33,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The ``fit`` parser, with :func:`run` set as its ``_run`` default.
     """
-    from scalespace_mk.analysis.fit import DEFAULT_GRID_STEP, DEFAULT_SIGMA_MAX, METHODS
+    # read from the source: importing analysis.fit (scipy, torch) would make --help slow
+    METHODS = source_constant("analysis.fit", "METHODS")  # noqa: N806
+    DEFAULT_GRID_STEP = source_constant("analysis.fit", "DEFAULT_GRID_STEP")  # noqa: N806
+    DEFAULT_SIGMA_MAX = source_constant("analysis.fit", "DEFAULT_SIGMA_MAX")  # noqa: N806
 
     p = subparsers.add_parser(
         "fit",

@@ -9,8 +9,10 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any
+
+from ._args import source_constant, source_defaults, source_fields
 
 __all__ = ["add_parser"]
 
@@ -54,12 +56,14 @@ _HELP = {
 }
 
 
-def _option_help(f: Any, presets: dict[str, dict[str, Any]]) -> str:
-    text = _HELP.get(f.name, f.name.replace("_", " "))
+def _option_help(name: str, default: Any, presets: dict[str, dict[str, Any]]) -> str:
+    text = _HELP.get(name, name.replace("_", " "))
     if "default:" not in text:
-        text += f" (default: {f.default if f.default is not MISSING else None}"
+        text += f" (default: {default}"
         set_by = [
-            f"{name}: {values[f.name]}" for name, values in presets.items() if f.name in values
+            f"{preset}: {values[name]}"
+            for preset, values in presets.items()
+            if values and name in values
         ]
         text += f"; preset {', '.join(set_by)})" if set_by else ")"
     return text
@@ -67,18 +71,21 @@ def _option_help(f: Any, presets: dict[str, dict[str, Any]]) -> str:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``eval``."""
-    from scalespace_mk.analysis.fit import METHODS
-    from scalespace_mk.training.train import (
-        AMP,
-        AUGMENT,
-        DWCONV,
-        PRESETS,
-        RESUME_MAY_CHANGE,
-        TrainConfig,
-    )
+    # read from the source: importing training.train (torch) would make --help slow
+    PRESETS = source_constant("training.train", "PRESETS")  # noqa: N806
+    METHODS = source_constant("analysis.fit", "METHODS")  # noqa: N806
+    choices = {
+        "dwconv": source_constant("training.train", "DWCONV"),
+        "amp": source_constant("training.train", "AMP"),
+        "augment": source_constant("training.train", "AUGMENT"),
+        "method": METHODS,
+    }
+    resume_may_change = source_constant("training.train", "RESUME_MAY_CHANGE")
+    config = source_fields("training.train", "TrainConfig")
+    defaults = source_defaults("training.train", "TrainConfig")
 
-    names = {f.name for f in fields(TrainConfig)}
-    may_change = ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE if n in names)
+    names = {name for name, _ in config}
+    may_change = ", ".join("--" + n.replace("_", "-") for n in resume_may_change if n in names)
     p = subparsers.add_parser(
         "train",
         help="train a ConvNeXt with learned or analytic depthwise filters",
@@ -98,25 +105,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="show no progress (no bars, no log lines, no OUT/train.log)",
     )
-    choices = {"dwconv": DWCONV, "amp": AMP, "augment": AUGMENT, "method": METHODS}
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=_option_help(f, PRESETS),
-            )
+    for name, annotation in config:
+        flag = "--" + name.replace("_", "-")
+        text = _option_help(name, defaults.get(name), PRESETS)
+        if annotation == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            kind = {"int": int, "int | None": int, "float": float}.get(str(f.type), str)
-            p.add_argument(
-                flag,
-                type=kind,
-                default=None,
-                choices=choices.get(f.name),
-                help=_option_help(f, PRESETS),
-            )
+            kind = {"int": int, "int | None": int, "float": float}.get(annotation, str)
+            p.add_argument(flag, type=kind, default=None, choices=choices.get(name), help=text)
     p.set_defaults(_run=_run_train)
 
     p = subparsers.add_parser(

@@ -301,19 +301,21 @@ def sample_resized_crop_boxes(
     scale = _check_pair("scale", scale)
     ratio = _check_pair("ratio", ratio)
     area = float(height * width)
-    u = _rand((n, attempts, 4), generator).to(torch.float64)
+    # the draws come from torch (the generator's stream); the arithmetic runs in numpy,
+    # which costs microseconds for the one box per image of the decode-time crop
+    u = _rand((n, attempts, 4), generator).to(torch.float64).cpu().numpy()
     target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1]
-    aspect = torch.exp(logr)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
+    aspect = np.exp(logr)
+    w = np.round(np.sqrt(target * aspect))
+    h = np.round(np.sqrt(target / aspect))
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = torch.argmax(ok.to(torch.int8), dim=1)
-    rows = torch.arange(n, device=ok.device)
+    first = np.argmax(ok, axis=1)
+    rows = np.arange(n)
     has = ok[rows, first]
     w, h = w[rows, first], h[rows, first]
-    left = torch.floor(u[rows, first, 2] * (width - w + 1))
-    top = torch.floor(u[rows, first, 3] * (height - h + 1))
+    left = np.floor(u[rows, first, 2] * (width - w + 1))
+    top = np.floor(u[rows, first, 3] * (height - h + 1))
     # fallback: whole image, aspect clamped into ratio, centred
     in_ratio = width / height
     if in_ratio < ratio[0]:
@@ -323,10 +325,9 @@ def sample_resized_crop_boxes(
     else:
         fw, fh = float(width), float(height)
     fl, ft = float((width - fw) // 2), float((height - fh) // 2)
-    fallback = torch.tensor([fl, ft, fw, fh], dtype=torch.float64, device=ok.device)
-    boxes = torch.stack([left, top, w, h], dim=1)
-    boxes = torch.where(has[:, None], boxes, fallback)
-    return boxes.to(torch.float32).cpu()
+    boxes = np.stack([left, top, w, h], axis=1)
+    boxes = np.where(has[:, None], boxes, np.array([fl, ft, fw, fh]))
+    return torch.from_numpy(boxes.astype(np.float32))
 
 
 def resized_crop(

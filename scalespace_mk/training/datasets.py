@@ -323,7 +323,9 @@ def _decode_resized(
                 # crop still holds >= size pixels per side.
                 img.draft("RGB", (math.ceil(width * reduce), math.ceil(height * reduce)))
             sx, sy = img.size[0] / width, img.size[1] / height
-            rgb = _to_rgb(img)
+            img.load()
+            # JPEGs decode to RGB already: resize straight from the decoded image (no copy)
+            rgb = img if img.mode == "RGB" else _to_rgb(img)
             out = rgb.resize(
                 (size, size),
                 Image.Resampling.BICUBIC,

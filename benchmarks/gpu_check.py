@@ -1,0 +1,371 @@
+"""One prepared GPU check: tests, kernels, census, layers, training and loader on one device.
+
+Runs, on ``--device`` (default ``cuda``), in this order, and prints one table (also written
+as JSON and as a markdown table ready for ``docs/benchmarks.md``):
+
+1. **CUDA tests**: ``pytest -k cuda`` on the test files with CUDA paths (skipped on CPU);
+2. **kernels**: :func:`scalespace_mk.scalespace.kernels.discrete_gaussian` of 1,000,000
+   scales ``sigma ~ U[0.1, 10]`` in float64 and float32 (kernels per second);
+3. **census**: :func:`scalespace_mk.analysis.census.census` of 1,000,000 random 7x7 filters,
+   8 types (filters per second);
+4. **layers**: forward + backward of every depthwise layer kind of
+   :func:`scalespace_mk.networks.layers.make_dwconv` on ``[128, 96, 56, 56]`` in bf16
+   autocast against ``nn.Conv2d`` (ms per step, ratio to ``nn.Conv2d``);
+5. **training**: ConvNeXt-T (``convnext_tiny``) training steps (AdamW, bf16 autocast,
+   channels_last, batch 128, 224 px synthetic data), learned against each analytic
+   depthwise variant, with ``torch.compile`` off and on (images per second);
+6. **loader**: the training loader of an image folder of 1,024 generated 500x375 JPEGs
+   (quality 90), random resized crop to 224, batch 128, ``--workers`` workers (images/s).
+
+A failing section is recorded in the table (``error``) and the others still run; the
+exit status is then 1. On a GPU
+the whole check takes about 6-8 minutes (most of it ``torch.compile``; ``--no-compile``
+skips it). ``--device cpu --quick`` runs every section at toy sizes (no CUDA tests, no
+compile) in well under a minute: the CI smoke test ``tests/test_gpu_check.py``.
+
+Usage::
+
+    python benchmarks/gpu_check.py --out gpu_check          # on a GPU machine
+    python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu_check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+CUDA_TEST_FILES = ("test_augment.py", "test_census.py", "test_networks.py", "test_nn.py")
+KINDS = ("learned", "masterkey", "idealized", "learnable")
+#: options per layer kind: the master key layer uses the filters shipped with the package
+#: (the published file is a download, and the GPU machine may be offline)
+KIND_KW: dict[str, dict[str, Any]] = {"masterkey": {"filters": "builtin"}}
+
+#: sizes of the full check and of --quick
+SIZES = {
+    "full": dict(
+        kernels=1_000_000,
+        census=1_000_000,
+        layer=(128, 96, 56, 56),
+        model="convnext_tiny",
+        batch=128,
+        image=224,
+        warmup=3,
+        steps=10,
+        jpegs=1024,
+        jpeg_wh=(500, 375),
+        crop=224,
+        loader_batch=128,
+        loader_batches=6,
+    ),
+    "quick": dict(
+        kernels=2_000,
+        census=500,
+        layer=(4, 8, 16, 16),
+        model="convnextv2_atto",
+        batch=2,
+        image=32,
+        warmup=1,
+        steps=1,
+        jpegs=16,
+        jpeg_wh=(64, 48),
+        crop=32,
+        loader_batch=8,
+        loader_batches=1,
+    ),
+}
+
+
+class Table:
+    """Rows ``(section, item, value, unit, note)``."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, section: str, item: str, value: float | str, unit: str, note: str = "") -> None:
+        self.rows.append(dict(section=section, item=item, value=value, unit=unit, note=note))
+        print(f"  {section:<9} {item:<40} {_fmt(value):>12} {unit:<14} {note}", flush=True)
+
+    def markdown(self) -> str:
+        lines = ["| section | item | value | unit | note |", "|---|---|---:|---|---|"]
+        for r in self.rows:
+            lines.append(
+                f"| {r['section']} | {r['item']} | {_fmt(r['value'])} | {r['unit']} | {r['note']} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(fn, dev: torch.device, repeat: int = 1) -> float:
+    """Seconds per call of ``fn`` (after one warm-up call)."""
+    fn()
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(dev)
+    return (time.perf_counter() - t) / repeat
+
+
+def section_tests(table: Table, dev: torch.device, timeout: float) -> None:
+    if dev.type != "cuda":
+        table.add("tests", "pytest -k cuda", "skipped", "", "no CUDA device")
+        return
+    files = [str(ROOT / "tests" / f) for f in CUDA_TEST_FILES]
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    table.add("tests", "pytest -k cuda", "pass" if proc.returncode == 0 else "FAIL", "", last)
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+    table.add("tests", "pytest -k cuda time", time.perf_counter() - t, "s")
+
+
+def section_kernels(table: Table, dev: torch.device, n: int) -> None:
+    from scalespace_mk.scalespace.kernels import discrete_gaussian
+
+    gen = torch.Generator().manual_seed(0)
+    sig = 0.1 + 9.9 * torch.rand(n, generator=gen, dtype=torch.float64)
+    ref = None
+    for dtype in (torch.float64, torch.float32):
+        s = sig.to(dev, dtype)
+        sec = _timed(lambda s=s: discrete_gaussian(s), dev, repeat=3)
+        table.add(
+            "kernels", f"discrete_gaussian {str(dtype)[6:]}", n / sec, "kernels/s", f"n={n:,}"
+        )
+        out = discrete_gaussian(s).double().cpu()
+        if ref is None:
+            ref = out
+        else:
+            err = float((out - ref).abs().max())
+            table.add("kernels", "float32 vs float64, max abs difference", err, "", "")
+
+
+def section_census(table: Table, dev: torch.device, n: int) -> None:
+    from scalespace_mk.analysis.census import census
+
+    y = np.random.default_rng(0).standard_normal((n, 7, 7))
+    census(y[:64], device=dev)  # tables
+    t = time.perf_counter()
+    res = census(y, device=dev)
+    sec = time.perf_counter() - t
+    table.add("census", "census 8 types, random 7x7", n / sec, "filters/s", f"n={n:,}, {sec:.1f} s")
+    table.add("census", "median R^2 (random filters)", float(np.median(res.r2)), "", "")
+
+
+def section_layers(table: Table, dev: torch.device, shape: tuple[int, ...]) -> None:
+    from torch import nn
+
+    from scalespace_mk.networks.layers import make_dwconv
+
+    b, c, h, w = shape
+    x0 = torch.randn(b, c, h, w, device=dev)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    times = {}
+    layers = {"nn.Conv2d": nn.Conv2d(c, c, 7, padding=3, groups=c)}
+    layers.update({k: make_dwconv(k, c, **KIND_KW.get(k, {})) for k in KINDS})
+    for name, layer in layers.items():
+        layer = layer.to(dev)
+        x = x0.clone().requires_grad_(True)
+
+        def step(layer=layer, x=x) -> None:
+            if autocast is not None:
+                with autocast:
+                    out = layer(x)
+            else:
+                out = layer(x)
+            out.float().square().mean().backward()
+
+        times[name] = _timed(step, dev, repeat=5)
+    dtype = "bf16 autocast" if autocast is not None else "float32"
+    for name, sec in times.items():
+        ratio = sec / times["nn.Conv2d"]
+        table.add(
+            "layers",
+            f"{name} fwd+bwd",
+            sec * 1e3,
+            "ms/step",
+            f"{ratio:.2f}x nn.Conv2d; {list(shape)} {dtype}",
+        )
+
+
+def section_training(
+    table: Table, dev: torch.device, sz: dict, compile_modes: tuple[bool, ...]
+) -> None:
+    from scalespace_mk.networks.convnext import create_model
+
+    b, s = sz["batch"], sz["image"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, s, s, generator=gen).to(dev)
+    y = torch.randint(0, 1000, (b,), generator=gen).to(dev)
+    cl = torch.channels_last
+    if dev.type == "cuda":
+        x = x.contiguous(memory_format=cl)
+    base: dict[bool, float] = {}
+    for compiled in compile_modes:
+        for kind in KINDS:
+            try:
+                torch.manual_seed(0)
+                kw = {"dwconv_kwargs": KIND_KW[kind]} if kind in KIND_KW else {}
+                model = create_model(sz["model"], dwconv=kind, **kw).to(dev)
+                if dev.type == "cuda":
+                    model = model.to(memory_format=cl)
+                opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+                fwd = torch.compile(model) if compiled else model
+
+                def step(fwd=fwd, opt=opt) -> None:
+                    opt.zero_grad(set_to_none=True)
+                    if dev.type == "cuda":
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            loss = torch.nn.functional.cross_entropy(fwd(x), y)
+                    else:
+                        loss = torch.nn.functional.cross_entropy(fwd(x), y)
+                    loss.backward()
+                    opt.step()
+
+                t0 = time.perf_counter()
+                for _ in range(sz["warmup"]):
+                    step()
+                _sync(dev)
+                warm = time.perf_counter() - t0
+                sec = _timed(step, dev, repeat=sz["steps"])
+                rate = b / sec
+                if kind == "learned":
+                    base[compiled] = rate
+                note = f"{rate / base[compiled]:.2f}x learned; warm-up {warm:.1f} s"
+                label = f"{sz['model']} {kind}, compile {'on' if compiled else 'off'}"
+                table.add("training", label, rate, "images/s", note)
+            except Exception as exc:  # record and go on
+                table.add("training", f"{kind} compile={compiled}", "error", "", repr(exc)[:120])
+
+
+def section_loader(table: Table, dev: torch.device, sz: dict, workers: int) -> None:
+    from PIL import Image
+
+    from scalespace_mk.training.datasets import build_dataset, build_loader
+
+    w, h = sz["jpeg_wh"]
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:h, 0:w] / w
+        for i in range(sz["jpegs"]):
+            d = Path(tmp) / "train" / f"c{i % 4}"
+            d.mkdir(parents=True, exist_ok=True)
+            f = rng.uniform(1, 8, 6)
+            img = np.stack(
+                [np.sin(f[2 * c] * 6.28 * xx + f[2 * c + 1] * 6.28 * yy) for c in (0, 1, 2)], -1
+            )
+            img = (127.5 + 100 * img + rng.normal(0, 12, img.shape)).clip(0, 255)
+            Image.fromarray(img.astype(np.uint8)).save(d / f"{i:05d}.JPEG", quality=90)
+        ds, _ = build_dataset(tmp, split="train", image_size=sz["crop"])
+        loader, _ = build_loader(
+            ds, batch_size=sz["loader_batch"], shuffle=True, num_workers=workers, drop_last=True
+        )
+        it = iter(loader)
+        next(it)
+        n, t = 0, time.perf_counter()
+        for i, (xb, _) in enumerate(it):
+            xb = xb.to(dev, non_blocking=True)
+            n += xb.shape[0]
+            if i + 1 >= sz["loader_batches"]:
+                break
+        _sync(dev)
+        rate = n / (time.perf_counter() - t)
+        note = f"{sz['jpegs']} JPEGs {w}x{h} -> {sz['crop']}, {workers} workers"
+        table.add("loader", "train loader", rate, "images/s", note)
+        del it, loader
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--quick", action="store_true", help="toy sizes (CI smoke test)")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile runs")
+    ap.add_argument("--workers", type=int, default=None, help="loader workers (default: cores)")
+    ap.add_argument("--out", default="gpu_check", help="writes OUT.json and OUT.md")
+    ap.add_argument("--test-timeout", type=float, default=240.0, help="CUDA tests limit, s")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
+        return 2
+    sz = SIZES["quick" if args.quick else "full"]
+    workers = args.workers if args.workers is not None else (0 if args.quick else os.cpu_count())
+    compile_modes = (False,) if (args.quick or args.no_compile) else (False, True)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+    meta = {
+        "device": f"{dev} ({name or platform.machine()})",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    print(f"gpu_check on {meta['device']}, torch {meta['torch']}, load {meta['load_average']}")
+    table = Table()
+    t0 = time.perf_counter()
+    sections = [
+        ("tests", lambda: section_tests(table, dev, args.test_timeout)),
+        ("kernels", lambda: section_kernels(table, dev, sz["kernels"])),
+        ("census", lambda: section_census(table, dev, sz["census"])),
+        ("layers", lambda: section_layers(table, dev, sz["layer"])),
+        ("training", lambda: section_training(table, dev, sz, compile_modes)),
+        ("loader", lambda: section_loader(table, dev, sz, workers)),
+    ]
+    for section, run in sections:
+        try:
+            run()
+        except Exception as exc:  # one section's failure must not hide the others
+            table.add(section, "error", "error", "", repr(exc)[:160])
+    meta["seconds"] = time.perf_counter() - t0
+    print(f"total {meta['seconds']:.1f} s")
+    md = f"`gpu_check.py` on {meta['device']}, torch {meta['torch']}, {meta['date']}\n\n"
+    md += table.markdown()
+    print("\n" + md)
+    from scalespace_mk._io import atomic_path
+
+    out = Path(args.out)
+    with atomic_path(out.with_suffix(".json")) as p:
+        p.write_text(json.dumps({"meta": meta, "rows": table.rows}, indent=2))
+    with atomic_path(out.with_suffix(".md")) as p:
+        p.write_text(md)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    failed = [r for r in table.rows if r["value"] in ("error", "FAIL")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

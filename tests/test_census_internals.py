@@ -1,0 +1,77 @@
+"""Internals of the census: the Newton refinement against the stencil search, exact
+derivatives of the interpolated objective, and independence of threads and chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scalespace_mk.analysis import census as census_mod
+from scalespace_mk.analysis.census import census
+from scalespace_mk.analysis.types import parse_model_types
+from scalespace_mk.scalespace.models import masterkey_model
+
+
+def _filters(n: int, seed: int = 0) -> np.ndarray:
+    """Half planted models of types 1-8 (2 % noise), half white noise: ``[n, 7, 7]``."""
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((n, 7, 7))
+    for i in range(0, n, 2):
+        t = int(rng.integers(1, 9))
+        sx, sy = rng.uniform(0.4, 2.5, 2)
+        g = (
+            masterkey_model(7, sx, alpha=rng.uniform(0.2, 2))
+            if t == 7
+            else masterkey_model(t, sx, sy)
+        )
+        y[i] = g / np.linalg.norm(g) + 0.02 * rng.standard_normal((7, 7))
+    return y
+
+
+@pytest.fixture(scope="module")
+def bank() -> np.ndarray:
+    return _filters(240)
+
+
+def test_newton_matches_the_stencil_search(bank, monkeypatch):
+    fast = census(bank)
+    monkeypatch.setattr(census_mod, "_NEWTON_ITER", 0)  # every fit left to the stencil search
+    slow = census(bank)
+    assert (fast.best == slow.best).all()
+    # Newton is never worse by more than 1e-6 and converges to the same maxima
+    assert (fast.r2_all >= slow.r2_all - 1e-6).all()
+    assert np.abs(fast.r2_all - slow.r2_all).max() < 1e-4
+    close = np.abs(fast.r2_all - slow.r2_all) < 1e-9
+    assert close.mean() > 0.95
+
+
+def test_newton_derivatives_match_finite_differences():
+    tps = parse_model_types((1, 2, 5, 8))
+    objs = census_mod._objectives(
+        tps, 7, "discgauss", "paper", 1e-8, 3.5, (0.0, 10.0), torch.device("cpu")
+    )
+    rng = np.random.default_rng(1)
+    z = torch.tensor(rng.standard_normal((4, 49)))
+    z = z - z.mean(1, keepdim=True)
+    z3 = (z / z.norm(dim=1, keepdim=True)).reshape(4, 7, 7)
+    th = torch.tensor([[1.23, 0.87], [0.5, 2.1], [2.0, 1.0], [0.71, 0.33]], dtype=torch.float64)
+    eps = 1e-5
+    for obj in objs:
+        f, g, h = obj.newton(z3, th)
+        torch.testing.assert_close(f, obj.point(z3, th), rtol=0, atol=1e-14)
+        for axis in range(2):
+            d = torch.zeros(2, dtype=torch.float64)
+            d[axis] = eps
+            fd = (obj.point(z3, th + d) - obj.point(z3, th - d)) / (2 * eps)
+            torch.testing.assert_close(g[:, axis], fd, rtol=0, atol=1e-9)
+            hd = (obj.newton(z3, th + d)[1] - obj.newton(z3, th - d)[1]) / (2 * eps)
+            torch.testing.assert_close(h[:, axis], hd, rtol=0, atol=1e-4)
+
+
+def test_results_do_not_depend_on_threads_or_chunks(bank):
+    one = census(bank, num_threads=1)
+    two = census(bank, num_threads=2, batch_size=50)  # five chunks on two worker threads
+    np.testing.assert_array_equal(one.best, two.best)
+    np.testing.assert_allclose(one.r2_all, two.r2_all, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one.sigma_x_all, two.sigma_x_all, rtol=0, atol=1e-9)

@@ -1,0 +1,41 @@
+"""CI smoke test of ``benchmarks/gpu_check.py --device cpu --quick`` (toy sizes, no CUDA)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_quick_on_cpu(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick"]
+        + ["--out", str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = report["rows"]
+    assert {r["section"] for r in rows} == {
+        "tests",
+        "kernels",
+        "census",
+        "layers",
+        "training",
+        "loader",
+    }
+    assert not [r for r in rows if r["value"] in ("error", "FAIL")]
+    rates = [r for r in rows if r["unit"] in ("kernels/s", "filters/s", "images/s")]
+    assert len(rates) >= 8 and all(r["value"] > 0 for r in rates)
+    md = out.with_suffix(".md").read_text()
+    assert md.count("\n|") == len(rows) + 2  # header, rule, one line per row
