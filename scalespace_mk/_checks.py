@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import scalespace_mk.limits as limits
+from scalespace_mk.limits import is_ascii_int
 
 __all__ = [
     "check_array_file",
@@ -192,16 +193,6 @@ def check_filters(
         idx = int(np.argwhere(zero)[0, 0])
         raise ValueError(f"{name}[{idx}] is identically zero; a zero filter has no shape to fit")
     return arr
-
-
-def is_ascii_int(text: str) -> bool:
-    """True for a plain ASCII integer token: optional sign, then the digits 0-9 only.
-
-    Python's ``int`` also accepts ``'1_0'`` (as 10) and other scripts' digits (``'\u0663'``
-    as 3); file formats and the command line accept ASCII digits only.
-    """
-    body = text[1:] if text[:1] in "+-" else text
-    return bool(body) and body.isascii() and body.isdigit()
 
 
 def check_ascii_number(token: str, what: str) -> float:

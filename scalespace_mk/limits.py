@@ -17,6 +17,7 @@ import os
 import re
 
 __all__ = [
+    "is_ascii_int",
     "ARRAY_FILE_BYTES_MAX",
     "D_MAX",
     "EPSILON_MIN",
@@ -138,3 +139,13 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
             f"{format_bytes(budget)}; {fix} (or raise the budget with the environment "
             f"variable {MEMORY_BUDGET_ENV}, e.g. {MEMORY_BUDGET_ENV}=32G)"
         )
+
+
+def is_ascii_int(text: str) -> bool:
+    """True for a plain ASCII integer token: optional sign, then the digits 0-9 only.
+
+    Python's ``int`` also accepts ``'1_0'`` (as 10) and other scripts' digits (``'\u0663'``
+    as 3); file formats and the command line accept ASCII digits only.
+    """
+    body = text[1:] if text[:1] in "+-" else text
+    return bool(body) and body.isascii() and body.isdigit()

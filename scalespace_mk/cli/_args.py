@@ -29,7 +29,7 @@ DEVICES = ("cpu", "cuda")
 
 def masterkey_types_arg(text: str) -> list[int]:
     """``--types`` of fit and spread: master-key types 1..8, comma- or space-separated."""
-    from scalespace_mk._checks import is_ascii_int
+    from scalespace_mk.limits import is_ascii_int
 
     tokens = text.replace(",", " ").split()
     if not all(is_ascii_int(tok) for tok in tokens):  # int() would take '1_0' and other scripts
@@ -49,7 +49,7 @@ def model_types_arg(text: str) -> list[int | str]:
         raise argparse.ArgumentTypeError(
             f"--types must list types 1..8 and/or model names (e.g. '1,5,dxx'); got {text!r}"
         )
-    from scalespace_mk._checks import is_ascii_int
+    from scalespace_mk.limits import is_ascii_int
 
     return [int(tok) if is_ascii_int(tok) else tok for tok in tokens]
 

@@ -74,14 +74,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "linintgauss; default discgauss)",
     )
     p.add_argument("--mode", default="paper", help="model construction: paper (default) or full")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="torch CPU threads during the census (default: torch's setting; 1 helps on a "
-        "CPU shared with other busy processes)",
-    )
     add_null_arguments(p)
     add_family_args(p)
     p.set_defaults(_run=run)
