@@ -17,7 +17,8 @@ _HELP = {
     "filters": "master key filter source (default: the published 8; 'builtin')",
     "init": "start every weight from this checkpoint",
     "replace_from": "take the per-channel depthwise replacement from this checkpoint",
-    "data": "dataset: builtin[:opts] | imagenet:PATH | cifar10:PATH | cifar100:PATH | synthetic:N",
+    "data": "dataset: builtin[:opts] | fashion-mnist[:PATH] | imagenet:PATH | cifar10:PATH | "
+    "cifar100:PATH | synthetic:N",
     "save_every_steps": "also checkpoint every N optimizer steps",
     "max_steps_per_epoch": "cap optimizer steps per epoch (smoke runs)",
 }
