@@ -45,7 +45,7 @@ def smoke(tmp_path_factory) -> Path:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, str(EXPERIMENTS / "masterkey_real.py"), "--smoke", "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0 and "8Filters.txt" in proc.stderr:
         pytest.skip("the published filters are not available offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
