@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -47,7 +48,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-if str(HERE) not in sys.path:  # the helpers of make_builtin_filters.py and report.py
+if str(HERE) not in sys.path:  # report.py
     sys.path.insert(0, str(HERE))
 
 __all__ = [
@@ -57,7 +58,10 @@ __all__ = [
     "Setup",
     "interval",
     "main",
+    "feature_side",
     "null_filters",
+    "order_like_published",
+    "pooled_filters",
     "run_experiment",
 ]
 
@@ -123,14 +127,14 @@ class Setup:
     min_side: int
 
 
-#: The full experiment: 5 variants x 3 seeds, 2 epochs of 10,000 images each (about an hour
+#: The full experiment: 5 variants x 3 seeds, 2 epochs of 8,000 images each (about an hour
 #: for 2 workers on a 2-core CPU shared with other jobs). The base lr 1.6e-2 (peak 4e-3 at
 #: batch 64) lets the depthwise filters leave their initialisation in ~300 steps (a pilot at
 #: 4e-3: stage-0 census median 0.14, as for noise; at 1.6e-2: 0.28).
 FULL = Setup(
     name="full",
     model="convnextv2_zepto",
-    data="fashion-mnist:,train=10000,val=2000",
+    data="fashion-mnist:,train=8000,val=2000",
     image_size=56,
     epochs=2,
     batch_size=64,
@@ -378,11 +382,84 @@ def _metrics(folder: Path) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------
-# analysis
+# filters of a run
+
+
+_STAGE = re.compile(r"(?:^|\.)stages\.(\d+)\.")
+
+
+def feature_side(name: str, image_size: int) -> int:
+    """Side (pixels) of the feature map a ConvNeXt depthwise layer works on.
+
+    ``image_size // 4 // 2**stage`` for a parameter name such as
+    ``stages.2.blocks.0.conv_dw.weight`` (the stem has stride 4, every later stage starts
+    with a stride-2 downsampling); ValueError if the name has no ``stages.<i>.``.
+    """
+    match = _STAGE.search(name)
+    if match is None:
+        raise ValueError(f"name must contain 'stages.<i>.' (a ConvNeXt layer); got {name!r}")
+    return int(image_size) // 4 // 2 ** int(match.group(1))
 
 
 def _stage(name: str) -> int:
-    return int(name.split("stages.")[1].split(".")[0])
+    match = _STAGE.search(name)
+    if match is None:
+        raise ValueError(f"name must contain 'stages.<i>.' (a ConvNeXt layer); got {name!r}")
+    return int(match.group(1))
+
+
+def pooled_filters(source: Any, *, image_size: int, min_side: int) -> np.ndarray:
+    """The depthwise filters ``[N, k, k]`` (float64) of the layers of ``source`` (state dict
+    or checkpoint) whose feature maps are at least ``min_side`` pixels wide."""
+    from scalespace_mk.networks.checkpoint import find_depthwise
+
+    kept = [
+        w.detach().double().cpu().numpy()[:, 0]
+        for name, w in find_depthwise(source).items()
+        if feature_side(name, image_size) >= min_side
+    ]
+    if not kept:
+        raise ValueError(
+            f"no depthwise layer works on maps of at least {min_side} px at image size "
+            f"{image_size}; lower min_side"
+        )
+    return np.concatenate(kept)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(x.shape[0], -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).reshape(x.shape)
+
+
+def order_like_published(
+    filters: np.ndarray, published: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Order and sign 8 extracted filters like the published ones.
+
+    Returns ``ordered`` (zero-mean, unit-l2; ``ordered[j]`` is the filter matched to
+    ``published[j]``, signed so that their correlation is positive), ``perm``
+    (``ordered[j] = sign[j] * unit(filters[perm[j]])``) and ``corr`` (each slot's
+    correlation with its partner). The matching maximises the summed ``|correlation|``
+    over one-to-one assignments (:func:`scipy.optimize.linear_sum_assignment`).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    a, b = _unit(np.asarray(filters, float)), _unit(np.asarray(published, float))
+    if a.shape != b.shape:
+        raise ValueError(
+            f"filters and published must have the same shape; got {a.shape} and {b.shape}"
+        )
+    c = b.reshape(len(b), -1) @ a.reshape(len(a), -1).T  # [published j, extracted i]
+    rows, cols = linear_sum_assignment(-np.abs(c))
+    perm = cols[np.argsort(rows)]
+    signs = np.sign(c[np.arange(len(b)), perm])
+    signs[signs == 0] = 1.0
+    return a[perm] * signs[:, None, None], perm, np.abs(c[np.arange(len(b)), perm])
+
+
+# --------------------------------------------------------------------------------------
+# analysis
 
 
 def _summary(r2: np.ndarray) -> dict[str, float]:
@@ -414,8 +491,6 @@ def census_against_nulls(
     Returns the JSON-ready census block and, for the figures, the learned records of the
     analysed stages (seed of the first run) with their filters.
     """
-    from make_builtin_filters import feature_side
-
     from scalespace_mk.analysis.census import census
 
     per_stage: dict[str, Any] = {}
@@ -515,15 +590,13 @@ def extracted_filters(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """8 master filters from the learned runs (analysed stages, all seeds), fitted by every
     method of :data:`scalespace_mk.analysis.fit.METHODS`."""
-    from make_builtin_filters import order_like_published, pooled_filters
-
     from scalespace_mk.analysis.census import census
     from scalespace_mk.analysis.fit import METHODS, fit_filters
     from scalespace_mk.networks.checkpoint import extract
 
     pooled = np.concatenate(
         [
-            pooled_filters(s, image_size=setup.image_size, min_side=setup.min_side)[0]
+            pooled_filters(s, image_size=setup.image_size, min_side=setup.min_side)
             for s in states.values()
         ]
     )
@@ -550,6 +623,24 @@ def extracted_filters(
         "all_methods_fit": all(v == "ok" for row in fits.values() for v in row),
     }
     return info, ordered
+
+
+def builtin_decision(census_block: dict[str, Any], extraction: dict[str, Any]) -> dict:
+    """Whether the extracted filters may replace the package's ``builtin`` filters.
+
+    Only if they are clearly structured (the census target is met in every analysed stage
+    and each extracted filter has census R^2 >= 0.8) and every fitting method fits all 8.
+    """
+    reasons = []
+    if not census_block["target_met"]:
+        reasons.append("the learned filters do not beat both null models in every analysed stage")
+    low = [j + 1 for j, r in enumerate(extraction["census_r2"]) if r < 0.8]
+    if low:
+        reasons.append(f"extracted filters {low} have census R^2 < 0.8")
+    if not extraction["all_methods_fit"]:
+        failing = sorted(m for m, row in extraction["fits"].items() if any(v != "ok" for v in row))
+        reasons.append(f"methods {failing} do not fit all 8")
+    return {"replace": not reasons, "reasons": reasons}
 
 
 def _model_of(rec: dict[str, Any], size: int) -> np.ndarray:
@@ -705,6 +796,7 @@ def run_experiment(
         "census": census_block,
         "learnable_scales": learnable_scales(out, setup, census_block),
         "extraction": extraction,
+        "builtin": builtin_decision(census_block, extraction),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),

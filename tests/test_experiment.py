@@ -182,3 +182,37 @@ def test_null_filters_fallback_definitions(k):
     assert not np.array_equal(phase, mk._null_filters_fallback(h, "phase", 6))
     with pytest.raises(ValueError, match="kind"):
         mk._null_filters_fallback(h, "shuffle", 0)
+
+
+def test_feature_side():
+    mk = _module("masterkey_real")
+    assert mk.feature_side("stages.0.blocks.1.conv_dw.weight", 56) == 14
+    assert mk.feature_side("model.stages.2.blocks.0.conv_dw.weight", 32) == 2
+    assert mk.feature_side("stages.3.blocks.0.conv_dw.weight", 224) == 7
+    with pytest.raises(ValueError, match="stages"):
+        mk.feature_side("conv_dw.weight", 32)
+
+
+def test_order_like_published_recovers_a_shuffled_copy():
+    mk = _module("masterkey_real")
+    pub = np.random.default_rng(1).standard_normal((8, 7, 7))
+    perm = np.array([3, 0, 7, 5, 1, 6, 2, 4])
+    gains = np.array([2.0, -0.5, 1.5, -3.0, 0.7, 1.0, -1.2, 0.9])
+    shuffled = gains[:, None, None] * pub[perm] + 0.25
+    ordered, got, corr = mk.order_like_published(shuffled, pub)
+    np.testing.assert_array_equal(perm[got], np.arange(8))
+    np.testing.assert_allclose(corr, 1.0, atol=1e-12)
+    unit = pub.reshape(8, -1) - pub.reshape(8, -1).mean(axis=1, keepdims=True)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    np.testing.assert_allclose(ordered.reshape(8, -1), unit, atol=1e-12)
+
+
+def test_builtin_decision_needs_structure_and_every_fit():
+    mk = _module("masterkey_real")
+    ok = {"census_r2": [0.9] * 8, "all_methods_fit": True, "fits": {"B": ["ok"] * 8}}
+    assert mk.builtin_decision({"target_met": True}, ok) == {"replace": True, "reasons": []}
+    bad = dict(ok, census_r2=[0.9] * 7 + [0.5], all_methods_fit=False)
+    bad["fits"] = {"B": ["ok"] * 7 + ["no root"], "C1": ["ok"] * 8}
+    got = mk.builtin_decision({"target_met": False}, bad)
+    assert not got["replace"] and len(got["reasons"]) == 3
+    assert "[8]" in got["reasons"][1] and "['B']" in got["reasons"][2]

@@ -24,7 +24,6 @@ centre index ``m = (k - 1) // 2``.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import os
 import pickle
 import re
@@ -44,7 +43,6 @@ from scalespace_mk._checks import check_filters
 from scalespace_mk._io import ChecksumError, atomic_path, download_verified
 
 __all__ = [
-    "BUILTIN_FILTERS",
     "CACHE_ENV",
     "DATA_ENV",
     "OFFLINE_ENV",
@@ -75,8 +73,6 @@ DATA_ENV = "SCALESPACE_MK_DATA"
 CACHE_ENV = "SCALESPACE_MK_CACHE"
 #: Environment variable that, when set to ``1``/``true``/``yes``, forbids downloads.
 OFFLINE_ENV = "SCALESPACE_MK_OFFLINE"
-#: Packaged filters loaded by ``load_filters("builtin")`` (relative to the package).
-BUILTIN_FILTERS = "data_files/builtin_filters.npy"
 
 _TEXT_SUFFIXES = (".txt", ".dat", ".text")
 _ACCEPTED = ".txt, .npy, .npz, .pt, .pth, .safetensors or a directory holding 8Filters.txt"
@@ -334,10 +330,6 @@ def _load_safetensors(path: Path) -> Any:
     return _pick(tensors, str(path))
 
 
-def _builtin_path() -> Path:
-    return Path(str(importlib.resources.files("scalespace_mk").joinpath(BUILTIN_FILTERS)))
-
-
 def load_filters(source: Any = None) -> np.ndarray:
     """Load filters from the published set, a file, a directory or an array.
 
@@ -346,7 +338,6 @@ def load_filters(source: Any = None) -> np.ndarray:
     source : None, str, path-like, numpy.ndarray or torch.Tensor, optional
         - ``None`` or ``"masterkey"``: the 8 published master key filters, via :func:`fetch`
           (data directory, then cache, then a checksum-verified download);
-        - ``"builtin"``: the packaged file ``scalespace_mk/data_files/builtin_filters.npy``;
         - a directory: its ``8Filters.txt``;
         - a ``.txt`` file in the ``Filter k:`` format (:func:`read_filter_text`);
         - ``.npy``; ``.npz`` (key ``filters`` or ``kernels``, or its only array);
@@ -365,10 +356,10 @@ def load_filters(source: Any = None) -> np.ndarray:
     Raises
     ------
     FileNotFoundError
-        If the path (or the packaged builtin file) does not exist.
+        If the path does not exist.
     ValueError, TypeError
         If the file is corrupt, of an unknown type, holds pickled objects, or the array is
-        not a valid filter stack.
+        not a valid filter stack; for ``"builtin"`` (no longer shipped, see the changelog).
     ChecksumError, DownloadError
         From :func:`fetch` for the published filters.
 
@@ -381,20 +372,17 @@ def load_filters(source: Any = None) -> np.ndarray:
         path = fetch("8Filters.txt")
         return _as_filter_array(read_filter_text(path), str(path))
     if isinstance(source, str) and source == "builtin":
-        path = _builtin_path()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"the packaged filters {BUILTIN_FILTERS} are missing from this installation "
-                f"(looked at {path}); use load_filters() or load_filters('masterkey') for the "
-                "published 8 filters"
-            )
-        return _as_filter_array(_load_npy(path), f"builtin ({path})")
+        raise ValueError(
+            "the 'builtin' filters are no longer shipped (0.2.0): the small training runs "
+            "they came from did not learn clearly structured filters (docs/results.md); use "
+            "'masterkey' (the published 8) or your own filters (e.g. from "
+            "'scalespace-mk extract')"
+        )
     if isinstance(source, np.ndarray | torch.Tensor | list | tuple):
         return _as_filter_array(source, "the given array")
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
-            "source must be None, 'masterkey', 'builtin', a path or an array; "
-            f"got {type(source).__name__}"
+            f"source must be None, 'masterkey', a path or an array; got {type(source).__name__}"
         )
     path = Path(source).expanduser()
     if path.is_dir():
@@ -407,7 +395,7 @@ def load_filters(source: Any = None) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(
             f"filters source {str(source)!r} is neither an existing file nor one of "
-            f"'masterkey', 'builtin'; accepted files: {_ACCEPTED}"
+            f"'masterkey'; accepted files: {_ACCEPTED}"
         )
     suffix = path.suffix.lower()
     if suffix in _TEXT_SUFFIXES:

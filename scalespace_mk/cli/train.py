@@ -14,7 +14,7 @@ _HELP = {
     "model": "network name (scalespace_mk.networks.list_models())",
     "dwconv": "depthwise filters: learned | masterkey | idealized | learnable",
     "method": "fitting method of the idealised candidates (A, A-exact, B, C1, C2, D1, D2)",
-    "filters": "master key filter source (default: the published 8; 'builtin')",
+    "filters": "master key filter source (default: the published 8; or a filter file)",
     "init": "start every weight from this checkpoint",
     "replace_from": "take the per-channel depthwise replacement from this checkpoint",
     "data": "dataset: builtin[:opts] | fashion-mnist[:PATH] | imagenet:PATH | cifar10:PATH | "
