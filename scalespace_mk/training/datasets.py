@@ -716,7 +716,23 @@ def _cifar_folder(name: str, root: str | os.PathLike[str] | None) -> Path:
     return base / info.folder
 
 
-class CIFARDataset(Dataset):
+class _ImagesInMemory(Dataset):
+    """A dataset held in memory: images ``data`` (uint8) and labels ``targets``, ``classes``."""
+
+    crops_on_load = False
+    data: torch.Tensor
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+
+class CIFARDataset(_ImagesInMemory):
     """CIFAR-10 or CIFAR-100 from the official python pickle batches.
 
     Parameters
@@ -807,14 +823,6 @@ class CIFARDataset(Dataset):
             )
         self.name = name
         self.split = split
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (10 or 100)."""
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = self.data[index]
@@ -1044,7 +1052,7 @@ def _find_idx(folder: Path, name: str) -> Path | None:
     return None
 
 
-class FashionMNISTDataset(Dataset):
+class FashionMNISTDataset(_ImagesInMemory):
     """Fashion-MNIST from the four standard idx files (gzipped or not), checksums verified.
 
     Fashion-MNIST (Xiao, Rasul and Vollgraf 2017, Zalando Research, MIT licence) has
@@ -1131,14 +1139,6 @@ class FashionMNISTDataset(Dataset):
         self.targets = torch.from_numpy(labels.astype(np.int64))
         self.classes = list(FASHION_MNIST_CLASSES)
         self.split = split
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (10)."""
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = self.data[index][None]
