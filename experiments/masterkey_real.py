@@ -729,7 +729,7 @@ def run_experiment(
     has_njet, why_not = njet_available()
     trained = ["learned"] + [v for v in variants if v != "learned" and (v != "njet" or has_njet)]
     jobs = [(v, s) for s in setup.seeds for v in trained]
-    seconds = _train_all(jobs, setup, out, workers=workers, reuse=reuse, progress=progress)
+    _train_all(jobs, setup, out, workers=workers, reuse=reuse, progress=progress)
     train_s = time.perf_counter() - started
 
     log("analysing")
@@ -746,7 +746,8 @@ def run_experiment(
                     "val_loss": float(history[-1]["val_loss"]),
                     "history": [float(h["val_acc"]) for h in history],
                     "trainable_parameters": summary.get("trainable_parameters"),
-                    "seconds": round(seconds.get((variant, seed), float("nan")), 1),
+                    # time inside train() (epochs and evaluation), also for reused runs
+                    "seconds": round(sum(float(h.get("seconds", 0.0)) for h in history), 1),
                 }
             )
         runs[variant] = per_seed
@@ -808,6 +809,8 @@ def run_experiment(
             "load_start": [round(v, 2) for v in load_start],
             "load_end": [round(v, 2) for v in os.getloadavg()],
         },
+        # sum of the runs' own times, and the wall time of this invocation (small on --reuse)
+        "run_s_total": round(sum(r["seconds"] for rs in runs.values() for r in rs), 1),
         "train_s": round(train_s, 1),
         "wall_s": round(time.perf_counter() - started, 1),
         # CPU seconds of this process (all of the work when workers == 1)
@@ -822,6 +825,28 @@ def run_experiment(
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1, default=float) + "\n")
     return results
+
+
+def longer_training(folder: Path) -> dict[str, Any]:
+    """The accuracy and per-stage census of a longer learned-only run (its results.json)."""
+    other = json.loads((Path(folder) / "results.json").read_text())
+    stages = {
+        st: {
+            k: e[k] for k in ("side", "analysed", "learned", "null_iid", "null_phase", "target_met")
+        }
+        for st, e in other["census"]["stages"].items()
+    }
+    learned = other["variants"]["learned"]
+    return {
+        "epochs": other["epochs"],
+        "seeds": other["seeds"],
+        "val_acc": learned["val_acc"],
+        "mean": learned["mean"],
+        "std": learned["std"],
+        "ci95": learned["ci95"],
+        "run_s_total": other.get("run_s_total"),
+        "census_stages": stages,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -849,6 +874,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also write docs/results.md, docs/results.json and docs/figures/results_*.png",
     )
     p.add_argument("--progress", action="store_true", help="progress bars (with --workers 1)")
+    p.add_argument(
+        "--longer",
+        type=Path,
+        help="run folder of a longer learned-only run (--variants learned --epochs N) whose "
+        "accuracy and census the report shows beside the main ones",
+    )
     args = p.parse_args(argv)
     setup = SMOKE if args.smoke else FULL
     if args.data:
@@ -866,6 +897,8 @@ def main(argv: list[str] | None = None) -> int:
         reuse=args.reuse,
         progress=args.progress,
     )
+    if args.longer:
+        results["longer_training"] = longer_training(args.longer)
     command = "python experiments/masterkey_real.py " + " ".join(argv or sys.argv[1:])
     report.render(out, results, out / "results.md", out / "figures", command=command.strip())
     if args.publish:
