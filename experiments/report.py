@@ -447,10 +447,12 @@ def _reading(res: dict[str, Any]) -> list[str]:
         v for v, b in res["variants"].items() if b is not None and v != "learned" and v not in sep
     ]
     if same:
+        diffs = [100 * res["variants"][v]["difference_to_learned"] for v in same]
         out.append(
             f"- Accuracy: {', '.join(same)} cannot be told apart from the learned filters "
             f"({100 * base['mean']:.1f} %) with {len(res['seeds'])} seeds: their 95 % "
-            "intervals overlap."
+            f"intervals overlap (mean differences {min(diffs):+.1f} to {max(diffs):+.1f} "
+            "points; no finding is stated)."
         )
     for v in sep:
         b = res["variants"][v]
