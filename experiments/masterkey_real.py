@@ -748,6 +748,9 @@ def run_experiment(
                     "trainable_parameters": summary.get("trainable_parameters"),
                     # time inside train() (epochs and evaluation), also for reused runs
                     "seconds": round(sum(float(h.get("seconds", 0.0)) for h in history), 1),
+                    "images_per_s": round(
+                        float(np.mean([h.get("images_per_s", np.nan) for h in history])), 1
+                    ),
                 }
             )
         runs[variant] = per_seed

@@ -321,6 +321,12 @@ def render_markdown(res: dict[str, Any], figs: dict[str, str], fig_rel: str, com
     c = res["census"]
     analysed = [st for st, e in c["stages"].items() if e["analysed"]]
     n_runs = sum(len(b["val_acc"]) for b in res["variants"].values() if b is not None)
+    speeds = [
+        r.get("images_per_s", float("nan"))
+        for b in res["variants"].values()
+        if b is not None
+        for r in b["runs"]
+    ]
     lines = [
         "# Results: the master-key experiment on real data",
         "",
@@ -342,11 +348,11 @@ def render_markdown(res: dict[str, Any], figs: dict[str, str], fig_rel: str, com
         f"- Seeds: {', '.join(map(str, res['seeds']))} (every variant once per seed; the "
         "replacement variants start from the learned run of the same seed).",
         f"- Compute: {n_runs} runs taking {res['run_s_total'] / 60:.0f} min of run time in "
-        f"all, {m['workers']} at a time with one thread each (so about "
-        f"{res['run_s_total'] / 60 / max(1, m['workers']):.0f} min of wall time), on "
-        f"{m['processor']} "
-        f"({m['cpus']} cores shared with other jobs; load average "
-        f"{m['load_start'][0]:.1f} when this analysis started); the analysis took "
+        f"all, {m['workers']} at a time with one thread each, on {m['processor']} "
+        f"({m['cpus']} cores shared with other jobs); training throughput "
+        f"{min(speeds):.0f}-{max(speeds):.0f} images/s per run (mean over its epochs), which "
+        "measures the load the runs met; load average "
+        f"{m['load_start'][0]:.1f} when this analysis started, which took "
         f"{(res['wall_s'] - res['train_s']) / 60:.1f} min.",
         "",
         *_why_data(res),
