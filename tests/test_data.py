@@ -333,20 +333,9 @@ def test_invalid_contents(tmp_path):
         load_filters(3.5)
 
 
-def test_builtin(tmp_path, monkeypatch):
-    missing = tmp_path / "data_files" / "builtin_filters.npy"
-    monkeypatch.setattr(data, "_builtin_path", lambda: missing)
-    with pytest.raises(FileNotFoundError, match="builtin_filters.npy"):
+def test_builtin_filters_are_no_longer_shipped():
+    with pytest.raises(ValueError, match="no longer shipped.*masterkey"):
         load_filters("builtin")
-    h = np.random.default_rng(3).normal(size=(8, 7, 7))
-    save_filters(missing, h)
-    np.testing.assert_array_equal(load_filters("builtin"), h)
-
-
-def test_real_builtin_path_is_inside_the_package():
-    path = data._builtin_path()
-    assert path.parts[-3:] == ("scalespace_mk", "data_files", "builtin_filters.npy")
-    assert Path(data.__file__).parent.parent == path.parent.parent
 
 
 def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):

@@ -485,3 +485,106 @@ def test_random_crops_keyed_by_epoch(tmp_path):
     assert not torch.equal(first, epoch(ds6, 0, 1))
     img, label = ds5[(3, 1)]
     assert torch.equal(img, ds5[(3, 1)][0]) and label == ds5.targets[3]
+
+
+# ------------------------------------------------------------------ Fashion-MNIST (idx files)
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    """The idx encoding of a uint8 array: magic 0x0000 08 ndim, big-endian sizes, data."""
+    head = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return head + np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
+
+
+def _write_fashion(root: Path, *, n_train=6, n_val=4, gz=True) -> dict[str, np.ndarray]:
+    import gzip
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_val, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": ((np.arange(n_val) * 3) % 10).astype(np.uint8),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    for name, arr in arrays.items():
+        data = _idx_bytes(arr)
+        if gz:
+            (root / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (root / name).write_bytes(data)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_idx_files(tmp_path, gz):
+    arrays = _write_fashion(tmp_path, gz=gz)
+    ds = dsm.FashionMNISTDataset(tmp_path, split="val", verify=False)
+    assert len(ds) == 4 and ds.num_classes == 10 and ds.classes[9] == "Ankle boot"
+    img, label = ds[2]
+    assert img.dtype == torch.uint8 and img.shape == (3, 28, 28)
+    for c in range(3):  # the grey level replicated to RGB, unchanged at 28 px
+        np.testing.assert_array_equal(img[c].numpy(), arrays["t10k-images-idx3-ubyte"][2])
+    assert label == 6
+    small = dsm.FashionMNISTDataset(tmp_path, split="train", size=3, image_size=14, verify=False)
+    assert len(small) == 3 and small[1][0].shape == (3, 14, 14) and small[1][1] == 1
+    # a constant image stays constant through the resize
+    const = dsm._resize_uint8(torch.full((1, 28, 28), 77, dtype=torch.uint8), 56)
+    assert int(const.min()) == int(const.max()) == 77
+
+
+def test_fashion_mnist_checksums_and_errors(tmp_path):
+    _write_fashion(tmp_path)
+    # the tiny files are not the published ones: the checksum check names the file and fix
+    with pytest.raises(ValueError, match=r"train-images.*does not match.*reinstall"):
+        build_dataset(f"fashion-mnist:{tmp_path}", split="train", image_size=28)
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        build_dataset(f"fashion-mnist:{tmp_path / 'absent'}", split="train", image_size=28)
+    with pytest.raises(ValueError, match="size must be at most"):
+        dsm.FashionMNISTDataset(tmp_path, split="val", size=5, verify=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    arrays = _write_fashion(bad, gz=False)
+    data = _idx_bytes(arrays["t10k-images-idx3-ubyte"])
+    (bad / "t10k-images-idx3-ubyte").write_bytes(data[:-5])  # truncated
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        dsm.FashionMNISTDataset(bad, split="val", verify=False)
+    (bad / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03" + data[4:])  # float idx
+    with pytest.raises(ValueError, match="not an unsigned-byte idx file"):
+        dsm.FashionMNISTDataset(bad, split="val", verify=False)
+
+
+def test_fashion_mnist_checksums_are_those_of_the_files(tmp_path):
+    """The sha256 the reader computes is that of the uncompressed idx bytes."""
+    import gzip
+
+    arr = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    data = _idx_bytes(arr)
+    (tmp_path / "x.gz").write_bytes(gzip.compress(data))
+    got, digest = dsm._read_idx(tmp_path / "x.gz")
+    np.testing.assert_array_equal(got, arr)
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_fashion_mnist_spec_grammar():
+    assert parse_dataset_spec("fashion-mnist") == DatasetSpec("fashion-mnist", None, {})
+    assert parse_dataset_spec("fashion-mnist:/d") == DatasetSpec("fashion-mnist", "/d", {})
+    got = parse_dataset_spec("fashion-mnist:/d,train=100,val=20")
+    assert got == DatasetSpec("fashion-mnist", "/d", {"train": 100, "val": 20})
+    assert parse_dataset_spec("fashion-mnist:,val=5").options == {"val": 5}
+    assert parse_dataset_spec("fashion-mnist:train=7") == DatasetSpec(
+        "fashion-mnist", None, {"train": 7}
+    )
+    with pytest.raises(ValueError, match="fashion-mnist accepts train=INT, val=INT"):
+        parse_dataset_spec("fashion-mnist:/d,patch=3")
+
+
+@pytest.mark.skipif(
+    not (dsm.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+    reason="dataset-fashion-mnist is not installed",
+)
+def test_installed_fashion_mnist_verifies():
+    ds, k = build_dataset("fashion-mnist:,val=50", split="val", image_size=28)
+    assert (len(ds), k) == (50, 10)
+    # the published test set starts with an ankle boot, a pullover and two trousers
+    assert [ds[i][1] for i in range(4)] == [9, 2, 1, 1]

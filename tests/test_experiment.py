@@ -1,14 +1,13 @@
-"""The small master-key experiment (smoke version) and the packaged builtin filters."""
+"""The master-key experiment on real data (smoke version): runs, analysis and report."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
-import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
-DATA_FILES = REPO / "scalespace_mk" / "data_files"
-VARIANTS = ("learned", "idealized-B", "learnable-B", "masterkey")
+VARIANTS = ("learned", "idealized", "learnable", "masterkey", "random")
 
 
 def _module(name: str):
@@ -39,117 +37,169 @@ def _table_rows(md: str, header_start: str) -> list[list[str]]:
     return rows
 
 
-def _pct(cell: str) -> float:
-    return float(cell.rstrip("%").strip()) / 100
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("masterkey_small")
+    pytest.importorskip("skimage")  # the smoke data: the builtin photographs
+    out = tmp_path_factory.mktemp("masterkey_real")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [
-        sys.executable,
-        str(EXPERIMENTS / "masterkey_small.py"),
-        "--smoke",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--threads",
-        "1",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, str(EXPERIMENTS / "masterkey_real.py"), "--smoke", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 and "8Filters.txt" in proc.stderr:
+        pytest.skip("the published filters are not available offline")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
-def test_smoke_writes_report_within_budget(smoke):
+def test_smoke_results_have_the_documented_fields(smoke):
     res = json.loads((smoke / "results.json").read_text())
-    assert res["setup"]["name"] == "smoke"
-    assert res["wall_s"] <= 60.0, f"smoke experiment took {res['wall_s']:.1f} s (> 60 s)"
+    # the CI budget: under a minute of CPU (wall time depends on the machine's load)
+    assert res["cpu_s"] <= 60.0, f"smoke experiment used {res['cpu_s']:.1f} s of CPU"
+    assert isinstance(res["dataset"], str) and res["image_size"] == 32 and res["epochs"] == 1
+    assert res["seeds"] == [0, 1]
+    for name in VARIANTS:
+        block = res["variants"][name]
+        assert len(block["val_acc"]) == 2 and all(0 <= a <= 1 for a in block["val_acc"])
+        assert block["mean"] == pytest.approx(np.mean(block["val_acc"]))
+    assert "njet" in res["variants"]
+    if res["variants"]["njet"] is None:
+        assert "N-jet" in res["njet_reason"]
+    for key in ("learned", "null_iid", "null_phase"):
+        assert 0 <= res["census"][key]["median_r2"] <= 1
+        assert 0 <= res["census"][key]["share_r2_gt_0_8"] <= 1
     md = (smoke / "results.md").read_text()
-    for section in ("## Setup", "## Accuracy of the variants", "## Census", "## Figures"):
+    for section in ("## Setup", "## Accuracy of the variants", "## Census of the learned"):
         assert section in md
-    for name in res["figures"].values():
-        data = (smoke / "figures" / name).read_bytes()
+    for name in ("accuracy", "census", "learned_vs_models", "extracted"):
+        data = (smoke / "figures" / f"results_{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
-        assert f"(figures/{name})" in md
+        assert f"(figures/results_{name}.png)" in md
 
 
-def test_accuracy_table_matches_metrics(smoke):
+def test_accuracy_table_matches_the_runs(smoke):
+    res = json.loads((smoke / "results.json").read_text())
     md = (smoke / "results.md").read_text()
     rows = {r[0]: r for r in _table_rows(md, "| variant | depthwise filters")}
-    assert set(rows) == set(VARIANTS)
     for name in VARIANTS:
-        lines = (smoke / name / "metrics.jsonl").read_text().splitlines()
-        history = [json.loads(line) for line in lines]
-        assert len(history) == 1  # the smoke budget: one epoch
-        row = rows[name]
-        assert float(row[3]) == pytest.approx(history[-1]["val_acc"], abs=5e-5)
-        assert float(row[4]) == pytest.approx(max(h["val_acc"] for h in history), abs=5e-5)
-        assert float(row[5]) == pytest.approx(history[-1]["val_loss"], abs=5e-5)
-        summary = json.loads((smoke / name / "summary.json").read_text())
-        assert int(row[2].replace(",", "")) == summary["trainable_parameters"]
+        accs = []
+        for seed in (0, 1):
+            lines = (smoke / f"{name}-seed{seed}" / "metrics.jsonl").read_text().splitlines()
+            accs.append(json.loads(lines[-1])["val_acc"])
+        assert res["variants"][name]["val_acc"] == accs
+        cells = [float(c) for c in rows[name][2].split(",")]
+        np.testing.assert_allclose(cells, 100 * np.array(accs), atol=5e-3)
     # the analytic variants freeze the depthwise kernels: fewer trainable parameters
-    learned = int(rows["learned"][2].replace(",", ""))
-    assert int(rows["idealized-B"][2].replace(",", "")) < learned
+    params = {n: res["variants"][n]["runs"][0]["trainable_parameters"] for n in VARIANTS}
+    assert params["idealized"] < params["learned"] and params["masterkey"] < params["learned"]
 
 
-def test_census_table_matches_recomputed_census(smoke):
-    from scalespace_mk.networks.checkpoint import analyze, load_checkpoint_file
+def test_census_matches_a_recomputation(smoke):
+    from scalespace_mk.analysis.census import census
+    from scalespace_mk.networks.checkpoint import find_depthwise, load_checkpoint_file
 
-    state = load_checkpoint_file(smoke / "learned" / "last.pt")["model"]
-    records = analyze(state, progress=False).filters
-    r2 = np.array([r["r2"] for r in records])
-    md = (smoke / "results.md").read_text()
-    rows = {(r[0], r[1]): r for r in _table_rows(md, "| filters | set | count")}
-    learned = rows[("all layers", "learned")]
-    assert int(learned[2]) == len(records) == 8 + 16 + 32 + 64  # convnextv2_test channels
-    assert _pct(learned[3]) == pytest.approx(np.mean(r2 > 0.8), abs=6e-4)
-    assert float(learned[4]) == pytest.approx(np.median(r2), abs=6e-4)
-    for t in range(1, 9):
-        share = np.mean([r["type"] == t for r in records])
-        assert _pct(learned[4 + t]) == pytest.approx(share, abs=6e-4)
-    random = rows[("all layers", "random")]
-    assert int(random[2]) == len(records)
-    # i.i.d. Gaussian 7x7 filters: no model explains much of one (measured median ~0.11)
-    assert _pct(random[3]) < 0.02 and 0.03 < float(random[4]) < 0.3
-    # the first stage of the test network (8 channels, 8x8 maps) is reported on its own
-    stage0 = rows[("stage 0 (8x8 px)", "learned")]
-    assert int(stage0[2]) == 8
+    mk = _module("masterkey_real")
+    res = json.loads((smoke / "results.json").read_text())
+    state = load_checkpoint_file(smoke / "learned-seed1" / "last.pt")["model"]
+    w = [v for k, v in find_depthwise(state).items() if k.startswith("stages.0.")]
+    filters = np.concatenate([t.double().numpy()[:, 0] for t in w])
+    stage0 = res["census"]["stages"]["0"]
+    assert stage0["side"] == 8 and stage0["analysed"]
+    got = stage0["seeds"]["1"]
+    assert got["learned"]["filters"] == len(filters) == 8  # convnextv2_test: 8 channels
+    assert got["learned"]["median_r2"] == pytest.approx(np.median(census(filters).r2), abs=1e-12)
+    null, _ = mk.null_filters(filters, "phase", 10_000 * 1 + 1)
+    assert got["null_phase"]["median_r2"] == pytest.approx(np.median(census(null).r2), abs=1e-12)
+    # stages 1-3 (4, 2 and 1 px maps) are reported but not analysed
+    assert not res["census"]["stages"]["3"]["analysed"]
 
 
-def test_extracted_filters_and_builtin_script_agree(smoke, tmp_path):
-    ext = np.load(smoke / "extracted_filters.npy")
-    assert ext.shape == (8, 7, 7)
-    flat = ext.reshape(8, -1)
-    np.testing.assert_allclose(flat.mean(axis=1), 0.0, atol=1e-12)
-    np.testing.assert_allclose(np.linalg.norm(flat, axis=1), 1.0, atol=1e-12)
-    md = (smoke / "results.md").read_text()
-    digest = hashlib.sha256((smoke / "extracted_filters.npy").read_bytes()).hexdigest()
-    assert f"`{digest}`" in md
-    # the data-file script extracts the same filters from the same checkpoint
-    make = _module("make_builtin_filters")
-    ckpt = smoke / "learned" / "last.pt"
-    args = ["--checkpoint", str(ckpt), "--out-dir", str(tmp_path), "--check-methods", "D1"]
-    assert make.main(args) == 0
-    made = np.load(tmp_path / "builtin_filters.npy")
-    np.testing.assert_array_equal(made, ext)
-    note = (tmp_path / "builtin_filters.md").read_text()
-    sha = hashlib.sha256((tmp_path / "builtin_filters.npy").read_bytes()).hexdigest()
-    assert f"`{sha}`" in note and "convnextv2_test" in note
-    assert "| D1 | ok | ok |" in note  # the l2 fit always has a minimiser
+def test_same_seed_same_machine_gives_identical_runs(smoke, tmp_path):
+    """Retraining a run of the smoke experiment reproduces its weights bit for bit."""
+    import torch
+
+    from scalespace_mk.networks.checkpoint import load_checkpoint_file
+
+    mk = _module("masterkey_real")
+    for variant in ("learned", "learnable"):
+        cfg = mk.train_config(mk.SMOKE, variant, 0, smoke)
+        again = tmp_path / variant
+        mk._train_one(asdict(cfg), str(again), False, False)
+        a = load_checkpoint_file(smoke / f"{variant}-seed0" / "last.pt")["model"]
+        b = load_checkpoint_file(again / "last.pt")["model"]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+        m1 = (smoke / f"{variant}-seed0" / "metrics.jsonl").read_text().splitlines()
+        m2 = (again / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(m1[-1])["val_acc"] == json.loads(m2[-1])["val_acc"]
+
+
+def test_publish_keeps_the_sections_of_other_analyses(smoke, tmp_path):
+    report = _module("report")
+    res = json.loads((smoke / "results.json").read_text())
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    other = "## A real network: MobileNetV2 (ImageNet)\n\nTheir table.\n"
+    (docs / "results.md").write_text("# old results\n\nstale text\n\n" + other)
+    report.publish(smoke, res, docs, command="python experiments/masterkey_real.py --publish")
+    text = (docs / "results.md").read_text()
+    assert text.startswith("# Results: the master-key experiment on real data")
+    assert "stale text" not in text and text.rstrip().endswith("Their table.")
+    assert json.loads((docs / "results.json").read_text()) == res
+    assert (docs / "figures" / "results_census.png").is_file()
+
+
+# ------------------------------------------------------------------ pieces, no training
+
+
+def test_interval_is_the_t_interval():
+    from scipy import stats
+
+    mk = _module("masterkey_real")
+    x = [0.81, 0.84, 0.80]
+    got = mk.interval(x)
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(x), scale=stats.sem(x))
+    assert got["n"] == 3 and got["std"] == pytest.approx(np.std(x, ddof=1))
+    np.testing.assert_allclose(got["ci95"], [lo, hi], rtol=1e-12)
+    assert mk.separated({"ci95": [0.1, 0.2]}, {"ci95": [0.25, 0.3]})
+    assert not mk.separated({"ci95": [0.1, 0.26]}, {"ci95": [0.25, 0.3]})
+
+
+@pytest.mark.parametrize("k", [7, 8])
+def test_null_filters_fallback_definitions(k):
+    mk = _module("masterkey_real")
+    h = np.random.default_rng(3).standard_normal((40, k, k)).cumsum(axis=1)  # smooth-ish
+    iid = mk._null_filters_fallback(h, "iid", 5)
+    assert iid.shape == h.shape
+    assert abs(iid.mean()) < 0.1 and abs(iid.std() - 1) < 0.1
+    phase = mk._null_filters_fallback(h, "phase", 5)
+    assert phase.shape == h.shape and phase.dtype == np.float64
+    # the power spectrum of every filter is kept exactly, the filter itself is not
+    np.testing.assert_allclose(np.abs(np.fft.fft2(phase)), np.abs(np.fft.fft2(h)), atol=1e-9)
+    assert np.abs(phase - h).max() > 0.1
+    np.testing.assert_array_equal(phase, mk._null_filters_fallback(h, "phase", 5))
+    assert not np.array_equal(phase, mk._null_filters_fallback(h, "phase", 6))
+    with pytest.raises(ValueError, match="kind"):
+        mk._null_filters_fallback(h, "shuffle", 0)
+
+
+def test_feature_side():
+    mk = _module("masterkey_real")
+    assert mk.feature_side("stages.0.blocks.1.conv_dw.weight", 56) == 14
+    assert mk.feature_side("model.stages.2.blocks.0.conv_dw.weight", 32) == 2
+    assert mk.feature_side("stages.3.blocks.0.conv_dw.weight", 224) == 7
+    with pytest.raises(ValueError, match="stages"):
+        mk.feature_side("conv_dw.weight", 32)
 
 
 def test_order_like_published_recovers_a_shuffled_copy():
-    from scalespace_mk.analysis.filters import load_filters
-
-    make = _module("make_builtin_filters")
-    pub = load_filters()
+    mk = _module("masterkey_real")
+    pub = np.random.default_rng(1).standard_normal((8, 7, 7))
     perm = np.array([3, 0, 7, 5, 1, 6, 2, 4])
     gains = np.array([2.0, -0.5, 1.5, -3.0, 0.7, 1.0, -1.2, 0.9])
     shuffled = gains[:, None, None] * pub[perm] + 0.25
-    ordered, got, corr = make.order_like_published(shuffled, pub)
+    ordered, got, corr = mk.order_like_published(shuffled, pub)
     np.testing.assert_array_equal(perm[got], np.arange(8))
     np.testing.assert_allclose(corr, 1.0, atol=1e-12)
     unit = pub.reshape(8, -1) - pub.reshape(8, -1).mean(axis=1, keepdims=True)
@@ -157,32 +207,12 @@ def test_order_like_published_recovers_a_shuffled_copy():
     np.testing.assert_allclose(ordered.reshape(8, -1), unit, atol=1e-12)
 
 
-def test_feature_side():
-    make = _module("make_builtin_filters")
-    assert make.feature_side("stages.0.blocks.1.conv_dw.weight", 32) == 8
-    assert make.feature_side("model.stages.2.blocks.0.conv_dw.weight", 32) == 2
-    assert make.feature_side("stages.3.blocks.0.conv_dw.weight", 224) == 7
-    with pytest.raises(ValueError, match="stages"):
-        make.feature_side("conv_dw.weight", 32)
-
-
-def test_shipped_builtin_filters():
-    from scalespace_mk.analysis.filters import load_filters
-
-    h = load_filters("builtin")
-    assert h.shape == (8, 7, 7) and h.dtype == np.float64
-    flat = h.reshape(8, -1)
-    np.testing.assert_allclose(flat.mean(axis=1), 0.0, atol=1e-12)
-    np.testing.assert_allclose(np.linalg.norm(flat, axis=1), 1.0, atol=1e-12)
-    note = (DATA_FILES / "builtin_filters.md").read_text()
-    digest = hashlib.sha256((DATA_FILES / "builtin_filters.npy").read_bytes()).hexdigest()
-    assert re.search(rf"\| sha256 \| `{digest}` \|", note)
-    assert "1, 2, 3, 4, 5, 6, 7, 8" in note
-    # the provenance table's correlations with the published 8 are those of the file
-    pub = load_filters()
-    make = _module("make_builtin_filters")
-    _, perm, corr = make.order_like_published(h, pub)
-    np.testing.assert_array_equal(perm, np.arange(8))  # already in published order
-    rows = _table_rows(note, "| slot / type")
-    assert [int(r[0]) for r in rows] == list(range(1, 9))
-    np.testing.assert_allclose([float(r[1]) for r in rows], corr, atol=6e-4)
+def test_builtin_decision_needs_structure_and_every_fit():
+    mk = _module("masterkey_real")
+    ok = {"census_r2": [0.9] * 8, "all_methods_fit": True, "fits": {"B": ["ok"] * 8}}
+    assert mk.builtin_decision({"target_met": True}, ok) == {"replace": True, "reasons": []}
+    bad = dict(ok, census_r2=[0.9] * 7 + [0.5], all_methods_fit=False)
+    bad["fits"] = {"B": ["ok"] * 7 + ["no root"], "C1": ["ok"] * 8}
+    got = mk.builtin_decision({"target_met": False}, bad)
+    assert not got["replace"] and len(got["reasons"]) == 3
+    assert "[8]" in got["reasons"][1] and "['B']" in got["reasons"][2]

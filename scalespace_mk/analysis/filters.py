@@ -41,7 +41,6 @@ from scalespace_mk._checks import (
 from scalespace_mk._io import ChecksumError, atomic_path, download_verified
 
 __all__ = [
-    "BUILTIN_FILTERS",
     "CACHE_ENV",
     "OFFLINE_ENV",
     "PUBLISHED_FILTERS",
@@ -71,8 +70,6 @@ REGISTRY: dict[str, tuple[str, str]] = {
 CACHE_ENV = "SCALESPACE_MK_CACHE"
 #: Environment variable that, when set to ``1``/``true``/``yes``, forbids downloads.
 OFFLINE_ENV = "SCALESPACE_MK_OFFLINE"
-#: Packaged filters loaded by ``load_filters("builtin")`` (relative to the package).
-BUILTIN_FILTERS = "data_files/builtin_filters.npy"
 #: The published 8 as shipped (the exact bytes of ``REGISTRY["8Filters.txt"]``).
 PUBLISHED_FILTERS = "data_files/8Filters.txt"
 
@@ -337,10 +334,6 @@ def _load_safetensors(path: Path) -> Any:
     return _pick(tensors, str(path))
 
 
-def _builtin_path() -> Path:
-    return Path(str(importlib.resources.files("scalespace_mk").joinpath(BUILTIN_FILTERS)))
-
-
 def load_filters(source: Any = None, *, check_values: bool = True) -> np.ndarray:
     """Load filters from the published set, a file, a directory or an array.
 
@@ -349,7 +342,6 @@ def load_filters(source: Any = None, *, check_values: bool = True) -> np.ndarray
     source : None, str, path-like, numpy.ndarray or torch.Tensor, optional
         - ``None`` or ``"masterkey"``: the 8 published master key filters, from the copy
           shipped in the package (:func:`published_path`; checksum verified, no network);
-        - ``"builtin"``: the packaged file ``scalespace_mk/data_files/builtin_filters.npy``;
         - a directory: its ``8Filters.txt``;
         - a ``.txt`` file in the ``Filter k:`` format (:func:`read_filter_text`);
         - ``.npy``; ``.npz`` (key ``filters`` or ``kernels``, or its only array);
@@ -371,10 +363,10 @@ def load_filters(source: Any = None, *, check_values: bool = True) -> np.ndarray
     Raises
     ------
     FileNotFoundError
-        If the path (or the packaged builtin file) does not exist.
+        If the path does not exist.
     ValueError, TypeError
         If the file is corrupt, of an unknown type, holds pickled objects, or the array is
-        not a valid filter stack.
+        not a valid filter stack; for ``"builtin"`` (no longer shipped, see the changelog).
     ChecksumError
         If the shipped copy of the published filters was altered (reinstall the package).
 
@@ -387,20 +379,17 @@ def load_filters(source: Any = None, *, check_values: bool = True) -> np.ndarray
         path = published_path()
         return _as_filter_array(read_filter_text(path), str(path))
     if isinstance(source, str) and source == "builtin":
-        path = _builtin_path()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"the packaged filters {BUILTIN_FILTERS} are missing from this installation "
-                f"(looked at {path}); use load_filters() or load_filters('masterkey') for the "
-                "published 8 filters"
-            )
-        return _as_filter_array(_load_npy(path), f"builtin ({path})")
+        raise ValueError(
+            "the 'builtin' filters are no longer shipped (0.2.0): the small training runs "
+            "they came from did not learn clearly structured filters (docs/results.md); use "
+            "'masterkey' (the published 8) or your own filters (e.g. from "
+            "'scalespace-mk extract')"
+        )
     if isinstance(source, np.ndarray | torch.Tensor | list | tuple):
         return _as_filter_array(source, "the given array", check_values)
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
-            "source must be None, 'masterkey', 'builtin', a path or an array; "
-            f"got {type(source).__name__}"
+            f"source must be None, 'masterkey', a path or an array; got {type(source).__name__}"
         )
     path = Path(source).expanduser()
     if path.is_dir():
@@ -413,7 +402,7 @@ def load_filters(source: Any = None, *, check_values: bool = True) -> np.ndarray
     if not path.exists():
         raise FileNotFoundError(
             f"filters source {str(source)!r} is neither an existing file nor one of "
-            f"'masterkey', 'builtin'; accepted files: {_ACCEPTED}"
+            f"'masterkey'; accepted files: {_ACCEPTED}"
         )
     check_regular_file(path, "filter file")
     suffix = path.suffix.lower()

@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "filters",
         metavar="FILTERS",
-        help="'masterkey' (the published 8), 'builtin', or a path (.txt, .npy, .npz, .pt, "
+        help="'masterkey' (the published 8) or a path (.txt, .npy, .npz, .pt, "
         ".pth, .safetensors, or a directory with 8Filters.txt); shape [N, k, k], k odd",
     )
     p.add_argument(

@@ -95,8 +95,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--filters",
         default=None,
-        help="source of the master key filters (default: the published 8; e.g. "
-        "a file written by 'extract', or 'builtin')",
+        help="source of the master key filters (default: the published 8; or a file "
+        "written by 'extract')",
     )
     p.add_argument("--out", required=True, help="output checkpoint (written atomically)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -58,7 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--filters",
         metavar="SRC",
         default=None,
-        help="filters: 'masterkey' (default, the published 8), 'builtin', or a path "
+        help="filters: 'masterkey' (default, the published 8) or a path "
         "(.txt, .npy, .npz, .pt, .pth, .safetensors, or a directory with 8Filters.txt)",
     )
     p.add_argument(

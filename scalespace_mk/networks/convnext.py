@@ -1038,6 +1038,8 @@ _MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "convnext_base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), **_V1),
     "convnext_large": dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), **_V1),
     "convnext_xlarge": dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048), **_V1),
+    # zepto (< atto): the small-image experiment of experiments/masterkey_real.py
+    "convnextv2_zepto": dict(depths=(2, 2, 2, 2), dims=(32, 64, 128, 256), conv_mlp=True, **_V2),
     "convnextv2_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True, **_V2),
     "convnextv2_femto": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), conv_mlp=True, **_V2),
     "convnextv2_pico": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), conv_mlp=True, **_V2),

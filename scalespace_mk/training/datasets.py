@@ -12,6 +12,7 @@ Dataset specification strings
 
     spec     := "imagenet:" PATH | "folder:" PATH | PATH
               | "cifar10:" [PATH] | "cifar100:" [PATH]
+              | "fashion-mnist" [":" [PATH] ["," OPTIONS]]
               | "builtin" [":" OPTIONS]
               | "synthetic:" N ["," OPTIONS]
     OPTIONS  := KEY "=" INT ("," KEY "=" INT)*
@@ -25,6 +26,14 @@ Dataset specification strings
     ``PATH`` may also be that folder itself. Without ``PATH`` the cache folder
     ``$SCALESPACE_MK_DATA`` (default ``~/.cache/scalespace_mk/datasets``) is used. The ``val``
     split is the official test set.
+``fashion-mnist[:PATH]``
+    Fashion-MNIST (Zalando, MIT licence; 10 classes of 28 x 28 grey-level clothing photos)
+    from the four standard idx files in ``PATH`` (default
+    ``/usr/share/datasets/fashion-mnist``, where Debian's package ``dataset-fashion-mnist``
+    installs them), gzipped or not; their content is checked against the published
+    checksums (see :class:`FashionMNISTDataset`). ``val`` is the official test set. Options
+    ``train`` and ``val`` keep the first N images of a split, e.g.
+    ``fashion-mnist:,train=10000,val=2000``.
 ``builtin``
     An offline task cut from photographs bundled with scikit-image (see
     :class:`BuiltinPatchDataset`); options ``train``, ``val`` (sample counts), ``patch``
@@ -74,6 +83,10 @@ __all__ = [
     "CorruptImageError",
     "DatasetSpec",
     "EpochSampler",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_FILES",
+    "FashionMNISTDataset",
     "ImageFolderDataset",
     "SyntheticDataset",
     "build_dataset",
@@ -115,14 +128,14 @@ class DatasetSpec:
 
     Attributes
     ----------
-    kind : {'folder', 'cifar10', 'cifar100', 'builtin', 'synthetic'}
+    kind : {'folder', 'cifar10', 'cifar100', 'fashion-mnist', 'builtin', 'synthetic'}
         The dataset family.
     path : str or None
-        The data folder (``folder``, ``cifar10``, ``cifar100``), ``None`` otherwise or when
-        omitted.
+        The data folder (``folder``, ``cifar10``, ``cifar100``, ``fashion-mnist``), ``None``
+        otherwise or when omitted.
     options : dict of str to int
-        ``key=value`` options (``builtin``, ``synthetic``; ``synthetic`` stores ``N`` as
-        ``options['n']``).
+        ``key=value`` options (``fashion-mnist``, ``builtin``, ``synthetic``; ``synthetic``
+        stores ``N`` as ``options['n']``).
     """
 
     kind: str
@@ -131,6 +144,7 @@ class DatasetSpec:
 
 
 _OPTION_KEYS = {
+    "fashion-mnist": ("train", "val"),
     "builtin": ("train", "val", "patch", "classes", "seed"),
     "synthetic": ("n", "classes", "seed"),
 }
@@ -196,6 +210,12 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
         return DatasetSpec("folder", rest)
     if head_l in ("cifar10", "cifar100"):
         return DatasetSpec(head_l, rest or None)
+    if head_l in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+        items = rest.split(",")
+        path = items[0].strip() if items and "=" not in items[0] else ""
+        more = ",".join(items[1:] if path or (items and not items[0].strip()) else items)
+        options = _parse_options("fashion-mnist", more, spec)
+        return DatasetSpec("fashion-mnist", path or None, options)
     if head_l == "builtin":
         return DatasetSpec("builtin", None, _parse_options("builtin", rest, spec))
     if head_l == "synthetic":
@@ -761,7 +781,23 @@ def _cifar_folder(name: str, root: str | os.PathLike[str] | None) -> Path:
     return base / info.folder
 
 
-class CIFARDataset(Dataset):
+class _ImagesInMemory(Dataset):
+    """A dataset held in memory: images ``data`` (uint8) and labels ``targets``, ``classes``."""
+
+    crops_on_load = False
+    data: torch.Tensor
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+
+class CIFARDataset(_ImagesInMemory):
     """CIFAR-10 or CIFAR-100 from the official python pickle batches.
 
     Parameters
@@ -852,14 +888,6 @@ class CIFARDataset(Dataset):
             )
         self.name = name
         self.split = split
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (10 or 100)."""
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = self.data[index]
@@ -1001,6 +1029,187 @@ def _members_ok(folder: Path, info: CifarArchive) -> bool:
         if not path.is_file() or _hash_file(path)[0] != md5:
             return False
     return True
+
+
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST (idx files)
+# --------------------------------------------------------------------------------------------
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's package ``dataset-fashion-mnist`` installs the idx files."""
+
+FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
+    "train-images": (
+        "train-images-idx3-ubyte",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    "train-labels": (
+        "train-labels-idx1-ubyte",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    "val-images": (
+        "t10k-images-idx3-ubyte",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    "val-labels": (
+        "t10k-labels-idx1-ubyte",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
+}
+"""The four standard Fashion-MNIST files: role -> (file name, sha256 of the uncompressed
+idx bytes). The sha256 values are those of the files whose gzip archives have the
+publisher's md5 checksums (github.com/zalandoresearch/fashion-mnist); checking the content
+rather than the archive accepts re-compressed copies such as Debian's."""
+
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+_IDX_TYPES = {0x08: np.uint8}
+
+
+def _read_idx(path: Path) -> tuple[np.ndarray, str]:
+    """Read an idx file (gzipped or not): the array and the sha256 of its idx bytes."""
+    import gzip
+
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"idx file {str(path)!r} is a damaged gzip archive: {exc}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(
+            f"{str(path)!r} is not an unsigned-byte idx file (magic 0x0000 08 NN); "
+            f"its first bytes are {raw[:4].hex()}"
+        )
+    ndim = raw[3]
+    head = 4 + 4 * ndim
+    if ndim < 1 or len(raw) < head:
+        raise ValueError(f"idx file {str(path)!r} has a truncated header ({ndim} dimensions)")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    count = int(np.prod(shape))
+    if len(raw) - head != count:
+        raise ValueError(
+            f"idx file {str(path)!r} holds {len(raw) - head} data bytes but its header "
+            f"declares shape {shape} ({count} bytes): the file is truncated or damaged"
+        )
+    arr = np.frombuffer(raw, dtype=_IDX_TYPES[raw[2]], offset=head).reshape(shape)
+    return arr, digest
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    for candidate in (name, name + ".gz", name.replace("-idx", ".idx")):
+        path = folder / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+class FashionMNISTDataset(_ImagesInMemory):
+    """Fashion-MNIST from the four standard idx files (gzipped or not), checksums verified.
+
+    Fashion-MNIST (Xiao, Rasul and Vollgraf 2017, Zalando Research, MIT licence) has
+    60,000 training and 10,000 test images of clothing, 28 x 28 grey levels, 10 classes
+    (:data:`FASHION_MNIST_CLASSES`). Images are returned as ``uint8 [3, image_size,
+    image_size]`` (the grey level replicated to RGB, resized bicubically with antialiasing
+    when ``image_size`` is not 28).
+
+    Parameters
+    ----------
+    root : str or path, optional
+        Folder holding ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
+        ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``; default
+        :data:`FASHION_MNIST_DIR` (``apt-get install dataset-fashion-mnist``).
+    split : {'train', 'val'}
+        ``'train'``: the training images; ``'val'``: the official test images.
+    image_size : int, default 28
+        Output side in pixels.
+    size : int, optional
+        Keep only the first ``size`` images of the split (default: all).
+    verify : bool, default True
+        Check the sha256 of the uncompressed idx bytes against :data:`FASHION_MNIST_FILES`
+        (about 0.2 s for the training images). Tests of the reader on tiny files turn it off.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a file is missing (the message names the Debian package to install).
+    ValueError
+        On a checksum mismatch, a malformed idx file, or images and labels that disagree.
+    """
+
+    crops_on_load = False
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        split: str = "train",
+        image_size: int = 28,
+        size: int | None = None,
+        verify: bool = True,
+    ) -> None:
+        check_choice("split", split, _SPLITS)
+        self.image_size = _check_positive_int("image_size", image_size)
+        folder = Path(root) if root is not None else FASHION_MNIST_DIR
+        arrays = []
+        for role in (f"{split}-images", f"{split}-labels"):
+            name, sha = FASHION_MNIST_FILES[role]
+            path = _find_idx(folder, name)
+            if path is None:
+                raise FileNotFoundError(
+                    f"Fashion-MNIST file {name}[.gz] is missing in {str(folder)!r}; install "
+                    "it with 'apt-get install dataset-fashion-mnist' (files in "
+                    f"{FASHION_MNIST_DIR}) or give the folder as 'fashion-mnist:PATH'"
+                )
+            arr, digest = _read_idx(path)
+            if verify and digest != sha:
+                raise ValueError(
+                    f"Fashion-MNIST file {str(path)!r} does not match the published data "
+                    f"(sha256 of its idx bytes {digest}, expected {sha}); reinstall it "
+                    "('apt-get install --reinstall dataset-fashion-mnist')"
+                )
+            arrays.append(arr)
+        images, labels = arrays
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"Fashion-MNIST {split}: images {images.shape} and labels {labels.shape} must "
+                "be [N, H, W] and [N] with the same N"
+            )
+        if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+            raise ValueError(
+                f"Fashion-MNIST {split}: labels must lie in [0, 10); got {int(labels.max())}"
+            )
+        if size is not None:
+            size = _check_positive_int("size", size)
+            if size > images.shape[0]:
+                raise ValueError(
+                    f"size must be at most the {images.shape[0]} images of the {split} split; "
+                    f"got {size}"
+                )
+            images, labels = images[:size], labels[:size]
+        self.data = torch.from_numpy(np.array(images))  # a writable copy
+        self.targets = torch.from_numpy(labels.astype(np.int64))
+        self.classes = list(FASHION_MNIST_CLASSES)
+        self.split = split
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.data[index][None]
+        if img.shape[-1] != self.image_size or img.shape[-2] != self.image_size:
+            img = _resize_uint8(img, self.image_size)
+        return img.expand(3, -1, -1).clone(), int(self.targets[index])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1259,8 +1468,8 @@ def build_dataset(
     ----------
     spec : str
         ``'imagenet:PATH'``, ``'folder:PATH'`` or ``PATH``, ``'cifar10:PATH'``,
-        ``'cifar100:PATH'``, ``'builtin[:options]'`` or ``'synthetic:N[,options]'`` (grammar
-        in the module docstring).
+        ``'cifar100:PATH'``, ``'fashion-mnist[:PATH]'``, ``'builtin[:options]'`` or
+        ``'synthetic:N[,options]'`` (grammar in the module docstring).
     split : {'train', 'val'}
         Which split. For image folders ``PATH/train`` or ``PATH/val``; for CIFAR ``val`` is the
         official test set; for ``builtin`` the disjoint grid blocks of
@@ -1340,6 +1549,11 @@ def build_dataset(
     if parsed.kind in CIFAR_ARCHIVES:
         ds = CIFARDataset(
             parsed.kind, parsed.path, split=split, image_size=image_size, download=download
+        )
+        return ds, ds.num_classes
+    if parsed.kind == "fashion-mnist":
+        ds = FashionMNISTDataset(
+            parsed.path, split=split, image_size=image_size, size=parsed.options.get(split)
         )
         return ds, ds.num_classes
     if parsed.kind == "builtin":

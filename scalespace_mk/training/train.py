@@ -91,7 +91,7 @@ class TrainConfig:
         Fitting method whose idealised models are the candidates for ``idealized`` and
         ``learnable`` (docs/method.md#fitting; default ``B``).
     filters : str, optional
-        Master key filter source (default: the published 8; ``builtin`` for the package's).
+        Master key filter source (default: the published 8; or a filter file).
     init, replace_from : str, optional
         Checkpoint to start all weights from / to take the depthwise replacement from.
     data : str
