@@ -76,3 +76,15 @@ def server(tmp_path, monkeypatch):
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that changes torch's thread count must not change the next one's results
+    (bit-exact comparisons between a subprocess and an in-process run depend on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

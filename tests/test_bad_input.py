@@ -365,7 +365,7 @@ def test_item08_cli_bank_and_spread(capsys, tmp_path, monkeypatch):
     err = _one_line_error(capsys, "bank", "--sigma", "1e300", "--out", "never.npz")
     assert "sigma must be <= 10000" in err
     err = _one_line_error(
-        capsys, "spread", "--filters", "builtin", "--weighted", "--sigma-ref", "1e300"
+        capsys, "spread", "--filters", "masterkey", "--weighted", "--sigma-ref", "1e300"
     )
     assert "sigma_ref must be <= 10000" in err
 
@@ -635,7 +635,7 @@ def test_item14_ascii_digits_only(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown type 'mk\u0663'"):
         parse_model_types(["mk\u0663"])
     with pytest.raises(SystemExit) as info:  # argparse: usage line and error, exit 2
-        main(["fit", "--filters", "builtin", "--types", "\u0663"])
+        main(["fit", "--filters", "masterkey", "--types", "\u0663"])
     assert info.value.code == 2 and "ASCII digits" in capsys.readouterr().err
 
 

@@ -143,7 +143,8 @@ def test_fit_records_filters_without_a_fit(capsys, tmp_path):
     h = load_filters()
     h[4] = np.array(_NO_B_FIT, dtype=float) / 100
     np.save(tmp_path / "h.npy", h)
-    assert main(["fit", "--filters", str(tmp_path / "h.npy"), "--json"]) == 0
+    argv = ["fit", "--filters", str(tmp_path / "h.npy"), "--types", "1,2,3,4,5,6,7,8", "--json"]
+    assert main(argv) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["method"] == "B" and len(out["filters"]) == 8

@@ -54,13 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     if run is None:
         parser.print_help()
         return 2
+    before = None
     try:
         if getattr(args, "threads", None) is not None:  # else torch's own default applies
+            import torch
+
+            before = torch.get_num_threads()
             set_threads(args.threads)
         return int(run(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"scalespace-mk {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if before is not None:  # main() called from Python: leave the caller's setting
+            set_threads(before)
 
 
 if __name__ == "__main__":  # pragma: no cover
