@@ -1160,15 +1160,21 @@ def census(
         if num_threads is not None:
             torch.set_num_threads(threads_before)
     # back to the filters' own scale; invalid filters get NaN rows and best = -1
-    yc = y.reshape(n_filters, k * k)
-    yc = yc - yc.mean(axis=1, keepdims=True)
+    yf = y.reshape(n_filters, k * k)
+    tss_valid = np.empty(n_filters)
+    for start in range(0, n_filters, 65536):  # chunks: no second copy of all filters
+        yc = yf[start : start + 65536]
+        yc = yc - yc.mean(axis=1, keepdims=True)
+        tss_valid[start : start + 65536] = (yc * yc).sum(axis=1)
     out["a"] *= scale[:, None]
     out["b"] *= scale[:, None]
     with np.errstate(over="ignore"):  # sums of squares of filters near 1e300 are inf
-        out["rss"] = out["rss"] * scale[:, None] * scale[:, None]  # 0 stays 0
-        tss_valid = (yc * yc).sum(axis=1) * scale * scale
+        out["rss"] *= scale[:, None] * scale[:, None]  # 0 stays 0
+        tss_valid *= scale * scale
 
     def full(values: np.ndarray) -> np.ndarray:
+        if n_filters == n_all:  # every filter fitted: no copy
+            return values
         arr = np.full((n_all,) + values.shape[1:], np.nan)
         arr[valid] = values
         return arr
