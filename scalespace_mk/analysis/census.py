@@ -98,6 +98,7 @@ _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
 _GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
+_SCREEN_CHUNK = 65536  # filters screened at a time (temporaries ~ 5 x 0.5 MB per 1k)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
 
@@ -258,18 +259,20 @@ def screen_filters(filters: np.ndarray) -> np.ndarray:
     arr = np.asarray(filters, dtype=np.float64)
     flat = arr.reshape(arr.shape[0], -1)
     reason = np.full(arr.shape[0], None, dtype=object)
-    finite = np.isfinite(flat).all(axis=1)
-    reason[~finite] = "non-finite"
-    safe = np.where(finite[:, None], flat, 0.0)
-    scale = np.abs(safe).max(axis=1)
-    zero = finite & (scale == 0)
-    reason[zero] = "zero"
-    ok = finite & ~zero
-    yn = safe[ok] / scale[ok, None]
-    yc = yn - yn.mean(axis=1, keepdims=True)
-    const = (yc * yc).sum(axis=1) <= _CONSTANT_RTOL * (yn * yn).sum(axis=1)
-    idx = np.flatnonzero(ok)
-    reason[idx[const]] = "constant"
+    for start in range(0, flat.shape[0], _SCREEN_CHUNK):  # bounded temporaries
+        part = flat[start : start + _SCREEN_CHUNK]
+        finite = np.isfinite(part).all(axis=1)
+        safe = np.where(finite[:, None], part, 0.0)
+        scale = np.abs(safe).max(axis=1)
+        zero = finite & (scale == 0)
+        ok = finite & ~zero
+        yn = safe[ok] / scale[ok, None]
+        yc = yn - yn.mean(axis=1, keepdims=True)
+        const = (yc * yc).sum(axis=1) <= _CONSTANT_RTOL * (yn * yn).sum(axis=1)
+        here = reason[start : start + _SCREEN_CHUNK]  # a view: writes go to reason
+        here[~finite] = "non-finite"
+        here[zero] = "zero"
+        here[np.flatnonzero(ok)[const]] = "constant"
     return reason
 
 
@@ -1130,8 +1133,11 @@ def census(
         idx = int(np.flatnonzero(~valid)[0])
         raise ValueError(_invalid_message("filters", idx, reason[idx], y_in))
     n_all, n_filters = n_filters, int(valid.sum())
-    scale = np.abs(y_in[valid]).max(axis=(1, 2))  # > 0 and finite for valid filters
-    y = np.ascontiguousarray(y_in[valid] / scale[:, None, None])
+    y_valid = y_in if valid.all() else y_in[valid]  # no copy when every filter is valid
+    # max |tap| without a |y| copy; > 0 and finite for valid filters
+    scale = np.maximum(y_valid.max(axis=(1, 2)), -y_valid.min(axis=(1, 2)))
+    y = np.ascontiguousarray(y_valid / scale[:, None, None])
+    del y_valid
     batch_size = _check_census_memory(tps, k, sigma_max, n_filters, int(batch_size), chosen)
 
     show = progress
