@@ -108,12 +108,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-_ORDERED = (None, "masterkey", "builtin")  # sources whose filters are types 1..8 in order
+_ORDERED = (None, "masterkey")  # sources whose filters are types 1..8 in order
 
 
 def _resolve_types(args: argparse.Namespace, h: Any) -> list[int]:
     """The type of each filter: given, chosen by the census (``auto``), or 1..8 for the
-    published 8 and the builtin set; anything else is refused rather than guessed."""
+    published 8; anything else is refused rather than guessed."""
     import numpy as np
 
     n = h.shape[0]
