@@ -1018,17 +1018,10 @@ class AnalyticDepthwiseConv2d(_CachedDepthwise):
             )
         census_kwargs.setdefault("on_invalid", "raise")  # every channel needs a model
         result = census(w[:, 0].detach().to(torch.float64).cpu().numpy(), **census_kwargs)
-        kw = dict(layer_kwargs or {})
+        kw = _conv_layer_kwargs(conv, layer_kwargs)
         for key in ("mode", "epsilon"):
             if key in census_kwargs:
                 kw.setdefault(key, census_kwargs[key])
-        kw.setdefault("device", w.device)
-        kw.setdefault("dtype", w.dtype)
-        bias = None if conv.bias is None else conv.bias.detach()
-        if conv.bias is None:
-            kw.setdefault("bias", False)
-        else:
-            kw["bias"] = bias
         return cls.from_census(result, kernel_size=w.shape[-1], **kw)
 
 
@@ -1144,6 +1137,18 @@ def _check_depthwise_conv(conv: Any) -> torch.Tensor:
             f"stride 1, dilation 1, zero padding; got {conv}"
         )
     return conv.weight
+
+
+def _conv_layer_kwargs(conv: nn.Conv2d, layer_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Constructor options of a layer replacing ``conv``: its device, dtype and bias."""
+    kw = dict(layer_kwargs or {})
+    kw.setdefault("device", conv.weight.device)
+    kw.setdefault("dtype", conv.weight.dtype)
+    if conv.bias is None:
+        kw.setdefault("bias", False)
+    else:
+        kw["bias"] = conv.bias.detach()
+    return kw
 
 
 class MasterKeyDepthwiseConv2d(_CachedDepthwise):
@@ -1557,14 +1562,7 @@ class NJetDepthwiseConv2d(_JetBase):
         result = family_census(safe, family="njet", order=order, **census_kwargs)
         result.coefficients[const] = 0.0
         result.b[const] = flat[const, 0]
-        kw = dict(layer_kwargs or {})
-        kw.setdefault("device", conv.weight.device)
-        kw.setdefault("dtype", conv.weight.dtype)
-        bias = None if conv.bias is None else conv.bias.detach()
-        if conv.bias is None:
-            kw.setdefault("bias", False)
-        else:
-            kw["bias"] = bias
+        kw = _conv_layer_kwargs(conv, layer_kwargs)
         return cls.from_census(result, kernel_size=w.shape[-1], **kw)
 
 
