@@ -177,15 +177,11 @@ def _axis_kernels(
     boundary: str,
 ) -> torch.Tensor:
     """1-D kernels ``[B, size]`` in increasing-coordinate order, operators applied."""
-    factors = sum(1 for _ in ops)
-    if mode == "paper":
-        values = gaussian_kernel(sigma, method=method, size=size, epsilon=epsilon)
-        for op in ops:
-            values = apply_1d(values, op, boundary=boundary)
-        return values
-    values = gaussian_kernel(sigma, method=method, size=size + 2 * factors, epsilon=epsilon)
+    if mode == "full":  # operators on the full Gaussian: one extra tap per side and factor
+        size, boundary = size + 2 * len(ops), "none"
+    values = gaussian_kernel(sigma, method=method, size=size, epsilon=epsilon)
     for op in ops:
-        values = apply_1d(values, op, boundary="none")
+        values = apply_1d(values, op, boundary=boundary)
     return values
 
 

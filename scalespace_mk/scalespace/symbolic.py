@@ -1106,7 +1106,6 @@ def cache_clear() -> None:
 
 _SX, _SY = sp.symbols("s_x s_y", nonnegative=True)  # variances along x and y
 _THETA = sp.Symbol("theta", real=True)
-_DIFF_NAMES = {1: "x", 2: "xx", 3: "xxx", 4: "xxxx"}
 
 
 @functools.cache
@@ -1123,7 +1122,7 @@ def _apply_difference(order: int, expr: sp.Expr, var: sp.Symbol, discrete: bool)
         return expr
     if not discrete:
         return sp.diff(expr, var, order)
-    return apply_stencil(_DIFF_NAMES[order], expr, x=var, y=sp.Dummy("other"))
+    return apply_stencil("x" * order, expr, x=var, y=sp.Dummy("other"))  # "x" .. "xxxx"
 
 
 @functools.cache
