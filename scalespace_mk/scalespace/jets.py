@@ -151,8 +151,7 @@ def axis_operators(order: int, size: int, mode: str = "paper", device: Any = Non
         coordinate order. Built by applying
         :func:`scalespace_mk.scalespace.operators.apply_1d` to the identity.
     """
-    if isinstance(order, bool) or not isinstance(order, int | np.integer) or not 0 <= order <= 4:
-        raise ValueError(f"order must be an integer from 0 to 4; got {order!r}")
+    compose(order)  # refuses anything but an integer from 0 to 4
     size = check_size(size, allow_none=False)
     check_choice("mode", mode, MODES)
     build = _axis_operators_cpu

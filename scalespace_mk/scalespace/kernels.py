@@ -408,9 +408,9 @@ def discrete_gaussian(
     -----
     Sum 1 (up to the truncation), mean 0, variance exactly ``s``, values in [0, 1], the
     semigroup property ``T(s1) * T(s2) = T(s1 + s2)`` and no creation of new local extrema
-    in 1-D signals (docs/method.md#discretisations). Values agree with ``scipy.special.ive(|n|,
-    s)`` and pyscsp's
-    ``make1Ddiscgaussfilter`` to 1e-12 or better for sigma in [0, 1e3].
+    in 1-D signals (docs/method.md#discretisations). Values agree with
+    ``scipy.special.ive(|n|, s)`` and pyscsp's ``make1Ddiscgaussfilter`` to 1e-12 or better
+    for sigma in [0, 1e3].
 
     Examples
     --------
@@ -512,8 +512,7 @@ def gaussian_kernel(
     epsilon : float
         Relative truncation error for the D-dimensional separable filter, in (0, 1).
         ``discgauss`` truncates by accumulated mass (docs/method.md#discretisations); the other
-        methods use
-        pyscsp's radius ``ceil(1.1 sqrt(2 s) erfcinv(eps1d))``.
+        methods use pyscsp's radius ``ceil(1.1 sqrt(2 s) erfcinv(eps1d))``.
     D : int
         Dimension of the separable filter.
 

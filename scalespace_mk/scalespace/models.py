@@ -6,10 +6,9 @@ Every kernel returned here is an array in the index space of a stored depthwise 
 coordinates are ``x = c - m`` (right) and ``y = m - r`` (**up**) for the centre index
 ``m = size // 2`` (docs/method.md#coordinates).
 
-Models (docs/method.md#models). Separable ones are outer products ``(D_y T_y)(y) (D_x T_x)(x)`` of
-1-D
-discrete Gaussians with standard deviations ``sigma_x`` and ``sigma_y`` and difference
-operators from :mod:`scalespace_mk.scalespace.operators`:
+Models (docs/method.md#models). Separable ones are outer products
+``(D_y T_y)(y) (D_x T_x)(x)`` of 1-D discrete Gaussians with standard deviations ``sigma_x``
+and ``sigma_y`` and difference operators from :mod:`scalespace_mk.scalespace.operators`:
 
 - ``"T"``: the Gaussian itself;
 - ``"d" + a string of x/y`` of total order 1-4 (``"dx"``, ``"dyy"``, ``"dxxy"``, ...):
@@ -23,9 +22,9 @@ operators from :mod:`scalespace_mk.scalespace.operators`:
 Two modes:
 
 - ``"paper"`` (docs/method.md#discretisations, #operators, #models exactly): each 1-D kernel is
-  truncated at ``epsilon`` and cropped
-  to ``size`` (not renormalised); the 3-tap operators are then applied to the cropped kernel
-  with reflect boundary handling; the Laplacian of ``"lap"``/``"mk7"`` uses zero padding.
+  truncated at ``epsilon`` and cropped to ``size`` (not renormalised); the 3-tap operators are
+  then applied to the cropped kernel with reflect boundary handling; the Laplacian of
+  ``"lap"``/``"mk7"`` uses zero padding.
 - ``"full"``: each operator acts on the full-support kernel, and the result is cropped.
   Differences from paper mode sit only in the outermost rows/columns.
 """
@@ -177,15 +176,11 @@ def _axis_kernels(
     boundary: str,
 ) -> torch.Tensor:
     """1-D kernels ``[B, size]`` in increasing-coordinate order, operators applied."""
-    factors = sum(1 for _ in ops)
-    if mode == "paper":
-        values = gaussian_kernel(sigma, method=method, size=size, epsilon=epsilon)
-        for op in ops:
-            values = apply_1d(values, op, boundary=boundary)
-        return values
-    values = gaussian_kernel(sigma, method=method, size=size + 2 * factors, epsilon=epsilon)
+    if mode == "full":  # operators on the full Gaussian: one extra tap per side and factor
+        size, boundary = size + 2 * len(ops), "none"
+    values = gaussian_kernel(sigma, method=method, size=size, epsilon=epsilon)
     for op in ops:
-        values = apply_1d(values, op, boundary="none")
+        values = apply_1d(values, op, boundary=boundary)
     return values
 
 

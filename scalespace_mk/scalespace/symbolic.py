@@ -268,9 +268,8 @@ def stencil_mask(name: str) -> np.ndarray:
     numpy.ndarray of float64
         1-D operators: shape ``[2 R + 1]`` over offsets ``-R .. R`` (``R = 1``, or 2 for
         orders 3 and 4), e.g. ``"x+"`` -> ``[0, -1, 1]``; this matches
-        :func:`scalespace_mk.scalespace.operators.difference_stencil`.
-        ``"lap"``: the ``[3, 3]`` stored
-        weight ``h[r, c]`` with ``x = c - 1``, ``y = 1 - r`` (y up), i.e.
+        :func:`scalespace_mk.scalespace.operators.difference_stencil`. ``"lap"``: the
+        ``[3, 3]`` stored weight ``h[r, c]`` with ``x = c - 1``, ``y = 1 - r`` (y up), i.e.
         ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``, used as a cross-correlation kernel with no flip.
     """
     offsets, coeffs = stencil_array(name)
@@ -533,9 +532,8 @@ def weighted_variance(order: int, sigma: ArrayLike, sigma_ref: ArrayLike) -> flo
 
     This is the variance of the normalised density
     ``|g^(n)(x; sigma)| |g^(n)(x; sigma_ref)| / int(...)`` (its mean is 0 by symmetry), the
-    continuous counterpart of the weighted spread measure of docs/method.md#spread and the relation
-    behind
-    fitting method A.
+    continuous counterpart of the weighted spread measure of docs/method.md#spread and the
+    relation behind fitting method A.
 
     Parameters
     ----------
@@ -566,10 +564,10 @@ def weighted_variance(order: int, sigma: ArrayLike, sigma_ref: ArrayLike) -> flo
     case (separable kernel and separable weight, also mixed orders ``x**a y**b``) factorises,
     so each axis follows the 1-D relation of its own order and the covariance is diagonal.
 
-    docs/method.md#fitting method A converts a measured variance with the self-weighting relations
-    although
-    the weight sits at a fixed ``sigma_ref``; :func:`sigma_from_weighted_variance` gives the
-    conversion that is exact for a continuous Gaussian under that weight.
+    docs/method.md#fitting method A converts a measured variance with the self-weighting
+    relations although the weight sits at a fixed ``sigma_ref``;
+    :func:`sigma_from_weighted_variance` gives the conversion that is exact for a continuous
+    Gaussian under that weight.
 
     Examples
     --------
@@ -1106,7 +1104,6 @@ def cache_clear() -> None:
 
 _SX, _SY = sp.symbols("s_x s_y", nonnegative=True)  # variances along x and y
 _THETA = sp.Symbol("theta", real=True)
-_DIFF_NAMES = {1: "x", 2: "xx", 3: "xxx", 4: "xxxx"}
 
 
 @functools.cache
@@ -1123,7 +1120,7 @@ def _apply_difference(order: int, expr: sp.Expr, var: sp.Symbol, discrete: bool)
         return expr
     if not discrete:
         return sp.diff(expr, var, order)
-    return apply_stencil(_DIFF_NAMES[order], expr, x=var, y=sp.Dummy("other"))
+    return apply_stencil("x" * order, expr, x=var, y=sp.Dummy("other"))  # "x" .. "xxxx"
 
 
 @functools.cache
