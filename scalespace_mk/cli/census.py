@@ -160,9 +160,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{exc} (--strict)") from None
         raise
     nulls = {}
-    if len(null_kinds(args.null)):
+    kinds = null_kinds(args.null)
+    if kinds:
         learned = filters[result.valid]
-        r2_null = null_r2(learned, null_kinds(args.null), args.seed, num_threads=args.threads, **kw)
+        r2_null = null_r2(learned, kinds, args.seed, num_threads=args.threads, **kw)
         nulls = {kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()}
     seconds = time.perf_counter() - start
     if args.plot:
