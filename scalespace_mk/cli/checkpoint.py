@@ -263,6 +263,7 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
     """``analyze --family njet|oriented``: one family census per kernel size, pooled."""
     import numpy as np
 
+    from scalespace_mk.analysis.census import screen_filters
     from scalespace_mk.networks.checkpoint import find_depthwise
 
     from ._family import family_summary
@@ -276,8 +277,7 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
     by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
     for name, weight in layers.items():
         w = weight.detach().double().cpu().numpy()[:, 0]
-        finite = np.isfinite(w).all(axis=(1, 2))  # drop non-finite, zero and constant filters
-        keep = finite & np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
+        keep = np.equal(screen_filters(w), None)  # drop non-finite, zero and constant filters
         by_size.setdefault(w.shape[-1], []).append((name, w[keep]))
     out: dict = {"family": args.family, "order": args.order, "by_kernel_size": {}, "layers": []}
     for k, group in sorted(by_size.items()):
@@ -294,8 +294,8 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
                     "name": name,
                     "channels": len(w),
                     "kernel_size": k,
-                    "median_r2": float(np.median(r2)),
-                    "median_r2_adjusted": float(np.median(adj)),
+                    "median_r2": float(np.median(r2)) if len(w) else None,
+                    "median_r2_adjusted": float(np.median(adj)) if len(w) else None,
                 }
             )
     main = max(by_size, key=lambda k: sum(len(w) for _, w in by_size[k]))
@@ -308,7 +308,7 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
     for layer in out["layers"]:
         print(
             f"{layer['name'][-48:]:<48} {layer['channels']:>5} {layer['kernel_size']:>3} "
-            f"{layer['median_r2']:>7.3f} {layer['median_r2_adjusted']:>7.3f}"
+            f"{_fmt(layer['median_r2']):>7} {_fmt(layer['median_r2_adjusted']):>7}"
         )
     for k, summary in out["by_kernel_size"].items():
         null = summary.get("null_median_r2")

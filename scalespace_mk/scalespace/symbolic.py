@@ -18,6 +18,8 @@ Contents
 (d) l1 norms of scale-normalised derivatives: :func:`l1_norm_normalized_derivative`.
 (e) DoG versus Laplacian in the semi-discrete scale space (master key model 7):
     :func:`dog_laplacian_residual_series`, :func:`dog_parameters_for_mk7`.
+(f) N-jets and oriented derivatives (docs/theory.md): :func:`njet_monomial_response`,
+    :func:`steering_identity`, :func:`steering_error`.
 
 Conventions
 -----------
