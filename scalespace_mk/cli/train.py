@@ -76,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     PRESETS = source_constant("training.train", "PRESETS")  # noqa: N806
     METHODS = source_constant("analysis.fit", "METHODS")  # noqa: N806
     choices = {
-        "dwconv": source_constant("training.train", "DWCONV"),
+        "dwconv": source_constant("networks.layers", "DWCONV_KINDS"),
         "amp": source_constant("training.train", "AMP"),
         "augment": source_constant("training.train", "AUGMENT"),
         "method": METHODS,

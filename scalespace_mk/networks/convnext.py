@@ -54,6 +54,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from scalespace_mk._checks import check_choice
+from scalespace_mk.networks.layers import DWCONV_KINDS as _LAYER_KINDS
 
 __all__ = [
     "DWCONV_KINDS",
@@ -93,10 +94,11 @@ __all__ = [
     "to_official_state_dict",
 ]
 
-#: Accepted string values of the ``dwconv`` argument. ``"learned"`` is a plain trainable
-#: ``nn.Conv2d``; the others are resolved by :func:`scalespace_mk.networks.layers.make_dwconv`
-#: (``"njet"``: learnable N-jets, ``dwconv_kwargs={"order": N}``).
-DWCONV_KINDS: tuple[str, ...] = ("learned", "masterkey", "idealized", "learnable", "njet")
+#: Accepted string values of the ``dwconv`` argument (defined once, in ``layers``).
+#: ``"learned"`` is a plain trainable ``nn.Conv2d``; the others are resolved by
+#: :func:`scalespace_mk.networks.layers.make_dwconv` (``"njet"``: learnable N-jets,
+#: ``dwconv_kwargs={"order": N}``).
+DWCONV_KINDS: tuple[str, ...] = _LAYER_KINDS
 
 DWConvSpec = str | Callable[[int, int], nn.Module]
 

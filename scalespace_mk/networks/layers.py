@@ -90,7 +90,8 @@ DEFAULT_SCALES: dict[int, tuple[float, float]] = {
 DEFAULT_ALPHA = 0.5256
 #: Default upper clamp of the scales (sets the constant FFT length of the kernel builder).
 SIGMA_MAX = 8.0
-#: Kinds accepted by :func:`make_dwconv`.
+#: Kinds accepted by :func:`make_dwconv` (the one list: ``create_model``, ``TrainConfig`` and
+#: ``--dwconv`` use it).
 DWCONV_KINDS = ("learned", "masterkey", "idealized", "learnable", "njet")
 
 # operator bank: index of each 1-D operator in the bank

@@ -55,6 +55,7 @@ from torch import nn
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import atomic_path
 from scalespace_mk._progress import format_duration, log_line, progress, stream_is_terminal
+from scalespace_mk.networks.layers import DWCONV_KINDS
 
 __all__ = [
     "PRESETS",
@@ -72,7 +73,8 @@ __all__ = [
     "train",
 ]
 
-DWCONV = ("learned", "masterkey", "idealized", "learnable", "njet")
+#: ``--dwconv`` choices: the kinds of :func:`scalespace_mk.networks.layers.make_dwconv`
+DWCONV = DWCONV_KINDS
 AMP = ("none", "bf16", "fp16")
 AUGMENT = ("imagenet", "light", "none")
 
