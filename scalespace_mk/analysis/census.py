@@ -63,7 +63,15 @@ import numpy as np
 import torch
 
 import scalespace_mk.limits as limits
-from scalespace_mk._checks import check_choice, check_epsilon, check_filters, check_size
+from scalespace_mk._checks import (
+    check_batch_size,
+    check_choice,
+    check_epsilon,
+    check_filters,
+    check_num_threads,
+    check_sigma_max,
+    check_size,
+)
 from scalespace_mk.analysis.null import null_filters
 from scalespace_mk.analysis.types import DEFAULT_TYPES, ModelType, parse_model_types
 from scalespace_mk.scalespace.kernels import METHODS
@@ -1105,29 +1113,12 @@ def census(
     check_choice("mode", mode, MODES)
     epsilon = check_epsilon(epsilon)
     lo_hi = _check_alpha_range(alpha_range)
-    if sigma_max is None:
-        sigma_max = k / 2.0
-    try:
-        sigma_max = float(sigma_max)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
-    if not (0.0 < sigma_max < math.inf):
-        raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
-    if sigma_max > limits.SIGMA_LIMIT:
-        raise ValueError(
-            f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
-            f"SIGMA_LIMIT; k / 2 = {k / 2:g} is the default); got {sigma_max!r}"
-        )
+    sigma_max = check_sigma_max(sigma_max, k)
     dev = _resolve_device(device)
     chosen = batch_size is not None
     if batch_size is None:
         batch_size = 131072 if dev.type == "cuda" else 8192
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or (batch_size < 1)
-    ):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    check_batch_size(batch_size)
     valid = np.equal(reason, None)
     if on_invalid == "raise" and not valid.all():
         idx = int(np.flatnonzero(~valid)[0])
@@ -1143,10 +1134,7 @@ def census(
     show = progress
     if show is None:
         show = n_filters >= 20_000 and sys.stderr.isatty()
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
+    check_num_threads(num_threads)
     bar = None
     if show:
         from tqdm.auto import tqdm
