@@ -26,12 +26,15 @@ from scalespace_mk.limits import is_ascii_int
 __all__ = [
     "check_array_file",
     "check_ascii_number",
+    "check_batch_size",
     "check_choice",
     "check_epsilon",
     "check_filters",
     "check_nonneg",
+    "check_num_threads",
     "check_regular_file",
     "check_sigma",
+    "check_sigma_max",
     "check_size",
     "is_ascii_int",
     "load_torch_safely",
@@ -143,6 +146,43 @@ def check_sigma(name: str, value: Any) -> None:
     ``value`` is a standard deviation (``s = sigma**2``): a scalar, an array or a tensor.
     """
     check_nonneg(name, value, limits.SIGMA_LIMIT)
+
+
+def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
+    """The largest scale a census searches: ``k / 2`` when None, else a finite float > 0
+    (and, when ``bounded``, at most :data:`scalespace_mk.limits.SIGMA_LIMIT`)."""
+    if sigma_max is None:
+        sigma_max = k / 2.0
+    try:
+        sigma_max = float(sigma_max)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
+    if not (0.0 < sigma_max < math.inf):
+        raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    if bounded and sigma_max > limits.SIGMA_LIMIT:
+        raise ValueError(
+            f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
+            f"SIGMA_LIMIT; k / 2 = {k / 2:g} is the default); got {sigma_max!r}"
+        )
+    return sigma_max
+
+
+def check_batch_size(batch_size: Any) -> None:
+    """Raise unless ``batch_size`` is a positive integer (Python or numpy, not bool)."""
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or (batch_size < 1)
+    ):
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
+def check_num_threads(num_threads: Any) -> None:
+    """Raise unless ``num_threads`` is None or a positive Python int (not bool)."""
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
 
 
 def check_filters(

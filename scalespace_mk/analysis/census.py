@@ -63,7 +63,15 @@ import numpy as np
 import torch
 
 import scalespace_mk.limits as limits
-from scalespace_mk._checks import check_choice, check_epsilon, check_filters, check_size
+from scalespace_mk._checks import (
+    check_batch_size,
+    check_choice,
+    check_epsilon,
+    check_filters,
+    check_num_threads,
+    check_sigma_max,
+    check_size,
+)
 from scalespace_mk.analysis.null import null_filters
 from scalespace_mk.analysis.types import DEFAULT_TYPES, ModelType, parse_model_types
 from scalespace_mk.scalespace.kernels import METHODS
@@ -204,8 +212,8 @@ def linear_shift(y: Any, g: Any) -> LinearShift:
     return LinearShift(*out)
 
 
-def _check_tss(y: np.ndarray, name: str) -> np.ndarray:
-    """``TSS`` per filter; raise naming the first constant filter.
+def _check_tss(y: np.ndarray, name: str) -> None:
+    """Raise naming the first constant filter (``TSS = 0``: R^2 undefined).
 
     Constancy is judged on each filter divided by its largest ``|tap|`` (:func:`screen_filters`),
     so a filter scaled by 1e-300 or 1e300 is judged like the same filter at scale 1.
@@ -219,12 +227,6 @@ def _check_tss(y: np.ndarray, name: str) -> np.ndarray:
             f"{name}[{idx}] is constant (all taps equal {flat[idx, 0]!r} up to rounding): it "
             "has no variance to explain, so R^2 is undefined; drop constant filters first"
         )
-    flat = y.reshape(y.shape[0], -1)
-    scale = np.abs(flat).max(axis=1, keepdims=True)
-    scale = np.where(scale > 0, scale, 1.0)
-    yc = flat / scale
-    yc = yc - yc.mean(axis=1, keepdims=True)
-    return (yc * yc).sum(axis=1) * scale[:, 0] * scale[:, 0]
 
 
 #: reasons a filter is not fitted (``CensusResult.reason``, records' ``"reason"``)
@@ -256,9 +258,19 @@ def screen_filters(filters: np.ndarray) -> np.ndarray:
     ``sum (y - mean y)^2 <= 1e-24 sum y^2``: all taps equal up to rounding, nothing for
     ``R^2`` to explain.
     """
+    return _screen(filters)[0]
+
+
+def _screen(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`screen_filters`'s reasons, with what it computes on the way: per filter the
+    largest ``|tap|`` (0 where not finite) and the centred sum of squares of the filter
+    divided by it (NaN where the filter is zero or not finite), so that :func:`census`
+    need not compute them again."""
     arr = np.asarray(filters, dtype=np.float64)
     flat = arr.reshape(arr.shape[0], -1)
     reason = np.full(arr.shape[0], None, dtype=object)
+    scales = np.zeros(arr.shape[0])
+    css = np.full(arr.shape[0], np.nan)
     for start in range(0, flat.shape[0], _SCREEN_CHUNK):  # bounded temporaries
         part = flat[start : start + _SCREEN_CHUNK]
         finite = np.isfinite(part).all(axis=1)
@@ -268,18 +280,21 @@ def screen_filters(filters: np.ndarray) -> np.ndarray:
         ok = finite & ~zero
         yn = safe[ok] / scale[ok, None]
         yc = yn - yn.mean(axis=1, keepdims=True)
-        const = (yc * yc).sum(axis=1) <= _CONSTANT_RTOL * (yn * yn).sum(axis=1)
+        ss = (yc * yc).sum(axis=1)
+        const = ss <= _CONSTANT_RTOL * (yn * yn).sum(axis=1)
         here = reason[start : start + _SCREEN_CHUNK]  # a view: writes go to reason
         here[~finite] = "non-finite"
         here[zero] = "zero"
         here[np.flatnonzero(ok)[const]] = "constant"
-    return reason
+        scales[start : start + _SCREEN_CHUNK] = scale
+        css[start + np.flatnonzero(ok)] = ss
+    return reason, scales, css
 
 
-def _screen_input(filters: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Filters as float64 ``[N, k, k]`` (shape checked) and their :func:`screen_filters`."""
+def _screen_input(filters: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Filters as float64 ``[N, k, k]`` (shape checked) and their :func:`_screen`."""
     arr = check_filters(filters, name, values=False)
-    return arr, screen_filters(arr)
+    return (arr, *_screen(arr))
 
 
 def _invalid_message(name: str, idx: int, reason: str, y: np.ndarray) -> str:
@@ -1094,7 +1109,7 @@ def census(
             filters, family=family, order=order, allow_saturated=allow_saturated, **opts
         )
     check_choice("on_invalid", on_invalid, ON_INVALID)
-    y_in, reason = _screen_input(filters, "filters")
+    y_in, reason, max_tap, css = _screen_input(filters, "filters")
     n_filters, k = y_in.shape[0], y_in.shape[1]
     if k < 3:
         raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
@@ -1105,37 +1120,19 @@ def census(
     check_choice("mode", mode, MODES)
     epsilon = check_epsilon(epsilon)
     lo_hi = _check_alpha_range(alpha_range)
-    if sigma_max is None:
-        sigma_max = k / 2.0
-    try:
-        sigma_max = float(sigma_max)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
-    if not (0.0 < sigma_max < math.inf):
-        raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
-    if sigma_max > limits.SIGMA_LIMIT:
-        raise ValueError(
-            f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
-            f"SIGMA_LIMIT; k / 2 = {k / 2:g} is the default); got {sigma_max!r}"
-        )
+    sigma_max = check_sigma_max(sigma_max, k)
     dev = _resolve_device(device)
     chosen = batch_size is not None
     if batch_size is None:
         batch_size = 131072 if dev.type == "cuda" else 8192
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or (batch_size < 1)
-    ):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    check_batch_size(batch_size)
     valid = np.equal(reason, None)
     if on_invalid == "raise" and not valid.all():
         idx = int(np.flatnonzero(~valid)[0])
         raise ValueError(_invalid_message("filters", idx, reason[idx], y_in))
     n_all, n_filters = n_filters, int(valid.sum())
     y_valid = y_in if valid.all() else y_in[valid]  # no copy when every filter is valid
-    # max |tap| without a |y| copy; > 0 and finite for valid filters
-    scale = np.maximum(y_valid.max(axis=(1, 2)), -y_valid.min(axis=(1, 2)))
+    scale = max_tap[valid]  # max |tap| from the screening; > 0 and finite for valid filters
     y = np.ascontiguousarray(y_valid / scale[:, None, None])
     del y_valid
     batch_size = _check_census_memory(tps, k, sigma_max, n_filters, int(batch_size), chosen)
@@ -1143,10 +1140,7 @@ def census(
     show = progress
     if show is None:
         show = n_filters >= 20_000 and sys.stderr.isatty()
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
+    check_num_threads(num_threads)
     bar = None
     if show:
         from tqdm.auto import tqdm
@@ -1166,12 +1160,7 @@ def census(
         if num_threads is not None:
             torch.set_num_threads(threads_before)
     # back to the filters' own scale; invalid filters get NaN rows and best = -1
-    yf = y.reshape(n_filters, k * k)
-    tss_valid = np.empty(n_filters)
-    for start in range(0, n_filters, 65536):  # chunks: no second copy of all filters
-        yc = yf[start : start + 65536]
-        yc = yc - yc.mean(axis=1, keepdims=True)
-        tss_valid[start : start + 65536] = (yc * yc).sum(axis=1)
+    tss_valid = css[valid]  # centred sum of squares of y, from the screening
     out["a"] *= scale[:, None]
     out["b"] *= scale[:, None]
     with np.errstate(over="ignore"):  # sums of squares of filters near 1e300 are inf

@@ -50,7 +50,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from scalespace_mk._checks import check_choice, check_epsilon, check_filters
+from scalespace_mk._checks import (
+    check_batch_size,
+    check_choice,
+    check_epsilon,
+    check_filters,
+    check_num_threads,
+    check_sigma_max,
+)
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.jets import (
     JET_ORDERS,
@@ -535,14 +542,8 @@ def family_census(
             f"filters[{idx}] is constant: it has no variance to explain, so R^2 is undefined; "
             "drop constant filters first"
         )
-    if sigma_max is None:
-        sigma_max = k / 2.0
-    try:
-        sigma_max = float(sigma_max)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
-    if not 0.0 < sigma_max < math.inf:
-        raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    # no SIGMA_LIMIT bound here (census() has one): kept as it was
+    sigma_max = check_sigma_max(sigma_max, k, bounded=False)
     gamma = float(gamma)
     if not (math.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be a finite number >= 0; got {gamma!r}")
@@ -551,16 +552,8 @@ def family_census(
         raise ValueError("device 'cuda' was asked for but CUDA is not available; use 'cpu'")
     if batch_size is None:
         batch_size = 65536 if dev.type == "cuda" else 4096
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or (batch_size < 1)
-    ):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
+    check_batch_size(batch_size)
+    check_num_threads(num_threads)
 
     two = family == "njet" and anisotropic
     fam = _Family(
