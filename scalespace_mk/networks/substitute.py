@@ -298,6 +298,7 @@ class LayerSubstitution:
     kind: str
     r2: np.ndarray = field(repr=False)
     learnable: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def median_r2(self) -> float:
@@ -316,6 +317,7 @@ class LayerSubstitution:
             "channels": self.channels,
             "kind": self.kind,
             "learnable": self.learnable,
+            "counts": dict(self.counts),
             "median_r2": _json_float(self.median_r2),
             "r2": [_json_float(v) for v in self.r2.tolist()],
         }
@@ -552,7 +554,8 @@ def _select(layers: Any, names: list[str]) -> list[int]:
                 if item not in names:
                     import difflib
 
-                    close = difflib.get_close_matches(item, names, n=1)
+                    inside = [n for n in names if n.startswith(item + ".")]
+                    close = inside or difflib.get_close_matches(item, names, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise ValueError(
                         f"layers: {item!r} is not a depthwise conv of the model{hint}; the "
@@ -622,6 +625,7 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
     learnable = bool(opts.get("learnable", False))
     mode = opts.get("mode", "paper")
     fields = _census_fields(w, opts.get("types"), mode)
+    counts = {str(t): int((fields["types"] == t).sum()) for t in range(1, 9)}
     if learnable:
         gen = AnalyticDepthwiseConv2d.from_census(
             fields,
@@ -631,7 +635,7 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        return None, gen
+        return None, gen, counts
     gen = AnalyticDepthwiseConv2d.from_census(
         fields,
         kernel_size=w.shape[-1],
@@ -644,7 +648,7 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
         dtype=torch.float64,
     )
     with torch.no_grad():
-        return gen.kernel(torch.float64)[:, 0].numpy(), None
+        return gen.kernel(torch.float64)[:, 0].numpy(), None, counts
 
 
 def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]):
@@ -673,7 +677,7 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        return None, gen
+        return None, gen, {"njet": int((~const).sum())}
     gen = NJetDepthwiseConv2d.from_census(
         result,
         kernel_size=w.shape[-1],
@@ -685,7 +689,7 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
         dtype=torch.float64,
     )
     with torch.no_grad():
-        return gen.kernel(torch.float64)[:, 0].numpy(), None
+        return gen.kernel(torch.float64)[:, 0].numpy(), None, {"njet": int((~const).sum())}
 
 
 def _build_candidates(
@@ -697,7 +701,8 @@ def _build_candidates(
     key = (candidates, k)
     if key not in cache:
         cache[key] = candidate_filters(candidates, filters=opts.get("filters"), size=k)
-    return linear_shift_replace(w, cache[key])[0]
+    new, choice, _, _ = linear_shift_replace(w, cache[key])
+    return new, None, {str(j + 1): int((choice == j).sum()) for j in range(len(cache[key]))}
 
 
 def _unit_draws(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -708,15 +713,16 @@ def _unit_draws(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 def _fit_kernel(
     base: str, arg: Any, w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any], cache: dict
-) -> tuple[np.ndarray | None, nn.Module | None]:
+) -> tuple[np.ndarray | None, nn.Module | None, dict[str, int]]:
+    """(frozen float64 kernel [C, k, k] or None, learnable generator or None, counts)."""
     if base == "census":
         return _build_census(w, conv, opts)
     if base == "njet":
         return _build_njet(w, conv, int(arg), opts)
     if base == "method":
-        return _build_candidates(w, str(arg), opts, cache), None
+        return _build_candidates(w, str(arg), opts, cache)
     if base == "masterkey":
-        return _build_candidates(w, "masterkey", opts, cache), None
+        return _build_candidates(w, "masterkey", opts, cache)
     raise AssertionError(base)
 
 
@@ -860,17 +866,17 @@ def substitute_depthwise(
                 f"{int(np.flatnonzero(bad)[0])}; nothing can be fitted to it"
             )
         rng = np.random.default_rng([int(seed), index])
-        generator = None
+        generator, counts = None, {}
         if base == "random":
             norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)
             new = _unit_draws(rng, w.shape) * norms[:, None, None]
         elif base == "noise":
-            fitted, _ = _fit_kernel(fit_base, fit_arg, w, conv, opts["fit_options"], cache)
+            fitted, _, _ = _fit_kernel(fit_base, fit_arg, w, conv, opts["fit_options"], cache)
             energy = ((w - fitted) ** 2).reshape(len(w), -1).sum(axis=1)
             noise = _unit_draws(rng, w.shape) * np.sqrt(energy)[:, None, None]
             new = w + noise
         else:
-            new, generator = _fit_kernel(base, arg, w, conv, opts, cache)
+            new, generator, counts = _fit_kernel(base, arg, w, conv, opts, cache)
         if generator is not None:
             with torch.no_grad():
                 new = generator.kernel(torch.float64)[:, 0].cpu().numpy()
@@ -901,6 +907,7 @@ def substitute_depthwise(
                 kind=kind,
                 r2=_r2(w, new),
                 learnable=generator is not None,
+                counts=counts,
             )
         )
     report = SubstitutionReport(
