@@ -12,11 +12,11 @@ Kinds (``kind=``):
 - ``"census"``: per filter the best of the 8 master-key types with its own scales and linear
   shift ``a g + b`` (:func:`scalespace_mk.analysis.census.census`), built by
   :class:`~scalespace_mk.networks.layers.AnalyticDepthwiseConv2d`;
-- ``"method:X"`` (X one of :data:`~scalespace_mk.networks.checkpoint.CANDIDATES`, e.g.
+- ``"method:X"`` (X one of :data:`~scalespace_mk.networks.candidates.CANDIDATES`, e.g.
   ``A``, ``A-exact``, ``B``, ``C1``, ``D1``): the paper's replacement experiment, each
   filter replaced by the best linear shift ``a x_j + b`` of the 8 idealised models fitted
-  by method X (:func:`~scalespace_mk.networks.checkpoint.candidate_filters`,
-  :func:`~scalespace_mk.networks.checkpoint.linear_shift_replace`);
+  by method X (:func:`~scalespace_mk.networks.candidates.candidate_filters`,
+  :func:`~scalespace_mk.networks.candidates.linear_shift_replace`);
 - ``"njet:N"``: the least-squares discrete N-jet of each filter (one scale and an offset,
   :func:`scalespace_mk.analysis.jets.family_census`), built by
   :class:`~scalespace_mk.networks.layers.NJetDepthwiseConv2d`;
@@ -434,7 +434,7 @@ def parse_kind(kind: Any) -> tuple[str, str | int | None]:
     ValueError
         Naming ``kind`` and the accepted values.
     """
-    from scalespace_mk.networks.checkpoint import CANDIDATES
+    from scalespace_mk.networks.candidates import CANDIDATES
     from scalespace_mk.scalespace.jets import JET_ORDERS
 
     accepted = (
@@ -695,7 +695,7 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
 def _build_candidates(
     w: np.ndarray, candidates: str, opts: dict[str, Any], cache: dict[Any, np.ndarray]
 ) -> np.ndarray:
-    from scalespace_mk.networks.checkpoint import candidate_filters, linear_shift_replace
+    from scalespace_mk.networks.candidates import candidate_filters, linear_shift_replace
 
     k = w.shape[-1]
     key = (candidates, k)
