@@ -492,3 +492,34 @@ def test_report_table_json_and_repr():
     text = repr(report)
     assert text.startswith("SubstitutionReport(kind='method:B'") and len(text.splitlines()) < 30
     assert report.median_r2 == pytest.approx(float(np.median(report.r2)))
+
+
+# --------------------------------------------------------------------------------------
+# replace (checkpoints) goes through the same mechanism
+
+
+def test_replace_uses_the_substitution_mechanism(tmp_path, capsys):
+    from scalespace_mk.cli import main
+    from scalespace_mk.networks.checkpoint import replace, save_checkpoint_file
+
+    net = _exact_net(k_list=(5, 7, 7)).float()
+    sd = {f"net.{k}": v for k, v in net.state_dict().items()}
+    # census of exact models: the checkpoint comes back unchanged (float32 tolerance)
+    result = replace({"model": sd, "epoch": 1}, kind="census")
+    assert [layer["name"] for layer in result.layers] == [f"model.net.{i}.weight" for i in range(3)]
+    for key, value in sd.items():
+        torch.testing.assert_close(result.checkpoint["model"][key], value, rtol=3e-5, atol=3e-5)
+    assert all(layer["median_r2"] > 1 - 1e-8 for layer in result.layers)
+    # the same weights as substitute_depthwise gives for the network itself
+    new, _ = substitute_depthwise(net, "random", seed=2)
+    rand = replace(sd, kind="random", seed=2).checkpoint
+    for i in range(3):
+        torch.testing.assert_close(rand[f"net.{i}.weight"], new[i].weight, rtol=0, atol=0)
+    # CLI: --kind, and a bad kind named
+    path = tmp_path / "c.pt"
+    save_checkpoint_file(sd, path)
+    assert main(["replace", str(path), "--kind", "njet:1", "--out", str(tmp_path / "o.pt")]) == 0
+    assert "median R^2" in capsys.readouterr().out
+    assert main(["replace", str(path), "--kind", "gauss", "--out", str(tmp_path / "p.pt")]) == 2
+    assert "--kind: kind must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "p.pt").exists()

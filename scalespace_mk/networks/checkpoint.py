@@ -862,9 +862,12 @@ def replace(
         for s in report.skipped
     ]
     if not layers:
+        reasons: dict[str, list[str]] = {}
+        for s_ in skipped:
+            reasons.setdefault(s_["reason"], []).append(s_["name"])
         raise ValueError(
             f"kind {kind!r} replaced no layer: "
-            + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped)
+            + "; ".join(f"{len(v)} layer(s) (first {v[0]}): {r}" for r, v in reasons.items())
         )
     if out is not None:
         save_checkpoint_file(obj, out)
