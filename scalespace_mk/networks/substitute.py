@@ -77,9 +77,9 @@ KERNEL_SIZES = (3, 5, 7, 9, 11, 13, 15)
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "census": ("learnable", "types", "mode"),
-    "method": ("filters",),
+    "method": ("filters", "learnable", "learn_scales"),
     "njet": ("learnable", "anisotropic", "allow_saturated"),
-    "masterkey": ("filters",),
+    "masterkey": ("filters", "learnable"),
     "noise": ("fit", "fit_options"),
     "random": (),
 }
@@ -493,6 +493,13 @@ def _check_options(base: str, kind: str, options: dict[str, Any]) -> dict[str, A
                     f"got {types!r}"
                 )
             opts["types"] = sorted({int(t) for t in vals})
+    if "learn_scales" in opts:
+        if not isinstance(opts["learn_scales"], bool):
+            raise TypeError(f"learn_scales must be True or False; got {opts['learn_scales']!r}")
+        if opts["learn_scales"] and kind == "method:masterkey":
+            raise ValueError(
+                "learn_scales needs a fitting method (the learned filters have no scales)"
+            )
     if base == "noise":
         fit = opts.setdefault("fit", "census")
         fbase, _ = parse_kind(fit) if isinstance(fit, str) else (None, None)
@@ -503,7 +510,7 @@ def _check_options(base: str, kind: str, options: dict[str, Any]) -> dict[str, A
         fo = opts.setdefault("fit_options", {})
         if not isinstance(fo, dict):
             raise TypeError(f"fit_options must be a dict; got {type(fo).__name__}")
-        if fo.get("learnable"):
+        if fo.get("learnable") or fo.get("learn_scales"):
             raise ValueError("fit_options: the fit of the noise control is frozen (learnable)")
         _check_options(fbase, fit, fo)
     return opts
@@ -693,16 +700,61 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
 
 
 def _build_candidates(
-    w: np.ndarray, candidates: str, opts: dict[str, Any], cache: dict[Any, np.ndarray]
-) -> np.ndarray:
-    from scalespace_mk.networks.candidates import candidate_filters, linear_shift_replace
+    w: np.ndarray, conv: nn.Conv2d, candidates: str, opts: dict[str, Any], cache: dict
+):
+    from scalespace_mk.networks.candidates import (
+        candidate_filters,
+        candidate_models,
+        linear_shift_replace,
+    )
+    from scalespace_mk.networks.layers import AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d
 
     k = w.shape[-1]
     key = (candidates, k)
     if key not in cache:
         cache[key] = candidate_filters(candidates, filters=opts.get("filters"), size=k)
-    new, choice, _, _ = linear_shift_replace(w, cache[key])
-    return new, None, {str(j + 1): int((choice == j).sum()) for j in range(len(cache[key]))}
+    cands = cache[key]
+    new, choice, a, b = linear_shift_replace(w, cands)
+    counts = {str(j + 1): int((choice == j).sum()) for j in range(len(cands))}
+    factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+    if opts.get("learn_scales", False):
+        # a x_j + b with x_j = (g_j - m_j) / n_j is (a / n_j) g_j + (b - a m_j / n_j): the
+        # analytic layer starts at the candidate's model and learns its scales too
+        mkey = ("models", candidates, k)
+        if mkey not in cache:
+            cache[mkey] = candidate_models(candidates, filters=opts.get("filters"), size=k)
+        raw, fits = cache[mkey]
+        flat = raw.reshape(len(raw), -1)
+        mean = flat.mean(axis=1)
+        norm = np.linalg.norm(flat - mean[:, None], axis=1)
+        pick = [fits[j] for j in choice]
+        gen = AnalyticDepthwiseConv2d(
+            w.shape[0],
+            k,
+            types=[f.filter_type for f in pick],
+            sigma_x=[f.sigma_x for f in pick],
+            sigma_y=[f.sigma_y for f in pick],
+            alpha=[f.alpha if f.alpha is not None else 0.0 for f in pick],
+            gain=a / norm[choice],
+            offset=b - a * mean[choice] / norm[choice],
+            bias=False,
+            learn_scales=True,
+            **factory,
+        )
+        return None, gen, counts
+    if opts.get("learnable", False):
+        # frozen candidates x_j, trainable a and b (docs/method.md#networks, experiment 2)
+        gen = MasterKeyDepthwiseConv2d(
+            w.shape[0],
+            torch.from_numpy(cands),
+            torch.from_numpy(choice),
+            gain=torch.from_numpy(a),
+            offset=torch.from_numpy(b),
+            bias=False,
+            **factory,
+        )
+        return None, gen, counts
+    return new, None, counts
 
 
 def _unit_draws(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -720,9 +772,9 @@ def _fit_kernel(
     if base == "njet":
         return _build_njet(w, conv, int(arg), opts)
     if base == "method":
-        return _build_candidates(w, str(arg), opts, cache)
+        return _build_candidates(w, conv, str(arg), opts, cache)
     if base == "masterkey":
-        return _build_candidates(w, "masterkey", opts, cache)
+        return _build_candidates(w, conv, "masterkey", opts, cache)
     raise AssertionError(base)
 
 
