@@ -523,3 +523,13 @@ def test_replace_uses_the_substitution_mechanism(tmp_path, capsys):
     assert main(["replace", str(path), "--kind", "gauss", "--out", str(tmp_path / "p.pt")]) == 2
     assert "--kind: kind must be one of" in capsys.readouterr().err
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_the_example_in_docs_layers_md_runs(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "layers.md").read_text()
+    block = text.split("## Substituting into any network")[1].split("```python")[1]
+    exec(compile(block.split("```")[0], "docs/layers.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "['1.dw', '2.dw']" in out and "torch.Size([2, 32, 8, 8])" in out
