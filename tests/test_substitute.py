@@ -533,3 +533,23 @@ def test_the_example_in_docs_layers_md_runs(capsys):
     exec(compile(block.split("```")[0], "docs/layers.md", "exec"), {})
     out = capsys.readouterr().out
     assert "['1.dw', '2.dw']" in out and "torch.Size([2, 32, 8, 8])" in out
+
+
+@pytest.mark.parametrize("opts", [{"learnable": True}, {"learn_scales": True}])
+def test_method_kinds_learnable_start_at_the_frozen_replacement(opts):
+    net = _net().double()
+    frozen, rep_f = substitute_depthwise(net, "method:B", layers=[0, 3])
+    learn, rep_l = substitute_depthwise(net, "method:B", layers=[0, 3], **opts)
+    assert rep_l.layers[0].counts == rep_f.layers[0].counts
+    np.testing.assert_allclose(rep_l.r2, rep_f.r2, rtol=1e-6, atol=1e-9)
+    for i in (1, 5):
+        assert isinstance(learn[i], LearnableDepthwiseSubstitute)
+        torch.testing.assert_close(learn[i].weight, frozen[i].weight, rtol=1e-6, atol=1e-7)
+    x = _x(torch.float64, channels=3)
+    learn(x).square().sum().backward()
+    gen = learn[1].generator
+    assert gen.gain.grad is not None and gen.offset.grad is not None
+    if "learn_scales" in opts:
+        assert gen.sigma_x_raw.grad is not None
+    with pytest.raises(ValueError, match="learn_scales needs a fitting method"):
+        substitute_depthwise(net, "method:masterkey", learn_scales=True)

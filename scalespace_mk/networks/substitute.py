@@ -287,6 +287,9 @@ class LayerSubstitution:
     ``r2`` is per channel ``1 - ||y - y'||^2 / ||y - mean y||^2`` of the substitute ``y'``
     against the original filter ``y`` (in float64; 1 for a constant filter reproduced
     exactly, NaN for a constant filter that was not); ``median_r2`` ignores NaN.
+    ``counts``: channels per chosen type (``census``, keys ``"1"``..``"8"``), per candidate
+    (``method:X``, ``masterkey``, 1-based) or ``{"njet": n}`` of fitted (non-constant)
+    filters; empty for the controls.
     """
 
     name: str
@@ -843,9 +846,14 @@ def substitute_depthwise(
     **options
         Per kind: ``census``: ``learnable`` (False; True trains scales, gain, offset),
         ``types`` (subset of 1..8), ``mode`` (``"paper"``); ``njet:N``: ``learnable``,
-        ``anisotropic``; ``method:X`` / ``masterkey``: ``filters`` (source of the 8
-        learned filters; default the published ones); ``noise``: ``fit`` (the kind whose
-        residual energy the noise has, default ``"census"``) and ``fit_options``.
+        ``anisotropic``, ``allow_saturated``; ``method:X`` / ``masterkey``: ``filters``
+        (source of the 8 learned filters; default the published ones), ``learnable`` (the
+        candidates ``x_j`` frozen, ``a`` and ``b`` trainable:
+        :class:`~scalespace_mk.networks.layers.MasterKeyDepthwiseConv2d`) and, for a
+        fitting method, ``learn_scales`` (the candidates' models with trainable scales,
+        types, ``a`` and ``b``: :class:`~scalespace_mk.networks.layers.AnalyticDepthwiseConv2d`);
+        ``noise``: ``fit`` (the kind whose residual energy the noise has, default
+        ``"census"``) and ``fit_options`` (its options).
 
     Returns
     -------
