@@ -515,7 +515,7 @@ def _check_options(base: str, kind: str, options: dict[str, Any]) -> dict[str, A
             raise TypeError(f"fit_options must be a dict; got {type(fo).__name__}")
         if fo.get("learnable") or fo.get("learn_scales"):
             raise ValueError("fit_options: the fit of the noise control is frozen (learnable)")
-        _check_options(fbase, fit, fo)
+        opts["fit_options"] = _check_options(fbase, fit, fo)
     return opts
 
 
@@ -824,6 +824,7 @@ def substitute_depthwise(
     *,
     layers: Any = None,
     seed: int = 0,
+    progress: bool | None = None,
     **options: Any,
 ) -> tuple[nn.Module, SubstitutionReport]:
     """Replace the depthwise convs of a network by idealised filters (or a control).
@@ -843,6 +844,9 @@ def substitute_depthwise(
         indices.
     seed : int
         Seed of the controls' draws (per layer ``default_rng([seed, index])``).
+    progress : bool, optional
+        Show progress per layer (a bar on a terminal, log lines otherwise); default: only
+        when stderr is a terminal.
     **options
         Per kind: ``census``: ``learnable`` (False; True trains scales, gain, offset),
         ``types`` (subset of 1..8), ``mode`` (``"paper"``); ``njet:N``: ``learnable``,
@@ -901,7 +905,13 @@ def substitute_depthwise(
     if fit_base == "masterkey" or fit_arg == "masterkey":
         mk_size = _masterkey_size(opts["fit_options"])
     modules = dict(new_model.named_modules())
-    for index in picked:
+    from scalespace_mk._progress import progress as _progress
+    from scalespace_mk._progress import stream_is_terminal
+
+    show = stream_is_terminal() if progress is None else bool(progress)
+    for index in _progress(
+        picked, desc=f"substituting {kind}", unit="layer", enabled=show and len(picked) > 1
+    ):
         name, conv = found[index]
         reason = _unsupported(conv)
         k = conv.kernel_size[0]
