@@ -553,3 +553,16 @@ def test_method_kinds_learnable_start_at_the_frozen_replacement(opts):
         assert gen.sigma_x_raw.grad is not None
     with pytest.raises(ValueError, match="learn_scales needs a fitting method"):
         substitute_depthwise(net, "method:masterkey", learn_scales=True)
+
+
+def test_noise_keeps_each_filter_mean_unless_asked_not_to():
+    net = _net().double()
+    new, _ = substitute_depthwise(net, "noise", fit="njet:1", seed=0)
+    iid, _ = substitute_depthwise(net, "noise", fit="njet:1", seed=0, zero_mean=False)
+    for old, n, m in zip(_weights(net), _weights(new), _weights(iid), strict=True):
+        np.testing.assert_allclose(n.mean(axis=(1, 2)), old.mean(axis=(1, 2)), atol=1e-12)
+        assert np.abs(m.mean(axis=(1, 2)) - old.mean(axis=(1, 2))).max() > 1e-6
+        # both at the fit's distance
+        np.testing.assert_allclose(
+            ((n - old) ** 2).sum(axis=(1, 2)), ((m - old) ** 2).sum(axis=(1, 2)), rtol=1e-9
+        )

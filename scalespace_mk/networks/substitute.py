@@ -22,10 +22,12 @@ Kinds (``kind=``):
   :class:`~scalespace_mk.networks.layers.NJetDepthwiseConv2d`;
 - ``"masterkey"``: the best linear shift of the 8 published (learned) master key filters;
   7x7 only (other sizes are skipped with the reason);
-- ``"noise"`` (control): the original filter plus i.i.d. Gaussian noise scaled, per filter,
-  to exactly the residual energy ``||y - fit||^2`` of a named fit (option ``fit``, default
-  ``"census"``): the same distance from the original as the fit, in a random direction. At
-  zero residual energy it is the identity;
+- ``"noise"`` (control): the original filter plus Gaussian noise scaled, per filter, to
+  exactly the residual energy ``||y - fit||^2`` of a named fit (option ``fit``, default
+  ``"census"``): the same distance from the original as the fit, in a random direction.
+  The noise is made zero-mean (option ``zero_mean``, default True), as the residual of a
+  fit with an offset is, so the filter's mean is kept as the fit keeps it. At zero residual
+  energy it is the identity;
 - ``"random"`` (control): frozen i.i.d. Gaussian filters, each scaled to the l2 norm of the
   filter it replaces.
 
@@ -80,7 +82,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "method": ("filters", "learnable", "learn_scales"),
     "njet": ("learnable", "anisotropic", "allow_saturated"),
     "masterkey": ("filters", "learnable"),
-    "noise": ("fit", "fit_options"),
+    "noise": ("fit", "fit_options", "zero_mean"),
     "random": (),
 }
 
@@ -503,7 +505,10 @@ def _check_options(base: str, kind: str, options: dict[str, Any]) -> dict[str, A
             raise ValueError(
                 "learn_scales needs a fitting method (the learned filters have no scales)"
             )
+    if "zero_mean" in opts and not isinstance(opts["zero_mean"], bool):
+        raise TypeError(f"zero_mean must be True or False; got {opts['zero_mean']!r}")
     if base == "noise":
+        opts.setdefault("zero_mean", True)
         fit = opts.setdefault("fit", "census")
         fbase, _ = parse_kind(fit) if isinstance(fit, str) else (None, None)
         if fbase in (None, "noise", "random"):
@@ -760,9 +765,13 @@ def _build_candidates(
     return new, None, counts
 
 
-def _unit_draws(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def _unit_draws(
+    rng: np.random.Generator, shape: tuple[int, ...], zero_mean: bool = False
+) -> np.ndarray:
     z = rng.standard_normal(shape)
     flat = z.reshape(shape[0], -1)
+    if zero_mean:
+        flat = flat - flat.mean(axis=1, keepdims=True)
     return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).reshape(shape)
 
 
@@ -857,7 +866,10 @@ def substitute_depthwise(
         fitting method, ``learn_scales`` (the candidates' models with trainable scales,
         types, ``a`` and ``b``: :class:`~scalespace_mk.networks.layers.AnalyticDepthwiseConv2d`);
         ``noise``: ``fit`` (the kind whose residual energy the noise has, default
-        ``"census"``) and ``fit_options`` (its options).
+        ``"census"``), ``fit_options`` (its options) and ``zero_mean`` (default True: the
+        noise has zero mean, like the residual of a fit with an offset, so that each
+        filter's mean, its response to a constant, is kept as the fit keeps it; False:
+        plain i.i.d. noise).
 
     Returns
     -------
@@ -943,7 +955,8 @@ def substitute_depthwise(
         elif base == "noise":
             fitted, _, _ = _fit_kernel(fit_base, fit_arg, w, conv, opts["fit_options"], cache)
             energy = ((w - fitted) ** 2).reshape(len(w), -1).sum(axis=1)
-            noise = _unit_draws(rng, w.shape) * np.sqrt(energy)[:, None, None]
+            zero_mean = opts.get("zero_mean", True)
+            noise = _unit_draws(rng, w.shape, zero_mean) * np.sqrt(energy)[:, None, None]
             new = w + noise
         else:
             new, generator, counts = _fit_kernel(base, arg, w, conv, opts, cache)
