@@ -56,18 +56,57 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     before = None
     try:
+        from ._outputs import check_outputs
+
+        check_outputs(args)  # every output, before any work (nothing written on failure)
         if getattr(args, "threads", None) is not None:  # else torch's own default applies
             import torch
 
             before = torch.get_num_threads()
             set_threads(args.threads)
         return int(run(args) or 0)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"scalespace-mk {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        _quiet_print(f"scalespace-mk {args.command}: interrupted (Ctrl-C); exit status 130")
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader left; nothing more to say
+        _silence_stdout()
+        return 0
+    except RecursionError:
+        print(
+            f"scalespace-mk {args.command}: error: the input is nested too deeply (a "
+            "self-referencing or pathologically nested file); nothing was written",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValueError, TypeError, OSError, RuntimeError, OverflowError, MemoryError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            text = "out of memory; use smaller inputs or options"
+        print(f"scalespace-mk {args.command}: error: {text}", file=sys.stderr)
         return 2
     finally:
         if before is not None:  # main() called from Python: leave the caller's setting
             set_threads(before)
+
+
+def _quiet_print(line: str) -> None:
+    """Print ``line`` to stderr, ignoring a closed stderr."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
