@@ -1,0 +1,296 @@
+"""Bad input and faults, second pass (issue 20): one test per reproducer, named after it.
+
+Each case ends in a clean result or one line naming the option or file and the fix, in
+bounded time; no output that is not a regular file is ever replaced, nothing is written when
+a command fails, and nothing non-finite is written or printed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scalespace_mk import _io
+from scalespace_mk.cli import main
+from scalespace_mk.scalespace.kernels import SAMPLGAUSS_SIGMA_MIN, gaussian_kernel
+
+REPO = Path(__file__).resolve().parents[1]
+POSIX = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"scalespace-mk {command}: error:"), err
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+# ------------------------------------------------------------------ 1. outputs
+
+
+@POSIX
+def test_bank_out_fifo_is_refused_not_replaced(tmp_path, capsys):
+    fifo = tmp_path / "f.npz"
+    os.mkfifo(fifo)
+    assert main(["bank", "--out", str(fifo)]) == 2
+    assert "FIFO" in _one_line_error(capsys, "bank")
+    assert fifo.is_fifo()
+
+
+@POSIX
+def test_atomic_path_never_replaces_a_fifo(tmp_path):
+    fifo = tmp_path / "x.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(_io.NotRegularFileError, match="FIFO"):
+        with _io.atomic_path(fifo) as tmp:
+            tmp.write_bytes(b"x")
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_atomic_path_refuses_a_device_and_a_directory(tmp_path):
+    if os.path.exists("/dev/null"):
+        with pytest.raises(_io.NotRegularFileError, match="device"):
+            with _io.atomic_path("/dev/null"):
+                pass
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(_io.NotRegularFileError, match="directory"):
+        with _io.atomic_path(tmp_path / "d.npz"):
+            pass
+
+
+def test_atomic_path_refuses_a_fifo_made_during_the_write(tmp_path):
+    target = tmp_path / "late.npz"
+    with pytest.raises(_io.NotRegularFileError):
+        with _io.atomic_path(target) as tmp:
+            tmp.write_bytes(b"data")
+            target.mkdir()  # something not a regular file appeared meanwhile
+    assert target.is_dir() and [p.name for p in tmp_path.iterdir()] == ["late.npz"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bank", "--out", "/dev/null"],
+        ["bank", "--plot", "/dev/null"],
+        ["census", "F", "--plot", "/dev/null"],
+        ["extract", "F", "--out", "/dev/null"],
+        ["replace", "F", "--out", "/dev/null"],
+    ],
+)
+def test_device_as_output_refused_before_work(argv, tmp_path, capsys):
+    if not os.path.exists("/dev/null"):
+        pytest.skip("no /dev/null")
+    argv = [str(tmp_path / "f.npy") if a == "F" else a for a in argv]
+    np.save(tmp_path / "f.npy", np.ones((2, 3, 3)))
+    assert main(argv) == 2
+    assert "device" in _one_line_error(capsys, argv[0])
+    assert os.path.exists("/dev/null") and not Path("/dev/null").is_file()
+
+
+def test_extract_out_npy_plot_txt_writes_nothing(tmp_path, capsys):
+    np.save(tmp_path / "F.npy", np.random.default_rng(0).normal(size=(20, 3, 3)))
+    out, fig = tmp_path / "o.npy", tmp_path / "p.txt"
+    assert (
+        main(["extract", str(tmp_path / "F.npy"), "-k", "2", "--out", str(out), "--plot", str(fig)])
+        == 2
+    )
+    assert "--plot" in _one_line_error(capsys, "extract")
+    assert not out.exists() and not fig.exists()
+
+
+def test_bank_out_plot_existing_dir_writes_nothing(tmp_path, capsys):
+    (tmp_path / "existing_dir.png").mkdir()
+    out = tmp_path / "o.npz"
+    assert main(["bank", "--out", str(out), "--plot", str(tmp_path / "existing_dir.png")]) == 2
+    assert "directory" in _one_line_error(capsys, "bank")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target", [".", "..", "/", "DIR", "DIR/"])
+def test_bank_out_dot_dotdot_root_dir(target, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DIR").mkdir()
+    assert main(["bank", "--out", target]) == 2
+    err = _one_line_error(capsys, "bank")
+    assert "partial" not in err and "Errno" not in err and "folder" in err or "directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR"]
+
+
+def test_read_only_folder_is_called_read_only(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["bank", "--out", str(ro / "b.npz")]) == 2
+        err = _one_line_error(capsys, "bank")
+        assert "read-only" in err and "space" not in err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_users_file_matching_the_temp_pattern_is_kept(tmp_path):
+    """A user's file named like a temporary file of a dead writer is never deleted."""
+    host = _io._host_id()
+    lookalikes = [
+        tmp_path / f".notes.partial-{host}-1-abcdef.txt",  # the old naming
+        tmp_path / f".notes.partial-{host}-1-abcdef-000000.txt",  # marker that does not fit
+    ]
+    for p in lookalikes:
+        p.write_text("my notes")
+    ours = tmp_path / _io._partial_name("ckpt", ".pt", host, 1, "abcdef")  # pid 1 never ours
+    ours.write_bytes(b"x")
+    with _io.atomic_path(tmp_path / "other.json") as tmp:
+        tmp.write_text("{}")
+    assert all(p.read_text() == "my notes" for p in lookalikes)
+    # pid 1 (init) is alive on Linux, so even our own file of pid 1 is kept
+    assert ours.exists() == _io._pid_alive(1)
+
+
+def test_stale_temp_of_a_dead_writer_is_removed(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(proc.stdout)
+    stale = tmp_path / _io._partial_name("ckpt", ".pt", _io._host_id(), dead, "a1b2c3")
+    stale.write_bytes(b"half")
+    assert _io.remove_stale_partials(tmp_path) == [stale]
+
+
+# ------------------------------------------------------------------ SIGINT and pipes
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-m", "scalespace_mk.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+_SLOW_COMMAND = """
+import sys, time
+import scalespace_mk.cli.{module} as m
+def slow(args):
+    print("ready", flush=True)
+    time.sleep(60)
+m.{attr} = slow
+from scalespace_mk.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX signals")
+@pytest.mark.parametrize(
+    "module, attr, argv",
+    [
+        ("census", "run", ["census", "f.npy"]),
+        ("checkpoint", "_run_analyze", ["analyze", "c.pt"]),
+        ("fit", "run", ["fit"]),
+        ("checkpoint", "_run_replace", ["replace", "c.pt", "--out", "r.pt"]),
+        ("train", "_run_train", ["train", "--out", "run"]),
+    ],
+)
+def test_sigint_during_a_command_one_line_exit_130(module, attr, argv, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    code = _SLOW_COMMAND.format(module=module, attr=attr, argv=argv)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip() == f"scalespace-mk {argv[0]}: interrupted (Ctrl-C); exit status 130"
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX pipes")
+def test_census_json_into_a_closed_pipe_is_quiet(tmp_path):
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(3000, 5, 5)))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = (
+        f"{sys.executable} -m scalespace_mk.cli census {tmp_path / 'f.npy'} --null none "
+        "--json | head -c 5"
+    )
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Errno 32" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0
+
+
+def test_broken_pipe_in_main_is_quiet(monkeypatch, capsys):
+    import scalespace_mk.cli.bank as bank_cli
+
+    def boom(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(bank_cli, "run", boom)
+    monkeypatch.setattr(_io, "check_output_path", lambda p, *a, **k: Path(p))
+    monkeypatch.setattr("scalespace_mk.cli._silence_stdout", lambda: None)
+    assert main(["bank", "--out", "never.npz"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ 2. finite or refused
+
+
+@pytest.mark.parametrize("method", ["normsamplgauss", "intgauss", "linintgauss", "discgauss"])
+@pytest.mark.parametrize("sigma", [5e-324, 1e-320, 1e-310, 1e-300, 1e-150])
+def test_kernels_at_subnormal_sigma_are_the_unit_impulse(method, sigma):
+    k = gaussian_kernel(sigma, method=method, size=5)
+    assert np.isfinite(k).all()
+    np.testing.assert_allclose(k, [0, 0, 1, 0, 0], atol=1e-140)
+
+
+def test_samplgauss_at_subnormal_sigma_refused_or_finite():
+    with pytest.raises(ValueError, match="too small for method 'samplgauss'.*sigma = 0"):
+        gaussian_kernel(1e-320, method="samplgauss", size=5)
+    k = gaussian_kernel(SAMPLGAUSS_SIGMA_MIN, method="samplgauss", size=3)
+    assert np.isfinite(k).all() and k[1] > 1e308
+    k = gaussian_kernel(1e-300, method="samplgauss", size=3)
+    assert k[1] == pytest.approx(1 / (math.sqrt(2 * math.pi) * 1e-300))
+
+
+def test_linintgauss_tiny_sigma_matches_its_limit():
+    # for sigma -> 0 the neighbours are sigma / sqrt(2 pi) (the triangle's tails), exactly
+    k = gaussian_kernel(1e-200, method="linintgauss", size=3)
+    assert k[0] == pytest.approx(1e-200 / math.sqrt(2 * math.pi), rel=1e-12)
+    assert k[1] == pytest.approx(1.0, abs=1e-15)
+
+
+def test_bank_samplgauss_sigma_1e_320_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "b.npz"
+    assert main(["bank", "--method", "samplgauss", "--sigma", "1e-320", "--out", str(out)]) == 2
+    assert "samplgauss" in _one_line_error(capsys, "bank")
+    assert not out.exists()
+    assert main(["bank", "--method", "normsamplgauss", "--sigma", "1e-320", "--out", str(out)]) == 0
+    with np.load(out) as z:
+        assert np.isfinite(z["kernels"]).all()
+
+
+def test_float32_kernel_overflow_refused():
+    with pytest.raises(ValueError, match="overflows"):
+        gaussian_kernel(torch.tensor(1e-40, dtype=torch.float32), method="samplgauss", size=3)
