@@ -294,3 +294,125 @@ def test_bank_samplgauss_sigma_1e_320_writes_nothing(tmp_path, capsys):
 def test_float32_kernel_overflow_refused():
     with pytest.raises(ValueError, match="overflows"):
         gaussian_kernel(torch.tensor(1e-40, dtype=torch.float32), method="samplgauss", size=3)
+
+
+# ------------------------------------------------------------------ training: lock, NaN, resume
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from scalespace_mk.networks.checkpoint import load_checkpoint_file  # noqa: E402
+from scalespace_mk.training.runlock import RunFolderLockedError, lock_run_folder  # noqa: E402
+from scalespace_mk.training.train import TrainConfig, train  # noqa: E402
+
+CFG = TrainConfig(
+    model="convnextv2_test",
+    data="synthetic:32",
+    image_size=32,
+    batch_size=16,
+    epochs=1,
+    seed=1,
+    ema_decay=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(CFG, out, progress=False)
+    return out, load_checkpoint_file(out / "last.pt")
+
+
+def test_two_train_runs_same_out_second_refused(tmp_path):
+    out = tmp_path / "run"
+    held = lock_run_folder(out)  # a live run (this process) holds the folder
+    try:
+        with pytest.raises(RunFolderLockedError, match=f"pid {os.getpid()}"):
+            train(CFG, out, progress=False)
+        with pytest.raises(RunFolderLockedError, match="in use by another training run"):
+            train(CFG, out, resume=True, progress=False)
+    finally:
+        held.release()
+    assert not (out / "last.pt").exists()
+
+
+def test_train_cli_beside_a_live_run_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    with lock_run_folder(out):
+        argv = ["train", "--model", "convnextv2_test", "--data", "synthetic:16", "--out", str(out)]
+        assert main(argv) == 2
+        assert "in use by another training run (pid" in _one_line_error(capsys, "train")
+
+
+def test_lock_is_dropped_when_the_holder_dies(tmp_path):
+    out = tmp_path / "run"
+    code = (
+        f"from scalespace_mk.training.runlock import lock_run_folder\n"
+        f"lock_run_folder({str(out)!r}); import os; os._exit(0)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=True,
+        timeout=60,
+    )
+    lock_run_folder(out).release()  # a dead holder never blocks
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ValueError):
+        train(_replace(CFG, data="synthetic:0"), out, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", [{"lr": 1e308}, {"weight_decay": 1e308, "lr": 1.0}])
+def test_train_lr_1e308_stops_naming_the_step_and_option(tmp_path, option):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"at step \d+ .*--lr .*--weight-decay") as info:
+        train(_replace(CFG, **option), out, progress=False)
+    assert "\n" not in str(info.value)
+    assert not (out / "last.pt").exists()  # nothing non-finite saved
+
+
+def test_non_finite_checkpoint_never_saved_over_a_good_one(finished_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    before = (out / "last.pt").read_bytes()
+    from scalespace_mk.training import train as train_mod
+
+    real = train_mod._train_step
+
+    def poisoned(run, batches, sums):
+        real(run, batches, sums)
+        with torch.no_grad():
+            next(run.model.parameters()).fill_(float("nan"))
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(train_mod, "_train_step", poisoned):
+        with pytest.raises(RuntimeError, match="training stopped, nothing was saved"):
+            train(_replace(CFG, epochs=2), out, resume=True, progress=False)
+    assert (out / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("entry", "value", "message"),
+    [
+        ("num_classes", 0, "'num_classes' is 0"),
+        ("num_classes", "ten", "'num_classes' is missing or damaged"),
+        ("scaler", "damaged", "'scaler' is missing or damaged"),
+        ("scaler", {"scale": float("nan")}, "'scaler' is missing or damaged"),
+        ("partial", [1.0], "'partial' is missing or damaged"),
+        ("partial", [float("inf"), 1, 1], "'partial' is missing or damaged"),
+    ],
+)
+def test_resume_checkpoint_field_damaged(finished_run, tmp_path, entry, value, message):
+    state = dict(finished_run[1])
+    state[entry] = value
+    (tmp_path / "run").mkdir()
+    torch.save(state, tmp_path / "run" / "last.pt")
+    with pytest.raises(ValueError, match=message) as info:
+        train(_replace(CFG, epochs=2), tmp_path / "run", resume=True, progress=False)
+    assert "\n" not in str(info.value)

@@ -798,6 +798,25 @@ def train(
     :data:`RESUME_MAY_CHANGE` may differ from the stored configuration, and a larger
     ``cfg.epochs`` extends the run (the schedule is recomputed for the new total).
     """
+    from scalespace_mk.training.runlock import lock_run_folder
+
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0 and str(out).strip():
+        lock = lock_run_folder(out)  # one run (or --resume) per folder at a time
+    try:
+        summary = _train_locked(cfg, out, resume=resume, progress=progress)
+    except BaseException:
+        if lock is not None:
+            lock.release(failed=True)
+        raise
+    if lock is not None:
+        lock.release()
+    return summary
+
+
+def _train_locked(
+    cfg: TrainConfig, out: str | os.PathLike, *, resume: bool, progress: bool | None
+) -> dict[str, Any]:
     run = _setup(cfg, out, resume=resume, progress=progress)
     lr = _learning_rate(run)
     for epoch in range(run.epoch, cfg.epochs):
@@ -1011,6 +1030,13 @@ def _resume_state(cfg: TrainConfig, path: Path, resume: bool) -> dict[str, Any] 
 
 def _restore(run: _Run, state: Mapping[str, Any], path: Path) -> None:
     """Load the resumed state into ``run``; a missing or damaged entry is named."""
+    stored = _entry(path, "num_classes", lambda: _as_count(state["num_classes"]))
+    if stored != run.num_classes:
+        raise ValueError(
+            f"{path}: checkpoint entry 'num_classes' is {stored}, but --data gives "
+            f"{run.num_classes} classes; resume with the data the run was started with"
+        )
+    _entry(path, "scaler", lambda: _check_scaler(state["scaler"]))
     loads = {
         "model": run.model.load_state_dict,
         "optimizer": run.optimizer.load_state_dict,
@@ -1031,8 +1057,9 @@ def _restore(run: _Run, state: Mapping[str, Any], path: Path) -> None:
             f"{run.steps_per_epoch} steps per epoch; was the data changed?"
         )
     run.history = _entry(path, "history", lambda: _history(state.get("history", []), run.epoch))
+    partial = _entry(path, "partial", lambda: _partial_sums(state["partial"]))
     if run.step_in_epoch:  # resumed mid-epoch: the sums so far
-        run.partial = _entry(path, "partial", lambda: _EpochSums(*state["partial"]))
+        run.partial = partial
     # the RNG state saved at that point already accounts for the batches done; only the
     # sampler position must be skipped
     _entry(path, "rng", lambda: _set_rng_state(state["rng"], run.aug_gen))
@@ -1049,6 +1076,29 @@ def _entry(path: Path, name: str, read: Any) -> Any:
             f"{path}: checkpoint entry {name!r} is missing or damaged ({detail}); "
             "the run cannot be resumed from it"
         ) from None
+
+
+def _check_scaler(value: Any) -> None:
+    """A GradScaler state: empty (disabled) or finite numbers with a scale > 0."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a dict, got {type(value).__name__}")
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+            raise ValueError(f"{key!r} is {item!r}, not a finite number")
+    if value and not value.get("scale", 0) > 0:
+        raise ValueError(f"'scale' must be > 0, got {value.get('scale')!r}")
+
+
+def _partial_sums(value: Any) -> _EpochSums:
+    """The running sums of a mid-epoch checkpoint: a finite loss sum and two counts."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(f"expected [loss_sum, loss_count, seen], got {value!r}"[:200])
+    loss_sum, count, seen = value
+    if isinstance(loss_sum, bool) or not isinstance(loss_sum, int | float):
+        raise ValueError(f"loss_sum {loss_sum!r} is not a number")
+    if not math.isfinite(loss_sum):
+        raise ValueError(f"loss_sum {loss_sum!r} is not finite")
+    return _EpochSums(float(loss_sum), _as_count(count), _as_count(seen))
 
 
 def _as_count(value: Any) -> int:
@@ -1102,7 +1152,10 @@ def _train_step(run: _Run, batches: Any, sums: _EpochSums) -> None:
         with sync, _autocast(run.device, cfg.amp):
             loss = run.criterion(run.net(images).float(), targets)
             run.scaler.scale(loss / cfg.accum_steps).backward()
-        sums.loss_sum += float(loss.detach())
+        value = float(loss.detach())
+        if not math.isfinite(value):  # before the update: the weights stay as they were
+            _non_finite(run, f"the training loss is {value}")
+        sums.loss_sum += value
         sums.loss_count += 1
         sums.seen += images.shape[0]
     if cfg.grad_clip > 0:
@@ -1115,10 +1168,34 @@ def _train_step(run: _Run, batches: Any, sums: _EpochSums) -> None:
         run.ema.update(run.model)
     run.global_step += 1
     if not math.isfinite(sums.loss_sum):
-        raise RuntimeError(
-            f"the training loss became {sums.loss_sum} at step {run.global_step}; "
-            "lower --lr or use --amp none"
-        )
+        _non_finite(run, f"the summed training loss is {sums.loss_sum}")
+    bad = _first_non_finite(run.model)
+    if bad is not None:
+        _non_finite(run, f"weight {bad!r} holds NaN or Inf after the update")
+
+
+def _first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer of ``model`` holding NaN/Inf, else None."""
+    tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    if not tensors:
+        return None
+    with torch.no_grad():
+        ok = torch.stack([torch.isfinite(t).all() for _, t in tensors])
+        if bool(ok.all()):
+            return None
+        return tensors[int((~ok).nonzero()[0, 0])][0]
+
+
+def _non_finite(run: _Run, what: str) -> None:
+    """Stop the run at the first non-finite loss or weight; the last good checkpoint stays."""
+    cfg = run.cfg
+    raise RuntimeError(
+        f"{what} at step {run.global_step + 1} (epoch {run.epoch + 1}); training stopped, "
+        f"nothing was saved over {run.out / 'last.pt'}. Likely cause: --lr {cfg.lr:g} or "
+        f"--weight-decay {cfg.weight_decay:g} too large"
+        + (f", or --amp {cfg.amp} (try --amp none)" if cfg.amp != "none" else "")
+        + "; lower them (or set --grad-clip) and start again or --resume"
+    )
 
 
 # ---- the end of an epoch: evaluation, metrics --------------------------------------------
@@ -1187,6 +1264,10 @@ def _save_checkpoint(run: _Run, epoch: int, step: int, sums: _EpochSums | None =
 
     if not run.d.main:
         return
+    for module in (run.model, run.ema.module if run.ema is not None else None):
+        bad = None if module is None else _first_non_finite(module)
+        if bad is not None:  # never a non-finite checkpoint over a good one
+            _non_finite(run, f"weight {bad!r} holds NaN or Inf at the checkpoint")
     sums = sums or _EpochSums()
     ema, analytic = run.ema, run.cfg.dwconv != "learned"
     save_checkpoint_file(
