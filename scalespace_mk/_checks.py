@@ -167,22 +167,37 @@ def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
     return sigma_max
 
 
+#: Largest ``batch_size`` of the census and family census (filters per chunk).
+CENSUS_BATCH_MAX = 1 << 24
+
+
 def check_batch_size(batch_size: Any) -> None:
-    """Raise unless ``batch_size`` is a positive integer (Python or numpy, not bool)."""
+    """Raise unless ``batch_size`` is an integer in ``[1, 2**24]`` (Python or numpy, not
+    bool)."""
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, int | np.integer)
         or (batch_size < 1)
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if batch_size > CENSUS_BATCH_MAX:
+        raise ValueError(
+            f"batch_size must be at most {CENSUS_BATCH_MAX} filters per chunk; got "
+            f"{batch_size!r} (None picks one that fits the memory budget)"
+        )
 
 
 def check_num_threads(num_threads: Any) -> None:
-    """Raise unless ``num_threads`` is None or a positive Python int (not bool)."""
+    """Raise unless ``num_threads`` is None or an int in ``[1, limits.THREADS_MAX]``."""
     if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        isinstance(num_threads, bool)
+        or not isinstance(num_threads, int)
+        or not 1 <= num_threads <= limits.THREADS_MAX
     ):
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
+        raise ValueError(
+            f"num_threads must be None or an integer in [1, {limits.THREADS_MAX}] "
+            f"(scalespace_mk.limits.THREADS_MAX); got {num_threads!r}"
+        )
 
 
 def check_filters(

@@ -123,6 +123,7 @@ def check_output_path(
     *,
     folder: bool = False,
     suffixes: tuple[str, ...] | None = None,
+    label: str = "file",
 ) -> Path:
     """Check an output path before any work starts; return it as a Path.
 
@@ -137,6 +138,8 @@ def check_output_path(
         folder) rather than a file.
     suffixes : tuple of str, optional
         Accepted lower-case suffixes (``(".npz",)``); None accepts any.
+    label : str
+        What the format is called in the message (``"figure"``).
 
     Raises
     ------
@@ -162,8 +165,8 @@ def check_output_path(
         _refuse_special(p, what)
         if suffixes is not None and p.suffix.lower() not in suffixes:
             raise ValueError(
-                f"{what} {text!r}: unsupported file type {p.suffix or '(none)'!r}; use "
-                f"{', '.join(suffixes)}"
+                f"{what} {text!r}: unknown {label} format "
+                f"{p.suffix.lower().lstrip('.') or '(none)'!r}; use one of {', '.join(suffixes)}"
             )
         parent = p.parent
     else:

@@ -19,11 +19,19 @@ __all__ = ["build_parser", "main"]
 _GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train", "data")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``scalespace-mk CMD: error: ... (see --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
     from scalespace_mk import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scalespace-mk",
         description="Scale-space models of the master key filters of depthwise-separable CNNs.",
     )

@@ -61,7 +61,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         value = getattr(args, attr, None)
         if value is None or value == "":
             if value == "":
-                raise ValueError(f"{_option(attr)} must be a file name; got ''")
+                thing = "the run folder" if kind == "folder" else "a file"
+                raise ValueError(f"{_option(attr)} must name {thing}; got an empty string")
             continue
         what = _option(attr)
         if kind == "folder":
@@ -74,7 +75,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             suffixes = _FILTER_SUFFIXES
         elif kind == "npz":
             suffixes = (".npz",)
-        check_output_path(value, what, suffixes=suffixes)
+        check_output_path(value, what, suffixes=suffixes, label=kind.replace("npz", "bank"))
         files.append((what, value))
     import os
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -12,7 +11,9 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
-from ._args import source_constant, source_defaults, source_fields
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
+
+from ._args import count_arg, source_constant, source_defaults, source_fields
 
 __all__ = ["add_parser"]
 
@@ -127,9 +128,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--data", required=True, help="dataset, as for 'train --data' (its validation split)"
     )
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     p.add_argument(
-        "--workers", type=int, default=0, help="DataLoader worker processes (default: 0)"
+        "--batch-size",
+        type=count_arg("batch_size", "--batch-size"),
+        default=128,
+        help="images per batch (default: 128)",
+    )
+    p.add_argument(
+        "--workers",
+        type=count_arg("workers", "--workers"),
+        default=0,
+        help="DataLoader worker processes (default: 0)",
     )
     p.add_argument(
         "--json", action="store_true", help="print the result as one JSON object on stdout"

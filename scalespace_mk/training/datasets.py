@@ -227,6 +227,11 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
                 f"spec {spec!r}: synthetic needs a sample count, e.g. 'synthetic:1000'"
             ) from None
         options = {"n": n, **_parse_options("synthetic", more, spec)}
+        from scalespace_mk.limits import check_count
+
+        check_count("synthetic samples", n, option=f"spec {spec!r}: the sample count N")
+        if "classes" in options:
+            check_count("classes", options["classes"], option=f"spec {spec!r}: classes")
         return DatasetSpec("synthetic", None, options)
     return DatasetSpec("folder", text)
 

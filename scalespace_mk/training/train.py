@@ -52,6 +52,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from scalespace_mk import _json
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import atomic_path
 from scalespace_mk._progress import format_duration, log_line, progress, stream_is_terminal
@@ -186,10 +187,16 @@ class TrainConfig:
         check_choice("amp", self.amp, AMP)
         check_choice("augment", self.augment, AUGMENT)
         check_choice("method", self.method, METHODS)
-        for name in ("epochs", "batch_size", "accum_steps"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("workers", "save_every_steps", "log_every"):
-            _check_int(name, getattr(self, name), 0)
+        from scalespace_mk import limits
+
+        _check_int("epochs", self.epochs, 1, limits.EPOCHS_MAX, why=" (limits.EPOCHS_MAX)")
+        _check_int(
+            "batch_size", self.batch_size, 1, limits.BATCH_SIZE_MAX, why=" (limits.BATCH_SIZE_MAX)"
+        )
+        _check_int("accum_steps", self.accum_steps, 1, 1 << 20)
+        _check_int("workers", self.workers, 0, limits.WORKERS_MAX, why=" (limits.WORKERS_MAX)")
+        for name in ("save_every_steps", "log_every"):
+            _check_int(name, getattr(self, name), 0, 1 << 62)
         _check_int("image_size", self.image_size, 32, 1024, why=" (ConvNeXt downsamples by 32)")
         _check_int("seed", self.seed, 0, 2**32 - 1)
         if self.max_steps_per_epoch is not None:
@@ -1377,12 +1384,12 @@ class _NoBar:
 
 def _write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(_json.dumps(obj, indent=2) + "\n")
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+        tmp.write_text("".join(_json.dumps(h) + "\n" for h in history))
 
 
 def evaluate_checkpoint(
