@@ -33,6 +33,7 @@ __all__ = [
     "check_nonneg",
     "check_num_threads",
     "check_regular_file",
+    "check_safetensors_file",
     "check_sigma",
     "check_sigma_max",
     "check_size",
@@ -440,3 +441,98 @@ def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
             f"cannot read {path} as a torch file: it is corrupt or not a torch.save file "
             f"({_load_failure(str(exc))})"
         ) from None
+
+
+#: bytes per element of each safetensors dtype (sub-byte types counted per element rounded
+#: up is not needed: they are refused as not readable by torch)
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}  # fmt: skip
+
+#: largest safetensors header read (the format's own readers stop at 100 MB)
+SAFETENSORS_HEADER_MAX = 100_000_000
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Check a ``.safetensors`` file's header before the library reads it.
+
+    The header must be a JSON object of at most 100 MB; ``__metadata__``, if present, an
+    object of strings; every other entry an object with a known ``dtype``, a ``shape`` of
+    integers >= 0 and ``data_offsets`` ``[begin, end]`` that match the shape and lie in the
+    file. Nothing beyond the header is read.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, the entry and what is wrong (never the Rust reader's
+        text).
+    """
+    path = Path(path)
+    origin = f"cannot read {path} as a .safetensors file:"
+    fix = "the file is corrupt or not a safetensors file (re-save it with safetensors)"
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{origin} it is {size} bytes, shorter than the 8-byte header; {fix}")
+        n = int.from_bytes(head, "little")
+        if n > SAFETENSORS_HEADER_MAX or n > size - 8:
+            raise ValueError(
+                f"{origin} its header declares {n} bytes but the file holds {size - 8} after "
+                f"the length field (at most {SAFETENSORS_HEADER_MAX}); {fix}"
+            )
+        raw = fh.read(n)
+    try:
+        header = __import__("json").loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ValueError(f"{origin} its header is not valid UTF-8 JSON; {fix}") from None
+    if not isinstance(header, dict):
+        raise ValueError(
+            f"{origin} its header is a JSON {type(header).__name__}, not an object of "
+            f"tensors; {fix}"
+        )
+    body = size - 8 - n
+    meta = header.get("__metadata__")
+    if meta is not None and (
+        not isinstance(meta, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    ):
+        raise ValueError(
+            f"{origin} its '__metadata__' must be an object of strings; got "
+            f"{type(meta).__name__}; {fix}"
+        )
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{origin} tensor {name[:80]!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is described by a {type(entry).__name__}, not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in _SAFETENSORS_ITEMSIZE:
+            raise ValueError(
+                f"{where} has an unknown dtype {str(dtype)[:20]!r} (known: "
+                f"{', '.join(_SAFETENSORS_ITEMSIZE)}); {fix}"
+            )
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**53 for d in shape
+        ):
+            raise ValueError(f"{where} has a shape {str(shape)[:60]} that is not a list of sizes")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= body
+        ):
+            raise ValueError(
+                f"{where} has data_offsets {str(offsets)[:60]} outside the {body} bytes of "
+                f"data; {fix}"
+            )
+        need = math.prod(shape) * _SAFETENSORS_ITEMSIZE[dtype]
+        if offsets[1] - offsets[0] != need:
+            raise ValueError(
+                f"{where}: shape {shape} of {dtype} needs {need} bytes but its data_offsets "
+                f"span {offsets[1] - offsets[0]}; {fix}"
+            )

@@ -7,6 +7,7 @@ a command fails, and nothing non-finite is written or printed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -416,3 +417,128 @@ def test_resume_checkpoint_field_damaged(finished_run, tmp_path, entry, value, m
     with pytest.raises(ValueError, match=message) as info:
         train(_replace(CFG, epochs=2), tmp_path / "run", resume=True, progress=False)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ 3. our words
+
+import struct  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from scalespace_mk.networks.checkpoint import (  # noqa: E402
+    NESTING_MAX,
+    check_nesting,
+    find_depthwise,
+    load_checkpoint_file,
+)
+
+
+def _safetensors_with_header(path: Path, header, body: bytes = b"") -> Path:
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+    return path
+
+
+def _good_header():
+    return {"blocks.0.dwconv.weight": {"dtype": "F32", "shape": [4, 1, 3, 3],
+                                       "data_offsets": [0, 144]}}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda h: h["blocks.0.dwconv.weight"].update(dtype="Q99"), "unknown dtype 'Q99'"),
+        (lambda h: h.update(__metadata__="a string"), "'__metadata__' must be an object"),
+        (lambda h: h["blocks.0.dwconv.weight"].update(shape=[4, 1, 3, 4]), "needs 192 bytes"),
+        (lambda h: h["blocks.0.dwconv.weight"].update(data_offsets=[0, 10**6]), "outside"),
+        (lambda h: h.update(x=[1, 2]), "described by a list"),
+    ],
+)
+@pytest.mark.parametrize("command", ["analyze", "census", "replace"])
+def test_safetensors_corrupt_header_in_our_words(tmp_path, capsys, change, words, command):
+    header = _good_header()
+    change(header)
+    path = _safetensors_with_header(tmp_path / "c.safetensors", header, bytes(144))
+    argv = [command, str(path)] + (["--out", str(tmp_path / "r.pt")] if command == "replace" else [])
+    assert main(argv) == 2
+    err = _one_line_error(capsys, command)
+    assert words in err and "c.safetensors" in err
+    assert "variant" not in err and "AttributeError" not in err and "deserializ" not in err
+
+
+def test_safetensors_header_a_list_or_truncated(tmp_path):
+    path = _safetensors_with_header(tmp_path / "l.safetensors", [1, 2])
+    with pytest.raises(ValueError, match="header is a JSON list"):
+        load_checkpoint_file(path)
+    path.write_bytes(struct.pack("<Q", 10**12) + b"{}")
+    with pytest.raises(ValueError, match="header declares"):
+        load_checkpoint_file(path)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.one_of(
+    _JSON,
+    st.dictionaries(st.sampled_from(["w", "__metadata__", "blocks.0.dwconv.weight"]),
+                    st.fixed_dictionaries({}, optional={"dtype": st.sampled_from(["F32", "F64", "Q9", 3]),
+                                                        "shape": _JSON, "data_offsets": _JSON}) | _JSON,
+                    max_size=3),
+), body=st.binary(max_size=64))
+def test_fuzz_safetensors_headers(tmp_path_factory, header, body):
+    """Any JSON header: a mapping of tensors or one ValueError naming the file."""
+    path = _safetensors_with_header(tmp_path_factory.mktemp("st") / "f.safetensors", header, body)
+    try:
+        state = load_checkpoint_file(path)
+    except ValueError as exc:
+        assert "f.safetensors" in str(exc) and "\n" not in str(exc)
+    else:
+        assert isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())
+
+
+def test_self_referencing_checkpoint(tmp_path, capsys):
+    state = {"w": torch.randn(4, 1, 3, 3)}
+    state["self"] = state
+    torch.save(state, tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="'self' contains itself"):
+        load_checkpoint_file(tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="contains itself"):
+        find_depthwise(state)
+    assert main(["analyze", str(tmp_path / "s.pt")]) == 2
+    assert "contains itself" in _one_line_error(capsys, "analyze")
+
+
+@settings(max_examples=30, deadline=None)
+@given(depth=st.integers(0, 3 * NESTING_MAX), cycle=st.booleans(), as_list=st.booleans())
+def test_fuzz_checkpoint_nesting(depth, cycle, as_list):
+    leaf = {"blocks.0.dwconv.weight": torch.zeros(2, 1, 3, 3)}
+    obj: object = leaf
+    for _ in range(depth):
+        obj = [obj] if as_list else {"m": obj}
+    if cycle:
+        leaf["loop"] = obj
+    if cycle or depth >= NESTING_MAX:
+        with pytest.raises(ValueError, match="contains itself|nested more than"):
+            check_nesting(obj)
+    else:
+        check_nesting(obj)
+
+
+@pytest.mark.parametrize("payload", [5, None, [1, 2, 3], "text"])
+def test_checkpoint_that_is_not_a_mapping(tmp_path, capsys, payload):
+    torch.save(payload, tmp_path / "p.pt")
+    for command in ("analyze", "replace"):
+        argv = [command, str(tmp_path / "p.pt")]
+        if command == "replace":
+            argv += ["--out", str(tmp_path / "r.pt")]
+        assert main(argv) == 2
+        err = _one_line_error(capsys, command)
+        assert "not iterable" not in err and "dict-like" not in err
+    assert not (tmp_path / "r.pt").exists()

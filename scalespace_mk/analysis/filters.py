@@ -325,10 +325,17 @@ def _load_safetensors(path: Path) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from scalespace_mk._checks import check_safetensors_file
+
+    check_safetensors_file(path)  # our words for a damaged header, before the library
     try:
         tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path} as a .safetensors file: {exc}") from exc
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(
+            f"cannot read {path} as a .safetensors file ({first}); the file is corrupt or "
+            "holds a dtype torch cannot read"
+        ) from None
     if not tensors:
         raise ValueError(f"{path} holds no tensors")
     return _pick(tensors, str(path))

@@ -137,6 +137,12 @@ def file_kind(path: str) -> str:
     if head[:1] == b"\x80":  # a legacy torch.save pickle
         return "checkpoint"
     if p.suffix.lower() == ".safetensors" and len(head) == 8:
+        from scalespace_mk._checks import check_safetensors_file
+
+        try:  # a damaged header: let the loader name the problem
+            check_safetensors_file(p)
+        except (ValueError, OSError):
+            return "unknown"
         n = int.from_bytes(head, "little")
         try:
             with open(p, "rb") as fh:

@@ -31,6 +31,7 @@ from scalespace_mk._checks import (
     check_choice,
     check_filters,
     check_regular_file,
+    check_safetensors_file,
     load_torch_safely,
 )
 from scalespace_mk._io import atomic_path
@@ -38,6 +39,7 @@ from scalespace_mk._io import atomic_path
 __all__ = [
     "K_MAX",
     "K_MIN",
+    "NESTING_MAX",
     "NULL_SIZE",
     "AnalyzeResult",
     "DepthwiseScan",
@@ -46,6 +48,7 @@ __all__ = [
     "analyze",
     "candidate_filters",
     "candidate_models",
+    "check_nesting",
     "compare",
     "extract",
     "find_depthwise",
@@ -62,6 +65,44 @@ CANDIDATES = ("masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2")
 
 # --------------------------------------------------------------------------------------
 # reading and writing
+
+
+#: deepest nesting of containers accepted in a checkpoint (real ones have 2-4 levels)
+NESTING_MAX = 64
+
+
+def check_nesting(obj: Any, origin: str = "checkpoint") -> None:
+    """Refuse a container that contains itself or nests deeper than :data:`NESTING_MAX`.
+
+    Walks dicts, lists and tuples without recursion, so a self-referencing or 100,000-deep
+    object gives one line naming the entry instead of "maximum recursion depth exceeded".
+
+    Raises
+    ------
+    ValueError
+        Naming ``origin`` and the dotted path of the offending entry.
+    """
+    stack: list[tuple[Any, str, int, frozenset[int]]] = [(obj, "", 0, frozenset())]
+    while stack:
+        item, name, depth, above = stack.pop()
+        if not isinstance(item, Mapping | list | tuple):
+            continue
+        where = name or "(top level)"
+        if id(item) in above:
+            raise ValueError(
+                f"{origin}: entry {where!r} contains itself (a self-referencing container); "
+                "save a plain state dict instead"
+            )
+        if depth >= NESTING_MAX:
+            raise ValueError(
+                f"{origin}: entry {where!r} is nested more than {NESTING_MAX} containers deep "
+                "(scalespace_mk.networks.checkpoint.NESTING_MAX); save a plain state dict"
+            )
+        inner = above | {id(item)}
+        pairs = item.items() if isinstance(item, Mapping) else enumerate(item)
+        for key, value in pairs:
+            if isinstance(value, Mapping | list | tuple):
+                stack.append((value, f"{name}.{key}" if name else str(key), depth + 1, inner))
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> Any:
@@ -92,11 +133,18 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        check_safetensors_file(path)  # our words for a damaged header, before the library
         try:
             return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    return load_torch_safely(path, "checkpoint file")
+        except (SafetensorError, OSError, ValueError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({first}); the file is corrupt "
+                "or holds a dtype torch cannot read"
+            ) from None
+    state = load_torch_safely(path, "checkpoint file")
+    check_nesting(state, str(path))
+    return state
 
 
 def _flat_tensors(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -185,6 +233,8 @@ def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> Path:
 
 def _walk(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any, Any, Any]]:
     """Yield ``(dotted name, container, key, tensor)`` for every tensor in nested dicts."""
+    if not prefix:
+        check_nesting(obj, "state")  # a self-referencing or absurdly deep object
     if isinstance(obj, Mapping):
         for key, value in obj.items():
             name = f"{prefix}.{key}" if prefix else str(key)

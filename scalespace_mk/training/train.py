@@ -716,6 +716,55 @@ def _set_rng_state(state: Mapping[str, Any], aug_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _load_state_checked(model: nn.Module, state: Any, origin: str) -> None:
+    """``model.load_state_dict(state)`` with one-line errors and finite weights only.
+
+    Raises
+    ------
+    ValueError
+        Naming ``origin`` and up to three missing, unexpected or wrongly shaped keys (torch's
+        multi-line text never reaches the user), or the first entry holding NaN/Inf.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{origin}: expected a state dict, got {type(state).__name__}")
+    own = model.state_dict()
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    wrong = [k for k in own if k in state and not isinstance(state[k], torch.Tensor)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {few(missing)}")
+    if extra:
+        problems.append(f"unexpected keys {few(extra)}")
+    if shaped:
+        problems.append(f"wrongly shaped (stored vs model) {few(shaped)}")
+    if wrong:
+        problems.append(f"not tensors {few(wrong)}")
+    if problems:
+        raise ValueError(
+            f"{origin} does not fit the model {type(model).__name__}: {'; '.join(problems)}; "
+            "was it written for another --model or --dwconv?"
+        )
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{origin}: weight {k!r} holds NaN or Inf; the checkpoint cannot be evaluated "
+                "(an earlier run diverged: lower --lr or --weight-decay)"
+            )
+    model.load_state_dict(state)
+
+
 def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train` (``weights_only=True``) and validate it."""
     from scalespace_mk.networks.checkpoint import load_checkpoint_file
@@ -1411,8 +1460,10 @@ def evaluate_checkpoint(
     from scalespace_mk.training.datasets import build_dataset
 
     ckpt = load_training_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = _entry(Path(path), "config", lambda: TrainConfig.from_dict(ckpt["config"]))
     cfg = replace(cfg, init=None, replace_from=None)
+    if "num_classes" in ckpt:
+        _entry(Path(path), "num_classes", lambda: _as_count(ckpt["num_classes"]))
     d, device = _setup_distributed()
     val_set, num_classes = build_dataset(
         data, split="val", image_size=cfg.image_size, seed=cfg.seed
@@ -1432,7 +1483,7 @@ def evaluate_checkpoint(
             + (" (trained with ema_decay 0)" if ema else "")
         )
     model = create_model(cfg.model, num_classes=int(ckpt.get("num_classes", num_classes)))
-    model.load_state_dict(ckpt[key])
+    _load_state_checked(model, ckpt[key], f"{path} ({key!r})")
     model.to(device)
     return evaluate(
         model,
