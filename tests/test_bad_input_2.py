@@ -542,3 +542,95 @@ def test_checkpoint_that_is_not_a_mapping(tmp_path, capsys, payload):
         err = _one_line_error(capsys, command)
         assert "not iterable" not in err and "dict-like" not in err
     assert not (tmp_path / "r.pt").exists()
+
+
+# ------------------------------------------------------------------ 4. training data, eval
+
+
+def _image_tree(root: Path, classes: dict[str, list[str]]) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name, files in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, fname in enumerate(files):
+                img = Image.new("RGB", (40, 40), (40 * i % 255, 90, 160))
+                img.save(folder / fname, format="GIF" if fname.endswith(".gif") else "PNG")
+    return root
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("strict", [False, True])
+def test_fifo_named_x_png_never_blocks(tmp_path, strict):
+    root = _image_tree(tmp_path / "d", {"a": ["1.png", "2.png"], "b": ["1.png", "2.png"]})
+    os.mkfifo(root / "train" / "a" / "x.png")
+    proc = subprocess.run(  # a blocking open would hang: run it where a timeout can kill it
+        [sys.executable, "-c",
+         "import sys, warnings; warnings.simplefilter('ignore')\n"
+         "from scalespace_mk.training.datasets import build_dataset, CorruptImageError\n"
+         f"try:\n ds, k = build_dataset({str(root)!r}, split='train', image_size=32, strict={strict})\n"
+         " print(len(ds), k)\n"
+         "except CorruptImageError as e:\n print('refused', e)\n"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if strict:
+        assert proc.stdout.startswith("refused") and "x.png" in proc.stdout
+        assert "not regular files" in proc.stdout
+    else:
+        assert proc.stdout.split() == ["4", "2"]
+
+
+def test_gif_only_class_sorted_first_same_in_train_and_val(tmp_path):
+    from scalespace_mk.training.datasets import build_dataset
+
+    root = _image_tree(
+        tmp_path / "d", {"a_gifs": ["1.gif"], "b": ["1.png", "2.png"], "c": ["1.png"]}
+    )
+    with pytest.warns(RuntimeWarning, match="hold no image files"):
+        train_set, k_train = build_dataset(str(root), split="train", image_size=32)
+    with pytest.warns(RuntimeWarning, match="hold no image files"):
+        val_set, k_val = build_dataset(str(root), split="val", image_size=32)
+    assert k_train == k_val == 2
+    assert train_set.classes == val_set.classes == ["b", "c"]
+    assert sorted(set(val_set.targets)) == [0, 1]
+
+
+@pytest.fixture
+def eval_checkpoint(finished_run, tmp_path):
+    return finished_run[1], tmp_path / "e.pt"
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda s: s.pop(next(iter(s))), "missing keys"),
+        (lambda s: s.update(extra=torch.zeros(1)), "unexpected keys extra"),
+        (lambda s: s.update({k: torch.zeros(3, 3) for k in list(s)[:1]}), "wrongly shaped"),
+    ],
+)
+def test_eval_missing_extra_misshaped_keys_one_line(eval_checkpoint, capsys, edit, words):
+    state, path = eval_checkpoint
+    state = dict(state)
+    weights = dict(state["deploy"] if state.get("deploy") is not None else state["model"])
+    edit(weights)
+    state["deploy" if state.get("deploy") is not None else "model"] = weights
+    torch.save(state, path)
+    assert main(["eval", str(path), "--data", "synthetic:32", "--no-progress"]) == 2
+    err = _one_line_error(capsys, "eval")
+    assert words in err and "Error(s) in loading" not in err
+
+
+def test_eval_json_with_nan_weights_refused(eval_checkpoint, capsys):
+    state, path = eval_checkpoint
+    state = dict(state)
+    key = "deploy" if state.get("deploy") is not None else "model"
+    weights = {k: v.clone() for k, v in state[key].items()}
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name].fill_(float("nan"))
+    state[key] = weights
+    torch.save(state, path)
+    assert main(["eval", str(path), "--data", "synthetic:32", "--json", "--no-progress"]) == 2
+    assert "NaN or Inf" in _one_line_error(capsys, "eval")
+    assert "NaN" not in capsys.readouterr().out
