@@ -37,6 +37,7 @@ __all__ = [
     "check_sigma",
     "check_sigma_max",
     "check_size",
+    "check_tensor_device",
     "is_ascii_int",
     "load_torch_safely",
 ]
@@ -94,6 +95,15 @@ def check_epsilon(epsilon: Any, name: str = "epsilon") -> float:
     return value
 
 
+def check_tensor_device(name: str, value: torch.Tensor) -> None:
+    """Refuse a meta tensor (no values to compute with) with a ValueError naming ``name``."""
+    if value.is_meta:
+        raise ValueError(
+            f"{name} is a meta tensor (shape only, no values); pass a tensor with data, e.g. "
+            "on the CPU"
+        )
+
+
 def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
     """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry,
     or (when ``upper`` is given) an entry above ``upper``.
@@ -107,6 +117,7 @@ def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     top = math.inf if upper is None else upper
     if isinstance(value, torch.Tensor):
+        check_tensor_device(name, value)
         if value.numel() == 0:
             return
         if value.is_complex():
@@ -121,6 +132,11 @@ def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
             raise TypeError(f"{name} must be real; got {_describe(value)} of complex numbers")
         try:
             arr = np.asarray(value, dtype=np.float64)
+        except OverflowError:  # an int beyond the float range
+            raise ValueError(
+                f"{name} must be a finite number >= 0 and <= {top:g}; got an integer too large "
+                "for a float"
+            ) from None
         except (TypeError, ValueError):
             raise ValueError(
                 f"{name} must be a finite number >= 0; got {_describe(value)}"
@@ -149,6 +165,11 @@ def check_sigma(name: str, value: Any) -> None:
     check_nonneg(name, value, limits.SIGMA_LIMIT)
 
 
+#: Smallest ``sigma_max`` of a census: the variance ``sigma**2`` of smaller scales is
+#: below 1e-200 and underflows in the spline tables (it used to end in an IndexError).
+SIGMA_MAX_MIN = 1e-100
+
+
 def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
     """The largest scale a census searches: ``k / 2`` when None, else a finite float > 0
     (and, when ``bounded``, at most :data:`scalespace_mk.limits.SIGMA_LIMIT`)."""
@@ -160,6 +181,12 @@ def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
         raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
     if not (0.0 < sigma_max < math.inf):
         raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    if sigma_max < SIGMA_MAX_MIN:
+        raise ValueError(
+            f"sigma_max must be >= {SIGMA_MAX_MIN:g} pixels (below it every model equals its "
+            f"sigma = 0 limit to float64 precision; k / 2 = {k / 2:g} is the default); got "
+            f"{sigma_max!r}"
+        )
     if bounded and sigma_max > limits.SIGMA_LIMIT:
         raise ValueError(
             f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
@@ -212,6 +239,11 @@ def check_filters(
     filters instead).
     """
     if isinstance(h, torch.Tensor):
+        check_tensor_device(name, h)
+        if h.dtype in (torch.bfloat16, torch.float16) or (
+            h.is_floating_point() and h.dtype.itemsize == 1
+        ):  # numpy has no bfloat16: computed in float64
+            h = h.detach().to(torch.float64)
         h = h.detach().cpu().resolve_conj().numpy()
     if np.iscomplexobj(h):
         raise TypeError(

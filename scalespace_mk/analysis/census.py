@@ -969,7 +969,10 @@ def _resolve_device(device: Any) -> torch.device:
             f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
+        raise ValueError(
+            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
+            "device or a CPU-only torch); use device='cpu'"
+        )
     return dev
 
 

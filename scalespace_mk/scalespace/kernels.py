@@ -86,6 +86,10 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
 def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
     """Return ``(sigma as a 1-D float64 tensor, came_from_torch, original batch shape)``."""
     if isinstance(sigma, torch.Tensor):
+        if sigma.is_meta:
+            raise ValueError(
+                "sigma is a meta tensor (shape only, no values); pass a tensor with data"
+            )
         if sigma.is_complex() or sigma.dtype == torch.bool:
             raise TypeError(f"sigma must be a real tensor; got dtype {sigma.dtype}")
         shape = tuple(sigma.shape)
@@ -97,6 +101,11 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
         raise TypeError(f"sigma must be a real number or a 1-D array of numbers; got {sigma!r}")
     try:
         arr = np.asarray(sigma, dtype=np.float64)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(
+            f"sigma must be <= {limits.SIGMA_LIMIT:g} (scalespace_mk.limits.SIGMA_LIMIT); got an "
+            "integer too large for a float"
+        ) from None
     except (TypeError, ValueError):
         raise TypeError(
             f"sigma must be a number or a 1-D array of numbers; got {sigma!r}"
