@@ -160,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
             epsilon=args.epsilon,
         )
     except (ValueError, TypeError) as exc:
-        print(f"scalespace-mk bank: error: {exc}", file=sys.stderr)
+        import re
+
+        text = re.sub(r"^(alpha|sigma|size|epsilon|method|mode|models)\b", r"--\1", str(exc))
+        print(f"scalespace-mk bank: error: {text}", file=sys.stderr)
         return 2
     out = save_bank(args.out, bank)
     n_sigma, n_models, size, _ = bank.kernels.shape

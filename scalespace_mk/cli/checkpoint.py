@@ -368,10 +368,10 @@ def _run_replace(args: argparse.Namespace) -> int:
     if njet:
         import numpy as np
 
-        r2 = [layer["median_r2"] for layer in result.layers]
-        print(
-            f"  N-jet order {args.njet_order}: median R^2 per layer, median {np.nanmedian(r2):.3f}"
-        )
+        r2 = np.array([layer["median_r2"] for layer in result.layers], dtype=float)
+        r2 = r2[np.isfinite(r2)]
+        median = f"{np.median(r2):.3f}" if r2.size else "undefined (every filter is constant)"
+        print(f"  N-jet order {args.njet_order}: median R^2 per layer, median {median}")
         return 0
     for key in sorted(totals, key=int):
         print(f"  candidate {key}: {totals[key]:>7} channels ({totals[key] / n:.1%})")

@@ -598,6 +598,11 @@ def analyze(
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     check_choice("on_invalid", on_invalid, ON_INVALID)
+    from scalespace_mk.limits import check_count
+
+    check_count("n_boot", n_boot)
+    if null_size is not None:
+        check_count("null_size", null_size)
     if null_size is not None and (
         isinstance(null_size, bool) or not isinstance(null_size, int) or null_size < 1
     ):
@@ -740,6 +745,10 @@ def compare(
         raise TypeError("results must be a sequence of AnalyzeResult (from analyze)")
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise ValueError(f"stages must be a positive integer such as 4; got {stages!r}")
+    from scalespace_mk.limits import check_count
+
+    check_count("stages", stages)
+    check_count("n_boot", n_boot)
     names = [str(i + 1) for i in range(len(results))] if names is None else list(names)
     if len(names) != len(results):
         raise ValueError(f"names must have one label per result ({len(results)}); got {names!r}")
@@ -906,6 +915,7 @@ def _njet_replace(name: str, container: Any, key: Any, tensor: Any, order: int) 
     from scalespace_mk.analysis.jets import family_census
 
     w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
+    _check_finite_channels(w, f"layer {name!r}", "holds NaN or infinite weights")
     new = w.copy()
     keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
     r2 = np.ones(0)
@@ -970,6 +980,21 @@ def replace(
     targets = [(n, c, k, t) for n, c, k, t in _walk(obj) if _is_depthwise(n, t)]
     if not targets:
         raise ValueError("no depthwise weights ([C, 1, k, k] tensors) found in the checkpoint")
+    others = [
+        n
+        for n, _, _, t in _walk(obj)
+        if not _is_depthwise(n, t)
+        and (t.is_floating_point() or t.is_complex())
+        and not t.is_meta
+        and not bool(torch.isfinite(t).all())
+    ]
+    if others:  # copied unchanged, they would put NaN/Inf into the output
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise ValueError(
+            f"the checkpoint already holds NaN or Inf in tensors that are not depthwise weights "
+            f"({', '.join(repr(n) for n in others[:3])}{more}); replace copies them unchanged "
+            "and never writes a non-finite value: repair or drop them first"
+        )
     cache: dict[int, np.ndarray] = {}
     layers = []
     for name, container, key, tensor in targets:
@@ -1107,9 +1132,15 @@ def extract(
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
     data = _pool_filters(sources)
     flat = data.reshape(data.shape[0], -1)
+    # scale invariance, exactly: each filter's largest |tap| to [1, 2) by a power of two, so
+    # filters scaled by 1e-300 or 1e307 neither underflow nor overflow
+    peak = np.abs(flat).max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        exponent = np.where(peak > 0, -np.floor(np.log2(np.where(peak > 0, peak, 1.0))), 0.0)
+    flat = np.ldexp(flat, exponent.astype(np.int64))
     flat = flat - flat.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(flat, axis=1)
-    valid = norms > 1e-12 * max(1.0, float(norms.max()))
+    valid = norms > 1e-12  # relative to the filter's own largest tap (now in [1, 2))
     y = flat[valid] / norms[valid, None]
     if y.shape[0] < k:
         raise ValueError(

@@ -219,6 +219,12 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1); got {self.ema_decay!r}")
         if self.init and self.replace_from:
             raise ValueError("pass either init or replace_from, not both")
+        if self.filters is not None and self.dwconv in ("learned", "njet"):
+            raise ValueError(
+                f"filters is used only by the masterkey, idealized and learnable depthwise "
+                f"convs; --dwconv {self.dwconv} would ignore it: drop --filters or choose "
+                "another --dwconv"
+            )
         if self.dwconv == "learned" and self.replace_from:
             raise ValueError(
                 "replace_from needs an analytic dwconv (masterkey, idealized, "
