@@ -634,3 +634,215 @@ def test_eval_json_with_nan_weights_refused(eval_checkpoint, capsys):
     assert main(["eval", str(path), "--data", "synthetic:32", "--json", "--no-progress"]) == 2
     assert "NaN or Inf" in _one_line_error(capsys, "eval")
     assert "NaN" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ 5-6. bounded, API
+
+from scalespace_mk import limits  # noqa: E402
+from scalespace_mk.analysis.census import census  # noqa: E402
+from scalespace_mk.networks.checkpoint import analyze, compare, extract, replace  # noqa: E402
+from scalespace_mk.networks.layers import AnalyticDepthwiseConv2d  # noqa: E402
+from scalespace_mk.scalespace.kernels import discrete_gaussian  # noqa: E402
+
+FILTERS = np.random.default_rng(20).normal(size=(24, 7, 7))
+
+
+def test_census_sigma_max_tiny_refused_not_indexerror():
+    with pytest.raises(ValueError, match="sigma_max must be >= 1e-100"):
+        census(FILTERS, sigma_max=1e-300)
+
+
+def test_census_device_cuda_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="device 'cuda' was requested"):
+        census(FILTERS, device="cuda")
+
+
+def test_census_batch_size_huge_refused():
+    with pytest.raises(ValueError, match="batch_size must be at most"):
+        census(FILTERS, batch_size=10**30)
+
+
+def test_census_bfloat16_and_half_computed_in_float64():
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.tensor(FILTERS[:6], dtype=dtype)
+        got = census(x)
+        same = census(x.to(torch.float64).numpy())
+        np.testing.assert_array_equal(got.best, same.best)
+        np.testing.assert_array_equal(got.r2, same.r2)
+
+
+def test_jet_basis_2_none():
+    from scalespace_mk.scalespace.jets import jet_basis
+
+    with pytest.raises(TypeError, match="sigma_x must be a number"):
+        jet_basis(2, None)
+
+
+def test_discrete_gaussian_meta_tensor_and_huge_int():
+    with pytest.raises(ValueError, match="meta tensor"):
+        discrete_gaussian(torch.tensor(1.0, device="meta"))
+    with pytest.raises(ValueError, match="SIGMA_LIMIT"):
+        discrete_gaussian(10**400)
+    with pytest.raises(ValueError, match="meta tensor"):
+        census(torch.empty(3, 7, 7, device="meta"))
+
+
+def test_discrete_gaussian_half_inputs_in_callers_dtype():
+    for dtype in (torch.float16, torch.bfloat16):
+        k = discrete_gaussian(torch.tensor(1.0, dtype=dtype), size=5)
+        assert k.dtype == dtype
+        ref = discrete_gaussian(1.0, size=5)
+        np.testing.assert_allclose(k.double().numpy(), ref, rtol=1e-2)
+
+
+@pytest.mark.parametrize("n", [0, -1, 10**9])
+def test_create_model_num_classes_refused(n):
+    from scalespace_mk.networks import create_model
+
+    with pytest.raises(ValueError, match="num_classes must be an integer in"):
+        create_model("convnextv2_test", num_classes=n)
+
+
+def _dw_state(scale: float = 1.0) -> dict:
+    g = torch.Generator().manual_seed(3)
+    return {"stem.weight": torch.randn(8, 3, 3, 3, generator=g),
+            "blocks.0.dwconv.weight": torch.randn(16, 1, 7, 7, generator=g, dtype=torch.float64) * scale}
+
+
+def test_analyze_n_boot_0_and_huge_refused():
+    with pytest.raises(ValueError, match="n_boot must be an integer in"):
+        analyze(_dw_state(), n_boot=0, null="none")
+    with pytest.raises(ValueError, match="BOOTSTRAP_MAX"):
+        analyze(_dw_state(), n_boot=10**9, null="none")
+
+
+def test_bank_alpha_minus_1(capsys, tmp_path):
+    assert main(["bank", "--alpha", "-1", "--out", str(tmp_path / "b.npz")]) == 2
+    assert "--alpha must be a finite number >= 0" in _one_line_error(capsys, "bank")
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_train_filters_with_dwconv_learned(tmp_path, capsys):
+    argv = ["train", "--model", "convnextv2_test", "--data", "synthetic:16", "--dwconv",
+            "learned", "--filters", "x.npy", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "--filters is used only by" in _one_line_error(capsys, "train")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_seed_minus_1(tmp_path, capsys):
+    argv = ["train", "--model", "convnextv2_test", "--data", "synthetic:16", "--seed", "-1",
+            "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "--seed must be an integer in [0, 4294967295]" in _one_line_error(capsys, "train")
+
+
+def test_memory_budget_zero_bytes(monkeypatch):
+    for text in ("0", "0.0001K"):
+        monkeypatch.setenv(limits.MEMORY_BUDGET_ENV, text)
+        with pytest.raises(ValueError, match=limits.MEMORY_BUDGET_ENV):
+            limits.memory_budget()
+
+
+def test_text_filter_file_over_the_cap(tmp_path, monkeypatch):
+    from scalespace_mk.analysis.filters import read_filter_text
+
+    path = tmp_path / "f.txt"
+    path.write_text("Filter 1:\n" + "0 0 0\n0 1 0\n0 0 0\n" * 50)
+    monkeypatch.setattr(limits, "TEXT_FILE_BYTES_MAX", 100)
+    with pytest.raises(ValueError, match="TEXT_FILE_BYTES_MAX"):
+        read_filter_text(path)
+
+
+def test_pt_with_64_corrupted_bytes_refused(tmp_path, capsys):
+    import zipfile
+
+    path = tmp_path / "c.pt"
+    torch.save(_dw_state(), path)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    h = info.header_offset
+    n, e = struct.unpack("<HH", raw[h + 26 : h + 30])
+    start = h + 30 + n + e
+    for i in range(64):
+        raw[start + 64 + i] ^= 0x5A
+    path.write_bytes(raw)
+    with pytest.raises(ValueError, match="fails its CRC-32 check"):
+        load_checkpoint_file(path)
+    assert main(["replace", str(path), "--out", str(tmp_path / "r.pt")]) == 2
+    assert "CRC-32" in _one_line_error(capsys, "replace")
+    assert not (tmp_path / "r.pt").exists()
+
+
+def test_replace_njet_order_0_refused_not_order_2(tmp_path):
+    torch.save(_dw_state(), tmp_path / "c.pt")
+    with pytest.raises(SystemExit):
+        main(["replace", str(tmp_path / "c.pt"), "--out", str(tmp_path / "r.pt"), "--njet-order", "0"])
+    assert not (tmp_path / "r.pt").exists()
+
+
+def test_replace_njet_on_constant_filters_prints_no_nan(tmp_path, capsys):
+    state = {"blocks.0.dwconv.weight": torch.ones(4, 1, 7, 7)}
+    torch.save(state, tmp_path / "c.pt")
+    assert main(["replace", str(tmp_path / "c.pt"), "--out", str(tmp_path / "r.pt"),
+                 "--njet-order", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out.lower() and "undefined" in out
+    assert main(["replace", str(tmp_path / "c.pt"), "--out", str(tmp_path / "r.pt"),
+                 "--njet-order", "2", "--json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+
+
+def test_replace_copying_nan_from_non_depthwise_refused(tmp_path):
+    state = _dw_state()
+    state["stem.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="not depthwise weights.*'stem.weight'"):
+        replace(state, out=tmp_path / "r.pt")
+    assert not (tmp_path / "r.pt").exists()
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e307])
+def test_extract_honours_scale_invariance(scale):
+    ref = extract(FILTERS, k=3, seed=0)
+    got = extract(FILTERS * scale, k=3, seed=0)
+    np.testing.assert_array_equal(got.assignment, ref.assignment)
+    np.testing.assert_allclose(got.filters, ref.filters, atol=1e-12)
+
+
+@pytest.mark.parametrize(("option", "value"), [("mode", "full"), ("sigma_max", 1.0)])
+def test_layer_option_change_after_forward_drops_stale_kernel(option, value):
+    def fresh(**kw):
+        return AnalyticDepthwiseConv2d(8, 7, sigma_x=torch.full((8,), 3.0), learn_scales=False, **kw).eval()
+
+    layer = fresh()
+    with torch.no_grad():
+        before = layer(torch.randn(1, 8, 9, 9))
+        setattr(layer, option, value)
+        after = layer.kernel()
+    expected = fresh(**{option: value}).kernel()
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    assert before is not None and not torch.equal(after, fresh().kernel())
+    with pytest.raises(ValueError):
+        setattr(layer, "mode", "bogus")
+
+
+def test_analytic_layer_adam_lr_1e30_clear_error():
+    torch.manual_seed(0)
+    layer = AnalyticDepthwiseConv2d(8, 7, sigma_x=torch.full((8,), 1.0))
+    opt = torch.optim.Adam(layer.parameters(), lr=1e30)
+    x = torch.randn(1, 8, 12, 12)
+    with pytest.raises(ValueError, match="kernel is not finite.*learning rate"):
+        for _ in range(3):
+            loss = layer(x).square().mean()
+            assert torch.isfinite(loss)  # never a silent NaN: an error comes first
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def test_compare_stages_huge():
+    with pytest.raises(ValueError, match="STAGES_MAX"):
+        compare([analyze(_dw_state(), null="none")] * 2, stages=10**12)
