@@ -177,8 +177,7 @@ def check_output_path(
         if mode is not None and not stat.S_ISDIR(mode):
             kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
             raise NotRegularFileError(
-                f"{what} {text!r} exists and is {kind}, not a folder; name a new or existing "
-                "folder"
+                f"{what} {text!r} exists and is {kind}, not a folder; name a new or existing folder"
             )
         if mode is not None:
             if not os.access(p, os.W_OK | os.X_OK):

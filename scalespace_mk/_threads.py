@@ -64,7 +64,7 @@ def set_threads(n: int | None = None) -> int:
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= THREADS_MAX:
         raise ValueError(
-            f"threads must be an integer in [1, {THREADS_MAX}] "
+            f"threads must be a positive integer <= {THREADS_MAX} "
             f"(scalespace_mk.limits.THREADS_MAX); got {n!r}"
         )
     import torch

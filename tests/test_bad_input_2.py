@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -430,7 +431,6 @@ from scalespace_mk.networks.checkpoint import (  # noqa: E402
     NESTING_MAX,
     check_nesting,
     find_depthwise,
-    load_checkpoint_file,
 )
 
 
@@ -441,8 +441,9 @@ def _safetensors_with_header(path: Path, header, body: bytes = b"") -> Path:
 
 
 def _good_header():
-    return {"blocks.0.dwconv.weight": {"dtype": "F32", "shape": [4, 1, 3, 3],
-                                       "data_offsets": [0, 144]}}
+    return {
+        "blocks.0.dwconv.weight": {"dtype": "F32", "shape": [4, 1, 3, 3], "data_offsets": [0, 144]}
+    }
 
 
 @pytest.mark.parametrize(
@@ -460,7 +461,9 @@ def test_safetensors_corrupt_header_in_our_words(tmp_path, capsys, change, words
     header = _good_header()
     change(header)
     path = _safetensors_with_header(tmp_path / "c.safetensors", header, bytes(144))
-    argv = [command, str(path)] + (["--out", str(tmp_path / "r.pt")] if command == "replace" else [])
+    argv = [command, str(path)] + (
+        ["--out", str(tmp_path / "r.pt")] if command == "replace" else []
+    )
     assert main(argv) == 2
     err = _one_line_error(capsys, command)
     assert words in err and "c.safetensors" in err
@@ -477,21 +480,40 @@ def test_safetensors_header_a_list_or_truncated(tmp_path):
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(header=st.one_of(
-    _JSON,
-    st.dictionaries(st.sampled_from(["w", "__metadata__", "blocks.0.dwconv.weight"]),
-                    st.fixed_dictionaries({}, optional={"dtype": st.sampled_from(["F32", "F64", "Q9", 3]),
-                                                        "shape": _JSON, "data_offsets": _JSON}) | _JSON,
-                    max_size=3),
-), body=st.binary(max_size=64))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.one_of(
+        _JSON,
+        st.dictionaries(
+            st.sampled_from(["w", "__metadata__", "blocks.0.dwconv.weight"]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "dtype": st.sampled_from(["F32", "F64", "Q9", 3]),
+                    "shape": _JSON,
+                    "data_offsets": _JSON,
+                },
+            )
+            | _JSON,
+            max_size=3,
+        ),
+    ),
+    body=st.binary(max_size=64),
+)
 def test_fuzz_safetensors_headers(tmp_path_factory, header, body):
     """Any JSON header: a mapping of tensors or one ValueError naming the file."""
     path = _safetensors_with_header(tmp_path_factory.mktemp("st") / "f.safetensors", header, body)
@@ -566,13 +588,20 @@ def test_fifo_named_x_png_never_blocks(tmp_path, strict):
     root = _image_tree(tmp_path / "d", {"a": ["1.png", "2.png"], "b": ["1.png", "2.png"]})
     os.mkfifo(root / "train" / "a" / "x.png")
     proc = subprocess.run(  # a blocking open would hang: run it where a timeout can kill it
-        [sys.executable, "-c",
-         "import sys, warnings; warnings.simplefilter('ignore')\n"
-         "from scalespace_mk.training.datasets import build_dataset, CorruptImageError\n"
-         f"try:\n ds, k = build_dataset({str(root)!r}, split='train', image_size=32, strict={strict})\n"
-         " print(len(ds), k)\n"
-         "except CorruptImageError as e:\n print('refused', e)\n"],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys, warnings; warnings.simplefilter('ignore')\n"
+            "from scalespace_mk.training.datasets import build_dataset, CorruptImageError\n"
+            f"try:\n ds, k = build_dataset({str(root)!r}, split='train', image_size=32,"
+            f" strict={strict})\n"
+            " print(len(ds), k)\n"
+            "except CorruptImageError as e:\n print('refused', e)\n",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     if strict:
@@ -707,8 +736,11 @@ def test_create_model_num_classes_refused(n):
 
 def _dw_state(scale: float = 1.0) -> dict:
     g = torch.Generator().manual_seed(3)
-    return {"stem.weight": torch.randn(8, 3, 3, 3, generator=g),
-            "blocks.0.dwconv.weight": torch.randn(16, 1, 7, 7, generator=g, dtype=torch.float64) * scale}
+    return {
+        "stem.weight": torch.randn(8, 3, 3, 3, generator=g),
+        "blocks.0.dwconv.weight": torch.randn(16, 1, 7, 7, generator=g, dtype=torch.float64)
+        * scale,
+    }
 
 
 def test_analyze_n_boot_0_and_huge_refused():
@@ -725,16 +757,36 @@ def test_bank_alpha_minus_1(capsys, tmp_path):
 
 
 def test_train_filters_with_dwconv_learned(tmp_path, capsys):
-    argv = ["train", "--model", "convnextv2_test", "--data", "synthetic:16", "--dwconv",
-            "learned", "--filters", "x.npy", "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        "--model",
+        "convnextv2_test",
+        "--data",
+        "synthetic:16",
+        "--dwconv",
+        "learned",
+        "--filters",
+        "x.npy",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 2
     assert "--filters is used only by" in _one_line_error(capsys, "train")
     assert not (tmp_path / "r").exists()
 
 
 def test_train_seed_minus_1(tmp_path, capsys):
-    argv = ["train", "--model", "convnextv2_test", "--data", "synthetic:16", "--seed", "-1",
-            "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        "--model",
+        "convnextv2_test",
+        "--data",
+        "synthetic:16",
+        "--seed",
+        "-1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 2
     assert "--seed must be an integer in [0, 4294967295]" in _one_line_error(capsys, "train")
 
@@ -780,19 +832,51 @@ def test_pt_with_64_corrupted_bytes_refused(tmp_path, capsys):
 def test_replace_njet_order_0_refused_not_order_2(tmp_path):
     torch.save(_dw_state(), tmp_path / "c.pt")
     with pytest.raises(SystemExit):
-        main(["replace", str(tmp_path / "c.pt"), "--out", str(tmp_path / "r.pt"), "--njet-order", "0"])
+        main(
+            [
+                "replace",
+                str(tmp_path / "c.pt"),
+                "--out",
+                str(tmp_path / "r.pt"),
+                "--njet-order",
+                "0",
+            ]
+        )
     assert not (tmp_path / "r.pt").exists()
 
 
 def test_replace_njet_on_constant_filters_prints_no_nan(tmp_path, capsys):
     state = {"blocks.0.dwconv.weight": torch.ones(4, 1, 7, 7)}
     torch.save(state, tmp_path / "c.pt")
-    assert main(["replace", str(tmp_path / "c.pt"), "--out", str(tmp_path / "r.pt"),
-                 "--njet-order", "2"]) == 0
+    assert (
+        main(
+            [
+                "replace",
+                str(tmp_path / "c.pt"),
+                "--out",
+                str(tmp_path / "r.pt"),
+                "--njet-order",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "nan" not in out.lower() and "undefined" in out
-    assert main(["replace", str(tmp_path / "c.pt"), "--out", str(tmp_path / "r.pt"),
-                 "--njet-order", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "replace",
+                str(tmp_path / "c.pt"),
+                "--out",
+                str(tmp_path / "r.pt"),
+                "--njet-order",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
 
 
@@ -815,7 +899,9 @@ def test_extract_honours_scale_invariance(scale):
 @pytest.mark.parametrize(("option", "value"), [("mode", "full"), ("sigma_max", 1.0)])
 def test_layer_option_change_after_forward_drops_stale_kernel(option, value):
     def fresh(**kw):
-        return AnalyticDepthwiseConv2d(8, 7, sigma_x=torch.full((8,), 3.0), learn_scales=False, **kw).eval()
+        return AnalyticDepthwiseConv2d(
+            8, 7, sigma_x=torch.full((8,), 3.0), learn_scales=False, **kw
+        ).eval()
 
     layer = fresh()
     with torch.no_grad():
@@ -826,7 +912,7 @@ def test_layer_option_change_after_forward_drops_stale_kernel(option, value):
     torch.testing.assert_close(after, expected, rtol=0, atol=0)
     assert before is not None and not torch.equal(after, fresh().kernel())
     with pytest.raises(ValueError):
-        setattr(layer, "mode", "bogus")
+        layer.mode = "bogus"
 
 
 def test_analytic_layer_adam_lr_1e30_clear_error():
@@ -846,3 +932,164 @@ def test_analytic_layer_adam_lr_1e30_clear_error():
 def test_compare_stages_huge():
     with pytest.raises(ValueError, match="STAGES_MAX"):
         compare([analyze(_dw_state(), null="none")] * 2, stages=10**12)
+
+
+# ------------------------------------------------------------------ 7. fuzz every CLI integer
+
+import argparse  # noqa: E402
+
+from scalespace_mk.cli import build_parser  # noqa: E402
+
+
+def _int_options() -> list[tuple[str, str, object]]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(getattr(a, "choices", None), dict))
+    found = []
+    for command, sp in sub.choices.items():
+        for action in sp._actions:
+            name = getattr(action.type, "__name__", "")
+            if name in ("integer", "_int", "_positive_int") or name.startswith("-"):
+                found.append((command, action.option_strings[0], action.type))
+    return found
+
+
+INT_OPTIONS = _int_options()
+
+_INT_TEXT = st.one_of(
+    st.integers(-(10**40), 10**40).map(str),
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "1023",
+            "1024",
+            "1025",
+            "4294967295",
+            "4294967296",
+            "9" * 400,
+            "-" + "9" * 400,
+            "1_0",
+            "\u0663",
+            "+3",
+            "1e3",
+            " 7",
+            "0x10",
+            "",
+            "nan",
+            "999999999999999999999999999999999",
+        ]
+    ),
+)
+
+
+def test_every_cli_integer_option_is_fuzzed():
+    names = {(c, o) for c, o, _ in INT_OPTIONS}
+    assert {
+        ("analyze", "--stages"),
+        ("train", "--workers"),
+        ("eval", "--workers"),
+        ("census", "--threads"),
+        ("extract", "-k"),
+        ("replace", "--njet-order"),
+    } <= names
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, len(INT_OPTIONS) - 1), text=_INT_TEXT)
+def test_fuzz_cli_integer_options(index, text):
+    """Every integer option: an int in its documented range, or one clear refusal."""
+    from scalespace_mk.cli.train import config_from_args
+
+    command, option, kind = INT_OPTIONS[index]
+    started = time.perf_counter()
+    if command == "train" and kind.__name__ == "integer":  # TrainConfig checks the range
+        parser = build_parser()
+        try:
+            args = parser.parse_args(
+                [
+                    command,
+                    "--model",
+                    "convnextv2_test",
+                    "--data",
+                    "synthetic:16",
+                    "--out",
+                    "never",
+                    option,
+                    text,
+                ]
+            )
+        except SystemExit:
+            return
+        try:
+            cfg = config_from_args(args)
+        except ValueError as exc:
+            assert "\n" not in str(exc) and option in str(exc), str(exc)
+        else:
+            value = getattr(cfg, option.lstrip("-").replace("-", "_"))
+            assert value is None or 0 <= value <= max(limits.EPOCHS_MAX, 1 << 62)
+    else:
+        try:
+            value = kind(text)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            assert "\n" not in str(exc) and "Traceback" not in str(exc)
+        else:
+            assert isinstance(value, int) and limits.is_ascii_int(text.strip())
+            if kind.__name__ != "_int":  # bank --size: check_size bounds it (tested above)
+                assert -1 < value <= max(hi for _, hi, _ in limits.COUNT_LIMITS.values())
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (
+            ["analyze", "c.pt", "--stages", "1" + "0" * 30],
+            "--stages: must be an integer in [1, 1000]",
+        ),
+        (
+            ["census", "f.npy", "--threads", "100000000"],
+            "--threads: must be an integer in [1, 1024]",
+        ),
+        (["eval", "c.pt", "--data", "synthetic:8", "--workers", "100000000000"], "WORKERS_MAX"),
+    ],
+)
+def test_huge_integer_options_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and words in err, err
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("synthetic:" + "9" * 25, "SYNTHETIC_SAMPLES_MAX"),
+        ("synthetic:16,classes=100000000", "CLASSES_MAX"),
+    ],
+)
+def test_train_data_synthetic_huge(spec, words, tmp_path, capsys):
+    argv = ["train", "--model", "convnextv2_test", "--data", spec, "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert words in _one_line_error(capsys, "train")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_workers_huge(tmp_path, capsys):
+    argv = [
+        "train",
+        "--model",
+        "convnextv2_test",
+        "--data",
+        "synthetic:16",
+        "--workers",
+        "100000000000",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 2
+    assert "WORKERS_MAX" in _one_line_error(capsys, "train")

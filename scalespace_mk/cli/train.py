@@ -17,6 +17,22 @@ from ._args import count_arg, source_constant, source_defaults, source_fields
 
 __all__ = ["add_parser"]
 
+
+def _ascii_int(text: str) -> int:
+    """An integer of ASCII digits (``int`` would take ``1_0`` as 10); the range is checked by
+    TrainConfig, which names the option and its limit."""
+    from scalespace_mk.limits import is_ascii_int
+
+    body = text.strip()
+    if not is_ascii_int(body) or len(body) > 30:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer (ASCII digits, at most 30); got {text[:40]!r}"
+        )
+    return int(body)
+
+
+_ascii_int.__name__ = "integer"
+
 #: Help of every TrainConfig option; the default (and the preset note) are added to each.
 _HELP = {
     "model": "network name (scalespace_mk.networks.list_models())",
@@ -113,7 +129,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if annotation == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            kind = {"int": int, "int | None": int, "float": float}.get(annotation, str)
+            kind = {"int": _ascii_int, "int | None": _ascii_int, "float": float}.get(
+                annotation, str
+            )
             p.add_argument(flag, type=kind, default=None, choices=choices.get(name), help=text)
     p.set_defaults(_run=_run_train)
 

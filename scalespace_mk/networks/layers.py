@@ -702,8 +702,10 @@ class _CachedDepthwise(nn.Module):
                 value = float(value)
             super().__setattr__(name, value)
             self.clear_cache()
-            if "_n_fft" in self.__dict__ and name in ("mode", "sigma_max") and hasattr(
-                self, "order"
+            if (
+                "_n_fft" in self.__dict__
+                and name in ("mode", "sigma_max")
+                and hasattr(self, "order")
             ):
                 k = self.kernel_size
                 taps = k + (4 if self.order >= 3 else 2) if self.mode == "full" else k
