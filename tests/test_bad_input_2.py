@@ -1093,3 +1093,49 @@ def test_train_workers_huge(tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "WORKERS_MAX" in _one_line_error(capsys, "train")
+
+
+def test_layer_on_cuda_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="device 'cuda' was requested"):
+        AnalyticDepthwiseConv2d(4, 7, device="cuda")
+
+
+# ------------------------------------------------------------------ JSON always valid
+
+
+def _strict_json(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+
+def test_json_encoder_maps_non_finite_to_null_with_reason():
+    from scalespace_mk import _json
+
+    text = _json.dumps({"a": -math.inf, "b": [1.0, np.float32("nan")], "c": np.int64(3)})
+    out = _strict_json(text)
+    assert out["a"] is None and out["b"] == [1.0, None] and out["c"] == 3
+    assert set(out["null_reasons"]) == {"a", "b[1]"} and "-Infinity" in out["null_reasons"]["a"]
+    assert _strict_json(_json.dumps([math.inf])) == [None]
+
+
+@pytest.mark.parametrize("command", ["spread", "census"])
+def test_spread_census_json_on_taps_near_float_max(tmp_path, capsys, command):
+    f = np.random.default_rng(1).normal(size=(5, 7, 7))
+    f = f / np.abs(f).max() * 1.7e308
+    f[1] = np.random.default_rng(2).normal(size=(7, 7)) * 1e-300
+    np.save(tmp_path / "f.npy", f)
+    argv = (
+        ["spread", "--filters", str(tmp_path / "f.npy"), "--json"]
+        if command == "spread"
+        else ["census", str(tmp_path / "f.npy"), "--json", "--null", "none"]
+    )
+    assert main(argv) == 0
+    out = _strict_json(capsys.readouterr().out)
+    if command == "spread":  # moments are scale free: finite for every filter
+        ref = __import__("scalespace_mk.analysis.spread", fromlist=["spread"]).spread(
+            f / np.abs(f).max(axis=(1, 2), keepdims=True)
+        )
+        for rec, mean in zip(out["filters"], ref.mean, strict=True):
+            np.testing.assert_allclose(rec["mean"], mean, rtol=1e-12)
+        assert all(k.endswith(".l1") for k in out.get("null_reasons", {}))

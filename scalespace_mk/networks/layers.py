@@ -789,7 +789,17 @@ def _factory(device: Any, dtype: Any) -> dict[str, Any]:
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype; got {dtype}")
     # None: the default device, which follows ``with torch.device(...)`` (e.g. "meta")
-    device = torch.get_default_device() if device is None else torch.device(device)
+    try:
+        device = torch.get_default_device() if device is None else torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
+            "device or a CPU-only torch); use device='cpu'"
+        )
     return {"device": device, "dtype": dtype}
 
 
