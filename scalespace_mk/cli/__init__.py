@@ -54,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code (130 after Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while starting (imports, parsing): still one line
+        _quiet_print("scalespace-mk: interrupted (Ctrl-C); exit status 130")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     prepare_environment()  # before anything imports torch (scalespace_mk._threads)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -72,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
             before = torch.get_num_threads()
             set_threads(args.threads)
-        return int(run(args) or 0)
+        code = int(run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         _quiet_print(f"scalespace-mk {args.command}: interrupted (Ctrl-C); exit status 130")
         return 130
