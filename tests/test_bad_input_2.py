@@ -1139,3 +1139,31 @@ def test_spread_census_json_on_taps_near_float_max(tmp_path, capsys, command):
         for rec, mean in zip(out["filters"], ref.mean, strict=True):
             np.testing.assert_allclose(rec["mean"], mean, rtol=1e-12)
         assert all(k.endswith(".l1") for k in out.get("null_reasons", {}))
+
+
+@pytest.mark.parametrize(
+    ("entry", "value", "words"),
+    [
+        ("config", 5, "'config' is missing or damaged (it has the wrong type)"),
+        ("num_classes", "ten", "'num_classes' is missing or damaged"),
+    ],
+)
+def test_eval_damaged_entries_in_our_words(eval_checkpoint, capsys, entry, value, words):
+    state, path = eval_checkpoint
+    state = dict(state)
+    state[entry] = value
+    torch.save(state, path)
+    assert main(["eval", str(path), "--data", "synthetic:32", "--no-progress"]) == 2
+    err = _one_line_error(capsys, "eval")
+    assert words in err and "not iterable" not in err
+
+
+def test_eval_model_entry_not_a_mapping(eval_checkpoint, capsys):
+    state, path = eval_checkpoint
+    state = dict(state)
+    key = "deploy" if state.get("deploy") is not None else "model"
+    state[key] = 5
+    torch.save(state, path)
+    assert main(["eval", str(path), "--data", "synthetic:32", "--no-progress"]) == 2
+    err = _one_line_error(capsys, "eval")
+    assert "expected a state dict, got int" in err and "dict-like" not in err

@@ -1134,9 +1134,13 @@ def _entry(path: Path, name: str, read: Any) -> Any:
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         detail = str(exc).strip().splitlines()
         detail = detail[0][:200] if detail else type(exc).__name__
+        if isinstance(exc, TypeError | AttributeError):  # Python's words ("'int' object is
+            detail = "it has the wrong type"  # not iterable") mean nothing to the user
+        elif isinstance(exc, KeyError):
+            detail = f"no entry {detail}"
         raise ValueError(
             f"{path}: checkpoint entry {name!r} is missing or damaged ({detail}); "
-            "the run cannot be resumed from it"
+            "the run cannot be resumed or evaluated from it"
         ) from None
 
 
