@@ -1167,3 +1167,31 @@ def test_eval_model_entry_not_a_mapping(eval_checkpoint, capsys):
     assert main(["eval", str(path), "--data", "synthetic:32", "--no-progress"]) == 2
     err = _one_line_error(capsys, "eval")
     assert "expected a state dict, got int" in err and "dict-like" not in err
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sigma=st.one_of(
+        st.floats(0.0, 1e-300, allow_subnormal=True), st.sampled_from([5e-324, 1e-320])
+    ),
+    method=st.sampled_from(["discgauss", "normsamplgauss", "intgauss", "linintgauss"]),
+)
+def test_fuzz_kernels_finite_down_to_subnormal_sigma(sigma, method):
+    """Finite, mass 1 and the unit impulse up to the neighbours' sigma / sqrt(2 pi)."""
+    k = gaussian_kernel(sigma, method=method, size=5)
+    assert np.isfinite(k).all()
+    assert k[2] == pytest.approx(1.0, abs=1e-15)
+    assert np.abs(k[[0, 1, 3, 4]]).max() <= max(sigma, 0.0)  # at most sigma / sqrt(2 pi)
+    assert k.sum() == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX pipes")
+def test_spread_text_into_a_closed_pipe_is_quiet(tmp_path):
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(4000, 5, 5)))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = f"{sys.executable} -m scalespace_mk.cli spread --filters {tmp_path / 'f.npy'} | head -3"
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stderr == "" and proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3
