@@ -127,7 +127,7 @@ BATCH_SIZE_MAX = 1 << 20
 COUNT_LIMITS: dict[str, tuple[int, int, str]] = {
     "threads": (1, THREADS_MAX, "THREADS_MAX"),
     "workers": (0, WORKERS_MAX, "WORKERS_MAX"),
-    "num_classes": (1, CLASSES_MAX, "CLASSES_MAX"),
+    "num_classes": (0, CLASSES_MAX, "CLASSES_MAX"),  # 0: a model without classifier
     "classes": (1, CLASSES_MAX, "CLASSES_MAX"),
     "synthetic samples": (1, SYNTHETIC_SAMPLES_MAX, "SYNTHETIC_SAMPLES_MAX"),
     "n_boot": (1, BOOTSTRAP_MAX, "BOOTSTRAP_MAX"),

@@ -726,12 +726,15 @@ def test_discrete_gaussian_half_inputs_in_callers_dtype():
         np.testing.assert_allclose(k.double().numpy(), ref, rtol=1e-2)
 
 
-@pytest.mark.parametrize("n", [0, -1, 10**9])
+@pytest.mark.parametrize("n", [-1, 10**9, 1.5, "10"])
 def test_create_model_num_classes_refused(n):
     from scalespace_mk.networks import create_model
 
-    with pytest.raises(ValueError, match="num_classes must be an integer in"):
+    with pytest.raises(ValueError, match=r"num_classes must be an integer in \[0, 100000\]"):
         create_model("convnextv2_test", num_classes=n)
+    with torch.device("meta"):  # 0 is documented: features only, no classifier
+        model = create_model("convnextv2_test", num_classes=0)
+    assert isinstance(model.head.fc, torch.nn.Identity)
 
 
 def _dw_state(scale: float = 1.0) -> dict:

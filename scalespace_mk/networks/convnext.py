@@ -1102,7 +1102,7 @@ def create_model(
     """
     from scalespace_mk.limits import check_count
 
-    check_count("num_classes", num_classes)  # 0 or 10**9 classes refused before allocation
+    check_count("num_classes", num_classes)  # -1 or 10**9 refused before allocation
     config = model_config(name)
     config.update(kw)
     return ConvNeXt(
