@@ -33,9 +33,12 @@ __all__ = [
     "check_nonneg",
     "check_num_threads",
     "check_regular_file",
+    "check_safetensors_file",
     "check_sigma",
     "check_sigma_max",
     "check_size",
+    "check_torch_zip_crc",
+    "check_tensor_device",
     "is_ascii_int",
     "load_torch_safely",
 ]
@@ -93,6 +96,15 @@ def check_epsilon(epsilon: Any, name: str = "epsilon") -> float:
     return value
 
 
+def check_tensor_device(name: str, value: torch.Tensor) -> None:
+    """Refuse a meta tensor (no values to compute with) with a ValueError naming ``name``."""
+    if value.is_meta:
+        raise ValueError(
+            f"{name} is a meta tensor (shape only, no values); pass a tensor with data, e.g. "
+            "on the CPU"
+        )
+
+
 def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
     """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry,
     or (when ``upper`` is given) an entry above ``upper``.
@@ -106,6 +118,7 @@ def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     top = math.inf if upper is None else upper
     if isinstance(value, torch.Tensor):
+        check_tensor_device(name, value)
         if value.numel() == 0:
             return
         if value.is_complex():
@@ -120,6 +133,11 @@ def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
             raise TypeError(f"{name} must be real; got {_describe(value)} of complex numbers")
         try:
             arr = np.asarray(value, dtype=np.float64)
+        except OverflowError:  # an int beyond the float range
+            raise ValueError(
+                f"{name} must be a finite number >= 0 and <= {top:g}; got an integer too large "
+                "for a float"
+            ) from None
         except (TypeError, ValueError):
             raise ValueError(
                 f"{name} must be a finite number >= 0; got {_describe(value)}"
@@ -148,6 +166,11 @@ def check_sigma(name: str, value: Any) -> None:
     check_nonneg(name, value, limits.SIGMA_LIMIT)
 
 
+#: Smallest ``sigma_max`` of a census: the variance ``sigma**2`` of smaller scales is
+#: below 1e-200 and underflows in the spline tables (it used to end in an IndexError).
+SIGMA_MAX_MIN = 1e-100
+
+
 def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
     """The largest scale a census searches: ``k / 2`` when None, else a finite float > 0
     (and, when ``bounded``, at most :data:`scalespace_mk.limits.SIGMA_LIMIT`)."""
@@ -159,6 +182,12 @@ def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
         raise ValueError(f"sigma_max must be a number > 0; got {sigma_max!r}") from None
     if not (0.0 < sigma_max < math.inf):
         raise ValueError(f"sigma_max must be a finite number > 0; got {sigma_max!r}")
+    if sigma_max < SIGMA_MAX_MIN:
+        raise ValueError(
+            f"sigma_max must be >= {SIGMA_MAX_MIN:g} pixels (below it every model equals its "
+            f"sigma = 0 limit to float64 precision; k / 2 = {k / 2:g} is the default); got "
+            f"{sigma_max!r}"
+        )
     if bounded and sigma_max > limits.SIGMA_LIMIT:
         raise ValueError(
             f"sigma_max must be <= {limits.SIGMA_LIMIT:g} pixels (scalespace_mk.limits."
@@ -167,22 +196,37 @@ def check_sigma_max(sigma_max: Any, k: int, *, bounded: bool = True) -> float:
     return sigma_max
 
 
+#: Largest ``batch_size`` of the census and family census (filters per chunk).
+CENSUS_BATCH_MAX = 1 << 24
+
+
 def check_batch_size(batch_size: Any) -> None:
-    """Raise unless ``batch_size`` is a positive integer (Python or numpy, not bool)."""
+    """Raise unless ``batch_size`` is an integer in ``[1, 2**24]`` (Python or numpy, not
+    bool)."""
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, int | np.integer)
         or (batch_size < 1)
     ):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if batch_size > CENSUS_BATCH_MAX:
+        raise ValueError(
+            f"batch_size must be at most {CENSUS_BATCH_MAX} filters per chunk; got "
+            f"{batch_size!r} (None picks one that fits the memory budget)"
+        )
 
 
 def check_num_threads(num_threads: Any) -> None:
-    """Raise unless ``num_threads`` is None or a positive Python int (not bool)."""
+    """Raise unless ``num_threads`` is None or an int in ``[1, limits.THREADS_MAX]``."""
     if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        isinstance(num_threads, bool)
+        or not isinstance(num_threads, int)
+        or not 1 <= num_threads <= limits.THREADS_MAX
     ):
-        raise ValueError(f"num_threads must be a positive integer or None; got {num_threads!r}")
+        raise ValueError(
+            f"num_threads must be None or an integer in [1, {limits.THREADS_MAX}] "
+            f"(scalespace_mk.limits.THREADS_MAX); got {num_threads!r}"
+        )
 
 
 def check_filters(
@@ -196,6 +240,11 @@ def check_filters(
     filters instead).
     """
     if isinstance(h, torch.Tensor):
+        check_tensor_device(name, h)
+        if h.dtype in (torch.bfloat16, torch.float16) or (
+            h.is_floating_point() and h.dtype.itemsize == 1
+        ):  # numpy has no bfloat16: computed in float64
+            h = h.detach().to(torch.float64)
         h = h.detach().cpu().resolve_conj().numpy()
     if np.iscomplexobj(h):
         raise TypeError(
@@ -383,6 +432,34 @@ def _load_failure(text: str) -> str:
     return lines[0] if lines else "unreadable"
 
 
+def check_torch_zip_crc(path: str | os.PathLike, what: str = "torch file") -> None:
+    """Verify the CRC-32 of every record of a ``torch.save`` zip file against its data.
+
+    ``torch.save`` (since torch 1.6) writes a zip archive whose every record (the pickle and
+    each tensor's bytes) carries a CRC-32; ``torch.load`` does not check them, so damaged
+    tensor data would be read as if intact. This reads the file once (about 1 GB/s).
+    Legacy (non-zip) torch files carry no checksum and cannot be checked; safetensors files
+    carry none either (only their header is checked, by :func:`check_safetensors_file`).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the first damaged record.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError):
+        return  # not a readable zip: torch.load reports it
+    if bad is not None:
+        raise ValueError(
+            f"{what} {str(path)!r} is corrupt: record {bad!r} fails its CRC-32 check (the "
+            "data was damaged on disk or in transfer); restore the file from a good copy"
+        )
+
+
 def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
 
@@ -399,6 +476,7 @@ def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
         Refused as unsafe, corrupt, or not a regular file.
     """
     path = check_regular_file(path, what)
+    check_torch_zip_crc(path, what)
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols it may not read; the error below says more
@@ -425,3 +503,98 @@ def load_torch_safely(path: str | os.PathLike, what: str = "torch file") -> Any:
             f"cannot read {path} as a torch file: it is corrupt or not a torch.save file "
             f"({_load_failure(str(exc))})"
         ) from None
+
+
+#: bytes per element of each safetensors dtype (sub-byte types counted per element rounded
+#: up is not needed: they are refused as not readable by torch)
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}  # fmt: skip
+
+#: largest safetensors header read (the format's own readers stop at 100 MB)
+SAFETENSORS_HEADER_MAX = 100_000_000
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Check a ``.safetensors`` file's header before the library reads it.
+
+    The header must be a JSON object of at most 100 MB; ``__metadata__``, if present, an
+    object of strings; every other entry an object with a known ``dtype``, a ``shape`` of
+    integers >= 0 and ``data_offsets`` ``[begin, end]`` that match the shape and lie in the
+    file. Nothing beyond the header is read.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, the entry and what is wrong (never the Rust reader's
+        text).
+    """
+    path = Path(path)
+    origin = f"cannot read {path} as a .safetensors file:"
+    fix = "the file is corrupt or not a safetensors file (re-save it with safetensors)"
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{origin} it is {size} bytes, shorter than the 8-byte header; {fix}")
+        n = int.from_bytes(head, "little")
+        if n > SAFETENSORS_HEADER_MAX or n > size - 8:
+            raise ValueError(
+                f"{origin} its header declares {n} bytes but the file holds {size - 8} after "
+                f"the length field (at most {SAFETENSORS_HEADER_MAX}); {fix}"
+            )
+        raw = fh.read(n)
+    try:
+        header = __import__("json").loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ValueError(f"{origin} its header is not valid UTF-8 JSON; {fix}") from None
+    if not isinstance(header, dict):
+        raise ValueError(
+            f"{origin} its header is a JSON {type(header).__name__}, not an object of "
+            f"tensors; {fix}"
+        )
+    body = size - 8 - n
+    meta = header.get("__metadata__")
+    if meta is not None and (
+        not isinstance(meta, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    ):
+        raise ValueError(
+            f"{origin} its '__metadata__' must be an object of strings; got "
+            f"{type(meta).__name__}; {fix}"
+        )
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{origin} tensor {name[:80]!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is described by a {type(entry).__name__}, not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in _SAFETENSORS_ITEMSIZE:
+            raise ValueError(
+                f"{where} has an unknown dtype {str(dtype)[:20]!r} (known: "
+                f"{', '.join(_SAFETENSORS_ITEMSIZE)}); {fix}"
+            )
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**53 for d in shape
+        ):
+            raise ValueError(f"{where} has a shape {str(shape)[:60]} that is not a list of sizes")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= body
+        ):
+            raise ValueError(
+                f"{where} has data_offsets {str(offsets)[:60]} outside the {body} bytes of "
+                f"data; {fix}"
+            )
+        need = math.prod(shape) * _SAFETENSORS_ITEMSIZE[dtype]
+        if offsets[1] - offsets[0] != need:
+            raise ValueError(
+                f"{where}: shape {shape} of {dtype} needs {need} bytes but its data_offsets "
+                f"span {offsets[1] - offsets[0]}; {fix}"
+            )

@@ -60,8 +60,13 @@ def set_threads(n: int | None = None) -> int:
     """
     if n is None:
         n = default_threads()
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer; got {n!r}")
+    from scalespace_mk.limits import THREADS_MAX
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= THREADS_MAX:
+        raise ValueError(
+            f"threads must be a positive integer <= {THREADS_MAX} "
+            f"(scalespace_mk.limits.THREADS_MAX); got {n!r}"
+        )
     import torch
 
     torch.set_num_threads(n)
@@ -69,9 +74,19 @@ def set_threads(n: int | None = None) -> int:
 
 
 def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--threads must be a positive integer; got {text!r}")
-    return int(text)
+    from scalespace_mk.limits import THREADS_MAX
+
+    body = text.strip()
+    if (
+        not (body.isascii() and body.isdigit())
+        or len(body) > 12
+        or not 1 <= int(body) <= THREADS_MAX
+    ):
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [1, {THREADS_MAX}] "
+            f"(scalespace_mk.limits.THREADS_MAX); got {text[:40]!r}"
+        )
+    return int(body)
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

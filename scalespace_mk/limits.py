@@ -18,6 +18,20 @@ import re
 
 __all__ = [
     "is_ascii_int",
+    "BOOTSTRAP_MAX",
+    "CLASSES_MAX",
+    "COUNT_LIMITS",
+    "EPOCHS_MAX",
+    "BATCH_SIZE_MAX",
+    "MASTER_FILTERS_MAX",
+    "NULL_SIZE_MAX",
+    "SEED_MAX",
+    "STAGES_MAX",
+    "SYNTHETIC_SAMPLES_MAX",
+    "TEXT_FILE_BYTES_MAX",
+    "THREADS_MAX",
+    "WORKERS_MAX",
+    "check_count",
     "ARRAY_FILE_BYTES_MAX",
     "D_MAX",
     "EPSILON_MIN",
@@ -72,6 +86,84 @@ ARRAY_FILE_BYTES_MAX = 1 << 30
 #: megapixels (e.g. 8000 x 8000) decode to 192 MB of RGB; ImageNet's largest is ~32 MP.
 IMAGE_PIXELS_MAX = 64_000_000
 
+#: Largest text filter file (``Filter k:`` blocks) read, in bytes: 512 MiB, about 10
+#: million numbers (200,000 7x7 filters). Larger sets belong in ``.npy`` files.
+TEXT_FILE_BYTES_MAX = 512 << 20
+
+#: Largest number of CPU threads (``--threads``, ``num_threads``): beyond it OpenMP tries
+#: to allocate per-thread pools of many GB.
+THREADS_MAX = 1024
+
+#: Largest number of DataLoader worker processes (``--workers``).
+WORKERS_MAX = 256
+
+#: Largest number of classes of a model or dataset (``num_classes``, ``classes=``).
+CLASSES_MAX = 100_000
+
+#: Largest ``synthetic:N`` dataset (samples).
+SYNTHETIC_SAMPLES_MAX = 10_000_000
+
+#: Largest bootstrap count (``n_boot``).
+BOOTSTRAP_MAX = 100_000
+
+#: Largest number of depth stages of a comparison (``--stages``).
+STAGES_MAX = 1000
+
+#: Largest number of null filters of each kind (``--null-size``).
+NULL_SIZE_MAX = 10_000_000
+
+#: Largest number of master filters ``extract`` clusters into (``-k``).
+MASTER_FILTERS_MAX = 1000
+
+#: Largest seed (``--seed``): numpy and torch take seeds in [0, 2**32 - 1] everywhere.
+SEED_MAX = 2**32 - 1
+
+#: Largest number of epochs and images per batch of a training run.
+EPOCHS_MAX = 1_000_000
+BATCH_SIZE_MAX = 1 << 20
+
+#: ``{name: (low, high, constant)}`` of the integer counts a user controls, for
+#: :func:`check_count` and the command line (docs/limits.md lists them).
+COUNT_LIMITS: dict[str, tuple[int, int, str]] = {
+    "threads": (1, THREADS_MAX, "THREADS_MAX"),
+    "workers": (0, WORKERS_MAX, "WORKERS_MAX"),
+    "num_classes": (0, CLASSES_MAX, "CLASSES_MAX"),  # 0: a model without classifier
+    "classes": (1, CLASSES_MAX, "CLASSES_MAX"),
+    "synthetic samples": (1, SYNTHETIC_SAMPLES_MAX, "SYNTHETIC_SAMPLES_MAX"),
+    "n_boot": (1, BOOTSTRAP_MAX, "BOOTSTRAP_MAX"),
+    "stages": (1, STAGES_MAX, "STAGES_MAX"),
+    "null_size": (0, NULL_SIZE_MAX, "NULL_SIZE_MAX"),
+    "k": (1, MASTER_FILTERS_MAX, "MASTER_FILTERS_MAX"),
+    "seed": (0, SEED_MAX, "SEED_MAX"),
+    "epochs": (1, EPOCHS_MAX, "EPOCHS_MAX"),
+    "batch_size": (1, BATCH_SIZE_MAX, "BATCH_SIZE_MAX"),
+}
+
+
+def check_count(name: str, value: object, *, option: str | None = None) -> int:
+    """Return ``value`` if it is an integer within the limits of ``name`` in
+    :data:`COUNT_LIMITS`, else raise a ValueError naming ``option`` (or ``name``), the
+    range and the constant.
+
+    Accepts Python and numpy integers (not bool); the message is one line.
+    """
+    low, high, constant = COUNT_LIMITS[name]
+    label = option or name
+    ok = not isinstance(value, bool) and hasattr(value, "__index__")
+    if ok:
+        value = value.__index__()  # type: ignore[union-attr]
+        ok = low <= value <= high
+    if not ok:
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:20] + "..." + f" ({len(shown)} digits)"
+        raise ValueError(
+            f"{label} must be an integer in [{low}, {high}] (scalespace_mk.limits.{constant}); "
+            f"got {shown}"
+        )
+    return value  # type: ignore[return-value]
+
+
 #: Environment variable that overrides :data:`MEMORY_BUDGET` for the process.
 MEMORY_BUDGET_ENV = "SCALESPACE_MK_MEMORY_BUDGET"
 
@@ -102,7 +194,10 @@ def memory_budget() -> int:
         raise ValueError(
             f"{MEMORY_BUDGET_ENV} must be a size in bytes such as 16G or 2000000000; got {text!r}"
         )
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value < 1:
+        raise ValueError(f"{MEMORY_BUDGET_ENV} must be at least 1 byte; got {text!r}")
+    return value
 
 
 def format_bytes(n: float) -> str:

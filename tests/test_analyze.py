@@ -482,10 +482,10 @@ def test_null_size_draws_the_same_fraction_of_every_layer():
         "a.weight": _t(rng.normal(size=(300, 3, 3))),
         "b.weight": _t(rng.normal(size=(100, 3, 3))),
     }
-    res = analyze(sd, null="iid", null_size=200, n_boot=0)
+    res = analyze(sd, null="iid", null_size=200, n_boot=1)
     assert [layer["nulls"]["iid"]["null_n"] for layer in res.layers] == [150, 100]
     assert res.summary["nulls"]["iid"]["null_n"] == 250
-    full = analyze(sd, null="iid", null_size=None, n_boot=0)
+    full = analyze(sd, null="iid", null_size=None, n_boot=1)
     assert [layer["nulls"]["iid"]["null_n"] for layer in full.layers] == [300, 100]
     # random filters: learned and null agree within sampling noise either way
     assert abs(res.summary["median_r2"] - res.summary["null_median_r2"]) < 0.1

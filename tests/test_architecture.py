@@ -14,6 +14,7 @@ ROOT = Path(scalespace_mk.__file__).parent
 RANKS = {
     "_checks": 0,
     "_io": 0,
+    "_json": 0,
     "_progress": 0,
     "limits": 0,
     "_threads": 0,

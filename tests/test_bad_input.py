@@ -538,10 +538,11 @@ def test_item12_discrete_gaussian_none():
 def test_item12_extract_cli_messages(tmp_path, capsys):
     src = tmp_path / "f.npy"
     np.save(src, RNG.standard_normal((20, 7, 7)))
-    err = _one_line_error(
-        capsys, "extract", str(src), "--out", str(tmp_path / "o.npy"), "--seed=-1"
-    )
-    assert "seed must be an integer >= 0" in err
+    with pytest.raises(SystemExit) as info:  # refused by the parser (issue 20: range named)
+        main(["extract", str(src), "--out", str(tmp_path / "o.npy"), "--seed=-1"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "--seed: must be an integer in [0, 4294967295]" in err
     txt = tmp_path / "f.txt"
     txt.write_text("not filters\n")
     err = _one_line_error(capsys, "extract", str(txt), "--out", str(tmp_path / "o2.npy"))

@@ -101,9 +101,9 @@ def test_killed_writer_leaves_a_temp_that_the_next_write_removes(tmp_path):
 def test_cleanup_spares_live_writers_and_foreign_fresh_files(tmp_path):
     host = _io._host_id()
     other = "0000" if host != "0000" else "ffff"
-    live = tmp_path / f".a.partial-{host}-{os.getpid()}-abcdef.pt"  # this process: alive
-    foreign_fresh = tmp_path / f".b.partial-{other}-1-abcdef.pt"
-    foreign_old = tmp_path / f".c.partial-{other}-1-abcdef.pt"
+    live = tmp_path / _io._partial_name("a", ".pt", host, os.getpid(), "abcdef")  # alive
+    foreign_fresh = tmp_path / _io._partial_name("b", ".pt", other, 1, "abcdef")
+    foreign_old = tmp_path / _io._partial_name("c", ".pt", other, 1, "abcdef")
     unrelated = tmp_path / ".d.partial-notours.pt"
     for p in (live, foreign_fresh, foreign_old, unrelated):
         p.write_bytes(b"x")

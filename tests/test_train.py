@@ -183,7 +183,8 @@ def test_two_process_gloo(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
     # only rank 0 wrote: one checkpoint, no stray temporary files
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.jsonl", "summary.json"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [".lock", "last.pt", "metrics.jsonl", "summary.json"]
 
 
 def test_schedule_and_groups():

@@ -969,7 +969,10 @@ def _resolve_device(device: Any) -> torch.device:
             f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
+        raise ValueError(
+            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
+            "device or a CPU-only torch); use device='cpu'"
+        )
     return dev
 
 
@@ -1161,9 +1164,9 @@ def census(
             torch.set_num_threads(threads_before)
     # back to the filters' own scale; invalid filters get NaN rows and best = -1
     tss_valid = css[valid]  # centred sum of squares of y, from the screening
-    out["a"] *= scale[:, None]
-    out["b"] *= scale[:, None]
-    with np.errstate(over="ignore"):  # sums of squares of filters near 1e300 are inf
+    with np.errstate(over="ignore"):  # filters near 1e300: a, b and sums of squares may be inf
+        out["a"] *= scale[:, None]
+        out["b"] *= scale[:, None]
         out["rss"] *= scale[:, None] * scale[:, None]  # 0 stays 0
         tss_valid *= scale * scale
 

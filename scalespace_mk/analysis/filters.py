@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import scalespace_mk.limits as limits
 from scalespace_mk._checks import (
     check_array_file,
     check_ascii_number,
@@ -118,9 +119,23 @@ def read_filter_text(path: str | os.PathLike[str]) -> np.ndarray:
     ``m = (k - 1) // 2``.
     """
     path = check_regular_file(path, "filter file")
+    size = os.stat(path).st_size
+    if size > limits.TEXT_FILE_BYTES_MAX:
+        raise ValueError(
+            f"{path} is {limits.format_bytes(size)}, above the limit of "
+            f"{limits.format_bytes(limits.TEXT_FILE_BYTES_MAX)} for filter text files "
+            "(scalespace_mk.limits.TEXT_FILE_BYTES_MAX); store many filters as .npy"
+        )
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
+            # read at most the cap (+1): a file that grows while read is still bounded
+            text = fh.read(limits.TEXT_FILE_BYTES_MAX + 1)
+            if len(text) > limits.TEXT_FILE_BYTES_MAX:
+                raise ValueError(
+                    f"{path} grew beyond {limits.format_bytes(limits.TEXT_FILE_BYTES_MAX)} "
+                    "while being read (scalespace_mk.limits.TEXT_FILE_BYTES_MAX)"
+                )
+            lines = text.splitlines()
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"{path} is not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset "
@@ -325,10 +340,17 @@ def _load_safetensors(path: Path) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from scalespace_mk._checks import check_safetensors_file
+
+    check_safetensors_file(path)  # our words for a damaged header, before the library
     try:
         tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path} as a .safetensors file: {exc}") from exc
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(
+            f"cannot read {path} as a .safetensors file ({first}); the file is corrupt or "
+            "holds a dtype torch cannot read"
+        ) from None
     if not tensors:
         raise ValueError(f"{path} holds no tensors")
     return _pick(tensors, str(path))

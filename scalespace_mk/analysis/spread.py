@@ -117,10 +117,20 @@ def centred_coordinates(size: int) -> tuple[np.ndarray, np.ndarray]:
 def _moments(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean ``[..., 2]``, covariance ``[..., 2, 2]`` and total ``[...]`` of weights ``[..., k, k]``.
 
-    The caller guarantees a positive total.
+    The caller guarantees a positive total. Each filter's weights are first scaled by an
+    exact power of two that brings the largest to [1, 2) (mean and covariance do not depend
+    on it), so taps near the float maximum or minimum give finite moments; the total is
+    scaled back (and is ``inf`` only when the sum itself exceeds the float range).
     """
     x, y = centred_coordinates(w.shape[-1])
-    total = w.sum(axis=(-2, -1))
+    peak = w.max(axis=(-2, -1), keepdims=True)
+    with np.errstate(divide="ignore"):
+        exponent = np.where(peak > 0, -np.floor(np.log2(np.where(peak > 0, peak, 1.0))), 0.0)
+    w = np.ldexp(w, exponent.astype(np.int64))
+    with np.errstate(over="ignore"):
+        total_scaled = w.sum(axis=(-2, -1))
+        full_total = np.ldexp(total_scaled, -exponent[..., 0, 0].astype(np.int64))
+    total = total_scaled
     mx = (w * x).sum(axis=(-2, -1)) / total
     my = (w * y).sum(axis=(-2, -1)) / total
     dx = x - mx[..., None, None]
@@ -130,7 +140,7 @@ def _moments(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     vxy = (w * dx * dy).sum(axis=(-2, -1)) / total
     mean = np.stack([mx, my], axis=-1)
     cov = np.stack([np.stack([vxx, vxy], axis=-1), np.stack([vxy, vyy], axis=-1)], axis=-2)
-    return mean, cov, total
+    return mean, cov, full_total
 
 
 def spread(h: Any, *, weights: Any = None) -> SpreadResult:
@@ -193,7 +203,8 @@ def spread(h: Any, *, weights: Any = None) -> SpreadResult:
         if not np.isfinite(wts).all() or (wts < 0).any():
             raise ValueError("weights must be finite and >= 0 (e.g. |g| of a model filter)")
         w = w * wts
-    total = w.sum(axis=(1, 2))
+    with np.errstate(over="ignore"):  # taps near the float maximum: the sum may be inf
+        total = w.sum(axis=(1, 2))
     if not (total > 0).all():
         idx = int(np.argwhere(~(total > 0))[0, 0])
         raise ValueError(

@@ -19,11 +19,19 @@ __all__ = ["build_parser", "main"]
 _GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train", "data")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``scalespace-mk CMD: error: ... (see --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
     from scalespace_mk import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scalespace-mk",
         description="Scale-space models of the master key filters of depthwise-separable CNNs.",
     )
@@ -46,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code (130 after Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while starting (imports, parsing): still one line
+        _quiet_print("scalespace-mk: interrupted (Ctrl-C); exit status 130")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     prepare_environment()  # before anything imports torch (scalespace_mk._threads)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,18 +72,59 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     before = None
     try:
+        from ._outputs import check_outputs
+
+        check_outputs(args)  # every output, before any work (nothing written on failure)
         if getattr(args, "threads", None) is not None:  # else torch's own default applies
             import torch
 
             before = torch.get_num_threads()
             set_threads(args.threads)
-        return int(run(args) or 0)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"scalespace-mk {args.command}: error: {exc}", file=sys.stderr)
+        code = int(run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        _quiet_print(f"scalespace-mk {args.command}: interrupted (Ctrl-C); exit status 130")
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader left; nothing more to say
+        _silence_stdout()
+        return 0
+    except RecursionError:
+        print(
+            f"scalespace-mk {args.command}: error: the input is nested too deeply (a "
+            "self-referencing or pathologically nested file); nothing was written",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValueError, TypeError, OSError, RuntimeError, OverflowError, MemoryError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            text = "out of memory; use smaller inputs or options"
+        print(f"scalespace-mk {args.command}: error: {text}", file=sys.stderr)
         return 2
     finally:
         if before is not None:  # main() called from Python: leave the caller's setting
             set_threads(before)
+
+
+def _quiet_print(line: str) -> None:
+    """Print ``line`` to stderr, ignoring a closed stderr."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

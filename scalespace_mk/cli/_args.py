@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "DEVICES",
+    "count_arg",
     "add_null_arguments",
     "add_device_option",
     "file_kind",
@@ -25,6 +26,42 @@ __all__ = [
 
 #: choices of every ``--device`` option
 DEVICES = ("cpu", "cuda")
+
+
+def count_arg(name: str, option: str, low: int | None = None, high: int | None = None) -> Any:
+    """An argparse type for an integer option checked against ``limits.COUNT_LIMITS[name]``
+    (or ``[low, high]``): ASCII digits only, the range and the constant named on failure,
+    before anything is allocated (``--stages 10**30`` never reaches the code)."""
+
+    def parse(text: str) -> int:
+        from scalespace_mk import limits
+
+        if not limits.is_ascii_int(text.strip()):
+            raise argparse.ArgumentTypeError(
+                f"must be an integer (ASCII digits); got {text[:40]!r}"
+            )
+        if len(text.strip()) > 30:  # far above every limit; int() of 10**6 digits is slow
+            value: int = 10**31 if not text.strip().startswith("-") else -(10**31)
+        else:
+            value = int(text)
+        if low is not None and high is not None:
+            if not low <= value <= high:
+                raise argparse.ArgumentTypeError(
+                    f"must be an integer in [{low}, {high}]; got {text[:40]}"
+                )
+            return value
+        try:
+            return limits.check_count(name, value, option=option)
+        except ValueError as exc:
+            message = str(exc).removeprefix(option + " ")  # argparse names the option
+            if len(text.strip()) > 30:
+                message = message.rsplit("; got", 1)[0] + (
+                    f"; got {text.strip()[:20]}... ({len(text.strip())} digits)"
+                )
+            raise argparse.ArgumentTypeError(message) from None
+
+    parse.__name__ = option  # argparse names the type in its messages
+    return parse
 
 
 def masterkey_types_arg(text: str) -> list[int]:
@@ -100,6 +137,12 @@ def file_kind(path: str) -> str:
     if head[:1] == b"\x80":  # a legacy torch.save pickle
         return "checkpoint"
     if p.suffix.lower() == ".safetensors" and len(head) == 8:
+        from scalespace_mk._checks import check_safetensors_file
+
+        try:  # a damaged header: let the loader name the problem
+            check_safetensors_file(p)
+        except (ValueError, OSError):
+            return "unknown"
         n = int.from_bytes(head, "little")
         try:
             with open(p, "rb") as fh:
@@ -147,7 +190,10 @@ def add_null_arguments(p: argparse.ArgumentParser) -> None:
         "see docs/analysis.md",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the null filters and bootstrap (default 0)"
+        "--seed",
+        type=count_arg("seed", "--seed"),
+        default=0,
+        help="seed of the null filters and bootstrap, 0..2**32-1 (default 0)",
     )
     p.add_argument(
         "--strict",

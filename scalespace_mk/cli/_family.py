@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import count_arg
+
 __all__ = ["add_family_args", "family_summary"]
 
 
@@ -24,7 +26,7 @@ def add_family_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--order",
-        type=int,
+        type=count_arg("order", "--order", 1, 4),
         default=2,
         metavar="N",
         help="order of the family: 1-4 for njet, 1 or 2 for oriented (default 2)",
@@ -45,7 +47,10 @@ def add_family_args(parser: argparse.ArgumentParser) -> None:
         )
     if not _has_option(parser, "--seed"):
         parser.add_argument(
-            "--seed", type=int, default=0, help="seed of the null filters (default: 0)"
+            "--seed",
+            type=count_arg("seed", "--seed"),
+            default=0,
+            help="seed of the null filters (default: 0)",
         )
 
 

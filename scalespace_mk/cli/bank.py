@@ -26,12 +26,11 @@ def _float(text: str) -> float:
 
 
 def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an odd integer such as 7; got {text!r}"
-        ) from None
+    from scalespace_mk.limits import is_ascii_int
+
+    if not is_ascii_int(text.strip()) or len(text.strip()) > 30:  # int() takes '1_0'
+        raise argparse.ArgumentTypeError(f"expected an odd integer such as 7; got {text[:40]!r}")
+    return int(text)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -160,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
             epsilon=args.epsilon,
         )
     except (ValueError, TypeError) as exc:
-        print(f"scalespace-mk bank: error: {exc}", file=sys.stderr)
+        import re
+
+        text = re.sub(r"^(alpha|sigma|size|epsilon|method|mode|models)\b", r"--\1", str(exc))
+        print(f"scalespace-mk bank: error: {text}", file=sys.stderr)
         return 2
     out = save_bank(args.out, bank)
     n_sigma, n_models, size, _ = bank.kernels.shape

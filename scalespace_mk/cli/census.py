@@ -12,10 +12,11 @@ explained by each type, the median R^2 and the share with R^2 > 0.8;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
+
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
 
 from ._args import add_device_option, add_null_arguments, model_types_arg, refuse_wrong_file
 from ._family import add_family_args

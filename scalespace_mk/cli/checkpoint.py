@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from ._args import add_device_option, add_null_arguments, model_types_arg, refuse_wrong_file
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
+
+from ._args import (
+    add_device_option,
+    add_null_arguments,
+    count_arg,
+    model_types_arg,
+    refuse_wrong_file,
+)
 from ._family import add_family_args
 
 __all__ = ["add_parser"]
@@ -38,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--stages",
-        type=int,
+        type=count_arg("stages", "--stages"),
         default=4,
         metavar="N",
         help="comparison: cut each network's depthwise layers into N groups of equal depth "
@@ -57,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_family_args(p)
     p.add_argument(
         "--null-size",
-        type=int,
+        type=count_arg("null_size", "--null-size"),
         default=2048,  # networks.checkpoint.NULL_SIZE (not imported: --help stays fast)
         metavar="N",
         help="about N null filters of each kind per checkpoint, drawn from every layer in "
@@ -102,7 +109,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument(
         "--njet-order",
-        type=int,
+        type=count_arg("order", "--njet-order", 1, 4),
         default=None,
         metavar="N",
         help="instead of the candidates, replace every filter by its least-squares N-jet of "
@@ -129,13 +136,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "into k master filters, invariant to a*y + b (zero mean, unit norm, sign).",
     )
     p.add_argument("checkpoints", nargs="+", help="checkpoint files or .npy filter arrays")
-    p.add_argument("-k", type=int, default=8, help="number of master filters (default 8)")
+    p.add_argument(
+        "-k",
+        type=count_arg("k", "-k"),
+        default=8,
+        help="number of master filters, 1..1000 (default 8)",
+    )
     p.add_argument("--out", required=True, help="output .npy file [k, ks, ks]")
     p.add_argument(
         "--plot", help="PNG figure of the master filters and their shares (default: no figure)"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the clustering (default: %(default)s)"
+        "--seed",
+        type=count_arg("seed", "--seed"),
+        default=0,
+        help="seed of the clustering (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(_run=_run_extract)
@@ -347,7 +362,7 @@ def _run_replace(args: argparse.Namespace) -> int:
             candidates=args.candidates if args.njet_order is None else "njet",
             filters=args.filters,
             out=args.out,
-            order=args.njet_order or 2,
+            order=2 if args.njet_order is None else args.njet_order,
             kind=args.kind,
             seed=args.seed,
         )
@@ -407,10 +422,10 @@ def _run_replace(args: argparse.Namespace) -> int:
     if njet:
         import numpy as np
 
-        r2 = [layer["median_r2"] for layer in result.layers]
-        print(
-            f"  N-jet order {args.njet_order}: median R^2 per layer, median {np.nanmedian(r2):.3f}"
-        )
+        r2 = np.array([layer["median_r2"] for layer in result.layers], dtype=float)
+        r2 = r2[np.isfinite(r2)]
+        median = f"{np.median(r2):.3f}" if r2.size else "undefined (every filter is constant)"
+        print(f"  N-jet order {args.njet_order}: median R^2 per layer, median {median}")
         return 0
     for key in sorted(totals, key=int):
         print(f"  candidate {key}: {totals[key]:>7} channels ({totals[key] / n:.1%})")

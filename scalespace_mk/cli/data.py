@@ -10,9 +10,10 @@ compares the two byte for byte. ``--offline`` checks the shipped copy only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
 
 __all__ = ["add_parser", "run"]
 

@@ -11,9 +11,10 @@ Examples
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
 
 from ._args import fit_types_arg, refuse_wrong_file, source_constant
 

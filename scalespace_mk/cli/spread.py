@@ -10,9 +10,10 @@ filters as one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
 
 from ._args import masterkey_types_arg
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -12,9 +11,27 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
-from ._args import source_constant, source_defaults, source_fields
+from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
+
+from ._args import count_arg, source_constant, source_defaults, source_fields
 
 __all__ = ["add_parser"]
+
+
+def _ascii_int(text: str) -> int:
+    """An integer of ASCII digits (``int`` would take ``1_0`` as 10); the range is checked by
+    TrainConfig, which names the option and its limit."""
+    from scalespace_mk.limits import is_ascii_int
+
+    body = text.strip()
+    if not is_ascii_int(body) or len(body) > 30:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer (ASCII digits, at most 30); got {text[:40]!r}"
+        )
+    return int(body)
+
+
+_ascii_int.__name__ = "integer"
 
 #: Help of every TrainConfig option; the default (and the preset note) are added to each.
 _HELP = {
@@ -115,7 +132,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if annotation == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            kind = {"int": int, "int | None": int, "float": float}.get(annotation, str)
+            kind = {"int": _ascii_int, "int | None": _ascii_int, "float": float}.get(
+                annotation, str
+            )
             p.add_argument(flag, type=kind, default=None, choices=choices.get(name), help=text)
     p.set_defaults(_run=_run_train)
 
@@ -130,9 +149,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--data", required=True, help="dataset, as for 'train --data' (its validation split)"
     )
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     p.add_argument(
-        "--workers", type=int, default=0, help="DataLoader worker processes (default: 0)"
+        "--batch-size",
+        type=count_arg("batch_size", "--batch-size"),
+        default=128,
+        help="images per batch (default: 128)",
+    )
+    p.add_argument(
+        "--workers",
+        type=count_arg("workers", "--workers"),
+        default=0,
+        help="DataLoader worker processes (default: 0)",
     )
     p.add_argument(
         "--json", action="store_true", help="print the result as one JSON object on stdout"

@@ -30,6 +30,7 @@ import torch
 from scalespace_mk._checks import (
     check_choice,
     check_regular_file,
+    check_safetensors_file,
     load_torch_safely,
 )
 from scalespace_mk._io import atomic_path
@@ -43,6 +44,7 @@ from scalespace_mk.networks.candidates import (  # noqa: F401  (re-exported)
 __all__ = [
     "K_MAX",
     "K_MIN",
+    "NESTING_MAX",
     "NULL_SIZE",
     "AnalyzeResult",
     "DepthwiseScan",
@@ -51,6 +53,7 @@ __all__ = [
     "analyze",
     "candidate_filters",
     "candidate_models",
+    "check_nesting",
     "compare",
     "extract",
     "find_depthwise",
@@ -66,6 +69,44 @@ _WRAPPERS = ("model", "state_dict", "model_ema", "ema", "module", "params", "net
 
 # --------------------------------------------------------------------------------------
 # reading and writing
+
+
+#: deepest nesting of containers accepted in a checkpoint (real ones have 2-4 levels)
+NESTING_MAX = 64
+
+
+def check_nesting(obj: Any, origin: str = "checkpoint") -> None:
+    """Refuse a container that contains itself or nests deeper than :data:`NESTING_MAX`.
+
+    Walks dicts, lists and tuples without recursion, so a self-referencing or 100,000-deep
+    object gives one line naming the entry instead of "maximum recursion depth exceeded".
+
+    Raises
+    ------
+    ValueError
+        Naming ``origin`` and the dotted path of the offending entry.
+    """
+    stack: list[tuple[Any, str, int, frozenset[int]]] = [(obj, "", 0, frozenset())]
+    while stack:
+        item, name, depth, above = stack.pop()
+        if not isinstance(item, Mapping | list | tuple):
+            continue
+        where = name or "(top level)"
+        if id(item) in above:
+            raise ValueError(
+                f"{origin}: entry {where!r} contains itself (a self-referencing container); "
+                "save a plain state dict instead"
+            )
+        if depth >= NESTING_MAX:
+            raise ValueError(
+                f"{origin}: entry {where!r} is nested more than {NESTING_MAX} containers deep "
+                "(scalespace_mk.networks.checkpoint.NESTING_MAX); save a plain state dict"
+            )
+        inner = above | {id(item)}
+        pairs = item.items() if isinstance(item, Mapping) else enumerate(item)
+        for key, value in pairs:
+            if isinstance(value, Mapping | list | tuple):
+                stack.append((value, f"{name}.{key}" if name else str(key), depth + 1, inner))
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> Any:
@@ -96,11 +137,18 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        check_safetensors_file(path)  # our words for a damaged header, before the library
         try:
             return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    return load_torch_safely(path, "checkpoint file")
+        except (SafetensorError, OSError, ValueError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({first}); the file is corrupt "
+                "or holds a dtype torch cannot read"
+            ) from None
+    state = load_torch_safely(path, "checkpoint file")
+    check_nesting(state, str(path))
+    return state
 
 
 def _flat_tensors(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -189,6 +237,8 @@ def save_checkpoint_file(obj: Any, path: str | os.PathLike) -> Path:
 
 def _walk(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any, Any, Any]]:
     """Yield ``(dotted name, container, key, tensor)`` for every tensor in nested dicts."""
+    if not prefix:
+        check_nesting(obj, "state")  # a self-referencing or absurdly deep object
     if isinstance(obj, Mapping):
         for key, value in obj.items():
             name = f"{prefix}.{key}" if prefix else str(key)
@@ -552,6 +602,11 @@ def analyze(
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     check_choice("on_invalid", on_invalid, ON_INVALID)
+    from scalespace_mk.limits import check_count
+
+    check_count("n_boot", n_boot)
+    if null_size is not None:
+        check_count("null_size", null_size)
     if null_size is not None and (
         isinstance(null_size, bool) or not isinstance(null_size, int) or null_size < 1
     ):
@@ -694,6 +749,10 @@ def compare(
         raise TypeError("results must be a sequence of AnalyzeResult (from analyze)")
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise ValueError(f"stages must be a positive integer such as 4; got {stages!r}")
+    from scalespace_mk.limits import check_count
+
+    check_count("stages", stages)
+    check_count("n_boot", n_boot)
     names = [str(i + 1) for i in range(len(results))] if names is None else list(names)
     if len(names) != len(results):
         raise ValueError(f"names must have one label per result ({len(results)}); got {names!r}")
@@ -823,6 +882,21 @@ def replace(
     targets = [(n, c, k, t) for n, c, k, t in _walk(obj) if _is_depthwise(n, t)]
     if not targets:
         raise ValueError("no depthwise weights ([C, 1, k, k] tensors) found in the checkpoint")
+    others = [
+        n
+        for n, _, _, t in _walk(obj)
+        if not _is_depthwise(n, t)
+        and (t.is_floating_point() or t.is_complex())
+        and not t.is_meta
+        and not bool(torch.isfinite(t).all())
+    ]
+    if others:  # copied unchanged, they would put NaN/Inf into the output
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise ValueError(
+            f"the checkpoint already holds NaN or Inf in tensors that are not depthwise weights "
+            f"({', '.join(repr(n) for n in others[:3])}{more}); replace copies them unchanged "
+            "and never writes a non-finite value: repair or drop them first"
+        )
     convs = []
     for name, _, _, tensor in targets:
         w = tensor.detach().to(torch.float64).cpu()
@@ -972,9 +1046,15 @@ def extract(
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
     data = _pool_filters(sources)
     flat = data.reshape(data.shape[0], -1)
+    # scale invariance, exactly: each filter's largest |tap| to [1, 2) by a power of two, so
+    # filters scaled by 1e-300 or 1e307 neither underflow nor overflow
+    peak = np.abs(flat).max(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        exponent = np.where(peak > 0, -np.floor(np.log2(np.where(peak > 0, peak, 1.0))), 0.0)
+    flat = np.ldexp(flat, exponent.astype(np.int64))
     flat = flat - flat.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(flat, axis=1)
-    valid = norms > 1e-12 * max(1.0, float(norms.max()))
+    valid = norms > 1e-12  # relative to the filter's own largest tap (now in [1, 2))
     y = flat[valid] / norms[valid, None]
     if y.shape[0] < k:
         raise ValueError(

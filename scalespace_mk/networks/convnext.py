@@ -1100,6 +1100,9 @@ def create_model(
         A freshly initialised model on the current default device (use
         ``with torch.device("meta"):`` to count parameters without allocating).
     """
+    from scalespace_mk.limits import check_count
+
+    check_count("num_classes", num_classes)  # -1 or 10**9 refused before allocation
     config = model_config(name)
     config.update(kw)
     return ConvNeXt(

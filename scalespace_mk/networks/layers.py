@@ -647,7 +647,7 @@ class _CachedDepthwise(nn.Module):
         affine_grad = grad and any(t.requires_grad for t in affine_t)
         if basis_grad:
             self._check_params()
-            return self._full().to(dtype)[:, None]
+            return self._finite_kernel(self._full().to(dtype))[:, None]
 
         def basis() -> torch.Tensor:
             self._check_params()
@@ -656,11 +656,29 @@ class _CachedDepthwise(nn.Module):
         if affine_grad:  # frozen model part, learnable gain/offset
             self._check_params()
             g = self._cached("basis", basis_t, basis)
-            return self._combine(g).to(dtype)[:, None]
+            return self._finite_kernel(self._combine(g).to(dtype))[:, None]
         return self._cached(
             f"weight:{dtype}",
             basis_t + affine_t,
             lambda: self._combine(self._cached("basis", basis_t, basis)).to(dtype)[:, None],
+        )
+
+    def _finite_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
+        """``kernel`` if finite; else a ValueError naming the parameters (CPU only)."""
+        if _compiling() or kernel.device.type != "cpu":
+            return kernel
+        with torch.no_grad():
+            if bool(torch.isfinite(kernel).all()):
+                return kernel
+            sizes = ", ".join(
+                f"{n} up to {float(p.detach().abs().max()):.3g}"
+                for n, p in self.named_parameters(recurse=False)
+                if p.numel() and p.is_floating_point()
+            )
+        raise ValueError(
+            f"{type(self).__name__}: the kernel is not finite in {kernel.dtype} ({sizes}); "
+            "the parameters left the float range, e.g. under a far too large learning rate: "
+            "lower it (or clip gradients) and restart from a good checkpoint"
         )
 
     @property
@@ -669,6 +687,32 @@ class _CachedDepthwise(nn.Module):
         return self.kernel()
 
     # -- module hooks that invalidate the cache -----------------------------------------
+    #: options the kernel depends on: setting one after construction is validated and drops
+    #: the cached kernel (it used to keep the stale one)
+    _KERNEL_OPTIONS = ("mode", "sigma_max", "epsilon", "normalized", "gamma")
+
+    def __setattr__(self, name: str, value: Any) -> None:  # noqa: D105
+        if name in self._KERNEL_OPTIONS and "_cache" in self.__dict__:
+            if name == "mode":
+                value = check_choice("mode", value, MODES)
+            elif name == "sigma_max":
+                value = _check_sigma_max(value)
+            elif name == "epsilon":
+                self.__dict__["_eps1d"] = _kernels.truncation_error_1d(value, 1)
+                value = float(value)
+            super().__setattr__(name, value)
+            self.clear_cache()
+            if (
+                "_n_fft" in self.__dict__
+                and name in ("mode", "sigma_max")
+                and hasattr(self, "order")
+            ):
+                k = self.kernel_size
+                taps = k + (4 if self.order >= 3 else 2) if self.mode == "full" else k
+                self.__dict__["_n_fft"] = _kernels.fft_length(self.sigma_max, taps)
+            return
+        super().__setattr__(name, value)
+
     def train(self, mode: bool = True) -> _CachedDepthwise:  # noqa: D102
         self.clear_cache()
         return super().train(mode)
@@ -745,7 +789,17 @@ def _factory(device: Any, dtype: Any) -> dict[str, Any]:
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype; got {dtype}")
     # None: the default device, which follows ``with torch.device(...)`` (e.g. "meta")
-    device = torch.get_default_device() if device is None else torch.device(device)
+    try:
+        device = torch.get_default_device() if device is None else torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
+            "device or a CPU-only torch); use device='cpu'"
+        )
     return {"device": device, "dtype": dtype}
 
 

@@ -116,7 +116,8 @@ def make_bank(
         Model names accepted by :func:`scalespace_mk.scalespace.models.parse_model` (default: the 8
         master key models ``"mk1"`` ... ``"mk8"``).
     alpha : float
-        Weight of the Laplacian in ``"mk7"`` (``K - alpha nabla5 T``), finite; default 0.5.
+        Weight of the Laplacian in ``"mk7"`` (``K - alpha nabla5 T``), finite and >= 0;
+        default 0.5.
     size : int
         Odd kernel size (default 7).
     method : str
@@ -153,8 +154,11 @@ def make_bank(
         alpha = float(alpha)
     except (TypeError, ValueError):
         raise ValueError(f"alpha must be a finite number; got {alpha!r}") from None
-    if not np.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number; got {alpha!r}")
+    if not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(
+            f"alpha must be a finite number >= 0 (the weight of the Laplacian of the "
+            f"centre-surround mk7 = K - alpha nabla5 T; the published fit is 0.5256); got {alpha!r}"
+        )
     size = check_size(size, allow_none=False)
     check_choice("method", method, METHODS)
     check_choice("mode", mode, MODES)

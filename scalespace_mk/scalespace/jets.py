@@ -268,6 +268,11 @@ def _gather_scales(sigma_x: Any, sigma_y: Any) -> tuple[torch.Tensor, torch.Tens
     outs, from_torch, dtype, batched = [], False, None, False
     for name, v in (("sigma_x", sigma_x), ("sigma_y", sigma_y)):
         if v is None:
+            if name == "sigma_x":
+                raise TypeError(
+                    "sigma_x must be a number, a 1-D array or a tensor of scales (standard "
+                    "deviations >= 0); got None"
+                )
             outs.append(None)
             continue
         if isinstance(v, torch.Tensor):

@@ -86,6 +86,10 @@ def truncation_error_1d(epsilon: float = 1e-8, D: int = 1) -> float:
 def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
     """Return ``(sigma as a 1-D float64 tensor, came_from_torch, original batch shape)``."""
     if isinstance(sigma, torch.Tensor):
+        if sigma.is_meta:
+            raise ValueError(
+                "sigma is a meta tensor (shape only, no values); pass a tensor with data"
+            )
         if sigma.is_complex() or sigma.dtype == torch.bool:
             raise TypeError(f"sigma must be a real tensor; got dtype {sigma.dtype}")
         shape = tuple(sigma.shape)
@@ -97,6 +101,11 @@ def _to_tensor(sigma: ArrayLike) -> tuple[torch.Tensor, bool, tuple[int, ...]]:
         raise TypeError(f"sigma must be a real number or a 1-D array of numbers; got {sigma!r}")
     try:
         arr = np.asarray(sigma, dtype=np.float64)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(
+            f"sigma must be <= {limits.SIGMA_LIMIT:g} (scalespace_mk.limits.SIGMA_LIMIT); got an "
+            "integer too large for a float"
+        ) from None
     except (TypeError, ValueError):
         raise TypeError(
             f"sigma must be a number or a 1-D array of numbers; got {sigma!r}"
@@ -113,7 +122,15 @@ def _finish(kernel: torch.Tensor, like: torch.Tensor | None, from_torch: bool, s
         kernel = kernel[0]
     if from_torch:
         dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
-        return kernel.to(dtype)
+        out = kernel.to(dtype)
+        if dtype != torch.float64 and not torch.compiler.is_compiling():
+            with torch.no_grad():
+                if not bool(torch.isfinite(out).all()):
+                    raise ValueError(
+                        f"the kernel overflows sigma's dtype {dtype} (a tap above "
+                        f"{torch.finfo(dtype).max:.3g}); pass sigma as a float64 tensor"
+                    )
+        return out
     return kernel.detach().numpy()
 
 
@@ -455,20 +472,34 @@ def discrete_gaussian(
 
 
 def _sampled_family(sig: torch.Tensor, method: str, radius: int) -> torch.Tensor:
-    """Half kernels ``[B, radius + 1]`` for the sampled and integrated Gaussians."""
+    """Half kernels ``[B, radius + 1]`` for the sampled and integrated Gaussians.
+
+    Written to stay finite for every ``sigma >= 0``, subnormal included: the normalised
+    sampled Gaussian is built from ``exp(-n**2 / (2 s))`` (the prefactor cancels), and the
+    ``s * g(x)`` term of the linearly integrated Gaussian as ``sigma exp(-x**2 / (2 s)) /
+    sqrt(2 pi)``, so neither forms ``inf / inf`` or ``0 * inf``. Each tends to the unit
+    impulse as ``sigma -> 0``. The sampled Gaussian itself has the centre tap
+    ``1 / (sqrt(2 pi) sigma)``, which exceeds the float64 range below sigma ~ 2.2e-309;
+    :func:`gaussian_kernel` refuses those scales.
+    """
     n = torch.arange(radius + 1, dtype=torch.float64, device=sig.device)[None, :]
     zero = sig[:, None] == 0
     safe = torch.where(zero, torch.ones_like(sig[:, None]), sig[:, None])
     delta = (n == 0).to(torch.float64).expand(sig.shape[0], -1)
 
+    def shape(x):  # exp(-x**2 / (2 s)), in [0, 1]
+        return torch.exp(-0.5 * (x / safe) ** 2)
+
     def gauss(x):
-        return torch.exp(-0.5 * (x / safe) ** 2) / (math.sqrt(2 * math.pi) * safe)
+        return shape(x) / (math.sqrt(2 * math.pi) * safe)
 
     def phi(x):  # scaled error function: the Gaussian's distribution function
         return 0.5 * (1.0 + torch.erf(x / (math.sqrt(2.0) * safe)))
 
-    if method in ("samplgauss", "normsamplgauss"):
+    if method == "samplgauss":
         values = gauss(n)
+    elif method == "normsamplgauss":
+        values = shape(n)  # normalised by the caller: 1 / (sqrt(2 pi) sigma) cancels
     elif method == "intgauss":
         values = phi(n + 0.5) - phi(n - 0.5)
     else:  # linintgauss: the Gaussian integrated against a triangle of width 2
@@ -476,13 +507,21 @@ def _sampled_family(sig: torch.Tensor, method: str, radius: int) -> torch.Tensor
         def xphi(x):
             return x * phi(x)
 
+        def s_gauss(x):  # s * g(x) = sigma * exp(-x**2 / (2 s)) / sqrt(2 pi), never 0 * inf
+            return safe * shape(x) / math.sqrt(2 * math.pi)
+
         values = (
             xphi(n + 1)
             - 2 * xphi(n)
             + xphi(n - 1)
-            + (safe * safe) * (gauss(n + 1) - 2 * gauss(n) + gauss(n - 1))
+            + (s_gauss(n + 1) - 2 * s_gauss(n) + s_gauss(n - 1))
         )
     return torch.where(zero, delta, values)
+
+
+#: Below this sigma the sampled Gaussian's centre tap ``1 / (sqrt(2 pi) sigma)`` overflows
+#: float64 (it is ~1.8e308 here).
+SAMPLGAUSS_SIGMA_MIN = (1.0 + 1e-9) / math.sqrt(2 * math.pi) / 1.7976931348623157e308
 
 
 def gaussian_kernel(
@@ -535,6 +574,17 @@ def gaussian_kernel(
     sig, from_torch, shape = _to_tensor(sigma)
     if sig.numel() == 0:
         raise ValueError("sigma is empty; pass at least one scale")
+    if method == "samplgauss":
+        with torch.no_grad():
+            tiny = (sig > 0) & (sig < SAMPLGAUSS_SIGMA_MIN)
+            if bool(tiny.any()):
+                raise ValueError(
+                    f"sigma = {float(sig[tiny][0]):.3g} is too small for method 'samplgauss': "
+                    "its centre tap 1 / (sqrt(2 pi) sigma) exceeds the float64 maximum; use "
+                    "sigma = 0 (the unit impulse), a sigma >= "
+                    f"{SAMPLGAUSS_SIGMA_MIN:.3g}, or method 'normsamplgauss' (finite for every "
+                    "sigma)"
+                )
     with torch.no_grad():
         own = torch.ceil(1.1 * math.sqrt(2.0) * float(erfcinv(eps1d)) * sig).to(torch.int64)
     radius = int(own.max()) if size is None else size // 2

@@ -56,6 +56,7 @@ import math
 import os
 import pickle
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -77,6 +78,7 @@ __all__ = [
     "BUILTIN_PHOTOS",
     "CIFAR_ARCHIVES",
     "IMAGE_EXTENSIONS",
+    "image_classes",
     "BuiltinPatchDataset",
     "CIFARDataset",
     "CifarArchive",
@@ -227,6 +229,11 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
                 f"spec {spec!r}: synthetic needs a sample count, e.g. 'synthetic:1000'"
             ) from None
         options = {"n": n, **_parse_options("synthetic", more, spec)}
+        from scalespace_mk.limits import check_count
+
+        check_count("synthetic samples", n, option=f"spec {spec!r}: the sample count N")
+        if "classes" in options:
+            check_count("classes", options["classes"], option=f"spec {spec!r}: classes")
         return DatasetSpec("synthetic", None, options)
     return DatasetSpec("folder", text)
 
@@ -363,6 +370,31 @@ def _decode_resized(
 # --------------------------------------------------------------------------------------------
 
 
+def _image_files_under(folder: Path) -> tuple[list[str], list[str]]:
+    """``(regular image files, non-regular files with image endings)`` under ``folder``,
+    sorted, links followed; nothing is opened."""
+    out, special = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            if fname.lower().endswith(IMAGE_EXTENSIONS):
+                path = os.path.join(dirpath, fname)
+                try:
+                    regular = stat.S_ISREG(os.stat(path).st_mode)
+                except OSError:  # a dangling link: let the verification report it
+                    regular = True
+                (out if regular else special).append(path)
+    return out, special
+
+
+def image_classes(root: str | os.PathLike[str]) -> list[str]:
+    """The class folders of ``root``: sub-folders holding at least one image file (regular
+    file with an ending in :data:`IMAGE_EXTENSIONS`), sorted. Training and validation both
+    use this list, so a folder of GIFs only is dropped from both, before the first step."""
+    found = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=True))
+    return [name for name in found if _image_files_under(Path(root) / name)[0]]
+
+
 class ImageFolderDataset(Dataset):
     """Images in ``root/<class>/...`` decoded with Pillow, without torchvision.
 
@@ -495,13 +527,20 @@ class ImageFolderDataset(Dataset):
         self._failed: set[int] = set()
 
     def _image_files(self, name: str) -> list[str]:
-        """The image files under ``root/name``, sorted (links followed)."""
-        out = []
-        for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
-            dirnames.sort()
-            for fname in sorted(filenames):
-                if fname.lower().endswith(IMAGE_EXTENSIONS):
-                    out.append(os.path.join(dirpath, fname))
+        """The image files under ``root/name``, sorted (links followed); only regular files.
+
+        A FIFO, socket or device with an image ending is never opened (reading it could
+        block for ever): it is skipped with a warning, or refused with ``strict``.
+        """
+        out, special = _image_files_under(self.root / name)
+        if special:
+            message = (
+                f"{len(special)} file(s) with image endings under {str(self.root / name)!r} "
+                f"are not regular files (FIFO, socket or device; first: {special[0]!r})"
+            )
+            if self.strict:
+                raise CorruptImageError(f"{message}; remove them (--strict-data)")
+            warnings.warn(f"skipped {message}", RuntimeWarning, stacklevel=3)
         return out
 
     @property
@@ -1530,9 +1569,8 @@ def build_dataset(
             )
         classes = None
         if split != "train" and train_dir.is_dir():
-            classes = sorted(
-                e.name for e in os.scandir(train_dir) if e.is_dir(follow_symlinks=True)
-            )
+            # the classes training sees: folders with image files (not GIF-only ones)
+            classes = image_classes(train_dir)
         ds: Dataset = ImageFolderDataset(
             split_dir,
             image_size=image_size,

@@ -52,6 +52,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from scalespace_mk import _json
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import atomic_path
 from scalespace_mk._progress import format_duration, log_line, progress, stream_is_terminal
@@ -196,10 +197,16 @@ class TrainConfig:
         check_choice("amp", self.amp, AMP)
         check_choice("augment", self.augment, AUGMENT)
         check_choice("method", self.method, METHODS)
-        for name in ("epochs", "batch_size", "accum_steps"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("workers", "save_every_steps", "log_every"):
-            _check_int(name, getattr(self, name), 0)
+        from scalespace_mk import limits
+
+        _check_int("epochs", self.epochs, 1, limits.EPOCHS_MAX, why=" (limits.EPOCHS_MAX)")
+        _check_int(
+            "batch_size", self.batch_size, 1, limits.BATCH_SIZE_MAX, why=" (limits.BATCH_SIZE_MAX)"
+        )
+        _check_int("accum_steps", self.accum_steps, 1, 1 << 20)
+        _check_int("workers", self.workers, 0, limits.WORKERS_MAX, why=" (limits.WORKERS_MAX)")
+        for name in ("save_every_steps", "log_every"):
+            _check_int(name, getattr(self, name), 0, 1 << 62)
         _check_int("image_size", self.image_size, 32, 1024, why=" (ConvNeXt downsamples by 32)")
         _check_int("seed", self.seed, 0, 2**32 - 1)
         if self.max_steps_per_epoch is not None:
@@ -222,6 +229,12 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1); got {self.ema_decay!r}")
         if self.init and self.replace_from:
             raise ValueError("pass either init or replace_from, not both")
+        if self.filters is not None and self.dwconv in ("learned", "njet"):
+            raise ValueError(
+                f"filters is used only by the masterkey, idealized and learnable depthwise "
+                f"convs; --dwconv {self.dwconv} would ignore it: drop --filters or choose "
+                "another --dwconv"
+            )
         if self.dwconv == "learned" and self.replace_from:
             raise ValueError(
                 "replace_from needs an analytic dwconv (masterkey, idealized, "
@@ -723,6 +736,55 @@ def _set_rng_state(state: Mapping[str, Any], aug_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _load_state_checked(model: nn.Module, state: Any, origin: str) -> None:
+    """``model.load_state_dict(state)`` with one-line errors and finite weights only.
+
+    Raises
+    ------
+    ValueError
+        Naming ``origin`` and up to three missing, unexpected or wrongly shaped keys (torch's
+        multi-line text never reaches the user), or the first entry holding NaN/Inf.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{origin}: expected a state dict, got {type(state).__name__}")
+    own = model.state_dict()
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    wrong = [k for k in own if k in state and not isinstance(state[k], torch.Tensor)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {few(missing)}")
+    if extra:
+        problems.append(f"unexpected keys {few(extra)}")
+    if shaped:
+        problems.append(f"wrongly shaped (stored vs model) {few(shaped)}")
+    if wrong:
+        problems.append(f"not tensors {few(wrong)}")
+    if problems:
+        raise ValueError(
+            f"{origin} does not fit the model {type(model).__name__}: {'; '.join(problems)}; "
+            "was it written for another --model or --dwconv?"
+        )
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{origin}: weight {k!r} holds NaN or Inf; the checkpoint cannot be evaluated "
+                "(an earlier run diverged: lower --lr or --weight-decay)"
+            )
+    model.load_state_dict(state)
+
+
 def load_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train` (``weights_only=True``) and validate it."""
     from scalespace_mk.networks.checkpoint import load_checkpoint_file
@@ -812,6 +874,25 @@ def train(
     :data:`RESUME_MAY_CHANGE` may differ from the stored configuration, and a larger
     ``cfg.epochs`` extends the run (the schedule is recomputed for the new total).
     """
+    from scalespace_mk.training.runlock import lock_run_folder
+
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0 and str(out).strip():
+        lock = lock_run_folder(out)  # one run (or --resume) per folder at a time
+    try:
+        summary = _train_locked(cfg, out, resume=resume, progress=progress)
+    except BaseException:
+        if lock is not None:
+            lock.release(failed=True)
+        raise
+    if lock is not None:
+        lock.release()
+    return summary
+
+
+def _train_locked(
+    cfg: TrainConfig, out: str | os.PathLike, *, resume: bool, progress: bool | None
+) -> dict[str, Any]:
     run = _setup(cfg, out, resume=resume, progress=progress)
     lr = _learning_rate(run)
     for epoch in range(run.epoch, cfg.epochs):
@@ -1025,6 +1106,13 @@ def _resume_state(cfg: TrainConfig, path: Path, resume: bool) -> dict[str, Any] 
 
 def _restore(run: _Run, state: Mapping[str, Any], path: Path) -> None:
     """Load the resumed state into ``run``; a missing or damaged entry is named."""
+    stored = _entry(path, "num_classes", lambda: _as_count(state["num_classes"]))
+    if stored != run.num_classes:
+        raise ValueError(
+            f"{path}: checkpoint entry 'num_classes' is {stored}, but --data gives "
+            f"{run.num_classes} classes; resume with the data the run was started with"
+        )
+    _entry(path, "scaler", lambda: _check_scaler(state["scaler"]))
     loads = {
         "model": run.model.load_state_dict,
         "optimizer": run.optimizer.load_state_dict,
@@ -1045,8 +1133,9 @@ def _restore(run: _Run, state: Mapping[str, Any], path: Path) -> None:
             f"{run.steps_per_epoch} steps per epoch; was the data changed?"
         )
     run.history = _entry(path, "history", lambda: _history(state.get("history", []), run.epoch))
+    partial = _entry(path, "partial", lambda: _partial_sums(state["partial"]))
     if run.step_in_epoch:  # resumed mid-epoch: the sums so far
-        run.partial = _entry(path, "partial", lambda: _EpochSums(*state["partial"]))
+        run.partial = partial
     # the RNG state saved at that point already accounts for the batches done; only the
     # sampler position must be skipped
     _entry(path, "rng", lambda: _set_rng_state(state["rng"], run.aug_gen))
@@ -1059,10 +1148,37 @@ def _entry(path: Path, name: str, read: Any) -> Any:
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         detail = str(exc).strip().splitlines()
         detail = detail[0][:200] if detail else type(exc).__name__
+        if isinstance(exc, TypeError | AttributeError):  # Python's words ("'int' object is
+            detail = "it has the wrong type"  # not iterable") mean nothing to the user
+        elif isinstance(exc, KeyError):
+            detail = f"no entry {detail}"
         raise ValueError(
             f"{path}: checkpoint entry {name!r} is missing or damaged ({detail}); "
-            "the run cannot be resumed from it"
+            "the run cannot be resumed or evaluated from it"
         ) from None
+
+
+def _check_scaler(value: Any) -> None:
+    """A GradScaler state: empty (disabled) or finite numbers with a scale > 0."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a dict, got {type(value).__name__}")
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+            raise ValueError(f"{key!r} is {item!r}, not a finite number")
+    if value and not value.get("scale", 0) > 0:
+        raise ValueError(f"'scale' must be > 0, got {value.get('scale')!r}")
+
+
+def _partial_sums(value: Any) -> _EpochSums:
+    """The running sums of a mid-epoch checkpoint: a finite loss sum and two counts."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(f"expected [loss_sum, loss_count, seen], got {value!r}"[:200])
+    loss_sum, count, seen = value
+    if isinstance(loss_sum, bool) or not isinstance(loss_sum, int | float):
+        raise ValueError(f"loss_sum {loss_sum!r} is not a number")
+    if not math.isfinite(loss_sum):
+        raise ValueError(f"loss_sum {loss_sum!r} is not finite")
+    return _EpochSums(float(loss_sum), _as_count(count), _as_count(seen))
 
 
 def _as_count(value: Any) -> int:
@@ -1116,7 +1232,10 @@ def _train_step(run: _Run, batches: Any, sums: _EpochSums) -> None:
         with sync, _autocast(run.device, cfg.amp):
             loss = run.criterion(run.net(images).float(), targets)
             run.scaler.scale(loss / cfg.accum_steps).backward()
-        sums.loss_sum += float(loss.detach())
+        value = float(loss.detach())
+        if not math.isfinite(value):  # before the update: the weights stay as they were
+            _non_finite(run, f"the training loss is {value}")
+        sums.loss_sum += value
         sums.loss_count += 1
         sums.seen += images.shape[0]
     if cfg.grad_clip > 0:
@@ -1129,10 +1248,34 @@ def _train_step(run: _Run, batches: Any, sums: _EpochSums) -> None:
         run.ema.update(run.model)
     run.global_step += 1
     if not math.isfinite(sums.loss_sum):
-        raise RuntimeError(
-            f"the training loss became {sums.loss_sum} at step {run.global_step}; "
-            "lower --lr or use --amp none"
-        )
+        _non_finite(run, f"the summed training loss is {sums.loss_sum}")
+    bad = _first_non_finite(run.model)
+    if bad is not None:
+        _non_finite(run, f"weight {bad!r} holds NaN or Inf after the update")
+
+
+def _first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer of ``model`` holding NaN/Inf, else None."""
+    tensors = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    if not tensors:
+        return None
+    with torch.no_grad():
+        ok = torch.stack([torch.isfinite(t).all() for _, t in tensors])
+        if bool(ok.all()):
+            return None
+        return tensors[int((~ok).nonzero()[0, 0])][0]
+
+
+def _non_finite(run: _Run, what: str) -> None:
+    """Stop the run at the first non-finite loss or weight; the last good checkpoint stays."""
+    cfg = run.cfg
+    raise RuntimeError(
+        f"{what} at step {run.global_step + 1} (epoch {run.epoch + 1}); training stopped, "
+        f"nothing was saved over {run.out / 'last.pt'}. Likely cause: --lr {cfg.lr:g} or "
+        f"--weight-decay {cfg.weight_decay:g} too large"
+        + (f", or --amp {cfg.amp} (try --amp none)" if cfg.amp != "none" else "")
+        + "; lower them (or set --grad-clip) and start again or --resume"
+    )
 
 
 # ---- the end of an epoch: evaluation, metrics --------------------------------------------
@@ -1201,6 +1344,10 @@ def _save_checkpoint(run: _Run, epoch: int, step: int, sums: _EpochSums | None =
 
     if not run.d.main:
         return
+    for module in (run.model, run.ema.module if run.ema is not None else None):
+        bad = None if module is None else _first_non_finite(module)
+        if bad is not None:  # never a non-finite checkpoint over a good one
+            _non_finite(run, f"weight {bad!r} holds NaN or Inf at the checkpoint")
     sums = sums or _EpochSums()
     ema, analytic = run.ema, run.cfg.dwconv != "learned"
     save_checkpoint_file(
@@ -1310,12 +1457,12 @@ class _NoBar:
 
 def _write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(_json.dumps(obj, indent=2) + "\n")
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+        tmp.write_text("".join(_json.dumps(h) + "\n" for h in history))
 
 
 def evaluate_checkpoint(
@@ -1337,8 +1484,10 @@ def evaluate_checkpoint(
     from scalespace_mk.training.datasets import build_dataset
 
     ckpt = load_training_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = _entry(Path(path), "config", lambda: TrainConfig.from_dict(ckpt["config"]))
     cfg = replace(cfg, init=None, replace_from=None)
+    if "num_classes" in ckpt:
+        _entry(Path(path), "num_classes", lambda: _as_count(ckpt["num_classes"]))
     d, device = _setup_distributed()
     val_set, num_classes = build_dataset(
         data, split="val", image_size=cfg.image_size, seed=cfg.seed
@@ -1364,7 +1513,7 @@ def evaluate_checkpoint(
         from scalespace_mk.networks.registry import build_network
 
         model = build_network(cfg.arch, num_classes=n_classes)
-    model.load_state_dict(ckpt[key])
+    _load_state_checked(model, ckpt[key], f"{path} ({key!r})")
     model.to(device)
     return evaluate(
         model,
