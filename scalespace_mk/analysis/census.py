@@ -748,6 +748,25 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
 # result
 
 
+#: per-type columns of :meth:`CensusResult.to_columns` (suffixed ``_<type label>``)
+_PER_TYPE: tuple[str, ...] = ("r2", "sigma_x", "sigma_y", "alpha", "a", "b", "rss")
+#: the per-filter columns of :meth:`CensusResult.to_columns`, in order
+_BEST_COLUMNS: tuple[str, ...] = (
+    "index",
+    "type",
+    "best",
+    "sigma_x",
+    "sigma_y",
+    "alpha",
+    "a",
+    "b",
+    "r2",
+    "rss",
+    "tss",
+    "reason",
+)
+
+
 @dataclass
 class CensusResult:
     """Result of :func:`census` (numpy arrays; N filters, T types).
@@ -879,6 +898,191 @@ class CensusResult:
         """Number of filters whose best type is each type (in the order of ``types``)."""
         c = np.bincount(self.best[self.valid], minlength=len(self.types))
         return {t: int(n) for t, n in zip(self.types, c, strict=True)}
+
+    # ----------------------------------------------------------------------------------
+    # display and columns (one screen; a table per type; flat columns for files/pandas)
+
+    def __repr__(self) -> str:
+        n, t = len(self), len(self.types)
+        fitted = int(self.valid.sum())
+        head = (
+            f"CensusResult({n} filters, {t} types {list(self.types)}, {fitted} fitted, "
+            f"sigma_max={self.sigma_max:g})"
+        )
+        if n == 0:
+            return head
+        return head + "\n" + self.format_table()
+
+    def format_table(self) -> str:
+        """One line per type: count and share of filters it explains best, median R^2 and
+        median scales of those filters, and the share with R^2 > 0.8; a line for all fitted
+        filters, and one naming the filters not fitted.
+
+        Returns
+        -------
+        str
+            A plain-text table (fixed-width columns, no trailing newline).
+        """
+        n = max(int(self.valid.sum()), 1)
+        r2, sx, sy = self.r2, self.sigma_x, self.sigma_y
+        lines = [
+            f"{'type':>6}  {'count':>9}  {'share':>6}  {'median R^2':>10}  {'R^2>0.8':>7}  "
+            f"{'median sigma_x':>14}  {'median sigma_y':>14}"
+        ]
+
+        def med(v: np.ndarray) -> str:
+            return f"{float(np.median(v)):.4f}" if v.size else "-"
+
+        def row(label: str, m: np.ndarray) -> str:
+            c = int(m.sum())
+            good = f"{100.0 * float(np.mean(r2[m] > 0.8)):6.1f}%" if c else "      -"
+            return (
+                f"{label:>6}  {c:>9}  {100.0 * c / n:5.1f}%  {med(r2[m]):>10}  {good:>7}  "
+                f"{med(sx[m]):>14}  {med(sy[m]):>14}"
+            )
+
+        for j, tp in enumerate(self.types):
+            lines.append(row(str(tp), self.best == j))
+        lines.append(row("all", self.valid))
+        bad = {k: v for k, v in self.invalid_counts().items() if v}
+        if bad:
+            lines.append(
+                "not fitted: " + ", ".join(f"{v} {k.replace('_', '-')}" for k, v in bad.items())
+            )
+        return "\n".join(lines)
+
+    def to_columns(self, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The result as flat columns of equal length N (what ``to_pandas`` and the census
+        files of :mod:`scalespace_mk.analysis.stream` hold).
+
+        Parameters
+        ----------
+        index : numpy.ndarray of int, shape [N], optional
+            Row of each filter in its input (default ``0 .. N-1``).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            In this order: ``index`` (int64), ``type`` (str: the best type's label, ``""``
+            for a filter not fitted), ``best`` (int64 column of the best type in ``types``,
+            -1 when not fitted), ``sigma_x``, ``sigma_y`` (standard deviations of the best
+            fit), ``alpha`` (type 7, else NaN), ``a``, ``b``, ``r2``, ``rss``, ``tss``
+            (float64), ``reason`` (str: ``""`` when fitted, else ``"zero"``, ``"constant"``
+            or ``"non-finite"``), then per type ``t`` (its label) ``r2_t``, ``sigma_x_t``,
+            ``sigma_y_t``, ``alpha_t``, ``a_t``, ``b_t``, ``rss_t`` (float64).
+        """
+        n = len(self)
+        idx = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, np.int64)
+        labels = np.array([str(t) for t in self.types] + [""])
+        cols: dict[str, np.ndarray] = {
+            "index": idx,
+            "type": labels[self.best],
+            "best": self.best.astype(np.int64),
+            "sigma_x": self.sigma_x,
+            "sigma_y": self.sigma_y,
+            "alpha": self.alpha,
+            "a": self.a,
+            "b": self.b,
+            "r2": self.r2,
+            "rss": self.rss,
+            "tss": self.tss,
+            "reason": np.array(
+                ["" if r is None else r for r in self.reason.tolist()], dtype="<U10"
+            ),
+        }
+        for j, tp in enumerate(self.types):
+            for key in _PER_TYPE:
+                cols[f"{key}_{tp}"] = getattr(self, f"{key}_all")[:, j]
+        return {k: np.ascontiguousarray(v) for k, v in cols.items()}
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: dict[str, Any],
+        types: Sequence[int | str],
+        *,
+        sigma_max: float,
+        alpha_range: tuple[float, float] = ALPHA_RANGE,
+    ) -> CensusResult:
+        """Rebuild a result from :meth:`to_columns` (e.g. read back from a census file).
+
+        Parameters
+        ----------
+        columns : dict of str to array_like
+            At least ``best``, ``tss``, ``reason`` and the per-type columns of ``types``.
+        types : sequence of int or str
+            The census's types (labels), in column order.
+        sigma_max, alpha_range
+            The bounds the census used.
+
+        Returns
+        -------
+        CensusResult
+        """
+        types = tuple(types)
+        all_ = {
+            key: np.stack(
+                [np.asarray(columns[f"{key}_{t}"], dtype=np.float64) for t in types], axis=1
+            ).reshape(-1, len(types))
+            for key in _PER_TYPE
+        }
+        reason = np.array(
+            [
+                None if (r == "" or r is None) else str(r)
+                for r in np.asarray(columns["reason"]).tolist()
+            ],
+            dtype=object,
+        )
+        return cls(
+            types=types,
+            best=np.asarray(columns["best"], dtype=np.int64),
+            sigma_x_all=all_["sigma_x"],
+            sigma_y_all=all_["sigma_y"],
+            alpha_all=all_["alpha"],
+            a_all=all_["a"],
+            b_all=all_["b"],
+            r2_all=all_["r2"],
+            rss_all=all_["rss"],
+            tss=np.asarray(columns["tss"], dtype=np.float64),
+            alpha_range=tuple(alpha_range),
+            sigma_max=float(sigma_max),
+            reason=reason,
+        )
+
+    def to_pandas(self, *, per_type: bool = True) -> Any:
+        """The result as a :class:`pandas.DataFrame`, one row per filter (pandas is imported
+        here; it is not a dependency of the package).
+
+        Parameters
+        ----------
+        per_type : bool
+            Include the per-type columns ``r2_t``, ``sigma_x_t``, ... (default True).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :meth:`to_columns`, except that ``type`` holds the label as in
+            ``types`` (int for the master key types) or None, and ``reason`` None for a
+            fitted filter.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "CensusResult.to_pandas needs pandas (pip install pandas); to_columns() gives "
+                "the same columns as numpy arrays"
+            ) from None
+        cols: dict[str, Any] = self.to_columns()
+        cols["type"] = self.type.astype(object) if len(self) else np.zeros(0, dtype=object)
+        cols["reason"] = self.reason
+        if not per_type:
+            cols = {k: v for k, v in cols.items() if k in _BEST_COLUMNS}
+        return pd.DataFrame(cols)
 
 
 # --------------------------------------------------------------------------------------
