@@ -594,7 +594,7 @@ def census_stream(
     rows: int | None = None,
     limit: int | None = None,
     dataset: str | None = None,
-    null: Sequence[str] = (),
+    null: Sequence[str] | str | None = (),
     seed: int = 0,
     restart: bool = False,
     keep_parts: bool = False,
@@ -660,10 +660,12 @@ def census_stream(
     census_kwargs.pop("on_invalid", None)
     census_kwargs.setdefault("progress", False)
     family = census_kwargs.pop("family", "masterkey")
-    if null:
-        from scalespace_mk.analysis.null import null_kinds
+    from scalespace_mk.analysis.null import NULL_KINDS, null_kinds
 
-        null = tuple(null_kinds(list(null)))
+    null = null_kinds(null) if isinstance(null, str) or null is None else tuple(null)
+    bad = [kind for kind in null if kind not in NULL_KINDS]
+    if bad:
+        raise ValueError(f"null kinds must be among {NULL_KINDS}; got {bad}")
     src = open_filters(source, dataset=dataset)
     parts_dir = out.with_name(out.name + ".parts")
     dist = _distributed(parts_dir)
