@@ -243,3 +243,25 @@ def test_cli_stream_options(tmp_path, capsys):
     assert doc["filters"][0]["r2"] == pytest.approx(float(census(y[10:15]).r2[0]), abs=1e-12)
     assert main(base + ["--out", str(tmp_path / "r.json"), "--rows", "3"]) == 0
     assert len(json.loads((tmp_path / "r.json").read_text())["filters"]) == 3
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs CUDA (the census on the GPU)"
+)
+def test_census_on_cuda_equals_cpu(tmp_path):
+    from scalespace_mk.scalespace.models import masterkey_model
+
+    rng = np.random.default_rng(7)
+    pairs = [(1, 0.6, 1.4), (3, 0.8, 1.2), (5, 1.1, 0.9), (6, 1.3, 0.7)]
+    planted = np.stack([masterkey_model(t, sx, sy) for t, sx, sy in pairs]) * 2.0 + 0.1
+    noise = rng.standard_normal((3000, 7, 7))
+    for y in (planted, noise):
+        a, b = census(y, device="cuda"), census(y, device="cpu")
+        same = a.best == b.best
+        assert same.mean() >= (1.0 if y is planted else 0.99)
+        close = np.abs(a.r2 - b.r2) <= 1e-6
+        assert close.mean() >= (1.0 if y is planted else 0.99)
+    np.save(tmp_path / "f.npy", noise[:500])
+    census_stream(tmp_path / "f.npy", tmp_path / "g.npz", chunk_rows=200, device="cuda")
+    got, ref = read_census(tmp_path / "g.npz"), census(noise[:500], device="cpu")
+    assert np.mean(got.best == ref.best) >= 0.99

@@ -1465,6 +1465,8 @@ def _fit_all(
     theta = np.zeros((n, n_t, 2))
     out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
     yt_all = torch.as_tensor(y)
+    with torch.no_grad():
+        grid = _grid_models(objs, args[4], dev) if n else None  # shared by all chunks
 
     pending: dict[int, list] = {}
 
@@ -1478,7 +1480,7 @@ def _fit_all(
         left: list = []
         with torch.no_grad():
             yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
-            fits = _fit_chunk(tps, objs, yf, *args, pending=left)
+            fits = _fit_chunk(tps, objs, yf, *args, pending=left, grid=grid)
         for j, (th, res) in enumerate(fits):
             store(slice(start, stop), j, th, res)
         for j, rows, th0 in left:
@@ -1571,6 +1573,17 @@ def _sep_grid_models(objs: Sequence[_SepObjective], sig: torch.Tensor) -> torch.
     return torch.cat(cols).T.contiguous()
 
 
+def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> torch.Tensor | None:
+    """:func:`_sep_grid_models` of the separable objectives on the coarse grid, in
+    :data:`_GRID_DTYPE` (None when there is none): built once per census, shared by the
+    chunks and threads."""
+    sep = [obj for obj in objs if obj.dim == 2]
+    if not sep:
+        return None
+    sig2, _ = _coarse_grid(sigma_max, 2, dev)
+    return _sep_grid_models(sep, sig2).to(_GRID_DTYPE)
+
+
 def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -> torch.Tensor:
     """Index ``iy * G + ix`` of the largest ``|<z, m>|`` per filter and type: ``[n, T]``.
 
@@ -1600,6 +1613,7 @@ def _fit_chunk(
     sigma_max: float,
     alpha_range: tuple[float, float],
     pending: list | None = None,
+    grid: torch.Tensor | None = None,
 ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Fit every type to the flattened filters ``yf`` [n, k*k]: per type (scales, exact fit).
 
@@ -1609,7 +1623,8 @@ def _fit_chunk(
     The few filters that the Newton refinement leaves to the stencil search are refined
     here, or, when a list ``pending`` is given, appended to it as ``(type column, rows,
     start scales)`` for :func:`_fit_pending` (one stencil search for all chunks: its cost
-    is mostly per step, not per filter).
+    is mostly per step, not per filter). ``grid`` is :func:`_grid_models` of ``objs`` when
+    the caller built it once for all chunks (it is the same for every chunk).
     """
     zc = yf - yf.mean(dim=1, keepdim=True)
     zf = zc / zc.norm(dim=1, keepdim=True)
@@ -1620,7 +1635,9 @@ def _fit_chunk(
     start2: dict[int, torch.Tensor] = {}
     if sep:
         g = sig2.shape[0]
-        best = _grid_argmax(zf, _sep_grid_models([objs[j] for j in sep], sig2), len(sep), g)
+        if grid is None:
+            grid = _grid_models(objs, sigma_max, dev)
+        best = _grid_argmax(zf, grid, len(sep), g)
         for col, j in enumerate(sep):
             start2[j] = torch.stack([sig2[best[:, col] % g], sig2[best[:, col] // g]], dim=1)
     fits = []
