@@ -106,6 +106,7 @@ _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
 _GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
+_GRID_BLOCK_BYTES = 64 << 20  # ... fewer when that float32 block would pass 64 MB
 _SCREEN_CHUNK = 65536  # filters screened at a time (temporaries ~ 5 x 0.5 MB per 1k)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -1555,22 +1556,31 @@ def _coarse_grid(sigma_max: float, dim: int, dev: torch.device) -> tuple[torch.T
     return sig, 0.5 * sigma_max / n_grid
 
 
-def _sep_grid_models(objs: Sequence[_SepObjective], sig: torch.Tensor) -> torch.Tensor:
+def _sep_grid_models(
+    objs: Sequence[_SepObjective], sig: torch.Tensor, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Centred unit-norm grid models of the separable types as one matrix ``[k*k, T*G*G]``.
 
     Column ``t * G * G + iy * G + ix`` is ``g_c / ||g_c||`` for ``g = v(sig[iy]) (x) u(sig[ix])``
     of type ``t`` (zero where ``g`` is constant), so that the correlation of a centred unit
-    filter ``z`` with every grid model is one matrix product ``z @ M``.
+    filter ``z`` with every grid model is one matrix product ``z @ M``. Each type's block is
+    computed in float64 and stored in ``dtype`` straight into the matrix (peak memory: the
+    matrix and one type's float64 block).
     """
-    cols = []
-    for obj in objs:
+    gg_n = sig.shape[0] ** 2
+    kk = objs[0].k * objs[0].k
+    out = torch.empty(kk, len(objs) * gg_n, dtype=dtype, device=sig.device)
+    for t, obj in enumerate(objs):
         u, v = obj.ux(sig), obj.vy(sig)  # [G, k]
-        g = (v[:, None, :, None] * u[None, :, None, :]).reshape(-1, obj.k * obj.k)
+        g = (v[:, None, :, None] * u[None, :, None, :]).reshape(-1, kk)
         gc = g - g.mean(dim=1, keepdim=True)
         gg = (gc * gc).sum(dim=1)
         ok = gg > _TINY * (g * g).sum(dim=1)
-        cols.append(gc * torch.where(ok, gg.rsqrt(), torch.zeros_like(gg))[:, None])
-    return torch.cat(cols).T.contiguous()
+        del g
+        gc *= torch.where(ok, gg.rsqrt(), torch.zeros_like(gg))[:, None]
+        out[:, t * gg_n : (t + 1) * gg_n] = gc.T
+        del gc
+    return out
 
 
 def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> torch.Tensor | None:
@@ -1581,7 +1591,7 @@ def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> to
     if not sep:
         return None
     sig2, _ = _coarse_grid(sigma_max, 2, dev)
-    return _sep_grid_models(sep, sig2).to(_GRID_DTYPE)
+    return _sep_grid_models(sep, sig2, _GRID_DTYPE)
 
 
 def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -> torch.Tensor:
@@ -1593,13 +1603,20 @@ def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -
     n = zf.shape[0]
     out = torch.empty(n, n_types, dtype=torch.long, device=zf.device)
     mg = models.to(_GRID_DTYPE)
-    for start in range(0, n, _GRID_CHUNK):
-        c = zf[start : start + _GRID_CHUNK].to(_GRID_DTYPE)
+    rows = _grid_rows(models.shape[1])
+    for start in range(0, n, rows):
+        c = zf[start : start + rows].to(_GRID_DTYPE)
         corr = torch.matmul(c, mg).abs_().view(c.shape[0], n_types, g, g)
         iy = corr.amax(dim=3).argmax(dim=2)  # [c, T]: row of the maximum
         row = corr.gather(2, iy[:, :, None, None].expand(-1, -1, 1, g))[:, :, 0, :]
-        out[start : start + _GRID_CHUNK] = iy * g + row.argmax(dim=2)
+        out[start : start + rows] = iy * g + row.argmax(dim=2)
     return out
+
+
+def _grid_rows(columns: int) -> int:
+    """Filters per coarse-grid product: :data:`_GRID_CHUNK`, fewer when the ``[rows,
+    columns]`` float32 block would pass :data:`_GRID_BLOCK_BYTES` (large k or sigma_max)."""
+    return int(max(1, min(_GRID_CHUNK, _GRID_BLOCK_BYTES // (4 * max(columns, 1)))))
 
 
 def _fit_chunk(
