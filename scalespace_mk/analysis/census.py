@@ -1403,37 +1403,67 @@ def census(
     )
 
 
-def _check_census_memory(
-    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, chosen: bool
-) -> int:
-    """The batch size to use within the memory budget, or a MemoryBudgetError.
+def _census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, threads: int
+) -> tuple[float, float]:
+    """Estimated peak working memory of a census, in bytes: ``(fixed, per_filter)`` with
+    ``fixed + per_filter * batch`` the peak for a batch of ``batch`` filters.
 
-    Estimate (conservative, measured on CPU): the tables evaluate every knot's kernel with
-    one FFT (~24 bytes per knot and FFT sample, plus the cubic coefficients); the coarse grid
-    of a two-scale type holds a few ``[batch, G, G]`` float64 arrays. A default batch size
-    shrinks to fit; a chosen one that does not fit is refused.
+    Measured (VmHWM over the imports, 2 threads) and the estimate: see
+    ``tests/test_census_memory.py`` and docs/limits.md. Terms:
+
+    - tables: every knot's kernel is built with one FFT (~24 bytes per knot and FFT sample),
+      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, with 30 %
+      for the temporaries of their construction;
+    - coarse grid of the separable types: the float32 matrix ``[k*k, T*G*G]`` shared by all
+      threads and one type's float64 block while it is built;
+    - per thread: a float32 grid product of at most 64 MB (twice, for its absolute value and
+      reductions) and, per filter of the batch, the one-scale grids (``~12`` float64 arrays of
+      ``G1`` values), the refinement and exact models (~``64 k^2`` bytes) and the input's
+      copies and result columns;
     """
     from scalespace_mk.scalespace.kernels import fft_length
 
     knots = sigma_max / _KNOT_STEP + 3
     n_fft = fft_length(sigma_max, k)
-    tables = knots * (24 * n_fft + 3 * 4 * 8 * k * k)
-    g2 = sigma_max / _GRID_STEP_2D + 2
-    g1 = sigma_max / _GRID_STEP_1D + 2
-    two = any(tp.kind == "sep" for tp in tps)
-    per_filter = 32 * (g2 * g2 if two else g1) + 64 * k * k
+    tables = 1.3 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
+    g2 = math.ceil(sigma_max / _GRID_STEP_2D) + 1
+    g1 = math.ceil(sigma_max / _GRID_STEP_1D) + 1
+    n_sep = sum(tp.kind == "sep" for tp in tps)
+    n_one = len(tps) - n_sep
+    cols = n_sep * g2 * g2
+    grid = (4.0 * k * k * cols + 3 * 8.0 * k * k * g2 * g2) if n_sep else 0.0
+    block = 2.0 * 4 * cols * _grid_rows(cols) if n_sep else 0.0
+    per_filter = 96.0 * g1 * n_one + 64.0 * k * k * 2 + 400.0 * len(tps)
+    inputs = 3 * 8.0 * k * k * n + 6 * 8.0 * len(tps) * n  # filters (3 copies), results
+    return tables + grid + threads * block + inputs, threads * per_filter
+
+
+def _check_census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, chosen: bool
+) -> int:
+    """The batch size to use within the memory budget, or a MemoryBudgetError.
+
+    The estimate is :func:`_census_memory` with the threads the census will run (one per
+    chunk, at most ``torch.get_num_threads()``); a default batch size shrinks to fit, a
+    chosen one that does not fit is refused, and so is a census whose fixed part (tables,
+    grid, inputs) alone passes the budget, before any work.
+    """
+    rows = max(min(batch, n), 1)
+    threads = max(1, min(torch.get_num_threads(), math.ceil(n / rows)))
+    fixed, per_filter = _census_memory(tps, k, sigma_max, n, rows, threads)
     what = f"census of {n} filter(s) of size {k} with sigma_max = {sigma_max:g}"
     limits.check_memory(
-        tables,
+        fixed + per_filter,
         what,
         f"lower sigma_max (k / 2 = {k / 2:g} is the default, beyond it a model "
-        "is nearly flat across the filter)",
+        "is nearly flat across the filter), or fit fewer filters at a time "
+        "(scalespace_mk.analysis.stream.census_stream, census --out)",
     )
-    rows = min(batch, n)
-    need = tables + per_filter * rows
+    need = fixed + per_filter * rows
     if need <= limits.memory_budget():
         return batch
-    fits = int((limits.memory_budget() - tables) // per_filter)
+    fits = int((limits.memory_budget() - fixed) // per_filter)
     if not chosen and fits >= 1:
         return fits
     limits.check_memory(
