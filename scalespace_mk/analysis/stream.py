@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 import zipfile
 from collections.abc import Sequence
@@ -42,6 +41,8 @@ from typing import Any
 import numpy as np
 
 from scalespace_mk._io import atomic_path
+from scalespace_mk._progress import log_line
+from scalespace_mk._progress import progress as progress_iter
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -490,11 +491,20 @@ class _Dist:
     world: int = 1
     created: bool = False
 
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
+    def share_error(self, message: str | None) -> None:
+        """Collective: if any rank passes a message, every rank raises a ValueError with it
+        (so that no rank waits at a barrier for one that failed). A barrier otherwise."""
+        if self.world == 1:
+            if message is not None:
+                raise ValueError(message)
+            return
+        import torch.distributed as dist
 
-            dist.barrier()
+        got: list[Any] = [None] * self.world
+        dist.all_gather_object(got, message)
+        errors = [m for m in got if m is not None]
+        if errors:
+            raise ValueError("; ".join(errors))
 
     def close(self) -> None:
         if self.created:
@@ -631,7 +641,8 @@ def census_stream(
     keep_parts : bool
         Keep ``OUT.parts/`` after the merge (default: removed).
     progress : bool, optional
-        Log one line per chunk on stderr (default: when stderr is a terminal).
+        Show progress over the chunks on stderr (a tqdm bar on a terminal, a log line every
+        30 s otherwise; default True when there is more than one chunk).
     **census_kwargs
         Options of :func:`scalespace_mk.analysis.census.census` (``types``, ``family``,
         ``order``, ``sigma_max``, ``device``, ``num_threads``, ...); ``on_invalid`` is
@@ -684,50 +695,47 @@ def census_stream(
         }
         for key in ("progress", "num_threads", "batch_size"):  # do not change the result
             manifest["options"].pop(key, None)
+        err = None
         if dist.rank == 0:
-            _prepare_parts(parts_dir, manifest, restart)
-        dist.barrier()
+            try:
+                _prepare_parts(parts_dir, manifest, restart)
+            except (ValueError, OSError) as exc:
+                if dist.world == 1:
+                    raise
+                err = str(exc)
+        dist.share_error(err)  # every rank raises rank 0's refusal (no rank waits forever)
         if dist.rank != 0:
             _check_manifest(parts_dir, manifest)
-        show = sys.stderr.isatty() if progress is None else progress
-        fitted = resumed = 0
-        meta: dict[str, Any] = {}
-        for i, s in enumerate(starts):
-            if i % dist.world != dist.rank:
-                continue
-            part = parts_dir / f"chunk-{s:012d}.npz"
-            if part.exists():
-                resumed += 1
-                continue
-            e = min(s + chunk_rows, stop)
-            cols, meta = _chunk_columns(src.read(s, e), s, family, null, seed, census_kwargs)
-            with atomic_path(part) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **cols, __meta__=np.array(json.dumps(meta)))
-            fitted += 1
-            if show:
-                print(
-                    f"census: rank {dist.rank}: rows {s}..{e - 1} done "
-                    f"({i + 1}/{len(starts)} chunks)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        dist.barrier()
+        show = (progress if progress is not None else True) and len(starts) > 1
+        mine = [(i, s) for i, s in enumerate(starts) if i % dist.world == dist.rank]
+        todo = [(i, s) for i, s in mine if not (parts_dir / f"chunk-{s:012d}.npz").exists()]
+        resumed, fitted = len(mine) - len(todo), 0
+        err = None
+        try:
+            if resumed and dist.rank == 0:
+                log_line(f"census: resuming: {resumed} of {len(mine)} chunk(s) already done")
+            desc = "census" if dist.world == 1 else f"census rank {dist.rank}/{dist.world}"
+            for _, s in progress_iter(todo, desc=desc, unit="chunk", enabled=show):
+                e = min(s + chunk_rows, stop)
+                cols, meta = _chunk_columns(src.read(s, e), s, family, null, seed, census_kwargs)
+                with atomic_path(parts_dir / f"chunk-{s:012d}.npz") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, **cols, __meta__=np.array(json.dumps(meta)))
+                fitted += 1
+        except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as exc:
+            if dist.world == 1:
+                raise
+            err = f"rank {dist.rank}: {type(exc).__name__}: {exc}"
+        dist.share_error(err)
+        err = None
         if dist.rank == 0:
-            files = [parts_dir / f"chunk-{s:012d}.npz" for s in starts]
-            lost = [str(f) for f in files if not f.exists()]
-            if lost:
-                raise RuntimeError(f"census parts missing after all ranks finished: {lost[:3]}")
-            if not files:
-                raise ValueError(f"the selection of rows {start}..{stop - 1} is empty")
-            with np.load(files[0], allow_pickle=False) as z:
-                meta = json.loads(str(z["__meta__"]))
-            meta.update(selection=[start, stop], chunk_rows=chunk_rows, null=list(null))
-            meta["seed"] = int(seed)
-            write_columns(out, [_PartColumns(f) for f in files], meta)
-            if not keep_parts:
-                _remove_parts(parts_dir)
-        dist.barrier()
+            try:
+                _merge(out, parts_dir, starts, start, stop, chunk_rows, null, seed, keep_parts)
+            except (ValueError, OSError, RuntimeError) as exc:
+                if dist.world == 1:
+                    raise
+                err = str(exc)
+        dist.share_error(err)
     finally:
         src.close()
         dist.close()
@@ -741,6 +749,32 @@ def census_stream(
         rank=dist.rank,
         world=dist.world,
     )
+
+
+def _merge(
+    out: Path,
+    parts_dir: Path,
+    starts: list[int],
+    start: int,
+    stop: int,
+    chunk_rows: int,
+    null: Sequence[str],
+    seed: int,
+    keep_parts: bool,
+) -> None:
+    """Rank 0: merge the chunk files into ``out`` (atomically), then remove the parts."""
+    files = [parts_dir / f"chunk-{s:012d}.npz" for s in starts]
+    if not files:
+        raise ValueError(f"the selection of rows {start}..{stop - 1} is empty")
+    lost = [str(f) for f in files if not f.exists()]
+    if lost:
+        raise RuntimeError(f"census parts missing after all ranks finished: {lost[:3]}")
+    with np.load(files[0], allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+    meta.update(selection=[start, stop], chunk_rows=chunk_rows, null=list(null), seed=int(seed))
+    write_columns(out, [_PartColumns(f) for f in files], meta)
+    if not keep_parts:
+        _remove_parts(parts_dir)
 
 
 class _PartColumns(dict):
