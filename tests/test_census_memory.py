@@ -29,8 +29,9 @@ print(json.dumps({"used": hwm() - base, "threads": torch.get_num_threads()}))
 """
 
 
+@pytest.mark.slow  # three fresh processes building census tables
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("k, smax, n", [(7, 3.5, 12000), (11, 5.5, 3000), (9, 8.0, 2000)])
+@pytest.mark.parametrize("k, smax, n", [(7, 3.5, 4000), (11, 5.5, 1500), (9, 8.0, 800)])
 def test_estimate_holds_against_measured_peak(k, smax, n):
     from scalespace_mk.analysis.census import _census_memory
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
@@ -49,6 +50,7 @@ def test_estimate_holds_against_measured_peak(k, smax, n):
     threads = min(got["threads"], math.ceil(n / rows))
     fixed, per = _census_memory(parse_model_types(DEFAULT_TYPES), k, smax, n, rows, threads)
     est = fixed + per * rows
+    print(k, smax, n, "estimate MB", est / 2**20, "measured MB", got["used"] / 2**20)
     assert est >= got["used"], (est / 2**20, got["used"] / 2**20)
     assert est <= 2.5 * got["used"] + 150 * 2**20, (est / 2**20, got["used"] / 2**20)
 
