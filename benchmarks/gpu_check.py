@@ -377,12 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="loader workers (default: cores)")
     ap.add_argument("--out", default="gpu_check", help="writes OUT.json and OUT.md")
     ap.add_argument("--test-timeout", type=float, default=240.0, help="CUDA tests limit, s")
+    ap.add_argument(
+        "--stream-n", type=int, default=None, help="filters of the streamed census (10,000,000)"
+    )
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
-    sz = SIZES["quick" if args.quick else "full"]
+    sz = dict(SIZES["quick" if args.quick else "full"])
+    if args.stream_n is not None:
+        sz["stream"] = args.stream_n
     workers = args.workers if args.workers is not None else (0 if args.quick else os.cpu_count())
     compile_modes = (False,) if (args.quick or args.no_compile) else (False, True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
