@@ -102,7 +102,8 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="write the result as columns to FILE.parquet (pyarrow) or FILE.npz, chunk by "
         "chunk with bounded memory, resumable (rerun the same command after a crash) and "
-        "split across torchrun/srun ranks; FILE.json writes the --json document instead",
+        "split across torchrun/srun ranks; FILE.json writes the --json document instead "
+        "(default: no file, the summary on stdout)",
     )
     g.add_argument(
         "--chunk-rows",
@@ -112,11 +113,24 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
         help="filters per chunk with --out (default 65536): the unit of memory, resuming "
         "and of the split across ranks",
     )
-    g.add_argument("--offset", type=_count, default=0, metavar="N", help="first row to fit")
-    g.add_argument("--rows", type=_count, default=None, metavar="N", help="rows from --offset")
-    g.add_argument("--limit", type=_count, default=None, metavar="N", help="fit at most N rows")
     g.add_argument(
-        "--dataset", default=None, metavar="NAME", help="HDF5 dataset holding the filters"
+        "--offset", type=_count, default=0, metavar="N", help="first row to fit (default 0)"
+    )
+    g.add_argument(
+        "--rows",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="rows from --offset (default: to the end)",
+    )
+    g.add_argument(
+        "--limit", type=_count, default=None, metavar="N", help="fit at most N rows (default: all)"
+    )
+    g.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="HDF5 dataset holding the filters (default: 'filters', 'kernels' or the only one)",
     )
     g.add_argument(
         "--restart",
