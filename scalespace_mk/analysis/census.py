@@ -1433,7 +1433,7 @@ def _census_memory(
     n_one = len(tps) - n_sep
     cols = n_sep * g2 * g2
     grid = (4.0 * k * k * cols + 3 * 8.0 * k * k * g2 * g2) if n_sep else 0.0
-    block = 2.0 * 4 * cols * _grid_rows(cols) if n_sep else 0.0
+    block = 2.0 * 4 * cols * min(_grid_rows(cols), max(batch, 1)) if n_sep else 0.0
     per_filter = 96.0 * g1 * n_one + 64.0 * k * k * 2 + 400.0 * len(tps)
     inputs = 3 * 8.0 * k * k * n + 6 * 8.0 * len(tps) * n  # filters (3 copies), results
     return tables + grid + threads * block + inputs, threads * per_filter
