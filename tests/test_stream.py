@@ -131,6 +131,7 @@ def test_resume_after_sigkill_is_identical(tmp_path):
     census_stream(tmp_path / "f.npy", tmp_path / "u.npz", chunk_rows=60, null="iid")
     _same(_columns(out), _columns(tmp_path / "u.npz"))
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    assert not parts.exists()  # merged: the parts and the killed writer's temporary are gone
 
 
 def test_other_options_refuse_to_resume(tmp_path):

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from scalespace_mk._io import atomic_path
+from scalespace_mk._io import atomic_path, remove_stale_partials
 from scalespace_mk._progress import log_line
 from scalespace_mk._progress import progress as progress_iter
 
@@ -833,7 +833,9 @@ def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def _remove_parts(parts_dir: Path, keep_dir: bool = False) -> None:
-    """Remove the chunk files and manifest this module wrote (nothing else)."""
+    """Remove the chunk files and manifest this module wrote, and temporary files of killed
+    writers (:func:`scalespace_mk._io.remove_stale_partials`); nothing else."""
+    remove_stale_partials(parts_dir)
     for p in parts_dir.iterdir():
         if p.is_file() and (
             _PART.fullmatch(p.name) or p.name == _MANIFEST or p.name.startswith(".rendezvous-")
