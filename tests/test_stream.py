@@ -191,13 +191,19 @@ def test_family_census_streams(tmp_path):
     from scalespace_mk.analysis.jets import family_census
 
     y = np.random.default_rng(2).standard_normal((240, 5, 5))
+    y[3] = 0.0  # recorded, not fatal (the family census itself stops at it)
+    y[150, 2, 2] = np.inf
     np.save(tmp_path / "f.npy", y)
     census_stream(tmp_path / "f.npy", tmp_path / "j.npz", chunk_rows=100, family="njet", order=1)
     got = read_census(tmp_path / "j.npz")
-    ref = family_census(y, family="njet", order=1)
+    ok = np.ones(240, dtype=bool)
+    ok[[3, 150]] = False
+    ref = family_census(y[ok], family="njet", order=1)
     assert got.names == ref.names and got.family == "njet"
-    np.testing.assert_allclose(got.r2, ref.r2, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(got.sigma_x, ref.sigma_x, rtol=1e-12, atol=1e-12)
+    assert got.reason[3] == "zero" and got.reason[150] == "non-finite"
+    assert np.isnan(got.r2[[3, 150]]).all() and np.isnan(got.coefficients[3]).all()
+    np.testing.assert_allclose(got.r2[ok], ref.r2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.sigma_x[ok], ref.sigma_x, rtol=1e-12, atol=1e-12)
 
 
 def test_census_result_columns_table_and_pandas():

@@ -255,14 +255,30 @@ def _hdf5(path: Path, dataset: str | None) -> FilterSource:
 # columns of a chunk
 
 
-def _family_columns(res: Any, index: np.ndarray) -> dict[str, np.ndarray]:
-    """Columns of a :class:`~scalespace_mk.analysis.jets.FamilyCensusResult`."""
+def _expand_family(res: Any, ok: np.ndarray) -> Any:
+    """``res`` (fitted on the rows ``ok``) with NaN rows where ``ok`` is False."""
+    import dataclasses
+
+    def full(v: np.ndarray) -> np.ndarray:
+        out = np.full((len(ok),) + v.shape[1:], np.nan)
+        if ok.any():
+            out[ok] = v
+        return out
+
+    keys = ("sigma_x", "sigma_y", "coefficients", "b", "r2", "rss", "tss", "r2_adjusted")
+    return dataclasses.replace(res, **{k: full(getattr(res, k)) for k in keys})
+
+
+def _family_columns(res: Any, index: np.ndarray, reason: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of a :class:`~scalespace_mk.analysis.jets.FamilyCensusResult`, and ``reason``
+    (``""`` for a fitted filter, else why it was not fitted)."""
     cols: dict[str, np.ndarray] = {"index": np.asarray(index, np.int64)}
     cols["sigma_x"], cols["sigma_y"] = res.sigma_x, res.sigma_y
     for j, name in enumerate(res.names):
         cols[name] = res.coefficients[:, j]
     for key in ("b", "r2", "rss", "tss", "r2_adjusted"):
         cols[key] = getattr(res, key)
+    cols["reason"] = np.array(["" if r is None else r for r in reason.tolist()], dtype="<U10")
     return {k: np.ascontiguousarray(v) for k, v in cols.items()}
 
 
@@ -277,7 +293,17 @@ def _chunk_columns(
     from scalespace_mk.analysis.census import census
 
     index = np.arange(start, start + len(y), dtype=np.int64)
-    res = census(y, family=family, **kw)
+    reason = None
+    if family == "masterkey":
+        res = census(y, **kw)
+    else:  # the family census stops at a bad filter: fit the others, record its reason
+        from scalespace_mk.analysis.census import screen_filters
+
+        reason = screen_filters(y)
+        ok = np.equal(reason, None)
+        placeholder = np.random.default_rng(0).standard_normal((1,) + y.shape[1:])
+        res = census(y[ok] if ok.any() else placeholder, family=family, **kw)
+        res = _expand_family(res, ok)
     if family == "masterkey":
         cols = res.to_columns(index)
         meta = {"types": [str(t) for t in res.types], "sigma_max": res.sigma_max}
@@ -285,7 +311,7 @@ def _chunk_columns(
         meta["int_types"] = [isinstance(t, int) for t in res.types]
         valid = res.valid
     else:
-        cols = _family_columns(res, index)
+        cols = _family_columns(res, index, reason)
         meta = {
             "family": res.family,
             "order": res.order,
@@ -294,7 +320,7 @@ def _chunk_columns(
             "taps": res.taps,
             "options": res.options,
         }
-        valid = np.isfinite(res.r2)
+        valid = np.equal(reason, None)
     if nulls:
         from scalespace_mk.analysis.null import null_filters
 
@@ -420,8 +446,9 @@ def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None
     CensusResult, FamilyCensusResult or dict
         The 8-type census as :class:`~scalespace_mk.analysis.census.CensusResult` (its
         ``index`` column, the input rows, is in ``result.index``), the family census as
-        :class:`~scalespace_mk.analysis.jets.FamilyCensusResult`, or the chosen columns.
-        Null columns ``null_<kind>_r2`` are in ``result.null_r2`` (dict).
+        :class:`~scalespace_mk.analysis.jets.FamilyCensusResult` (with ``reason``: None, or
+        why a filter was not fitted; its values are NaN), or the chosen columns. Null columns
+        ``null_<kind>_r2`` are in ``result.null_r2`` (dict).
     """
     cols, meta = _read_columns(Path(path), columns)
     if columns is not None:
@@ -452,6 +479,10 @@ def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None
         types = [int(t) if i else t for t, i in zip(meta["types"], meta["int_types"], strict=True)]
         res = CensusResult.from_columns(
             cols, types, sigma_max=meta["sigma_max"], alpha_range=tuple(meta["alpha_range"])
+        )
+    if "family" in meta and "reason" in cols:
+        res.__dict__["reason"] = np.array(
+            [None if r == "" else str(r) for r in cols["reason"].tolist()], dtype=object
         )
     res.__dict__["index"] = cols["index"]
     res.__dict__["null_r2"] = nulls
