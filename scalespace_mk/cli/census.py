@@ -269,7 +269,7 @@ def _load_selection(args: argparse.Namespace) -> Any:
     chosen = args.offset or args.rows is not None or args.limit is not None or args.dataset
     if not chosen:
         return load_filters(args.filters, check_values=False)
-    from scalespace_mk.analysis.stream import _selection, open_filters
+    from scalespace_mk.analysis.sources import open_filters, select_rows
 
     src = (
         open_filters(load_filters(args.filters, check_values=False))
@@ -277,7 +277,7 @@ def _load_selection(args: argparse.Namespace) -> Any:
         else open_filters(args.filters, dataset=args.dataset)
     )
     try:
-        start, stop = _selection(len(src), args.offset, args.rows, args.limit)
+        start, stop = select_rows(len(src), args.offset, args.rows, args.limit)
         if start == stop:
             raise ValueError(f"--offset {args.offset} --rows/--limit select no filters")
         return src.read(start, stop)
