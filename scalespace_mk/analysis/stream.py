@@ -48,6 +48,7 @@ __all__ = [
     "FilterSource",
     "StreamSummary",
     "census_stream",
+    "default_chunk_rows",
     "open_filters",
     "read_census",
     "write_columns",
@@ -59,6 +60,12 @@ DEFAULT_CHUNK_ROWS = 65536
 _FORMATS = (".parquet", ".npz")
 _MANIFEST = "manifest.json"
 _PART = re.compile(r"chunk-(\d{12})\.npz")
+
+
+def default_chunk_rows(k: int) -> int:
+    """Filters per chunk for ``k x k`` filters: :data:`DEFAULT_CHUNK_ROWS`, fewer where the
+    chunk's float64 filters would pass 128 MB (k > 15), at least 1,024."""
+    return int(max(1024, min(DEFAULT_CHUNK_ROWS, (128 << 20) // (8 * k * k))))
 
 
 # --------------------------------------------------------------------------------------
@@ -428,7 +435,7 @@ def census_stream(
     source: Any,
     out: str | os.PathLike,
     *,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     offset: int = 0,
     rows: int | None = None,
     limit: int | None = None,
@@ -452,9 +459,10 @@ def census_stream(
         :meth:`~scalespace_mk.analysis.census.CensusResult.to_columns` (family census: index,
         sigma_x, sigma_y, the coefficients, b, r2, rss, tss, r2_adjusted), plus
         ``null_<kind>_r2`` per null kind. ``index`` is the row in the input.
-    chunk_rows : int
-        Filters per chunk (default :data:`DEFAULT_CHUNK_ROWS`); the unit of memory, of
-        resuming and of the split between processes. The result does not depend on it
+    chunk_rows : int, optional
+        Filters per chunk (default :func:`default_chunk_rows`: 65,536 up to 15x15 filters,
+        fewer for larger ones, so that a chunk's filters take at most 128 MB); the unit of
+        memory, of resuming and of the split between processes. The result does not depend on it
         except through the nulls' seeds (one per chunk).
     offset, rows, limit : int
         Fit rows ``offset .. offset + rows - 1`` (default: to the end), at most ``limit``.
@@ -493,7 +501,9 @@ def census_stream(
         raise ValueError(f"out must end in .parquet or .npz; got {str(out)!r}")
     if out.suffix.lower() == ".parquet":
         _pyarrow()  # refuse before any work
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+    if chunk_rows is not None and (
+        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+    ):
         raise ValueError(f"chunk_rows must be an integer >= 1; got {chunk_rows!r}")
     if census_kwargs.get("on_invalid", "record") != "record":
         raise ValueError("census_stream records invalid filters (on_invalid='record')")
@@ -507,6 +517,8 @@ def census_stream(
     if bad:
         raise ValueError(f"null kinds must be among {NULL_KINDS}; got {bad}")
     src = open_filters(source, dataset=dataset)
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(src.k)
     parts_dir = out.with_name(out.name + ".parts")
     dist = _distributed(parts_dir)
     try:

@@ -91,6 +91,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
 def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     """``--out``, ``--chunk-rows``, ``--offset``, ``--rows``, ``--limit``, ``--dataset``,
     ``--restart``, ``--keep-parts``: the streamed census of large inputs (docs/large_studies.md).
@@ -107,11 +114,11 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--chunk-rows",
-        type=_count,
+        type=_positive,
         default=None,
         metavar="N",
-        help="filters per chunk with --out (default 65536): the unit of memory, resuming "
-        "and of the split across ranks",
+        help="filters per chunk with --out (default 65536 up to 15x15 filters, fewer for larger "
+        "ones): the unit of memory, resuming and of the split across ranks",
     )
     g.add_argument(
         "--offset", type=_count, default=0, metavar="N", help="first row to fit (default 0)"
@@ -298,7 +305,7 @@ def _run_stream(args: argparse.Namespace) -> int:
     """``census FILTERS --out FILE.parquet|.npz``: the streamed census (analysis.stream)."""
     from scalespace_mk.analysis.census import DEFAULT_TYPES
     from scalespace_mk.analysis.null import null_kinds
-    from scalespace_mk.analysis.stream import DEFAULT_CHUNK_ROWS, census_stream
+    from scalespace_mk.analysis.stream import census_stream
 
     if args.plot:
         raise ValueError("--plot draws a census held in memory; drop it with --out")
@@ -319,7 +326,7 @@ def _run_stream(args: argparse.Namespace) -> int:
     summary = census_stream(
         source,
         args.out,
-        chunk_rows=args.chunk_rows or DEFAULT_CHUNK_ROWS,
+        chunk_rows=args.chunk_rows,
         offset=args.offset,
         rows=args.rows,
         limit=args.limit,
