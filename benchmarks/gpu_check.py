@@ -7,7 +7,12 @@ as JSON and as a markdown table ready for ``docs/benchmarks.md``):
 2. **kernels**: :func:`scalespace_mk.scalespace.kernels.discrete_gaussian` of 1,000,000
    scales ``sigma ~ U[0.1, 10]`` in float64 and float32 (kernels per second);
 3. **census**: :func:`scalespace_mk.analysis.census.census` of 1,000,000 random 7x7 filters,
-   8 types (filters per second);
+   8 types (filters per second), and on ``--device`` against the CPU on 20,000 filters (share
+   of equal best types, largest R^2 difference); **stream**: the streamed census
+   (:func:`scalespace_mk.analysis.stream.census_stream`) of 10,000,000 random 7x7 filters
+   from a float32 ``.npy`` file to an ``.npz`` (filters per second, peak memory);
+   **substitution**: a guarded hook for the substitution study (skipped where
+   ``scalespace_mk.substitution`` is absent);
 4. **layers**: forward + backward of every depthwise layer kind of
    :func:`scalespace_mk.networks.layers.make_dwconv` on ``[128, 96, 56, 56]`` in bf16
    autocast against ``nn.Conv2d`` (ms per step, ratio to ``nn.Conv2d``);
@@ -59,6 +64,8 @@ SIZES = {
     "full": dict(
         kernels=1_000_000,
         census=1_000_000,
+        census_devices=20_000,
+        stream=10_000_000,
         layer=(128, 96, 56, 56),
         model="convnext_tiny",
         batch=128,
@@ -74,6 +81,8 @@ SIZES = {
     "quick": dict(
         kernels=2_000,
         census=500,
+        census_devices=200,
+        stream=3_000,
         layer=(4, 8, 16, 16),
         model="convnextv2_atto",
         batch=2,
@@ -183,6 +192,58 @@ def section_census(table: Table, dev: torch.device, n: int) -> None:
     sec = time.perf_counter() - t
     table.add("census", "census 8 types, random 7x7", n / sec, "filters/s", f"n={n:,}, {sec:.1f} s")
     table.add("census", "median R^2 (random filters)", float(np.median(res.r2)), "", "")
+
+
+def section_census_devices(table: Table, dev: torch.device, n: int) -> None:
+    """The census on ``dev`` against the CPU on the same filters: same best types, R^2."""
+    from scalespace_mk.analysis.census import census
+
+    y = np.random.default_rng(1).standard_normal((n, 7, 7))
+    a, b = census(y, device=dev), census(y, device="cpu")
+    same = float(np.mean(a.best == b.best))
+    table.add("census", f"{dev.type} vs cpu: same best type", same, "share", f"n={n:,}")
+    diff = float(np.nanmax(np.abs(a.r2_all - b.r2_all)))
+    table.add("census", f"{dev.type} vs cpu: max |R^2 difference|", diff, "", "all 8 types")
+
+
+def section_stream(table: Table, dev: torch.device, n: int) -> None:
+    """The streamed census (analysis.stream) of ``n`` random 7x7 filters from a .npy file."""
+    from scalespace_mk.analysis.stream import census_stream, read_census
+
+    chunk = 1_048_576 if dev.type == "cuda" else 65536
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "filters.npy"
+        arr = np.lib.format.open_memmap(src, mode="w+", dtype=np.float32, shape=(n, 7, 7))
+        rng = np.random.default_rng(2)
+        for lo in range(0, n, 1_000_000):  # bounded memory here too
+            hi = min(lo + 1_000_000, n)
+            arr[lo:hi] = rng.standard_normal((hi - lo, 7, 7), dtype=np.float32)
+        arr.flush()
+        del arr
+        t = time.perf_counter()
+        out = Path(tmp) / "census.npz"
+        census_stream(src, out, chunk_rows=chunk, device=dev, progress=False)
+        sec = time.perf_counter() - t
+        note = f"n={n:,}, {sec:.1f} s, chunks of {chunk:,}"
+        table.add("stream", "streamed census, .npy -> .npz", n / sec, "filters/s", note)
+        r2 = read_census(out, columns=["r2"])["r2"]
+        table.add("stream", "rows written", float(len(r2)), "rows", "")
+    status = open("/proc/self/status").read().split("VmHWM:")
+    peak = int(status[1].split()[0]) / 1024.0 if len(status) > 1 else float("nan")
+    table.add("stream", "peak resident memory of this process", peak, "MB", "VmHWM")
+
+
+def section_substitution(table: Table, dev: torch.device, quick: bool) -> None:
+    """Hook for the substitution study of issue 17 (``scalespace_mk.substitution``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("scalespace_mk.substitution") is None:
+        table.add("substitution", "study", "skipped", "", "scalespace_mk.substitution absent")
+        return
+    # TODO(issue 21, item 6): call the study's own GPU entry point here once issue 17's
+    # API is settled (scalespace_mk.substitution.study); until then only its import is checked
+    importlib.import_module("scalespace_mk.substitution")
+    table.add("substitution", "study", "not run", "", "import ok; study call not wired yet")
 
 
 def section_layers(table: Table, dev: torch.device, shape: tuple[int, ...]) -> None:
@@ -316,12 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="loader workers (default: cores)")
     ap.add_argument("--out", default="gpu_check", help="writes OUT.json and OUT.md")
     ap.add_argument("--test-timeout", type=float, default=240.0, help="CUDA tests limit, s")
+    ap.add_argument(
+        "--stream-n", type=int, default=None, help="filters of the streamed census (10,000,000)"
+    )
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
-    sz = SIZES["quick" if args.quick else "full"]
+    sz = dict(SIZES["quick" if args.quick else "full"])
+    if args.stream_n is not None:
+        sz["stream"] = args.stream_n
     workers = args.workers if args.workers is not None else (0 if args.quick else os.cpu_count())
     compile_modes = (False,) if (args.quick or args.no_compile) else (False, True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
@@ -341,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         ("tests", lambda: section_tests(table, dev, args.test_timeout)),
         ("kernels", lambda: section_kernels(table, dev, sz["kernels"])),
         ("census", lambda: section_census(table, dev, sz["census"])),
+        ("census", lambda: section_census_devices(table, dev, sz["census_devices"])),
+        ("stream", lambda: section_stream(table, dev, sz["stream"])),
+        ("substitution", lambda: section_substitution(table, dev, args.quick)),
         ("layers", lambda: section_layers(table, dev, sz["layer"])),
         ("training", lambda: section_training(table, dev, sz, compile_modes)),
         ("loader", lambda: section_loader(table, dev, sz, workers)),

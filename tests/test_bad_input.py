@@ -120,10 +120,11 @@ def test_item01_census_sigma_max_1e6_refused_not_killed():
 
 
 def test_item01_census_explicit_batch_over_budget_refused(monkeypatch):
-    monkeypatch.setenv(limits.MEMORY_BUDGET_ENV, "40M")
-    y = RNG.standard_normal((50, 7, 7))
+    # the tables and grid (~0.17 GB at sigma_max = 6) fit, 5,000 filters at once do not
+    monkeypatch.setenv(limits.MEMORY_BUDGET_ENV, "250M")
+    y = RNG.standard_normal((5000, 7, 7))
     with pytest.raises(limits.MemoryBudgetError, match="batch_size"):
-        census(y, sigma_max=6.0, batch_size=50)
+        census(y, sigma_max=6.0, batch_size=5000)
 
 
 def test_item01_budget_variable_is_checked(monkeypatch):

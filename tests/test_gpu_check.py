@@ -30,11 +30,17 @@ def test_gpu_check_quick_on_cpu(tmp_path):
         "tests",
         "kernels",
         "census",
+        "stream",
+        "substitution",
         "layers",
         "training",
         "loader",
     }
     assert not [r for r in rows if r["value"] in ("error", "FAIL")]
+    stream = {r["item"]: r["value"] for r in rows if r["section"] == "stream"}
+    assert stream["rows written"] == 3000
+    same = [r for r in rows if r["item"].endswith("same best type")]
+    assert same and same[0]["value"] == 1.0  # cpu against cpu: identical
     rates = [r for r in rows if r["unit"] in ("kernels/s", "filters/s", "images/s")]
     assert len(rates) >= 8 and all(r["value"] > 0 for r in rates)
     md = out.with_suffix(".md").read_text()

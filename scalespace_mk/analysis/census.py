@@ -106,6 +106,7 @@ _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
 _GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
+_GRID_BLOCK_BYTES = 64 << 20  # ... fewer when that float32 block would pass 64 MB
 _SCREEN_CHUNK = 65536  # filters screened at a time (temporaries ~ 5 x 0.5 MB per 1k)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -748,6 +749,25 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
 # result
 
 
+#: per-type columns of :meth:`CensusResult.to_columns` (suffixed ``_<type label>``)
+_PER_TYPE: tuple[str, ...] = ("r2", "sigma_x", "sigma_y", "alpha", "a", "b", "rss")
+#: the per-filter columns of :meth:`CensusResult.to_columns`, in order
+_BEST_COLUMNS: tuple[str, ...] = (
+    "index",
+    "type",
+    "best",
+    "sigma_x",
+    "sigma_y",
+    "alpha",
+    "a",
+    "b",
+    "r2",
+    "rss",
+    "tss",
+    "reason",
+)
+
+
 @dataclass
 class CensusResult:
     """Result of :func:`census` (numpy arrays; N filters, T types).
@@ -879,6 +899,191 @@ class CensusResult:
         """Number of filters whose best type is each type (in the order of ``types``)."""
         c = np.bincount(self.best[self.valid], minlength=len(self.types))
         return {t: int(n) for t, n in zip(self.types, c, strict=True)}
+
+    # ----------------------------------------------------------------------------------
+    # display and columns (one screen; a table per type; flat columns for files/pandas)
+
+    def __repr__(self) -> str:
+        n, t = len(self), len(self.types)
+        fitted = int(self.valid.sum())
+        head = (
+            f"CensusResult({n} filters, {t} types {list(self.types)}, {fitted} fitted, "
+            f"sigma_max={self.sigma_max:g})"
+        )
+        if n == 0:
+            return head
+        return head + "\n" + self.format_table()
+
+    def format_table(self) -> str:
+        """One line per type: count and share of filters it explains best, median R^2 and
+        median scales of those filters, and the share with R^2 > 0.8; a line for all fitted
+        filters, and one naming the filters not fitted.
+
+        Returns
+        -------
+        str
+            A plain-text table (fixed-width columns, no trailing newline).
+        """
+        n = max(int(self.valid.sum()), 1)
+        r2, sx, sy = self.r2, self.sigma_x, self.sigma_y
+        lines = [
+            f"{'type':>6}  {'count':>9}  {'share':>6}  {'median R^2':>10}  {'R^2>0.8':>7}  "
+            f"{'median sigma_x':>14}  {'median sigma_y':>14}"
+        ]
+
+        def med(v: np.ndarray) -> str:
+            return f"{float(np.median(v)):.4f}" if v.size else "-"
+
+        def row(label: str, m: np.ndarray) -> str:
+            c = int(m.sum())
+            good = f"{100.0 * float(np.mean(r2[m] > 0.8)):6.1f}%" if c else "      -"
+            return (
+                f"{label:>6}  {c:>9}  {100.0 * c / n:5.1f}%  {med(r2[m]):>10}  {good:>7}  "
+                f"{med(sx[m]):>14}  {med(sy[m]):>14}"
+            )
+
+        for j, tp in enumerate(self.types):
+            lines.append(row(str(tp), self.best == j))
+        lines.append(row("all", self.valid))
+        bad = {k: v for k, v in self.invalid_counts().items() if v}
+        if bad:
+            lines.append(
+                "not fitted: " + ", ".join(f"{v} {k.replace('_', '-')}" for k, v in bad.items())
+            )
+        return "\n".join(lines)
+
+    def to_columns(self, index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The result as flat columns of equal length N (what ``to_pandas`` and the census
+        files of :mod:`scalespace_mk.analysis.stream` hold).
+
+        Parameters
+        ----------
+        index : numpy.ndarray of int, shape [N], optional
+            Row of each filter in its input (default ``0 .. N-1``).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            In this order: ``index`` (int64), ``type`` (str: the best type's label, ``""``
+            for a filter not fitted), ``best`` (int64 column of the best type in ``types``,
+            -1 when not fitted), ``sigma_x``, ``sigma_y`` (standard deviations of the best
+            fit), ``alpha`` (type 7, else NaN), ``a``, ``b``, ``r2``, ``rss``, ``tss``
+            (float64), ``reason`` (str: ``""`` when fitted, else ``"zero"``, ``"constant"``
+            or ``"non-finite"``), then per type ``t`` (its label) ``r2_t``, ``sigma_x_t``,
+            ``sigma_y_t``, ``alpha_t``, ``a_t``, ``b_t``, ``rss_t`` (float64).
+        """
+        n = len(self)
+        idx = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, np.int64)
+        labels = np.array([str(t) for t in self.types] + [""])
+        cols: dict[str, np.ndarray] = {
+            "index": idx,
+            "type": labels[self.best],
+            "best": self.best.astype(np.int64),
+            "sigma_x": self.sigma_x,
+            "sigma_y": self.sigma_y,
+            "alpha": self.alpha,
+            "a": self.a,
+            "b": self.b,
+            "r2": self.r2,
+            "rss": self.rss,
+            "tss": self.tss,
+            "reason": np.array(
+                ["" if r is None else r for r in self.reason.tolist()], dtype="<U10"
+            ),
+        }
+        for j, tp in enumerate(self.types):
+            for key in _PER_TYPE:
+                cols[f"{key}_{tp}"] = getattr(self, f"{key}_all")[:, j]
+        return {k: np.ascontiguousarray(v) for k, v in cols.items()}
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: dict[str, Any],
+        types: Sequence[int | str],
+        *,
+        sigma_max: float,
+        alpha_range: tuple[float, float] = ALPHA_RANGE,
+    ) -> CensusResult:
+        """Rebuild a result from :meth:`to_columns` (e.g. read back from a census file).
+
+        Parameters
+        ----------
+        columns : dict of str to array_like
+            At least ``best``, ``tss``, ``reason`` and the per-type columns of ``types``.
+        types : sequence of int or str
+            The census's types (labels), in column order.
+        sigma_max, alpha_range
+            The bounds the census used.
+
+        Returns
+        -------
+        CensusResult
+        """
+        types = tuple(types)
+        all_ = {
+            key: np.stack(
+                [np.asarray(columns[f"{key}_{t}"], dtype=np.float64) for t in types], axis=1
+            ).reshape(-1, len(types))
+            for key in _PER_TYPE
+        }
+        reason = np.array(
+            [
+                None if (r == "" or r is None) else str(r)
+                for r in np.asarray(columns["reason"]).tolist()
+            ],
+            dtype=object,
+        )
+        return cls(
+            types=types,
+            best=np.asarray(columns["best"], dtype=np.int64),
+            sigma_x_all=all_["sigma_x"],
+            sigma_y_all=all_["sigma_y"],
+            alpha_all=all_["alpha"],
+            a_all=all_["a"],
+            b_all=all_["b"],
+            r2_all=all_["r2"],
+            rss_all=all_["rss"],
+            tss=np.asarray(columns["tss"], dtype=np.float64),
+            alpha_range=tuple(alpha_range),
+            sigma_max=float(sigma_max),
+            reason=reason,
+        )
+
+    def to_pandas(self, *, per_type: bool = True) -> Any:
+        """The result as a :class:`pandas.DataFrame`, one row per filter (pandas is imported
+        here; it is not a dependency of the package).
+
+        Parameters
+        ----------
+        per_type : bool
+            Include the per-type columns ``r2_t``, ``sigma_x_t``, ... (default True).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :meth:`to_columns`, except that ``type`` holds the label as in
+            ``types`` (int for the master key types) or None, and ``reason`` None for a
+            fitted filter.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "CensusResult.to_pandas needs pandas (pip install pandas); to_columns() gives "
+                "the same columns as numpy arrays"
+            ) from None
+        cols: dict[str, Any] = self.to_columns()
+        cols["type"] = self.type.astype(object) if len(self) else np.zeros(0, dtype=object)
+        cols["reason"] = self.reason
+        if not per_type:
+            cols = {k: v for k, v in cols.items() if k in _BEST_COLUMNS}
+        return pd.DataFrame(cols)
 
 
 # --------------------------------------------------------------------------------------
@@ -1201,37 +1406,67 @@ def census(
     )
 
 
-def _check_census_memory(
-    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, chosen: bool
-) -> int:
-    """The batch size to use within the memory budget, or a MemoryBudgetError.
+def _census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, threads: int
+) -> tuple[float, float]:
+    """Estimated peak working memory of a census, in bytes: ``(fixed, per_filter)`` with
+    ``fixed + per_filter * batch`` the peak for a batch of ``batch`` filters.
 
-    Estimate (conservative, measured on CPU): the tables evaluate every knot's kernel with
-    one FFT (~24 bytes per knot and FFT sample, plus the cubic coefficients); the coarse grid
-    of a two-scale type holds a few ``[batch, G, G]`` float64 arrays. A default batch size
-    shrinks to fit; a chosen one that does not fit is refused.
+    Measured (VmHWM over the imports, 2 threads) and the estimate: see
+    ``tests/test_census_memory.py`` and docs/limits.md. Terms:
+
+    - tables: every knot's kernel is built with one FFT (~24 bytes per knot and FFT sample),
+      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, with 30 %
+      for the temporaries of their construction;
+    - coarse grid of the separable types: the float32 matrix ``[k*k, T*G*G]`` shared by all
+      threads and one type's float64 block while it is built;
+    - per thread: a float32 grid product of at most 64 MB (twice, for its absolute value and
+      reductions) and, per filter of the batch, the one-scale grids (``~12`` float64 arrays of
+      ``G1`` values), the refinement and exact models (~``64 k^2`` bytes) and the input's
+      copies and result columns;
     """
     from scalespace_mk.scalespace.kernels import fft_length
 
     knots = sigma_max / _KNOT_STEP + 3
     n_fft = fft_length(sigma_max, k)
-    tables = knots * (24 * n_fft + 3 * 4 * 8 * k * k)
-    g2 = sigma_max / _GRID_STEP_2D + 2
-    g1 = sigma_max / _GRID_STEP_1D + 2
-    two = any(tp.kind == "sep" for tp in tps)
-    per_filter = 32 * (g2 * g2 if two else g1) + 64 * k * k
+    tables = 1.3 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
+    g2 = math.ceil(sigma_max / _GRID_STEP_2D) + 1
+    g1 = math.ceil(sigma_max / _GRID_STEP_1D) + 1
+    n_sep = sum(tp.kind == "sep" for tp in tps)
+    n_one = len(tps) - n_sep
+    cols = n_sep * g2 * g2
+    grid = (4.0 * k * k * cols + 3 * 8.0 * k * k * g2 * g2) if n_sep else 0.0
+    block = 2.0 * 4 * cols * min(_grid_rows(cols), max(batch, 1)) if n_sep else 0.0
+    per_filter = 96.0 * g1 * n_one + 64.0 * k * k * 2 + 400.0 * len(tps)
+    inputs = 3 * 8.0 * k * k * n + 6 * 8.0 * len(tps) * n  # filters (3 copies), results
+    return tables + grid + threads * block + inputs, threads * per_filter
+
+
+def _check_census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, chosen: bool
+) -> int:
+    """The batch size to use within the memory budget, or a MemoryBudgetError.
+
+    The estimate is :func:`_census_memory` with the threads the census will run (one per
+    chunk, at most ``torch.get_num_threads()``); a default batch size shrinks to fit, a
+    chosen one that does not fit is refused, and so is a census whose fixed part (tables,
+    grid, inputs) alone passes the budget, before any work.
+    """
+    rows = max(min(batch, n), 1)
+    threads = max(1, min(torch.get_num_threads(), math.ceil(n / rows)))
+    fixed, per_filter = _census_memory(tps, k, sigma_max, n, rows, threads)
     what = f"census of {n} filter(s) of size {k} with sigma_max = {sigma_max:g}"
     limits.check_memory(
-        tables,
+        fixed + per_filter,
         what,
         f"lower sigma_max (k / 2 = {k / 2:g} is the default, beyond it a model "
-        "is nearly flat across the filter)",
+        "is nearly flat across the filter), or fit fewer filters at a time "
+        "(scalespace_mk.analysis.stream.census_stream, census --out)",
     )
-    rows = min(batch, n)
-    need = tables + per_filter * rows
+    need = fixed + per_filter * rows
     if need <= limits.memory_budget():
         return batch
-    fits = int((limits.memory_budget() - tables) // per_filter)
+    fits = int((limits.memory_budget() - fixed) // per_filter)
     if not chosen and fits >= 1:
         return fits
     limits.check_memory(
@@ -1264,6 +1499,8 @@ def _fit_all(
     theta = np.zeros((n, n_t, 2))
     out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
     yt_all = torch.as_tensor(y)
+    with torch.no_grad():
+        grid = _grid_models(objs, args[4], dev) if n else None  # shared by all chunks
 
     pending: dict[int, list] = {}
 
@@ -1277,7 +1514,7 @@ def _fit_all(
         left: list = []
         with torch.no_grad():
             yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
-            fits = _fit_chunk(tps, objs, yf, *args, pending=left)
+            fits = _fit_chunk(tps, objs, yf, *args, pending=left, grid=grid)
         for j, (th, res) in enumerate(fits):
             store(slice(start, stop), j, th, res)
         for j, rows, th0 in left:
@@ -1352,22 +1589,42 @@ def _coarse_grid(sigma_max: float, dim: int, dev: torch.device) -> tuple[torch.T
     return sig, 0.5 * sigma_max / n_grid
 
 
-def _sep_grid_models(objs: Sequence[_SepObjective], sig: torch.Tensor) -> torch.Tensor:
+def _sep_grid_models(
+    objs: Sequence[_SepObjective], sig: torch.Tensor, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Centred unit-norm grid models of the separable types as one matrix ``[k*k, T*G*G]``.
 
     Column ``t * G * G + iy * G + ix`` is ``g_c / ||g_c||`` for ``g = v(sig[iy]) (x) u(sig[ix])``
     of type ``t`` (zero where ``g`` is constant), so that the correlation of a centred unit
-    filter ``z`` with every grid model is one matrix product ``z @ M``.
+    filter ``z`` with every grid model is one matrix product ``z @ M``. Each type's block is
+    computed in float64 and stored in ``dtype`` straight into the matrix (peak memory: the
+    matrix and one type's float64 block).
     """
-    cols = []
-    for obj in objs:
+    gg_n = sig.shape[0] ** 2
+    kk = objs[0].k * objs[0].k
+    out = torch.empty(kk, len(objs) * gg_n, dtype=dtype, device=sig.device)
+    for t, obj in enumerate(objs):
         u, v = obj.ux(sig), obj.vy(sig)  # [G, k]
-        g = (v[:, None, :, None] * u[None, :, None, :]).reshape(-1, obj.k * obj.k)
+        g = (v[:, None, :, None] * u[None, :, None, :]).reshape(-1, kk)
         gc = g - g.mean(dim=1, keepdim=True)
         gg = (gc * gc).sum(dim=1)
         ok = gg > _TINY * (g * g).sum(dim=1)
-        cols.append(gc * torch.where(ok, gg.rsqrt(), torch.zeros_like(gg))[:, None])
-    return torch.cat(cols).T.contiguous()
+        del g
+        gc *= torch.where(ok, gg.rsqrt(), torch.zeros_like(gg))[:, None]
+        out[:, t * gg_n : (t + 1) * gg_n] = gc.T
+        del gc
+    return out
+
+
+def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> torch.Tensor | None:
+    """:func:`_sep_grid_models` of the separable objectives on the coarse grid, in
+    :data:`_GRID_DTYPE` (None when there is none): built once per census, shared by the
+    chunks and threads."""
+    sep = [obj for obj in objs if obj.dim == 2]
+    if not sep:
+        return None
+    sig2, _ = _coarse_grid(sigma_max, 2, dev)
+    return _sep_grid_models(sep, sig2, _GRID_DTYPE)
 
 
 def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -> torch.Tensor:
@@ -1379,13 +1636,20 @@ def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -
     n = zf.shape[0]
     out = torch.empty(n, n_types, dtype=torch.long, device=zf.device)
     mg = models.to(_GRID_DTYPE)
-    for start in range(0, n, _GRID_CHUNK):
-        c = zf[start : start + _GRID_CHUNK].to(_GRID_DTYPE)
+    rows = _grid_rows(models.shape[1])
+    for start in range(0, n, rows):
+        c = zf[start : start + rows].to(_GRID_DTYPE)
         corr = torch.matmul(c, mg).abs_().view(c.shape[0], n_types, g, g)
         iy = corr.amax(dim=3).argmax(dim=2)  # [c, T]: row of the maximum
         row = corr.gather(2, iy[:, :, None, None].expand(-1, -1, 1, g))[:, :, 0, :]
-        out[start : start + _GRID_CHUNK] = iy * g + row.argmax(dim=2)
+        out[start : start + rows] = iy * g + row.argmax(dim=2)
     return out
+
+
+def _grid_rows(columns: int) -> int:
+    """Filters per coarse-grid product: :data:`_GRID_CHUNK`, fewer when the ``[rows,
+    columns]`` float32 block would pass :data:`_GRID_BLOCK_BYTES` (large k or sigma_max)."""
+    return int(max(1, min(_GRID_CHUNK, _GRID_BLOCK_BYTES // (4 * max(columns, 1)))))
 
 
 def _fit_chunk(
@@ -1399,6 +1663,7 @@ def _fit_chunk(
     sigma_max: float,
     alpha_range: tuple[float, float],
     pending: list | None = None,
+    grid: torch.Tensor | None = None,
 ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Fit every type to the flattened filters ``yf`` [n, k*k]: per type (scales, exact fit).
 
@@ -1408,7 +1673,8 @@ def _fit_chunk(
     The few filters that the Newton refinement leaves to the stencil search are refined
     here, or, when a list ``pending`` is given, appended to it as ``(type column, rows,
     start scales)`` for :func:`_fit_pending` (one stencil search for all chunks: its cost
-    is mostly per step, not per filter).
+    is mostly per step, not per filter). ``grid`` is :func:`_grid_models` of ``objs`` when
+    the caller built it once for all chunks (it is the same for every chunk).
     """
     zc = yf - yf.mean(dim=1, keepdim=True)
     zf = zc / zc.norm(dim=1, keepdim=True)
@@ -1419,7 +1685,9 @@ def _fit_chunk(
     start2: dict[int, torch.Tensor] = {}
     if sep:
         g = sig2.shape[0]
-        best = _grid_argmax(zf, _sep_grid_models([objs[j] for j in sep], sig2), len(sep), g)
+        if grid is None:
+            grid = _grid_models(objs, sigma_max, dev)
+        best = _grid_argmax(zf, grid, len(sep), g)
         for col, j in enumerate(sep):
             start2[j] = torch.stack([sig2[best[:, col] % g], sig2[best[:, col] // g]], dim=1)
     fits = []

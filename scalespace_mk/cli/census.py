@@ -77,8 +77,77 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--mode", default="paper", help="model construction: paper (default) or full")
     add_null_arguments(p)
     add_family_args(p)
+    add_stream_arguments(p)
     p.set_defaults(_run=run)
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
+def add_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """``--out``, ``--chunk-rows``, ``--offset``, ``--rows``, ``--limit``, ``--dataset``,
+    ``--restart``, ``--keep-parts``: the streamed census of large inputs (docs/large_studies.md).
+    """
+    g = p.add_argument_group("large inputs (docs/large_studies.md)")
+    g.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="write the result as columns to FILE.parquet (pyarrow) or FILE.npz, chunk by "
+        "chunk with bounded memory, resumable (rerun the same command after a crash) and "
+        "split across torchrun/srun ranks; FILE.json writes the --json document instead "
+        "(default: no file, the summary on stdout)",
+    )
+    g.add_argument(
+        "--chunk-rows",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="filters per chunk with --out (default 65536 up to 15x15 filters, fewer for larger "
+        "ones): the unit of memory, resuming and of the split across ranks",
+    )
+    g.add_argument(
+        "--offset", type=_count, default=0, metavar="N", help="first row to fit (default 0)"
+    )
+    g.add_argument(
+        "--rows",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="rows from --offset (default: to the end)",
+    )
+    g.add_argument(
+        "--limit", type=_count, default=None, metavar="N", help="fit at most N rows (default: all)"
+    )
+    g.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="HDF5 dataset holding the filters (default: 'filters', 'kernels' or the only one)",
+    )
+    g.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --out: discard the parts of an earlier, unfinished run instead of resuming",
+    )
+    g.add_argument(
+        "--keep-parts", action="store_true", help="with --out: keep FILE.parts/ after the merge"
+    )
 
 
 def _summary(
@@ -132,10 +201,17 @@ def null_line(kind: str, c: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``scalespace-mk census``; returns the exit code (0 on success)."""
     from scalespace_mk.analysis.census import DEFAULT_TYPES, census
-    from scalespace_mk.analysis.filters import load_filters
 
+    out = getattr(args, "out", None)
+    if out is not None and not out.lower().endswith((".parquet", ".npz", ".json")):
+        raise ValueError(f"--out must end in .parquet, .npz or .json; got {out!r}")
+    if out is not None and not out.lower().endswith(".json"):
+        return _run_stream(args)
+    for opt in ("chunk_rows", "restart", "keep_parts"):
+        if getattr(args, opt, None):
+            raise ValueError(f"--{opt.replace('_', '-')} works with --out FILE.parquet/.npz")
     try:
-        filters = load_filters(args.filters, check_values=False)
+        filters = _load_selection(args)
     except (ValueError, TypeError):
         refuse_wrong_file("census", args.filters, "filters")  # a checkpoint: say so
         raise
@@ -174,21 +250,114 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib.pyplot as plt  # after plot_census chose the backend
 
         plt.close(fig)
+    doc = {
+        "seconds": seconds,
+        "filters": result.records(),
+        "invalid": result.invalid_counts(),
+        "null": nulls,
+    }
+    if out is not None:
+        _write_json(out, doc)
     if args.json:
-        json.dump(
-            {
-                "seconds": seconds,
-                "filters": result.records(),
-                "invalid": result.invalid_counts(),
-                "null": nulls,
-            },
-            sys.stdout,
-        )
+        json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
         return 0
     print(_summary(result, seconds, filters.shape, nulls))
+    if out is not None:
+        print(f"records written to {out}")
     if args.plot:
         print(f"histograms written to {args.plot}")
+    return 0
+
+
+def _load_selection(args: argparse.Namespace) -> Any:
+    """The filters of FILTERS, rows ``--offset`` .. (``--rows``, ``--limit``), in memory."""
+    from scalespace_mk.analysis.filters import load_filters
+
+    chosen = args.offset or args.rows is not None or args.limit is not None or args.dataset
+    if not chosen:
+        return load_filters(args.filters, check_values=False)
+    from scalespace_mk.analysis.sources import open_filters, select_rows
+
+    src = (
+        open_filters(load_filters(args.filters, check_values=False))
+        if args.filters in ("masterkey", "builtin")
+        else open_filters(args.filters, dataset=args.dataset)
+    )
+    try:
+        start, stop = select_rows(len(src), args.offset, args.rows, args.limit)
+        if start == stop:
+            raise ValueError(f"--offset {args.offset} --rows/--limit select no filters")
+        return src.read(start, stop)
+    finally:
+        src.close()
+
+
+def _write_json(path: str, doc: dict) -> None:
+    from scalespace_mk._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh)
+            fh.write("\n")
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    """``census FILTERS --out FILE.parquet|.npz``: the streamed census (analysis.stream)."""
+    from scalespace_mk.analysis.census import DEFAULT_TYPES
+    from scalespace_mk.analysis.null import null_kinds
+    from scalespace_mk.analysis.stream import census_stream
+
+    if args.plot:
+        raise ValueError("--plot draws a census held in memory; drop it with --out")
+    if args.strict:
+        raise ValueError("--strict stops at a bad filter; --out records them (drop --strict)")
+    family = getattr(args, "family", "masterkey")
+    kw: dict[str, Any] = dict(mode=args.mode, device=args.device, num_threads=args.threads)
+    if family == "masterkey":
+        kw.update(types=tuple(args.types) if args.types is not None else DEFAULT_TYPES)
+        kw.update(method=args.method)
+    else:
+        kw.update(family=family, order=args.order, allow_saturated=args.allow_saturated)
+    source = args.filters
+    if source in ("masterkey", "builtin"):
+        from scalespace_mk.analysis.filters import load_filters
+
+        source = load_filters(source, check_values=False)
+    summary = census_stream(
+        source,
+        args.out,
+        chunk_rows=args.chunk_rows,
+        offset=args.offset,
+        rows=args.rows,
+        limit=args.limit,
+        dataset=args.dataset,
+        null=null_kinds(args.null) if args.null else (),
+        seed=args.seed,
+        restart=args.restart,
+        keep_parts=args.keep_parts,
+        progress=False if args.json else None,
+        **kw,
+    )
+    if summary.rank != 0:
+        return 0
+    info = {
+        "out": str(summary.path),
+        "rows": summary.rows,
+        "chunks": summary.chunks,
+        "resumed": summary.resumed,
+        "ranks": summary.world,
+        "seconds": summary.seconds,
+    }
+    if args.json:
+        json.dump(info, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(
+            f"census of {summary.rows} filters in {summary.chunks} chunk(s) "
+            f"({summary.resumed} resumed, {summary.world} rank(s)) in {summary.seconds:.2f} s: "
+            f"written to {summary.path}"
+        )
     return 0
 
 
@@ -212,9 +381,11 @@ def _run_family(args: argparse.Namespace, filters: Any) -> int:
         progress=False if args.json else None,
     )
     seconds = time.perf_counter() - start
+    doc = {"seconds": seconds, "summary": summary, "filters": result.records()}
+    if getattr(args, "out", None) is not None:
+        _write_json(args.out, doc)
     if args.json:
-        out = {"seconds": seconds, "summary": summary, "filters": result.records()}
-        json.dump(out, sys.stdout)
+        json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
         return 0
     n, k = filters.shape[0], filters.shape[1]

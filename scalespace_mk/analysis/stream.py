@@ -1,0 +1,689 @@
+"""Census of inputs larger than memory: streamed, resumable and split across processes.
+
+:func:`census_stream` reads the filters chunk by chunk from a memory-mapped ``.npy`` file, a
+folder of ``.npy`` shards or an HDF5 dataset (:func:`open_filters`), fits each chunk with
+:func:`scalespace_mk.analysis.census.census` (or the family census), and writes the result
+as columns (:meth:`scalespace_mk.analysis.census.CensusResult.to_columns`) to a Parquet file
+(pyarrow) or an ``.npz`` archive. Peak memory is that of one chunk (plus the census
+tables), whatever the input size.
+
+**Resumable.** Each finished chunk is written atomically to ``OUT.parts/`` (beside ``OUT``)
+with a manifest of the input and the options. Run again with the same arguments, the census
+skips the chunks already there and the merged file is identical to that of an uninterrupted
+run; with other arguments it refuses (``restart=True`` discards the parts).
+
+**Across processes.** Under ``torchrun`` (``WORLD_SIZE``/``RANK``) or ``srun``
+(``SLURM_NTASKS``/``SLURM_PROCID``), rank ``r`` of ``W`` fits the chunks ``i`` with
+``i % W == r`` (``torch.distributed`` with gloo, rendezvous through ``MASTER_ADDR`` or a file
+in ``OUT.parts/``, which must be on a file system all ranks share); rank 0 merges. The chunks
+are the same whatever the number of ranks, and each chunk's null filters are seeded from
+``(seed, first row of the chunk)``, so the output does not depend on the number of ranks.
+
+Filters are stored depthwise weights (rows top to bottom, ``x = c - m``, ``y = m - r``, y
+up); ``sigma`` is a standard deviation (``s = sigma**2``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scalespace_mk._io import atomic_path, remove_stale_partials
+from scalespace_mk._progress import log_line
+from scalespace_mk._progress import progress as progress_iter
+from scalespace_mk.analysis.sources import FilterSource, open_filters, select_rows
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "FilterSource",
+    "StreamSummary",
+    "census_stream",
+    "default_chunk_rows",
+    "open_filters",
+    "read_census",
+    "write_columns",
+]
+
+#: filters per chunk (65,536 7x7 filters: ~25 MB in float64; the census of a chunk stays
+#: well under 1 GB)
+DEFAULT_CHUNK_ROWS = 65536
+_FORMATS = (".parquet", ".npz")
+_MANIFEST = "manifest.json"
+_PART = re.compile(r"chunk-(\d{12})\.npz")
+
+
+def default_chunk_rows(k: int) -> int:
+    """Filters per chunk for ``k x k`` filters: :data:`DEFAULT_CHUNK_ROWS`, fewer where the
+    chunk's float64 filters would pass 128 MB (k > 15), at least 1,024."""
+    return int(max(1024, min(DEFAULT_CHUNK_ROWS, (128 << 20) // (8 * k * k))))
+
+
+# --------------------------------------------------------------------------------------
+# columns of a chunk
+
+
+def _expand_family(res: Any, ok: np.ndarray) -> Any:
+    """``res`` (fitted on the rows ``ok``) with NaN rows where ``ok`` is False."""
+    import dataclasses
+
+    def full(v: np.ndarray) -> np.ndarray:
+        out = np.full((len(ok),) + v.shape[1:], np.nan)
+        if ok.any():
+            out[ok] = v
+        return out
+
+    keys = ("sigma_x", "sigma_y", "coefficients", "b", "r2", "rss", "tss", "r2_adjusted")
+    return dataclasses.replace(res, **{k: full(getattr(res, k)) for k in keys})
+
+
+def _family_columns(res: Any, index: np.ndarray, reason: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of a :class:`~scalespace_mk.analysis.jets.FamilyCensusResult`, and ``reason``
+    (``""`` for a fitted filter, else why it was not fitted)."""
+    cols: dict[str, np.ndarray] = {"index": np.asarray(index, np.int64)}
+    cols["sigma_x"], cols["sigma_y"] = res.sigma_x, res.sigma_y
+    for j, name in enumerate(res.names):
+        cols[name] = res.coefficients[:, j]
+    for key in ("b", "r2", "rss", "tss", "r2_adjusted"):
+        cols[key] = getattr(res, key)
+    cols["reason"] = np.array(["" if r is None else r for r in reason.tolist()], dtype="<U10")
+    return {k: np.ascontiguousarray(v) for k, v in cols.items()}
+
+
+def _null_seed(seed: int, start: int) -> int:
+    """Seed of the null filters of the chunk whose first row is ``start`` (rank-free)."""
+    return int(np.random.SeedSequence([int(seed), int(start)]).generate_state(1)[0])
+
+
+def _chunk_columns(
+    y: np.ndarray, start: int, family: str, nulls: Sequence[str], seed: int, kw: dict
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    from scalespace_mk.analysis.census import census
+
+    index = np.arange(start, start + len(y), dtype=np.int64)
+    reason = None
+    if family == "masterkey":
+        res = census(y, **kw)
+    else:  # the family census stops at a bad filter: fit the others, record its reason
+        from scalespace_mk.analysis.census import screen_filters
+
+        reason = screen_filters(y)
+        ok = np.equal(reason, None)
+        placeholder = np.random.default_rng(0).standard_normal((1,) + y.shape[1:])
+        res = census(y[ok] if ok.any() else placeholder, family=family, **kw)
+        res = _expand_family(res, ok)
+    if family == "masterkey":
+        cols = res.to_columns(index)
+        meta = {"types": [str(t) for t in res.types], "sigma_max": res.sigma_max}
+        meta["alpha_range"] = list(res.alpha_range)
+        meta["int_types"] = [isinstance(t, int) for t in res.types]
+        valid = res.valid
+    else:
+        cols = _family_columns(res, index, reason)
+        meta = {
+            "family": res.family,
+            "order": res.order,
+            "names": list(res.names),
+            "n_params": res.n_params,
+            "taps": res.taps,
+            "options": res.options,
+        }
+        valid = np.equal(reason, None)
+    if nulls:
+        from scalespace_mk.analysis.null import null_filters
+
+        learned = y[valid]
+        for kind in nulls:
+            r2 = np.full(len(y), np.nan)
+            if len(learned):
+                z = null_filters(learned, kind, _null_seed(seed, start))
+                r2[valid] = census(z, family=family, **kw).r2
+            cols[f"null_{kind}_r2"] = r2
+    return cols, meta
+
+
+# --------------------------------------------------------------------------------------
+# column files
+
+
+def write_columns(path: str | os.PathLike, parts: Sequence[Any], meta: dict[str, Any]) -> Path:
+    """Write column chunks to one ``.parquet`` or ``.npz`` file, atomically, chunk by chunk.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.parquet`` (needs pyarrow; one row group per chunk) or ``.npz`` (one ``.npy``
+        member per column, plus ``__meta__``, a JSON string; loads with
+        ``numpy.load(allow_pickle=False)``).
+    parts : sequence
+        Each item a dict of equal-length columns, or a path to a chunk ``.npz``; loaded one
+        at a time (one chunk in memory; for ``.npz`` one column of one chunk).
+    meta : dict
+        JSON-serialisable description (types, options), stored with the columns.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _FORMATS:
+        raise ValueError(f"out must end in .parquet or .npz; got {str(path)!r}")
+
+    parts = [p if isinstance(p, dict) else _PartColumns(Path(p)) for p in parts]
+
+    def load(part: dict) -> dict[str, np.ndarray]:
+        return dict(part.items())
+
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            pa, pq = _pyarrow()
+            writer = None
+            try:
+                for part in parts:
+                    cols = load(part)
+                    table = pa.table({k: pa.array(v) for k, v in cols.items()})
+                    if writer is None:
+                        schema = table.schema.with_metadata({"scalespace_mk": json.dumps(meta)})
+                        writer = pq.ParquetWriter(tmp, schema)
+                    writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
+                if writer is None:
+                    raise ValueError("no rows to write (the selection is empty)")
+            finally:
+                if writer is not None:
+                    writer.close()
+        else:
+            _write_npz(tmp, parts, meta)
+    return path
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(
+            "writing .parquet needs pyarrow (pip install pyarrow); or write .npz"
+        ) from None
+    return pa, pq
+
+
+def _write_npz(tmp: Path, parts: Sequence[dict], meta: dict[str, Any]) -> None:
+    """Stream columns into an ``.npz``: one zip member per column, chunk after chunk."""
+
+    def column(part: dict, key: str) -> np.ndarray:
+        return part[key]
+
+    if not parts:
+        raise ValueError("no rows to write (the selection is empty)")
+    keys = list(parts[0].keys())
+    info = {}
+    for key in keys:  # dtype (string columns: the widest) and length of every column
+        n, dt = 0, None
+        for part in parts:
+            c = column(part, key)
+            n += len(c)
+            dt = c.dtype if dt is None else np.promote_types(dt, c.dtype)
+        info[key] = (n, dt)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key in keys:
+            n, dt = info[key]
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                header = {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False}
+                header["shape"] = (n,)
+                np.lib.format.write_array_header_2_0(fh, header)
+                for part in parts:
+                    fh.write(np.ascontiguousarray(column(part, key), dtype=dt).tobytes())
+        with zf.open("__meta__.npy", "w") as fh:
+            np.lib.format.write_array(fh, np.array(json.dumps(meta)), allow_pickle=False)
+
+
+def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None) -> Any:
+    """Read a census file written by :func:`census_stream` back into a result object.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.parquet`` or ``.npz`` census file.
+    columns : sequence of str, optional
+        Return only these columns, as a dict of numpy arrays (for files too large to load
+        whole: read a few columns).
+
+    Returns
+    -------
+    CensusResult, FamilyCensusResult or dict
+        The 8-type census as :class:`~scalespace_mk.analysis.census.CensusResult` (its
+        ``index`` column, the input rows, is in ``result.index``), the family census as
+        :class:`~scalespace_mk.analysis.jets.FamilyCensusResult` (with ``reason``: None, or
+        why a filter was not fitted; its values are NaN), or the chosen columns. Null columns
+        ``null_<kind>_r2`` are in ``result.null_r2`` (dict).
+    """
+    cols, meta = _read_columns(Path(path), columns)
+    if columns is not None:
+        return cols
+    nulls = {k[5:-3]: v for k, v in cols.items() if k.startswith("null_") and k.endswith("_r2")}
+    if "family" in meta:
+        from scalespace_mk.analysis.jets import FamilyCensusResult
+
+        res: Any = FamilyCensusResult(
+            family=meta["family"],
+            order=int(meta["order"]),
+            names=tuple(meta["names"]),
+            sigma_x=cols["sigma_x"],
+            sigma_y=cols["sigma_y"],
+            coefficients=np.stack([cols[n] for n in meta["names"]], axis=1),
+            b=cols["b"],
+            r2=cols["r2"],
+            rss=cols["rss"],
+            tss=cols["tss"],
+            r2_adjusted=cols["r2_adjusted"],
+            n_params=int(meta["n_params"]),
+            taps=int(meta["taps"]),
+            options=dict(meta["options"]),
+        )
+    else:
+        from scalespace_mk.analysis.census import CensusResult
+
+        types = [int(t) if i else t for t, i in zip(meta["types"], meta["int_types"], strict=True)]
+        res = CensusResult.from_columns(
+            cols, types, sigma_max=meta["sigma_max"], alpha_range=tuple(meta["alpha_range"])
+        )
+    if "family" in meta and "reason" in cols:
+        res.__dict__["reason"] = np.array(
+            [None if r == "" else str(r) for r in cols["reason"].tolist()], dtype=object
+        )
+    res.__dict__["index"] = cols["index"]
+    res.__dict__["null_r2"] = nulls
+    return res
+
+
+def _read_columns(path: Path, columns: Sequence[str] | None) -> tuple[dict, dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _, pq = _pyarrow()
+        table = pq.read_table(path, columns=list(columns) if columns else None)
+        raw = (pq.read_schema(path).metadata or {}).get(b"scalespace_mk", b"{}")
+        meta = json.loads(raw)
+        cols = {}
+        for name in table.column_names:
+            arr = table.column(name).to_numpy()
+            cols[name] = arr.astype(str) if arr.dtype == object else arr
+        return cols, meta
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+            keys = [k for k in z.files if k != "__meta__"] if columns is None else list(columns)
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: no columns {missing}; it holds {z.files}")
+            return {k: z[k] for k in keys}, meta
+    raise ValueError(f"{path}: a census file ends in .parquet or .npz")
+
+
+# --------------------------------------------------------------------------------------
+# processes
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    created: bool = False
+
+    def share_error(self, message: str | None) -> None:
+        """Collective: if any rank passes a message, every rank raises a ValueError with it
+        (so that no rank waits at a barrier for one that failed). A barrier otherwise."""
+        if self.world == 1:
+            if message is not None:
+                raise ValueError(message)
+            return
+        import torch.distributed as dist
+
+        got: list[Any] = [None] * self.world
+        dist.all_gather_object(got, message)
+        errors = [m for m in got if m is not None]
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    def close(self) -> None:
+        if self.created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"${name} must be an integer; got {value!r}") from None
+    return None
+
+
+def _distributed(parts_dir: Path) -> _Dist:
+    """Rank and world size from torchrun or srun; joins (or reuses) a gloo process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size())
+    world = _env_int("WORLD_SIZE", "SLURM_NTASKS") or 1
+    rank = _env_int("RANK", "SLURM_PROCID") or 0
+    if world <= 1:
+        return _Dist()
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is outside the world of {world} processes")
+    timeout = datetime.timedelta(days=7)  # ranks wait at the merge for the slowest one
+    if os.environ.get("MASTER_ADDR"):
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    else:  # srun without MASTER_ADDR: rendezvous through a file on the shared folder
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        job = os.environ.get("SLURM_JOB_ID", "local")
+        init = f"file://{(parts_dir / f'.rendezvous-{job}').resolve()}"
+        dist.init_process_group(
+            "gloo", init_method=init, rank=rank, world_size=world, timeout=timeout
+        )
+    return _Dist(rank, world, created=True)
+
+
+# --------------------------------------------------------------------------------------
+# the streamed census
+
+
+@dataclass
+class StreamSummary:
+    """What :func:`census_stream` did.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The merged census file (written by rank 0).
+    rows : int
+        Filters in the selection.
+    chunks : int
+        Chunks of the selection.
+    fitted_here, resumed : int
+        Chunks this process fitted, and chunks it found already done (from an earlier run).
+    seconds : float
+        Wall time of the call in this process.
+    rank, world : int
+        This process's rank and the number of processes.
+    """
+
+    path: Path
+    rows: int
+    chunks: int
+    fitted_here: int
+    resumed: int
+    seconds: float
+    rank: int = 0
+    world: int = 1
+
+
+def census_stream(
+    source: Any,
+    out: str | os.PathLike,
+    *,
+    chunk_rows: int | None = None,
+    offset: int = 0,
+    rows: int | None = None,
+    limit: int | None = None,
+    dataset: str | None = None,
+    null: Sequence[str] | str | None = (),
+    seed: int = 0,
+    restart: bool = False,
+    keep_parts: bool = False,
+    progress: bool | None = None,
+    **census_kwargs: Any,
+) -> StreamSummary:
+    """Census of filters too many for memory, chunk by chunk, resumable, across processes.
+
+    Parameters
+    ----------
+    source : str, path-like or array_like
+        The filters (:func:`open_filters`): ``.npy`` (memory-mapped), a folder of ``.npy``
+        shards, HDF5 (h5py), another filter file, or an array.
+    out : str or path-like
+        The census file: ``.parquet`` (pyarrow) or ``.npz``; columns of
+        :meth:`~scalespace_mk.analysis.census.CensusResult.to_columns` (family census: index,
+        sigma_x, sigma_y, the coefficients, b, r2, rss, tss, r2_adjusted), plus
+        ``null_<kind>_r2`` per null kind. ``index`` is the row in the input.
+    chunk_rows : int, optional
+        Filters per chunk (default :func:`default_chunk_rows`: 65,536 up to 15x15 filters,
+        fewer for larger ones, so that a chunk's filters take at most 128 MB); the unit of
+        memory, of resuming and of the split between processes. The result does not depend on it
+        except through the nulls' seeds (one per chunk).
+    offset, rows, limit : int
+        Fit rows ``offset .. offset + rows - 1`` (default: to the end), at most ``limit``.
+    dataset : str, optional
+        HDF5 dataset name.
+    null : sequence of str
+        Null kinds (:func:`scalespace_mk.analysis.null.null_kinds`: ``"iid"``, ``"phase"``)
+        fitted beside the filters; column ``null_<kind>_r2``.
+    seed : int
+        Seed of the nulls; chunk ``[start, ...)`` uses ``SeedSequence([seed, start])``.
+    restart : bool
+        Discard the parts of an earlier run instead of resuming (needed to change options).
+    keep_parts : bool
+        Keep ``OUT.parts/`` after the merge (default: removed).
+    progress : bool, optional
+        Show progress over the chunks on stderr (a tqdm bar on a terminal, a log line every
+        30 s otherwise; default True when there is more than one chunk).
+    **census_kwargs
+        Options of :func:`scalespace_mk.analysis.census.census` (``types``, ``family``,
+        ``order``, ``sigma_max``, ``device``, ``num_threads``, ...); ``on_invalid`` is
+        ``"record"`` (a bad filter is a row with its reason, never fatal).
+
+    Returns
+    -------
+    StreamSummary
+
+    Raises
+    ------
+    ValueError
+        Bad selection or output suffix; the parts folder was started with other input or
+        options (rerun the same command, or ``restart=True``).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() not in _FORMATS:
+        raise ValueError(f"out must end in .parquet or .npz; got {str(out)!r}")
+    if out.suffix.lower() == ".parquet":
+        _pyarrow()  # refuse before any work
+    if chunk_rows is not None and (
+        isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1
+    ):
+        raise ValueError(f"chunk_rows must be an integer >= 1; got {chunk_rows!r}")
+    if census_kwargs.get("on_invalid", "record") != "record":
+        raise ValueError("census_stream records invalid filters (on_invalid='record')")
+    census_kwargs.pop("on_invalid", None)
+    census_kwargs.setdefault("progress", False)
+    family = census_kwargs.pop("family", "masterkey")
+    from scalespace_mk.analysis.null import NULL_KINDS, null_kinds
+
+    null = null_kinds(null) if isinstance(null, str) or null is None else tuple(null)
+    bad = [kind for kind in null if kind not in NULL_KINDS]
+    if bad:
+        raise ValueError(f"null kinds must be among {NULL_KINDS}; got {bad}")
+    src = open_filters(source, dataset=dataset)
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(src.k)
+    parts_dir = out.with_name(out.name + ".parts")
+    dist = _distributed(parts_dir)
+    try:
+        start, stop = select_rows(len(src), int(offset), rows, limit)
+        starts = list(range(start, stop, chunk_rows))
+        manifest = {
+            "version": 1,
+            "input": src.describe(),
+            "selection": [start, stop],
+            "chunk_rows": chunk_rows,
+            "family": family,
+            "null": list(null),
+            "seed": int(seed),
+            "options": {k: _jsonable(v) for k, v in sorted(census_kwargs.items())},
+        }
+        for key in ("progress", "num_threads", "batch_size"):  # do not change the result
+            manifest["options"].pop(key, None)
+        err = None
+        if dist.rank == 0:
+            try:
+                _prepare_parts(parts_dir, manifest, restart)
+            except (ValueError, OSError) as exc:
+                if dist.world == 1:
+                    raise
+                err = str(exc)
+        dist.share_error(err)  # every rank raises rank 0's refusal (no rank waits forever)
+        if dist.rank != 0:
+            _check_manifest(parts_dir, manifest)
+        show = (progress if progress is not None else True) and len(starts) > 1
+        mine = [(i, s) for i, s in enumerate(starts) if i % dist.world == dist.rank]
+        todo = [(i, s) for i, s in mine if not (parts_dir / f"chunk-{s:012d}.npz").exists()]
+        resumed, fitted = len(mine) - len(todo), 0
+        err = None
+        try:
+            if resumed and dist.rank == 0:
+                log_line(f"census: resuming: {resumed} of {len(mine)} chunk(s) already done")
+            desc = "census" if dist.world == 1 else f"census rank {dist.rank}/{dist.world}"
+            for _, s in progress_iter(todo, desc=desc, unit="chunk", enabled=show):
+                e = min(s + chunk_rows, stop)
+                cols, meta = _chunk_columns(src.read(s, e), s, family, null, seed, census_kwargs)
+                with atomic_path(parts_dir / f"chunk-{s:012d}.npz") as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, **cols, __meta__=np.array(json.dumps(meta)))
+                fitted += 1
+        except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as exc:
+            if dist.world == 1:
+                raise
+            err = f"rank {dist.rank}: {type(exc).__name__}: {exc}"
+        dist.share_error(err)
+        err = None
+        if dist.rank == 0:
+            try:
+                _merge(out, parts_dir, starts, start, stop, chunk_rows, null, seed, keep_parts)
+            except (ValueError, OSError, RuntimeError) as exc:
+                if dist.world == 1:
+                    raise
+                err = str(exc)
+        dist.share_error(err)
+    finally:
+        src.close()
+        dist.close()
+    return StreamSummary(
+        path=out,
+        rows=stop - start,
+        chunks=len(starts),
+        fitted_here=fitted,
+        resumed=resumed,
+        seconds=time.perf_counter() - t0,
+        rank=dist.rank,
+        world=dist.world,
+    )
+
+
+def _merge(
+    out: Path,
+    parts_dir: Path,
+    starts: list[int],
+    start: int,
+    stop: int,
+    chunk_rows: int,
+    null: Sequence[str],
+    seed: int,
+    keep_parts: bool,
+) -> None:
+    """Rank 0: merge the chunk files into ``out`` (atomically), then remove the parts."""
+    files = [parts_dir / f"chunk-{s:012d}.npz" for s in starts]
+    if not files:
+        raise ValueError(f"the selection of rows {start}..{stop - 1} is empty")
+    lost = [str(f) for f in files if not f.exists()]
+    if lost:
+        raise RuntimeError(f"census parts missing after all ranks finished: {lost[:3]}")
+    with np.load(files[0], allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+    meta.update(selection=[start, stop], chunk_rows=chunk_rows, null=list(null), seed=int(seed))
+    write_columns(out, [_PartColumns(f) for f in files], meta)
+    if not keep_parts:
+        _remove_parts(parts_dir)
+
+
+class _PartColumns(dict):
+    """A chunk file's columns without ``__meta__`` (loaded on use by write_columns)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def keys(self):  # type: ignore[override]
+        with np.load(self.path, allow_pickle=False) as z:
+            return [k for k in z.files if k != "__meta__"]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        with np.load(self.path, allow_pickle=False) as z:
+            return z[key]
+
+    def items(self):  # type: ignore[override]
+        return [(k, self[k]) for k in self.keys()]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.integer | np.floating):
+        return v.item()
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)
+
+
+def _prepare_parts(parts_dir: Path, manifest: dict[str, Any], restart: bool) -> None:
+    path = parts_dir / _MANIFEST
+    if parts_dir.exists() and not parts_dir.is_dir():
+        raise ValueError(f"{parts_dir} exists and is not a folder; move it away")
+    if restart and path.exists():
+        _remove_parts(parts_dir, keep_dir=True)
+    if path.exists():
+        _check_manifest(parts_dir, manifest)
+        return
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
+    old = json.loads((parts_dir / _MANIFEST).read_text())
+    new = json.loads(json.dumps(manifest, sort_keys=True))
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(
+            f"{parts_dir} holds a census started with other input or options (differs in "
+            f"{', '.join(diff)}); rerun the same command to resume it, or restart "
+            "(--restart / restart=True) to discard it"
+        )
+
+
+def _remove_parts(parts_dir: Path, keep_dir: bool = False) -> None:
+    """Remove the chunk files and manifest this module wrote, and temporary files of killed
+    writers (:func:`scalespace_mk._io.remove_stale_partials`); nothing else."""
+    remove_stale_partials(parts_dir)
+    for p in parts_dir.iterdir():
+        if p.is_file() and (
+            _PART.fullmatch(p.name) or p.name == _MANIFEST or p.name.startswith(".rendezvous-")
+        ):
+            p.unlink()
+    if not keep_dir:
+        try:
+            parts_dir.rmdir()
+        except OSError:  # something else is in it (not ours): leave it
+            pass
