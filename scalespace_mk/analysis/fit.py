@@ -885,11 +885,21 @@ def _solve_b(
     if zero.size and (change.size == 0 or zero[0] <= change[0]):
         return float(grid[zero[0]])
     if change.size == 0:
+        # advise a larger sigma_max only where it can help: the weighted variance of the
+        # model is bounded by the filter's support, and saturates as sigma grows
+        far = _upper(smax, size)  # larger scales give the same flat model
+        v_far = float(v_model(np.array([far]))[0])
+        if f.max() + v < v < v_far:
+            advice = f"raise sigma_max above {smax:g}, or use method A, C or D"
+        else:
+            advice = (
+                f"a larger sigma_max cannot help: at sigma = {far:g} the model's weighted "
+                f"variance is {v_far:.6g}; use method A, C or D"
+            )
         raise ValueError(
             f"method 'B': filter {index} (type {t}): no sigma_{name} in [0, {smax:g}] gives "
             f"the weighted variance V_{name}{name} = {v:.6g} of the filter; the model's weighted "
-            f"variance ranges over [{f.min() + v:.6g}, {f.max() + v:.6g}] there (raise "
-            "sigma_max, or use method A, C or D)"
+            f"variance ranges over [{f.min() + v:.6g}, {f.max() + v:.6g}] there ({advice})"
         )
     i = int(change[0])
 

@@ -76,7 +76,8 @@ _FILTER_SUFFIXES = (".txt", ".dat", ".text", ".npy", ".npz")
 
 def file_kind(path: str) -> str:
     """Guess what a file holds from its first bytes: ``"filters"`` (a filter text file or a
-    numpy array), ``"checkpoint"`` (a torch or safetensors file) or ``"unknown"``."""
+    numpy array), ``"bank"`` (an ``.npz`` written by ``scalespace-mk bank``),
+    ``"checkpoint"`` (a torch or safetensors file) or ``"unknown"``."""
     import json
     import zipfile
     from pathlib import Path
@@ -96,6 +97,8 @@ def file_kind(path: str) -> str:
             return "unknown"
         if any(n.endswith("data.pkl") for n in names):
             return "checkpoint"
+        if {"kernels.npy", "sigma.npy", "models.npy"} <= set(names):
+            return "bank"  # written by 'scalespace-mk bank': kernels [n_sigma, n_models, k, k]
         return "filters" if names and all(n.endswith(".npy") for n in names) else "unknown"
     if head[:1] == b"\x80":  # a legacy torch.save pickle
         return "checkpoint"
@@ -122,6 +125,18 @@ def refuse_wrong_file(command: str, path: str, wanted: str) -> None:
     ``wanted`` is ``"checkpoint"`` (analyze, replace, eval) or ``"filters"`` (census, fit).
     """
     kind = file_kind(path)
+    if kind == "bank":
+        stem = Path(path).with_suffix("").name
+        reads = "network checkpoints" if wanted == "checkpoint" else "filter arrays [N, k, k]"
+        raise ValueError(
+            f"{path} is a model bank written by 'scalespace-mk bank' (kernels [n_sigma, "
+            f"n_models, k, k]); 'scalespace-mk {command}' reads {reads}. To fit the bank's "
+            f"kernels, flatten them into one array first: python -c \"import numpy as np; "
+            f"b = np.load('{path}'); k = b['kernels']; "
+            f"np.save('{stem}_kernels.npy', k.reshape(-1, *k.shape[-2:]))\" and then "
+            f"'scalespace-mk census {stem}_kernels.npy' (filters in sigma-major order: "
+            "for each sigma, every model)"
+        )
     if kind == "filters" and wanted == "checkpoint":
         raise ValueError(
             f"{path} holds a filter array, not a network checkpoint; 'scalespace-mk {command}' "
