@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         busy = subprocess.Popen([sys.executable, "-c", loop])
         try:
             settings = {
-                "cli": ([sys.executable, "-m", "scalespace_mk", "analyze", str(ckpt), "--json"], env),
+                "cli": (
+                    [sys.executable, "-m", "scalespace_mk", "analyze", str(ckpt), "--json"], env
+                ),
                 "notebook": ([sys.executable, "-c", NOTEBOOK, str(ckpt)], env),
                 "notebook, torch first, no policy": (
                     [sys.executable, "-c", BEFORE, str(ckpt)],

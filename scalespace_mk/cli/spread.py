@@ -129,18 +129,18 @@ def run(args: argparse.Namespace) -> int:
     With ``--json`` stdout holds exactly one JSON object
     ``{"filters": [{"index", "mean": [mx, my], "cov": [[vxx, vxy], [vxy, vyy]], "l1",
     "separability"[, "type", "sigma_ref"]}], "weighted": bool, "source": str}``; ``index``
-    starts at 1; a filter with no spread has ``{"index", "error"[, "type", "sigma_ref"]}``
-    (``error``: ``"zero"``, ``"constant"`` or ``"non-finite"``) unless ``--strict`` (the paper's numbering of the published 8). ``l1`` is ``sum(w)``.
+    starts at 1 (the paper's numbering of the published 8). ``l1`` is ``sum(w)``. A filter
+    with no spread has ``{"index", "error"[, "type", "sigma_ref"]}`` (``error``: ``"zero"``,
+    ``"constant"`` or ``"non-finite"``) unless ``--strict``.
     """
     import numpy as np
 
+    from scalespace_mk.analysis.census import screen_filters
     from scalespace_mk.analysis.filters import load_filters
     from scalespace_mk.analysis.normalize import normalize_filters
     from scalespace_mk.analysis.spread import spread
     from scalespace_mk.analysis.spread import weighted_spread as _weighted
     from scalespace_mk.analysis.types import resolve_filter_types, resolve_sigma_ref
-
-    from scalespace_mk.analysis.census import screen_filters
 
     try:
         if not args.weighted and (args.sigma_ref is not None or args.types is not None):
