@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "masterkey_model": "scalespace_mk.scalespace.models",
     "model_kernel": "scalespace_mk.scalespace.models",
     "jet_basis": "scalespace_mk.scalespace.jets",
+    "scale_space": "scalespace_mk.scalespace.image",
     "load_filters": "scalespace_mk.analysis.filters",
     "save_filters": "scalespace_mk.analysis.filters",
     "spread": "scalespace_mk.analysis.spread",

@@ -101,8 +101,8 @@ def test_extract_1840_7x7_filters_under_5_seconds():
     """issue 19: extract spent 47 of 50 s in a multithreaded eigh of 49x49 matrices."""
     rng = np.random.default_rng(0)
     filters = rng.normal(size=(1840, 7, 7))  # structureless: the slowest to converge
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: what a busy machine does not inflate
     result = scalespace_mk.extract(filters, k=8)
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 5.0
     assert result.filters.shape == (8, 7, 7)
     assert np.isclose(result.share.sum(), 1.0)

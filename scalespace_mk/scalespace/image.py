@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from scalespace_mk._checks import check_choice
 from scalespace_mk.scalespace.jets import jet_indices
 from scalespace_mk.scalespace.kernels import METHODS, gaussian_kernel
-from scalespace_mk.scalespace.operators import compose, difference_stencil
+from scalespace_mk.scalespace.operators import difference_stencil
 
 __all__ = [
     "IMAGE_BOUNDARIES",
@@ -72,10 +72,14 @@ def _as_image(image: Any) -> tuple[torch.Tensor, bool]:
         try:
             arr = np.asarray(image, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(f"image must be a numeric array [..., H, W]; got {type(image)}") from None
+            raise TypeError(
+                f"image must be a numeric array [..., H, W]; got {type(image)}"
+            ) from None
         t, from_numpy = torch.from_numpy(np.ascontiguousarray(arr)), True
     if t.ndim < 2:
-        raise ValueError(f"image must have shape [..., H, W] (2-D or more); got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"image must have shape [..., H, W] (2-D or more); got shape {tuple(t.shape)}"
+        )
     if t.shape[-1] < 1 or t.shape[-2] < 1:
         raise ValueError(f"image must not be empty; got shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t.detach()).all()):
@@ -91,13 +95,19 @@ def _sigmas(sigma: Any, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
         try:
             sig = torch.as_tensor(np.asarray(sigma, dtype=np.float64), device=like.device)
         except (TypeError, ValueError):
-            raise TypeError(f"sigma must be a number or a 1-D array of numbers; got {sigma!r}") from None
+            raise TypeError(
+                f"sigma must be a number or a 1-D array of numbers; got {sigma!r}"
+            ) from None
     if sig.ndim > 1:
-        raise ValueError(f"sigma must be a number or a 1-D array of scales; got shape {tuple(sig.shape)}")
+        raise ValueError(
+            f"sigma must be a number or a 1-D array of scales; got shape {tuple(sig.shape)}"
+        )
     if sig.numel() == 0:
         raise ValueError("sigma is empty; pass at least one scale (a standard deviation, pixels)")
     if not bool(torch.isfinite(sig.detach()).all()) or bool((sig.detach() < 0).any()):
-        raise ValueError(f"sigma must be finite and >= 0 (standard deviations in pixels); got {sigma!r}")
+        raise ValueError(
+            f"sigma must be finite and >= 0 (standard deviations in pixels); got {sigma!r}"
+        )
     return sig.reshape(-1), sig.ndim == 0
 
 
@@ -147,7 +157,9 @@ def _along(x: torch.Tensor, taps: torch.Tensor, axis: int, boundary: str) -> tor
     return _correlate_last(flat, taps, boundary).reshape(b, w, c, h).permute(0, 2, 3, 1)
 
 
-def _smooth(t: torch.Tensor, sig: torch.Tensor, method: str, epsilon: float, boundary: str) -> torch.Tensor:
+def _smooth(
+    t: torch.Tensor, sig: torch.Tensor, method: str, epsilon: float, boundary: str
+) -> torch.Tensor:
     """``[S, ..., H, W]``: the image smoothed at each scale (separable, x then y)."""
     kernel = gaussian_kernel(sig, method=method, epsilon=epsilon, D=2)  # [S, K], float64
     if kernel.ndim == 1:
@@ -181,13 +193,16 @@ def _check_order(order: Any) -> tuple[int, int]:
     try:
         nx, ny = order
     except (TypeError, ValueError):
-        raise TypeError(f"order must be a pair (nx, ny) of derivative orders; got {order!r}") from None
+        raise TypeError(
+            f"order must be a pair (nx, ny) of derivative orders; got {order!r}"
+        ) from None
     for name, n in (("nx", nx), ("ny", ny)):
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"order: {name} must be an integer >= 0; got {n!r}")
     if nx + ny > 4 or max(nx, ny) > 4:
-        raise ValueError(f"order: nx + ny must be at most 4 (stencils up to order 4); got {order!r}")
-    compose(int(nx)), compose(int(ny))  # noqa: B018 - the operators' own check
+        raise ValueError(
+            f"order: nx + ny must be at most 4 (stencils up to order 4); got {order!r}"
+        )
     return int(nx), int(ny)
 
 
