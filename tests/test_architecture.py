@@ -17,6 +17,7 @@ RANKS = {
     "_progress": 0,
     "limits": 0,
     "_threads": 0,
+    "_display": 0,
     "scalespace": 1,
     "analysis": 2,
     "networks": 3,

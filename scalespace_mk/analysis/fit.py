@@ -64,6 +64,7 @@ import torch
 from scipy.optimize import brentq, least_squares, minimize
 
 import scalespace_mk.limits as limits
+from scalespace_mk._display import Tabular
 from scalespace_mk._checks import check_choice, check_filters
 from scalespace_mk.analysis.types import check_filter_type, resolve_filter_types, resolve_sigma_ref
 from scalespace_mk.scalespace.models import (
@@ -193,8 +194,8 @@ class FilterFit:
         return record
 
 
-@dataclass(frozen=True, eq=False)
-class FitResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class FitResult(Tabular):
     """Fits of N filters by one method.
 
     Attributes
@@ -255,12 +256,39 @@ class FitResult:
         """``[N, k, k]`` fitted models ``g``."""
         return np.stack([f.fitted for f in self.fits])
 
+    def _headline(self) -> str:
+        failed = sum(f.error is not None for f in self.fits)
+        return (
+            f"fits of {len(self.fits)} filters by method {self.method} ({self.mode} mode)"
+            + (f", {failed} with no fit" if failed else "")
+        )
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """index, type, model, sigma_x, sigma_y, alpha, l1, l2, error (NaN when no fit)."""
+        fits = self.fits
+        return {
+            "index": [int(f.index) for f in fits],
+            "type": [int(f.filter_type) for f in fits],
+            "model": [f.model for f in fits],
+            "sigma_x": [float(f.sigma_x) for f in fits],
+            "sigma_y": [float(f.sigma_y) for f in fits],
+            "alpha": [None if f.alpha is None else float(f.alpha) for f in fits],
+            "l1": [float(f.l1) for f in fits],
+            "l2": [float(f.l2) for f in fits],
+            "error": [f.error for f in fits],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"method": str, "filters": [FilterFit.to_dict(), ...]}``."""
         return {"method": self.method, "filters": [f.to_dict() for f in self.fits]}
 
-    def format_table(self) -> str:
+    def format_table(self, max_rows: int | None = None) -> str:
         """Readable fixed-width table of the fits (one line per filter).
+
+        Parameters
+        ----------
+        max_rows : int, optional
+            Show at most this many filters (default: all).
 
         Returns
         -------
@@ -273,7 +301,7 @@ class FitResult:
         )
         lines = [f"method {self.method} ({self.mode} mode); sigma in pixels, y up", head]
         lines.append("-" * len(head))
-        for f in self.fits:
+        for f in self.fits[:max_rows]:
             if f.error is not None:
                 lines.append(f"{f.index:>5} {f.filter_type:>4} {f.model:>6}   no fit: {f.error}")
                 continue
@@ -282,6 +310,8 @@ class FitResult:
                 f"{f.index:>5} {f.filter_type:>4} {f.model:>6} {f.sigma_x:>9.4f} "
                 f"{f.sigma_y:>9.4f} {alpha:>9} {f.l1:>9.4f} {f.l2:>9.4f}"
             )
+        if max_rows is not None and len(self.fits) > max_rows:
+            lines.append(f"... {len(self.fits) - max_rows} more rows")
         return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ from scalespace_mk._checks import (
     check_regular_file,
     load_torch_safely,
 )
+from scalespace_mk._display import Tabular
 from scalespace_mk._io import atomic_path
 
 __all__ = [
@@ -306,8 +307,8 @@ def find_depthwise(state: Any) -> dict[str, torch.Tensor]:
 # analyze
 
 
-@dataclass
-class AnalyzeResult:
+@dataclass(repr=False)
+class AnalyzeResult(Tabular):
     """Census of every depthwise layer of a checkpoint, beside its null models.
 
     Attributes
@@ -359,6 +360,66 @@ class AnalyzeResult:
     weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     types: tuple[Any, ...] = tuple(range(1, 9))
+
+    def _headline(self) -> str:
+        s = self.summary
+        text = f"analysis of {len(self.layers)} depthwise layers, {len(self.filters)} filters"
+        if s.get("median_r2") is not None:
+            text += f"; median R^2 {s['median_r2']:.3f}"
+        if s.get("null_median_r2") is not None:
+            text += f" (null '{s.get('null_kind')}' {s['null_median_r2']:.3f})"
+        return text
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """One row per layer: layer, channels, k, fitted, invalid, median_r2, share_r2_gt_0_8,
+        null_kind, null_median_r2, top_type, sigma_x_median, sigma_y_median."""
+        rows = self.layers
+
+        def top(rec: dict[str, Any]) -> Any:
+            types = rec.get("types") or {}
+            return max(types, key=lambda t: types[t]) if types else None
+
+        def q50(rec: dict[str, Any], key: str) -> Any:
+            return (rec.get(key) or {}).get("50")
+
+        return {
+            "layer": [r["name"] for r in rows],
+            "channels": [r["channels"] for r in rows],
+            "k": [r["kernel_size"] for r in rows],
+            "fitted": [r["fitted"] for r in rows],
+            "invalid": [sum((r.get("invalid") or {}).values()) for r in rows],
+            "median_r2": [r.get("median_r2") for r in rows],
+            "share_r2_gt_0_8": [r.get("share_r2_gt_0_8") for r in rows],
+            "null_kind": [r.get("null_kind") for r in rows],
+            "null_median_r2": [r.get("null_median_r2") for r in rows],
+            "top_type": [top(r) for r in rows],
+            "sigma_x_median": [q50(r, "sigma_x_quantiles") for r in rows],
+            "sigma_y_median": [q50(r, "sigma_y_quantiles") for r in rows],
+        }
+
+    def to_pandas(self, level: str = "layer") -> Any:
+        """The result as a ``pandas.DataFrame``.
+
+        Parameters
+        ----------
+        level : {"layer", "filter"}
+            ``"layer"``: one row per layer (the columns of :meth:`format_table`);
+            ``"filter"``: one row per filter, the census records: layer, index (channel,
+            from 0), type, sigma_x, sigma_y, alpha, a, b, r2, reason.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        from scalespace_mk._display import import_pandas
+
+        if level == "layer":
+            return super().to_pandas()
+        if level != "filter":
+            raise ValueError(f"level must be 'layer' or 'filter'; got {level!r}")
+        keys = ("layer", "index", "type", "sigma_x", "sigma_y", "alpha", "a", "b", "r2", "reason")
+        return import_pandas().DataFrame({k: [r.get(k) for r in self.filters] for k in keys})
 
     def to_json(self) -> dict[str, Any]:
         """The ``{"layers", "filters", "summary", "skipped"}`` object of ``analyze --json``."""
@@ -836,12 +897,32 @@ def linear_shift_replace(
     return replaced.reshape(weights.shape), choice, a, b
 
 
-@dataclass
-class ReplaceResult:
+@dataclass(repr=False)
+class ReplaceResult(Tabular):
     """Outcome of :func:`replace`: the new checkpoint object and a per-layer summary."""
 
     checkpoint: Any = field(repr=False)
     layers: list[dict[str, Any]]
+
+    def _headline(self) -> str:
+        n = sum(int(layer["channels"]) for layer in self.layers)
+        return f"replaced {n} filters in {len(self.layers)} depthwise layers"
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """layer, channels, mean_relative_residual, median_r2 (N-jet replacement), and one
+        column ``candidate_<j>`` (channels given candidate j) per candidate."""
+        rows = self.layers
+        keys = sorted({k for r in rows for k in r["candidates"]}, key=lambda k: (len(k), k))
+        cols: dict[str, list[Any]] = {
+            "layer": [r["name"] for r in rows],
+            "channels": [r["channels"] for r in rows],
+            "mean_relative_residual": [r.get("mean_relative_residual") for r in rows],
+        }
+        if any("median_r2" in r for r in rows):
+            cols["median_r2"] = [r.get("median_r2") for r in rows]
+        for k in keys:
+            cols[f"candidate_{k}"] = [r["candidates"].get(k, 0) for r in rows]
+        return cols
 
     def totals(self) -> dict[str, int]:
         """Channels per candidate (1-based candidate numbers as strings) over all layers."""
@@ -991,8 +1072,8 @@ def _copy_containers(obj: Any) -> Any:
 # extract
 
 
-@dataclass
-class ExtractResult:
+@dataclass(repr=False)
+class ExtractResult(Tabular):
     """Master filters extracted by :func:`extract`.
 
     Attributes
@@ -1015,6 +1096,24 @@ class ExtractResult:
     mean_abs_cosine: np.ndarray
     assignment: np.ndarray = field(repr=False)
     explained: float
+
+    def _headline(self) -> str:
+        k, ks = self.filters.shape[0], self.filters.shape[-1]
+        return (
+            f"{k} master filters ({ks}x{ks}) of {self.assignment.shape[0]} filters; "
+            f"explained variance {self.explained:.3f}"
+        )
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """master (from 1, by share), share, members, mean_abs_cosine."""
+        k = self.filters.shape[0]
+        counts = np.bincount(self.assignment[self.assignment >= 0], minlength=k)
+        return {
+            "master": list(range(1, k + 1)),
+            "share": self.share.tolist(),
+            "members": [int(c) for c in counts],
+            "mean_abs_cosine": self.mean_abs_cosine.tolist(),
+        }
 
 
 def extract(
