@@ -68,7 +68,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="master key type (1..8) of each filter, one per filter in file order, or 'auto': "
         "each filter's type is the census's best a g + b of types 1..8 (printed). Default: "
-        "1..8 for the published 8 ('masterkey') and 'builtin'; required for any other set",
+        "1..8 for the published 8 ('masterkey', or the same file given by path); required for "
+        "any other set",
     )
     p.add_argument(
         "--method",
