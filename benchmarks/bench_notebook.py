@@ -39,9 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOK = "import scalespace_mk as sk, sys\nsk.analyze(sys.argv[1], progress=False)\n"
-BEFORE = (
-    "import torch, sys\nimport scalespace_mk as sk\nsk.analyze(sys.argv[1], progress=False)\n"
-)
+BEFORE = "import torch, sys\nimport scalespace_mk as sk\nsk.analyze(sys.argv[1], progress=False)\n"
 
 EXTRACT = r"""
 import sys, time, json
@@ -116,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             settings = {
                 "cli": (
-                    [sys.executable, "-m", "scalespace_mk", "analyze", str(ckpt), "--json"], env
+                    [sys.executable, "-m", "scalespace_mk", "analyze", str(ckpt), "--json"],
+                    env,
                 ),
                 "notebook": ([sys.executable, "-c", NOTEBOOK, str(ckpt)], env),
                 "notebook, torch first, no policy": (
@@ -132,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 for name, which in (("package", "package"), ("former per-cluster eigh", "old")):
                     res = subprocess.run(
-                        [sys.executable, "-c", EXTRACT, which], env=env, check=True,
-                        capture_output=True, text=True, cwd=ROOT,
+                        [sys.executable, "-c", EXTRACT, which],
+                        env=env,
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        cwd=ROOT,
                     )
                     ex[name].append(json.loads(res.stdout)["seconds"])
         finally:
@@ -141,17 +144,23 @@ def main(argv: list[str] | None = None) -> int:
             busy.wait()
     out["load_after"] = os.getloadavg()
     base = min(runs["cli"])
-    print(f"analyze of {what}, beside a busy process; {out['cores']} cores, torch's default "
-          f"threads; load average before {out['load_before'][0]:.2f}, after "
-          f"{out['load_after'][0]:.2f}")
+    print(
+        f"analyze of {what}, beside a busy process; {out['cores']} cores, torch's default "
+        f"threads; load average before {out['load_before'][0]:.2f}, after "
+        f"{out['load_after'][0]:.2f}"
+    )
     for name, ts in runs.items():
-        print(f"  {name:34s} {min(ts):7.2f} s (runs {', '.join(f'{t:.1f}' for t in ts)})"
-              f"  x{min(ts) / base:.2f} of cli")
+        print(
+            f"  {name:34s} {min(ts):7.2f} s (runs {', '.join(f'{t:.1f}' for t in ts)})"
+            f"  x{min(ts) / base:.2f} of cli"
+        )
     ebase = min(ex["former per-cluster eigh"])
     print("extract, 1,840 random 7x7 filters, k = 8, beside the busy process")
     for name, ts in ex.items():
-        print(f"  {name:34s} {min(ts):7.2f} s (runs {', '.join(f'{t:.2f}' for t in ts)})"
-              f"  x{min(ts) / ebase:.3f} of the former")
+        print(
+            f"  {name:34s} {min(ts):7.2f} s (runs {', '.join(f'{t:.2f}' for t in ts)})"
+            f"  x{min(ts) / ebase:.3f} of the former"
+        )
     out.update(analyze=runs, extract=ex)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import scalespace_mk
 from scalespace_mk.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]

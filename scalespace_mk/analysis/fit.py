@@ -64,8 +64,8 @@ import torch
 from scipy.optimize import brentq, least_squares, minimize
 
 import scalespace_mk.limits as limits
-from scalespace_mk._display import Tabular
 from scalespace_mk._checks import check_choice, check_filters
+from scalespace_mk._display import Tabular
 from scalespace_mk.analysis.types import check_filter_type, resolve_filter_types, resolve_sigma_ref
 from scalespace_mk.scalespace.models import (
     MASTERKEY_MODELS,
