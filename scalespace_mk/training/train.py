@@ -860,9 +860,9 @@ def train(
     :data:`RESUME_MAY_CHANGE` may differ from the stored configuration, and a larger
     ``cfg.epochs`` extends the run (the schedule is recomputed for the new total).
     """
-    run = _setup(cfg, out, resume=resume, progress=progress)
-    lr = _learning_rate(run)
-    with _Preemption() as stop:
+    with _Preemption() as stop:  # from the start: a signal during set-up stops at step 1
+        run = _setup(cfg, out, resume=resume, progress=progress)
+        lr = _learning_rate(run)
         for epoch in range(run.epoch, cfg.epochs):
             run.sampler.set_epoch(epoch)
             run.net.train()
