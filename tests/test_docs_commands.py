@@ -17,7 +17,8 @@ from scalespace_mk.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_.,/-]*$|\.\.\.|[\[\]|<>{}]")
+#: a value that stands for something (FILE, N, ...), syntax ([...], a|b, <x>) or a shell variable
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_.,/-]*$|\.\.\.|[\[\]|<>{}$]")
 
 
 def _commands() -> list[tuple[str, str]]:
