@@ -33,8 +33,7 @@ def import_pandas() -> Any:
         import pandas
     except ImportError as exc:  # pragma: no cover - pandas is installed in the test env
         raise ImportError(
-            "to_pandas() needs pandas, which scalespace_mk does not install: "
-            "pip install pandas"
+            "to_pandas() needs pandas, which scalespace_mk does not install: pip install pandas"
         ) from exc
     return pandas
 

@@ -327,14 +327,27 @@ def plot_census(
         axes[0].annotate(f"{c}", (x, c), ha="center", va="bottom", fontsize=7)
     r2 = np.asarray(result.r2, dtype=np.float64)[fitted]
     if null:
-        axes[1].hist(r2, bins=bins, range=(0.0, 1.0), color="C1", density=True,
-                     label=f"learned (median {np.median(r2):.2f})" if r2.size else "learned")
+        axes[1].hist(
+            r2,
+            bins=bins,
+            range=(0.0, 1.0),
+            color="C1",
+            density=True,
+            label=f"learned (median {np.median(r2):.2f})" if r2.size else "learned",
+        )
         for j, (kind, values) in enumerate(null.items()):
             z = np.asarray(values, dtype=np.float64)
             z = z[np.isfinite(z)]
-            axes[1].hist(z, bins=bins, range=(0.0, 1.0), histtype="step", density=True,
-                         color=f"C{5 + j}", linewidth=1.5,
-                         label=f"null: {kind} (median {np.median(z):.2f})" if z.size else kind)
+            axes[1].hist(
+                z,
+                bins=bins,
+                range=(0.0, 1.0),
+                histtype="step",
+                density=True,
+                color=f"C{5 + j}",
+                linewidth=1.5,
+                label=f"null: {kind} (median {np.median(z):.2f})" if z.size else kind,
+            )
         axes[1].set_ylabel("density")
         axes[1].legend(fontsize=7, loc="upper right")
         axes[1].set_title("goodness of fit, learned against null filters", fontsize=9)
@@ -815,7 +828,8 @@ def plot_gallery(
                 panels[row, j] = e["filter"] / (vmax or 1.0)
                 panels[row + 1, j] = e["model"] / (vmax or 1.0)
                 layer = str(e.get("layer", "?")).removesuffix(".weight")
-                notes[row, j] = f"{_short(layer, width=22)}\nch {e.get('index', '?')}, R² {e['r2']:.2f}"
+                where = f"{_short(layer, width=22)}\nch {e.get('index', '?')}"
+                notes[row, j] = f"{where}, R² {e['r2']:.2f}"
                 notes[row + 1, j] = type_label(e["type"])
             else:
                 panels[row, j] = panels[row + 1, j] = blank

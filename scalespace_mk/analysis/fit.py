@@ -258,9 +258,8 @@ class FitResult(Tabular):
 
     def _headline(self) -> str:
         failed = sum(f.error is not None for f in self.fits)
-        return (
-            f"fits of {len(self.fits)} filters by method {self.method} ({self.mode} mode)"
-            + (f", {failed} with no fit" if failed else "")
+        return f"fits of {len(self.fits)} filters by method {self.method} ({self.mode} mode)" + (
+            f", {failed} with no fit" if failed else ""
         )
 
     def _columns(self) -> dict[str, list[Any]]:

@@ -131,7 +131,7 @@ def refuse_wrong_file(command: str, path: str, wanted: str) -> None:
         raise ValueError(
             f"{path} is a model bank written by 'scalespace-mk bank' (kernels [n_sigma, "
             f"n_models, k, k]); 'scalespace-mk {command}' reads {reads}. To fit the bank's "
-            f"kernels, flatten them into one array first: python -c \"import numpy as np; "
+            f'kernels, flatten them into one array first: python -c "import numpy as np; '
             f"b = np.load('{path}'); k = b['kernels']; "
             f"np.save('{stem}_kernels.npy', k.reshape(-1, *k.shape[-2:]))\" and then "
             f"'scalespace-mk census {stem}_kernels.npy' (filters in sigma-major order: "

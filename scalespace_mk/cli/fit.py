@@ -158,9 +158,9 @@ def _cli_words(result: Any) -> Any:
     import dataclasses
 
     fits = tuple(
-        f if f.error is None else dataclasses.replace(
-            f, error=f.error.replace("sigma_max", "--sigma-max")
-        )
+        f
+        if f.error is None
+        else dataclasses.replace(f, error=f.error.replace("sigma_max", "--sigma-max"))
         for f in result.fits
     )
     return dataclasses.replace(result, fits=fits)
