@@ -484,8 +484,8 @@ def plot_filter_grid(
     fig.supxlabel(_GRID_AXES, fontsize=8)
     fig.tight_layout()
     if vmax is not None and colorbar and not blank.all():
-        fig.subplots_adjust(right=0.88)
-        cax = fig.add_axes((0.9, 0.15, 0.015, 0.7))
+        fig.subplots_adjust(right=0.82)
+        cax = fig.add_axes((0.85, 0.15, 0.02, 0.7))
         bar = fig.colorbar(image, cax=cax)
         bar.set_label(colorbar, fontsize=7)
         bar.ax.tick_params(labelsize=7)
@@ -839,7 +839,7 @@ def plot_gallery(
         col_titles=titles,
         notes=notes,
         share_column_scale=False,
-        title=f"worst- and best-explained {k}x{k} filters beside their models a g + b "
+        title=f"worst- and best-explained {k}x{k} filters\nbeside their models a g + b "
         "(layer, channel from 0)",
         vmax=1.0,
         colorbar="tap / max |tap| of the filter and its model",
