@@ -110,3 +110,38 @@ def test_analyze_bank_npz_advice_works(tmp_path, capsys):
     assert main(["census", str(bank)]) == 2
     assert "model bank" in capsys.readouterr().err
     assert shlex.split(f"scalespace-mk census {flat}")[-1] == flat
+
+
+@pytest.mark.parametrize(
+    "argv, option, python_name",
+    [
+        (["fit", "--grid-step", "5"], "--grid-step must be", "grid_step"),
+        (["fit", "--sigma-max", "1e9"], "--sigma-max must be", "sigma_max"),
+        (["bank", "--size", "4", "--out", "b.npz"], "--size must be", None),
+        (["bank", "--sigma", "-1", "--out", "b.npz"], "--sigma must be", None),
+        (["bank", "--epsilon", "2", "--out", "b.npz"], "--epsilon must be", None),
+        (["spread", "--weighted", "--sigma-ref", "1e9"], "--sigma-ref must be", "sigma_ref"),
+        (["extract", "f.npy", "-k", "0", "--out", "x.npy"], "-k must be", None),
+    ],
+)
+def test_cli_errors_name_cli_options(argv, option, python_name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(4, 7, 7)))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert option in err, err
+    if python_name is not None:
+        assert python_name not in err, err
+
+
+def test_cli_words_leaves_ordinary_words_alone():
+    from scalespace_mk.cli import build_parser
+    from scalespace_mk.cli._args import cli_words
+
+    parser = build_parser()
+    text = "a kernel of size 7 needs sigma_max >= 1; size must be odd"
+    assert cli_words(text, parser, "fit") == (
+        "a kernel of size 7 needs --sigma-max >= 1; size must be odd"
+    )
+    assert cli_words("size must be odd", parser, "bank") == "--size must be odd"
+    assert cli_words("grid_step bad", parser, "no-such-command") == "grid_step bad"

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from scalespace_mk._threads import add_threads_argument, prepare_environment, set_threads
+from scalespace_mk.cli._args import cli_words
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             set_threads(args.threads)
         return int(run(args) or 0)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"scalespace-mk {args.command}: error: {exc}", file=sys.stderr)
+        message = cli_words(str(exc), parser, args.command)  # CLI options, not Python names
+        print(f"scalespace-mk {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         if before is not None:  # main() called from Python: leave the caller's setting

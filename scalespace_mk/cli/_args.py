@@ -13,6 +13,7 @@ __all__ = [
     "DEVICES",
     "add_null_arguments",
     "add_device_option",
+    "cli_words",
     "file_kind",
     "fit_types_arg",
     "masterkey_types_arg",
@@ -117,6 +118,37 @@ def file_kind(path: str) -> str:
             return "filters"
         return "checkpoint"
     return "unknown"
+
+
+def cli_words(message: str, parser: argparse.ArgumentParser | None, command: str | None) -> str:
+    """``message`` with the Python argument names of ``command`` put in CLI words.
+
+    A snake_case name that is the destination of one of the command's options
+    (``grid_step``, ``sigma_max``, ``sigma_ref``) becomes the option (``--grid-step``)
+    wherever it stands; a one-word name (``sigma``, ``size``, ``k``) only where it opens
+    the message (``"size must be ..."`` -> ``"--size must be ..."``), since elsewhere it
+    is usually an ordinary word.
+    """
+    if parser is None:  # a command printing its own error: the whole parser, built now
+        from scalespace_mk.cli import build_parser
+
+        parser = build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub = subs[0].choices.get(command) if subs and command else None
+    if sub is None:
+        return message
+    names = {}
+    for action in sub._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        opt = longs[0] if longs else (action.option_strings[0] if action.option_strings else None)
+        if opt is not None and action.dest not in ("help", "threads"):
+            names[action.dest] = opt
+    for dest, opt in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        if "_" in dest:
+            message = re.sub(rf"(?<![\w.-]){re.escape(dest)}(?![\w])", opt, message)
+        elif re.match(rf"{re.escape(dest)}\b(?! =)", message) and not message.startswith(opt):
+            message = opt + message[len(dest) :]
+    return message
 
 
 def refuse_wrong_file(command: str, path: str, wanted: str) -> None:

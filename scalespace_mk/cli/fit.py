@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import fit_types_arg, refuse_wrong_file, source_constant
+from ._args import cli_words, fit_types_arg, refuse_wrong_file, source_constant
 
 __all__ = ["add_parser", "run"]
 
@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
 
             plot_fit(result, path=args.plot)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"scalespace-mk fit: error: {exc}", file=sys.stderr)
+        message = cli_words(str(exc), None, "fit")  # CLI options, not Python names
+        print(f"scalespace-mk fit: error: {message}", file=sys.stderr)
         return 2
     for f in result.fits:  # recorded, not silent: the row says "no fit" and why
         if f.error is not None:

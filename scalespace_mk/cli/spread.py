@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import masterkey_types_arg
+from ._args import cli_words, masterkey_types_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
                 rec["index"] = i + 1
                 records.append(rec)
     except (ValueError, TypeError, OSError) as exc:
-        print(f"scalespace-mk spread: error: {exc}", file=sys.stderr)
+        message = cli_words(str(exc), None, "spread")  # CLI options, not Python names
+        print(f"scalespace-mk spread: error: {message}", file=sys.stderr)
         return 2
     for rec in records:  # recorded, not silent
         if rec.get("error") is not None:
