@@ -191,3 +191,15 @@ def test_torch_is_differentiable_in_image_and_sigma():
 def test_bad_input_names_the_argument(image, call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call(image)
+
+
+def test_method_aliases_are_the_kernels_methods(image):
+    from scalespace_mk.scalespace.image import METHOD_ALIASES
+
+    for alias, name in METHOD_ALIASES.items():
+        np.testing.assert_array_equal(
+            scale_space(image, 1.3, method=alias), scale_space(image, 1.3, method=name)
+        )
+    np.testing.assert_array_equal(
+        scale_space(image, 1.3), scale_space(image, 1.3, method="discrete")
+    )

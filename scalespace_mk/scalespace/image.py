@@ -43,6 +43,7 @@ from scalespace_mk.scalespace.operators import difference_stencil
 
 __all__ = [
     "IMAGE_BOUNDARIES",
+    "METHOD_ALIASES",
     "derivative",
     "difference_of_gaussians",
     "laplacian",
@@ -111,9 +112,22 @@ def _sigmas(sigma: Any, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return sig.reshape(-1), sig.ndim == 0
 
 
-def _check_options(method: str, boundary: str) -> None:
-    check_choice("method", method, METHODS)
+#: plain-word names accepted for the discretisations of ``kernels.METHODS``
+METHOD_ALIASES = {
+    "discrete": "discgauss",
+    "sampled": "samplgauss",
+    "normalized_sampled": "normsamplgauss",
+    "integrated": "intgauss",
+    "linear_integrated": "linintgauss",
+}
+
+
+def _check_options(method: str, boundary: str) -> str:
+    """The method's name in ``kernels.METHODS`` (aliases resolved); checks both options."""
+    method = METHOD_ALIASES.get(method, method) if isinstance(method, str) else method
+    check_choice("method", method, METHODS + tuple(METHOD_ALIASES))
     check_choice("boundary", boundary, IMAGE_BOUNDARIES)
+    return method
 
 
 def _finish(out: torch.Tensor, from_numpy: bool) -> Any:
@@ -252,7 +266,9 @@ def scale_space(
         The 1-D discretisation (:data:`scalespace_mk.scalespace.kernels.METHODS`):
         ``"discgauss"`` (default, the discrete analogue of the Gaussian: semigroup, no new
         extrema, variance exactly s), ``"samplgauss"``, ``"normsamplgauss"``, ``"intgauss"``
-        or ``"linintgauss"``.
+        or ``"linintgauss"``; or the same as plain words (:data:`METHOD_ALIASES`:
+        ``"discrete"``, ``"sampled"``, ``"normalized_sampled"``, ``"integrated"``,
+        ``"linear_integrated"``).
     epsilon : float
         Relative truncation error of the 2-D separable kernel (as pyscsp's ``epsilon``).
     boundary : {"reflect", "wrap", "zero"}
@@ -273,7 +289,7 @@ def scale_space(
     >>> L.shape, round(float(L[0].sum()), 12)
     ((2, 9, 9), 1.0)
     """
-    _check_options(method, boundary)
+    method = _check_options(method, boundary)
     t, from_numpy = _as_image(image)
     sig, scalar = _sigmas(sigma, t)
     return _finish(_squeeze(_smooth(t, sig, method, epsilon, boundary), scalar), from_numpy)
@@ -309,7 +325,7 @@ def derivative(
     numpy.ndarray or torch.Tensor
         ``[..., H, W]`` for a scalar sigma, ``[S, ..., H, W]`` for S scales.
     """
-    _check_options(method, boundary)
+    method = _check_options(method, boundary)
     nx, ny = _check_order(order)
     g = _check_gamma(gamma)
     t, from_numpy = _as_image(image)
@@ -345,7 +361,7 @@ def njet(
         the derivative ``jet_indices(order)[j]`` named ``jet_names(order)[j]``
         (:mod:`scalespace_mk.scalespace.jets`: ``T, dx, dy, dxx, dxy, dyy, ...``).
     """
-    _check_options(method, boundary)
+    method = _check_options(method, boundary)
     if isinstance(order, bool) or not isinstance(order, int | np.integer) or not 0 <= order <= 4:
         raise ValueError(f"order must be an integer from 0 to 4; got {order!r}")
     g = _check_gamma(gamma)
@@ -378,7 +394,7 @@ def laplacian(
     Parameters and Returns as in :func:`derivative` (``gamma=1``: ``s * Laplacian``, the
     scale-normalised Laplacian of blob detection).
     """
-    _check_options(method, boundary)
+    method = _check_options(method, boundary)
     g = _check_gamma(gamma)
     t, from_numpy = _as_image(image)
     sig, scalar = _sigmas(sigma, t)
@@ -410,7 +426,7 @@ def difference_of_gaussians(
     numpy.ndarray or torch.Tensor
         ``[S - 1, ..., H, W]``.
     """
-    _check_options(method, boundary)
+    method = _check_options(method, boundary)
     t, from_numpy = _as_image(image)
     sig, scalar = _sigmas(sigma, t)
     if scalar or sig.numel() < 2:
