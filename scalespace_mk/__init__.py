@@ -12,14 +12,39 @@ The most used functions are importable from here directly (loaded on first use, 
 ``import scalespace_mk`` stays cheap)::
 
     from scalespace_mk import discrete_gaussian, masterkey_model, fit_filters, load_filters
+
+Subpackages load as attributes on first use (``scalespace_mk.plot``,
+``scalespace_mk.networks``, ...), and ``python -m scalespace_mk`` runs the command line.
+
+Importing the package applies the CLI's thread policy where it safely can: when torch is
+not yet imported and ``OMP_WAIT_POLICY`` is unset, it sets ``OMP_WAIT_POLICY=PASSIVE``
+(nothing else). Opt out with ``SCALESPACE_MK_THREAD_POLICY=0`` or by setting
+``OMP_WAIT_POLICY`` yourself; :class:`threads` limits torch and BLAS threads explicitly
+(see :mod:`scalespace_mk._threads`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
+
+from scalespace_mk._threads import apply_import_policy as _apply_import_policy
+from scalespace_mk._threads import threads
+
+_apply_import_policy()
 
 __version__ = "0.2.0"
+
+#: subpackages and modules loaded as attributes on first use
+_SUBMODULES = (
+    "analysis",
+    "cli",
+    "limits",
+    "networks",
+    "plot",
+    "scalespace",
+    "training",
+)
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -28,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "masterkey_model": "scalespace_mk.scalespace.models",
     "model_kernel": "scalespace_mk.scalespace.models",
     "jet_basis": "scalespace_mk.scalespace.jets",
+    "scale_space": "scalespace_mk.scalespace.image",
     "load_filters": "scalespace_mk.analysis.filters",
     "save_filters": "scalespace_mk.analysis.filters",
     "spread": "scalespace_mk.analysis.spread",
@@ -54,17 +80,20 @@ _EXPORTS: dict[str, str] = {
     "train": "scalespace_mk.training.train",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = ["__version__", "threads", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+def __getattr__(name: str) -> _Any:
+    if name in _SUBMODULES:
+        value = _importlib.import_module(f"scalespace_mk.{name}")
+    elif name in _EXPORTS:
+        value = getattr(_importlib.import_module(_EXPORTS[name]), name)
+    else:
         raise AttributeError(f"module 'scalespace_mk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public API: the names of ``__all__`` and the subpackages."""
+    return sorted({*__all__, *_SUBMODULES})

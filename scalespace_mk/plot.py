@@ -29,6 +29,7 @@ __all__ = [
     "plot_r2_per_layer",
     "plot_scales_by_depth",
     "plot_steering_error",
+    "type_label",
     "plot_types_per_layer",
 ]
 
@@ -74,6 +75,18 @@ def _empty_cell(ax: Any, label: str) -> None:
     """An empty, framed cell with a centred label (a missing or failed entry)."""
     ax.set_facecolor("0.95")
     ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=5.5, transform=ax.transAxes)
+
+
+def type_label(t: Any) -> str:
+    """A type's name for legends and headers: ``"type 1 (dy+)"`` for master key type 1..8
+    (:data:`scalespace_mk.scalespace.models.MASTERKEY_MODELS`), the model's own name
+    (``"dxx"``, ``"lap"``) for other census model types."""
+    from scalespace_mk.scalespace.models import MASTERKEY_MODELS
+
+    text = str(t).strip()
+    if text.isdigit() and int(text) in MASTERKEY_MODELS:
+        return f"type {int(text)} ({MASTERKEY_MODELS[int(text)]})"
+    return text
 
 
 def plot_fit(
@@ -255,6 +268,7 @@ def plot_bank(
 def plot_census(
     result: Any,
     *,
+    null: Any = None,
     path: str | os.PathLike[str] | None = None,
     title: str | None = None,
     bins: int = 40,
@@ -266,6 +280,10 @@ def plot_census(
     ----------
     result : scalespace_mk.analysis.census.CensusResult
         Output of :func:`scalespace_mk.analysis.census.census`.
+    null : mapping of str to array_like, optional
+        ``{kind: R^2 of the null filters}`` (:func:`scalespace_mk.analysis.census.null_r2`,
+        e.g. ``"iid"``, ``"phase"``), drawn on the R^2 panel beside the learned filters (as
+        densities, with each median), so that the R^2 reads against what chance gives.
     path : str or path-like, optional
         If given, the figure is also written there (format from the suffix), atomically.
     title : str, optional
@@ -299,16 +317,45 @@ def plot_census(
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.4), layout="constrained")
     counts = np.bincount(best[fitted], minlength=len(types))
-    axes[0].bar(types, counts, color="C0")
+    names = [type_label(t).replace("type ", "").replace(" (", "\n").rstrip(")") for t in types]
+    axes[0].bar(names, counts, color="C0")
     axes[0].set_title("best type per filter", fontsize=9)
-    axes[0].set_xlabel("best type")
+    axes[0].set_xlabel("best type (model)")
     axes[0].set_ylabel("filters")
+    axes[0].tick_params(axis="x", labelsize=7)
     for x, c in enumerate(counts):
         axes[0].annotate(f"{c}", (x, c), ha="center", va="bottom", fontsize=7)
-    axes[1].hist(np.asarray(result.r2)[fitted], bins=bins, range=(0.0, 1.0), color="C1")
-    axes[1].set_title("goodness of fit", fontsize=9)
+    r2 = np.asarray(result.r2, dtype=np.float64)[fitted]
+    if null:
+        axes[1].hist(
+            r2,
+            bins=bins,
+            range=(0.0, 1.0),
+            color="C1",
+            density=True,
+            label=f"learned (median {np.median(r2):.2f})" if r2.size else "learned",
+        )
+        for j, (kind, values) in enumerate(null.items()):
+            z = np.asarray(values, dtype=np.float64)
+            z = z[np.isfinite(z)]
+            axes[1].hist(
+                z,
+                bins=bins,
+                range=(0.0, 1.0),
+                histtype="step",
+                density=True,
+                color=f"C{5 + j}",
+                linewidth=1.5,
+                label=f"null: {kind} (median {np.median(z):.2f})" if z.size else kind,
+            )
+        axes[1].set_ylabel("density")
+        axes[1].legend(fontsize=7, loc="upper right")
+        axes[1].set_title("goodness of fit, learned against null filters", fontsize=9)
+    else:
+        axes[1].hist(r2, bins=bins, range=(0.0, 1.0), color="C1")
+        axes[1].set_ylabel("filters")
+        axes[1].set_title("goodness of fit (no null computed)", fontsize=9)
     axes[1].set_xlabel("R² of the best fit")
-    axes[1].set_ylabel("filters")
     sx, sy = np.asarray(result.sigma_x)[fitted], np.asarray(result.sigma_y)[fitted]
     top = float(max(sx.max(initial=0.0), sy.max(initial=0.0), 1e-3))
     axes[2].hist([sx, sy], bins=bins, range=(0.0, top), label=["σx", "σy"], color=["C2", "C3"])
@@ -343,6 +390,8 @@ def plot_filter_grid(
     title: str | None = None,
     cmap: str = "RdBu_r",
     share_column_scale: bool = False,
+    vmax: float | None = None,
+    colorbar: str | None = None,
     dpi: int = 120,
 ) -> Any:
     """Grid of filters, e.g. learned filters above their fitted models.
@@ -369,6 +418,11 @@ def plot_filter_grid(
         If True, every column uses one symmetric range ``[-a, a]`` (``a`` the largest
         ``|h|`` of the column), so a filter and its model are directly comparable;
         otherwise each panel is scaled on its own.
+    vmax : float, optional
+        One colour range ``[-vmax, vmax]`` for every panel (overrides the per-panel and
+        per-column scales).
+    colorbar : str, optional
+        With ``vmax``: draw one colour bar shared by all panels, labelled with this text.
     dpi : int
         Resolution used when writing ``path``.
 
@@ -415,10 +469,13 @@ def plot_filter_grid(
                 label = notes[i, j] if notes is not None and notes[i, j] else "missing"
                 _empty_cell(ax, _short(label, width=18))
                 continue
-            vmax = col_max[j] if share_column_scale else float(np.abs(p[i, j]).max())
-            vmax = vmax or 1.0
-            ax.imshow(p[i, j], cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
-            note = notes[i, j] if notes is not None else f"±{vmax:.2g}"
+            if vmax is not None:
+                lim = float(vmax)
+            else:
+                lim = col_max[j] if share_column_scale else float(np.abs(p[i, j]).max())
+            lim = lim or 1.0
+            image = ax.imshow(p[i, j], cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+            note = notes[i, j] if notes is not None else f"±{lim:.2g}"
             if note:
                 ax.set_xlabel(str(note), fontsize=7, labelpad=2)
     if title is None:
@@ -426,6 +483,12 @@ def plot_filter_grid(
     fig.suptitle(title, fontsize=10)
     fig.supxlabel(_GRID_AXES, fontsize=8)
     fig.tight_layout()
+    if vmax is not None and colorbar and not blank.all():
+        fig.subplots_adjust(right=0.82)
+        cax = fig.add_axes((0.85, 0.15, 0.02, 0.7))
+        bar = fig.colorbar(image, cax=cax)
+        bar.set_label(colorbar, fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     if path is not None:
         _save_atomic(fig, path, dpi=dpi)
     return fig
@@ -591,7 +654,7 @@ def plot_types_per_layer(
     cmap = plt.get_cmap("tab10")
     for j, t in enumerate(types):
         share = counts[:, j] / np.maximum(channels, 1)
-        ax.bar(x, share, bottom=bottom, color=cmap(j % 10), label=f"type {t}", width=0.85)
+        ax.bar(x, share, bottom=bottom, color=cmap(j % 10), label=type_label(t), width=0.85)
         bottom += share
     if invalid.any():
         ax.bar(
@@ -764,8 +827,10 @@ def plot_gallery(
                 vmax = max(float(np.abs(e["filter"]).max()), float(np.abs(e["model"]).max()))
                 panels[row, j] = e["filter"] / (vmax or 1.0)
                 panels[row + 1, j] = e["model"] / (vmax or 1.0)
-                notes[row, j] = f"R² {e['r2']:.2f}"
-                notes[row + 1, j] = f"type {e['type']}"
+                layer = str(e.get("layer", "?")).removesuffix(".weight")
+                where = f"{_short(layer, width=22)}\nch {e.get('index', '?')}"
+                notes[row, j] = f"{where}, R² {e['r2']:.2f}"
+                notes[row + 1, j] = type_label(e["type"])
             else:
                 panels[row, j] = panels[row + 1, j] = blank
     fig = plot_filter_grid(
@@ -774,7 +839,10 @@ def plot_gallery(
         col_titles=titles,
         notes=notes,
         share_column_scale=False,
-        title=f"worst- and best-explained {k}x{k} filters beside their models a g + b",
+        title=f"worst- and best-explained {k}x{k} filters\nbeside their models a g + b "
+        "(layer, channel from 0)",
+        vmax=1.0,
+        colorbar="tap / max |tap| of the filter and its model",
     )
     for ax in fig.axes:
         ax.set_xlabel(ax.get_xlabel(), fontsize=6)

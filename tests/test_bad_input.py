@@ -364,11 +364,11 @@ def test_item08_epsilon_and_d():
 def test_item08_cli_bank_and_spread(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     err = _one_line_error(capsys, "bank", "--sigma", "1e300", "--out", "never.npz")
-    assert "sigma must be <= 10000" in err
+    assert "--sigma must be <= 10000" in err
     err = _one_line_error(
         capsys, "spread", "--filters", "masterkey", "--weighted", "--sigma-ref", "1e300"
     )
-    assert "sigma_ref must be <= 10000" in err
+    assert "--sigma-ref must be <= 10000" in err  # CLI words (issue 19)
 
 
 # ======================================================================================

@@ -131,6 +131,8 @@ def test_plot_analysis_legend_outside(tmp_path):
         for ax in fig.axes:
             if ax.images:  # a filter panel of the gallery: titled, pixels need no axis labels
                 assert ax.get_title() or fig.get_suptitle()
+            elif hasattr(ax, "_colorbar"):  # a colour bar: labelled along its length
+                assert ax.get_ylabel() or ax.get_xlabel()
             elif ax.has_data():
                 assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     _legend_outside(captured[0].axes[0])

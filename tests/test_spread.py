@@ -353,7 +353,7 @@ def test_cli_errors(data_env, capsys, tmp_path):
     assert "neither an existing file" in capsys.readouterr().err
     np.save(tmp_path / "three.npy", np.ones((3, 7, 7)))
     assert _main(["spread", "--filters", str(tmp_path / "three.npy"), "--weighted"]) == 2
-    assert "filter_types is required" in capsys.readouterr().err
+    assert "--types is required" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _main(["spread", "--weighted", "--types", "0,9"])
     with pytest.raises(SystemExit):

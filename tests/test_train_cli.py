@@ -49,6 +49,9 @@ def extended(tmp_path_factory):
 def test_log_lines_off_a_terminal(extended):
     out, (first, second), _ = extended
     lines = first.splitlines()
+    assert " start: model convnextv2_test (--dwconv learned), device cpu" in lines[0]
+    assert "4 steps per epoch x 1 epochs" in lines[0]  # the start line first (issue 19)
+    lines = lines[1:]
     assert len(lines) == 5  # 4 steps (log_every 1) and the epoch line
     assert [line.split()[2:6] for line in lines[:4]] == [
         ["epoch", "1/1", "step", f"{s}/4"] for s in range(1, 5)

@@ -65,6 +65,7 @@ from scipy.optimize import brentq, least_squares, minimize
 
 import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice, check_filters
+from scalespace_mk._display import Tabular
 from scalespace_mk.analysis.types import check_filter_type, resolve_filter_types, resolve_sigma_ref
 from scalespace_mk.scalespace.models import (
     MASTERKEY_MODELS,
@@ -193,8 +194,8 @@ class FilterFit:
         return record
 
 
-@dataclass(frozen=True, eq=False)
-class FitResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class FitResult(Tabular):
     """Fits of N filters by one method.
 
     Attributes
@@ -255,12 +256,38 @@ class FitResult:
         """``[N, k, k]`` fitted models ``g``."""
         return np.stack([f.fitted for f in self.fits])
 
+    def _headline(self) -> str:
+        failed = sum(f.error is not None for f in self.fits)
+        return f"fits of {len(self.fits)} filters by method {self.method} ({self.mode} mode)" + (
+            f", {failed} with no fit" if failed else ""
+        )
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """index, type, model, sigma_x, sigma_y, alpha, l1, l2, error (NaN when no fit)."""
+        fits = self.fits
+        return {
+            "index": [int(f.index) for f in fits],
+            "type": [int(f.filter_type) for f in fits],
+            "model": [f.model for f in fits],
+            "sigma_x": [float(f.sigma_x) for f in fits],
+            "sigma_y": [float(f.sigma_y) for f in fits],
+            "alpha": [None if f.alpha is None else float(f.alpha) for f in fits],
+            "l1": [float(f.l1) for f in fits],
+            "l2": [float(f.l2) for f in fits],
+            "error": [f.error for f in fits],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"method": str, "filters": [FilterFit.to_dict(), ...]}``."""
         return {"method": self.method, "filters": [f.to_dict() for f in self.fits]}
 
-    def format_table(self) -> str:
+    def format_table(self, max_rows: int | None = None) -> str:
         """Readable fixed-width table of the fits (one line per filter).
+
+        Parameters
+        ----------
+        max_rows : int, optional
+            Show at most this many filters (default: all).
 
         Returns
         -------
@@ -273,7 +300,7 @@ class FitResult:
         )
         lines = [f"method {self.method} ({self.mode} mode); sigma in pixels, y up", head]
         lines.append("-" * len(head))
-        for f in self.fits:
+        for f in self.fits[:max_rows]:
             if f.error is not None:
                 lines.append(f"{f.index:>5} {f.filter_type:>4} {f.model:>6}   no fit: {f.error}")
                 continue
@@ -282,6 +309,8 @@ class FitResult:
                 f"{f.index:>5} {f.filter_type:>4} {f.model:>6} {f.sigma_x:>9.4f} "
                 f"{f.sigma_y:>9.4f} {alpha:>9} {f.l1:>9.4f} {f.l2:>9.4f}"
             )
+        if max_rows is not None and len(self.fits) > max_rows:
+            lines.append(f"... {len(self.fits) - max_rows} more rows")
         return "\n".join(lines)
 
 
@@ -885,11 +914,21 @@ def _solve_b(
     if zero.size and (change.size == 0 or zero[0] <= change[0]):
         return float(grid[zero[0]])
     if change.size == 0:
+        # advise a larger sigma_max only where it can help: the weighted variance of the
+        # model is bounded by the filter's support, and saturates as sigma grows
+        far = _upper(smax, size)  # larger scales give the same flat model
+        v_far = float(v_model(np.array([far]))[0])
+        if f.max() + v < v < v_far:
+            advice = f"raise sigma_max above {smax:g}, or use method A, C or D"
+        else:
+            advice = (
+                f"a larger sigma_max cannot help: at sigma = {far:g} the model's weighted "
+                f"variance is {v_far:.6g}; use method A, C or D"
+            )
         raise ValueError(
             f"method 'B': filter {index} (type {t}): no sigma_{name} in [0, {smax:g}] gives "
             f"the weighted variance V_{name}{name} = {v:.6g} of the filter; the model's weighted "
-            f"variance ranges over [{f.min() + v:.6g}, {f.max() + v:.6g}] there (raise "
-            "sigma_max, or use method A, C or D)"
+            f"variance ranges over [{f.min() + v:.6g}, {f.max() + v:.6g}] there ({advice})"
         )
     i = int(change[0])
 

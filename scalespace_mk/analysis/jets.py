@@ -58,6 +58,7 @@ from scalespace_mk._checks import (
     check_num_threads,
     check_sigma_max,
 )
+from scalespace_mk._display import Tabular
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.jets import (
     JET_ORDERS,
@@ -327,8 +328,8 @@ def _newton_step(full: torch.Tensor, h: float, d: int) -> torch.Tensor:
 # result
 
 
-@dataclass
-class FamilyCensusResult:
+@dataclass(repr=False)
+class FamilyCensusResult(Tabular):
     """Result of :func:`family_census` (numpy arrays, N filters).
 
     Attributes
@@ -381,6 +382,20 @@ class FamilyCensusResult:
         if name in names:
             return self.coefficients[:, names.index(name)]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def _headline(self) -> str:
+        s = self.summary()
+        return (
+            f"{self.family} (order {self.order}) census of {len(self)} filters, "
+            f"{self.n_params} parameters for {self.taps} taps; median R^2 {s['median_r2']:.3f}"
+        )
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """The keys of :meth:`records`: index (from 0), sigma_x, sigma_y, the coefficient
+        names, b, r2, r2_adjusted."""
+        recs = self.records()
+        keys = ["index", "sigma_x", "sigma_y", *self.names, "b", "r2", "r2_adjusted"]
+        return {k: [r[k] for r in recs] for k in keys}
 
     def models(self) -> np.ndarray:
         """The fitted kernels ``[N, k, k]`` (members times coefficients plus ``b``)."""

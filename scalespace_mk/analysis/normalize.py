@@ -25,6 +25,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from scalespace_mk._checks import check_filters
+from scalespace_mk._display import Tabular
 from scalespace_mk.analysis.spread import _moments, centred_coordinates, spread
 from scalespace_mk.analysis.types import resolve_filter_types
 
@@ -46,8 +47,8 @@ _SAMPLES_PER_INTERVAL = 8
 _REL_ZERO = 1e-12
 
 
-@dataclass(frozen=True)
-class NormalizeResult:
+@dataclass(frozen=True, repr=False)
+class NormalizeResult(Tabular):
     """Normalised filters and the constants used.
 
     Attributes
@@ -73,6 +74,22 @@ class NormalizeResult:
     offset: np.ndarray
     mean: np.ndarray
     objective: np.ndarray
+
+    def _headline(self) -> str:
+        n, k = self.filters.shape[0], self.filters.shape[-1]
+        return f"{n} normalised {k}x{k} filters (paper's normalisation; index from 1)"
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """index (from 1), type, divisor, offset, m_x, m_y, objective."""
+        return {
+            "index": list(range(1, self.filters.shape[0] + 1)),
+            "type": [int(t) for t in self.filter_types],
+            "divisor": self.divisor.tolist(),
+            "offset": self.offset.tolist(),
+            "m_x": self.mean[:, 0].tolist(),
+            "m_y": self.mean[:, 1].tolist(),
+            "objective": self.objective.tolist(),
+        }
 
 
 def response_axis(filter_type: int) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from scalespace_mk._checks import check_filters
+from scalespace_mk._display import Tabular
 from scalespace_mk.analysis.types import resolve_filter_types, resolve_sigma_ref
 
 __all__ = [
@@ -38,8 +39,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SpreadResult:
+@dataclass(frozen=True, repr=False)
+class SpreadResult(Tabular):
     """Spread measures of ``N`` filters.
 
     Attributes
@@ -62,6 +63,22 @@ class SpreadResult:
 
     def __len__(self) -> int:
         return int(self.l1.shape[0])
+
+    def _headline(self) -> str:
+        return f"spread of {len(self)} filters (pixels, y up; index from 1)"
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """index (from 1), m_x, m_y, V_xx, V_xy, V_yy, l1, separability."""
+        return {
+            "index": list(range(1, len(self) + 1)),
+            "m_x": self.mean[:, 0].tolist(),
+            "m_y": self.mean[:, 1].tolist(),
+            "V_xx": self.cov[:, 0, 0].tolist(),
+            "V_xy": self.cov[:, 0, 1].tolist(),
+            "V_yy": self.cov[:, 1, 1].tolist(),
+            "l1": self.l1.tolist(),
+            "separability": self.separability.tolist(),
+        }
 
     def to_records(self, *, start: int = 1) -> list[dict[str, Any]]:
         """Return one JSON-ready dict per filter.

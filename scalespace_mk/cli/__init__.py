@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from scalespace_mk._threads import add_threads_argument, prepare_environment, set_threads
+from scalespace_mk.cli._args import cli_words
 
 __all__ = ["build_parser", "main"]
 
@@ -100,6 +101,7 @@ def _main(argv: list[str] | None) -> int:
         text = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, MemoryError):
             text = "out of memory; use smaller inputs or options"
+        text = cli_words(text, parser, args.command)  # CLI options, not Python names
         print(f"scalespace-mk {args.command}: error: {text}", file=sys.stderr)
         return 2
     finally:

@@ -14,6 +14,7 @@ __all__ = [
     "count_arg",
     "add_null_arguments",
     "add_device_option",
+    "cli_words",
     "file_kind",
     "fit_types_arg",
     "masterkey_types_arg",
@@ -113,7 +114,8 @@ _FILTER_SUFFIXES = (".txt", ".dat", ".text", ".npy", ".npz")
 
 def file_kind(path: str) -> str:
     """Guess what a file holds from its first bytes: ``"filters"`` (a filter text file or a
-    numpy array), ``"checkpoint"`` (a torch or safetensors file) or ``"unknown"``."""
+    numpy array), ``"bank"`` (an ``.npz`` written by ``scalespace-mk bank``),
+    ``"checkpoint"`` (a torch or safetensors file) or ``"unknown"``."""
     import json
     import zipfile
     from pathlib import Path
@@ -133,6 +135,8 @@ def file_kind(path: str) -> str:
             return "unknown"
         if any(n.endswith("data.pkl") for n in names):
             return "checkpoint"
+        if {"kernels.npy", "sigma.npy", "models.npy"} <= set(names):
+            return "bank"  # written by 'scalespace-mk bank': kernels [n_sigma, n_models, k, k]
         return "filters" if names and all(n.endswith(".npy") for n in names) else "unknown"
     if head[:1] == b"\x80":  # a legacy torch.save pickle
         return "checkpoint"
@@ -159,12 +163,55 @@ def file_kind(path: str) -> str:
     return "unknown"
 
 
+def cli_words(message: str, parser: argparse.ArgumentParser | None, command: str | None) -> str:
+    """``message`` with the Python argument names of ``command`` put in CLI words.
+
+    A snake_case name that is the destination of one of the command's options
+    (``grid_step``, ``sigma_max``, ``sigma_ref``) becomes the option (``--grid-step``)
+    wherever it stands; a one-word name (``sigma``, ``size``, ``k``) only where it opens
+    the message (``"size must be ..."`` -> ``"--size must be ..."``), since elsewhere it
+    is usually an ordinary word.
+    """
+    if parser is None:  # a command printing its own error: the whole parser, built now
+        from scalespace_mk.cli import build_parser
+
+        parser = build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub = subs[0].choices.get(command) if subs and command else None
+    if sub is None:
+        return message
+    names = {}
+    for action in sub._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        opt = longs[0] if longs else (action.option_strings[0] if action.option_strings else None)
+        if opt is not None and action.dest not in ("help", "threads"):
+            names[action.dest] = opt
+    for dest, opt in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        if "_" in dest:
+            message = re.sub(rf"(?<![\w.-]){re.escape(dest)}(?![\w])", opt, message)
+        elif re.match(rf"{re.escape(dest)}\b(?! =)", message) and not message.startswith(opt):
+            message = opt + message[len(dest) :]
+    return message
+
+
 def refuse_wrong_file(command: str, path: str, wanted: str) -> None:
     """Raise a one-line ValueError when ``path`` is not the kind of file ``command`` reads.
 
     ``wanted`` is ``"checkpoint"`` (analyze, replace, eval) or ``"filters"`` (census, fit).
     """
     kind = file_kind(path)
+    if kind == "bank":
+        stem = Path(path).with_suffix("").name
+        reads = "network checkpoints" if wanted == "checkpoint" else "filter arrays [N, k, k]"
+        raise ValueError(
+            f"{path} is a model bank written by 'scalespace-mk bank' (kernels [n_sigma, "
+            f"n_models, k, k]); 'scalespace-mk {command}' reads {reads}. To fit the bank's "
+            f'kernels, flatten them into one array first: python -c "import numpy as np; '
+            f"b = np.load('{path}'); k = b['kernels']; "
+            f"np.save('{stem}_kernels.npy', k.reshape(-1, *k.shape[-2:]))\" and then "
+            f"'scalespace-mk census {stem}_kernels.npy' (filters in sigma-major order: "
+            "for each sigma, every model)"
+        )
     if kind == "filters" and wanted == "checkpoint":
         raise ValueError(
             f"{path} holds a filter array, not a network checkpoint; 'scalespace-mk {command}' "

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._args import source_constant
+from ._args import cli_words, source_constant
 
 __all__ = ["add_parser", "run"]
 
@@ -159,10 +159,8 @@ def run(args: argparse.Namespace) -> int:
             epsilon=args.epsilon,
         )
     except (ValueError, TypeError) as exc:
-        import re
-
-        text = re.sub(r"^(alpha|sigma|size|epsilon|method|mode|models)\b", r"--\1", str(exc))
-        print(f"scalespace-mk bank: error: {text}", file=sys.stderr)
+        message = cli_words(str(exc), None, "bank")  # CLI options, not Python names
+        print(f"scalespace-mk bank: error: {message}", file=sys.stderr)
         return 2
     out = save_bank(args.out, bank)
     n_sigma, n_models, size, _ = bank.kernels.shape

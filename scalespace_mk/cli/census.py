@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         if args.strict and "filters[" in str(exc):
             raise ValueError(f"{exc} (--strict)") from None
         raise
-    nulls = {}
+    nulls, r2_null = {}, None
     kinds = null_kinds(args.null)
     if kinds:
         learned = filters[result.valid]
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from scalespace_mk.plot import plot_census
 
-        fig = plot_census(result, path=args.plot)
+        fig = plot_census(result, null=r2_null, path=args.plot)  # the null beside the R^2
         import matplotlib.pyplot as plt  # after plot_census chose the backend
 
         plt.close(fig)

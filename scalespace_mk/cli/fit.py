@@ -16,7 +16,7 @@ from typing import Any
 
 from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
 
-from ._args import fit_types_arg, refuse_wrong_file, source_constant
+from ._args import cli_words, fit_types_arg, refuse_wrong_file, source_constant
 
 __all__ = ["add_parser", "run"]
 
@@ -69,7 +69,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="master key type (1..8) of each filter, one per filter in file order, or 'auto': "
         "each filter's type is the census's best a g + b of types 1..8 (printed). Default: "
-        "1..8 for the published 8 ('masterkey') and 'builtin'; required for any other set",
+        "1..8 for the published 8 ('masterkey', or the same file given by path); required for "
+        "any other set",
     )
     p.add_argument(
         "--method",
@@ -122,14 +123,17 @@ def _resolve_types(args: argparse.Namespace, h: Any) -> list[int]:
         from scalespace_mk.analysis.census import census
 
         res = census(h, types=list(range(1, 9)), progress=False)
-        types = [int(t) for t in res.type]
-        r2 = ", ".join(f"{r:.3f}" for r in res.r2)
+        # a filter the census cannot fit (zero, constant, non-finite) has no type: it gets
+        # type 1 as a placeholder, and fit_filters records its "no fit" row with the reason
+        chosen = [None if t is None else int(t) for t in res.type]
+        shown = ",".join("-" if t is None else str(t) for t in chosen)
+        r2 = ", ".join("-" if not np.isfinite(r) else f"{r:.3f}" for r in res.r2)
         print(
             f"--types auto: types chosen by the census (best a g + b of types 1..8): "
-            f"{','.join(map(str, types))} (R^2 {r2})",
+            f"{shown} (R^2 {r2}; '-': nothing to fit, listed as type 1 with no fit)",
             file=sys.stderr if args.json else sys.stdout,
         )
-        return types
+        return [1 if t is None else t for t in chosen]
     if args.types is not None:
         if len(args.types) != n:
             raise ValueError(
@@ -148,6 +152,19 @@ def _resolve_types(args: argparse.Namespace, h: Any) -> list[int]:
         "the type of each with --types T1,T2,... (integers 1..8, one per filter in file "
         "order) or let the census choose with --types auto"
     )
+
+
+def _cli_words(result: Any) -> Any:
+    """The result with its recorded errors in CLI words (``--sigma-max``, not ``sigma_max``)."""
+    import dataclasses
+
+    fits = tuple(
+        f
+        if f.error is None
+        else dataclasses.replace(f, error=f.error.replace("sigma_max", "--sigma-max"))
+        for f in result.fits
+    )
+    return dataclasses.replace(result, fits=fits)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,16 +206,18 @@ def run(args: argparse.Namespace) -> int:
             grid_step=args.grid_step,
             on_error="record",
         )
+        result = _cli_words(result)
         if args.plot is not None:
             from scalespace_mk.plot import plot_fit
 
             plot_fit(result, path=args.plot)
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"scalespace-mk fit: error: {exc}", file=sys.stderr)
+        message = cli_words(str(exc), None, "fit")  # CLI options, not Python names
+        print(f"scalespace-mk fit: error: {message}", file=sys.stderr)
         return 2
     for f in result.fits:  # recorded, not silent: the row says "no fit" and why
         if f.error is not None:
-            error = f.error.replace("raise sigma_max", "raise --sigma-max")
+            error = f.error
             print(f"scalespace-mk fit: warning: filter {f.index}: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict()))

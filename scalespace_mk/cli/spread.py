@@ -15,7 +15,7 @@ from typing import Any
 
 from scalespace_mk import _json as json  # never NaN/Infinity: null + reason
 
-from ._args import masterkey_types_arg
+from ._args import cli_words, masterkey_types_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -83,6 +83,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="master key type (1..8) of each filter, for --weighted; default 1..8 for 8 filters",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole file if one filter has no spread (zero, non-finite, or with "
+        "--weighted constant); default: report that filter's row as 'no spread' and go on",
+    )
     p.set_defaults(_run=run)
     return p
 
@@ -94,8 +100,11 @@ def _table(records: list[dict[str, Any]], title: str) -> str:
     )
     lines = [title, head, "-" * len(head)]
     for rec in records:
-        (mx, my), ((vxx, vxy), (_, vyy)) = rec["mean"], rec["cov"]
         kind = str(rec.get("type", "-"))
+        if rec.get("error") is not None:
+            lines.append(f"{rec['index']:>5} {kind:>4}   no spread: {rec['error']}")
+            continue
+        (mx, my), ((vxx, vxy), (_, vyy)) = rec["mean"], rec["cov"]
         lines.append(
             f"{rec['index']:>5} {kind:>4} {mx:>9.4f} {my:>9.4f} {vxx:>9.4f} {vxy:>9.4f} "
             f"{vyy:>9.4f} {rec['l1']:>10.5g} {rec['separability']:>7.4f}"
@@ -121,8 +130,13 @@ def run(args: argparse.Namespace) -> int:
     With ``--json`` stdout holds exactly one JSON object
     ``{"filters": [{"index", "mean": [mx, my], "cov": [[vxx, vxy], [vxy, vyy]], "l1",
     "separability"[, "type", "sigma_ref"]}], "weighted": bool, "source": str}``; ``index``
-    starts at 1 (the paper's numbering of the published 8). ``l1`` is ``sum(w)``.
+    starts at 1 (the paper's numbering of the published 8). ``l1`` is ``sum(w)``. A filter
+    with no spread has ``{"index", "error"[, "type", "sigma_ref"]}`` (``error``: ``"zero"``,
+    ``"constant"`` or ``"non-finite"``) unless ``--strict``.
     """
+    import numpy as np
+
+    from scalespace_mk.analysis.census import screen_filters
     from scalespace_mk.analysis.filters import load_filters
     from scalespace_mk.analysis.normalize import normalize_filters
     from scalespace_mk.analysis.spread import spread
@@ -132,24 +146,61 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.weighted and (args.sigma_ref is not None or args.types is not None):
             raise ValueError("--sigma-ref and --types apply only with --weighted")
-        h = load_filters(args.filters)
-        if args.weighted:
-            types = resolve_filter_types(args.types, h.shape[0])
-            result = _weighted(
-                normalize_filters(h, filter_types=types).filters,
-                sigma_ref=args.sigma_ref,
-                filter_types=types,
+        h = load_filters(args.filters, check_values=False)  # bad filters: screened below
+        reasons = screen_filters(h)
+        if not args.weighted:  # a constant filter has a raw spread (its weight is flat)
+            reasons = np.where(reasons == "constant", None, reasons)
+        bad = [i for i, r in enumerate(reasons) if r is not None]
+        if bad and args.strict:
+            listed = ", ".join(f"{i + 1} ({reasons[i]})" for i in bad[:10])
+            raise ValueError(
+                f"--strict: {len(bad)} filter(s) have no spread: {listed}; drop them, or "
+                "leave out --strict to report them as 'no spread' rows"
             )
-            records = result.to_records(start=1)
+        good = np.array([i for i in range(h.shape[0]) if reasons[i] is None], dtype=np.int64)
+        if args.weighted:
+            if args.types is None and h.shape[0] != 8:
+                raise ValueError(
+                    f"--types is required with --weighted unless there are exactly 8 filters "
+                    f"(the published master key filters, types 1..8 in order); got "
+                    f"{h.shape[0]} filters: give --types T1,T2,... (one type 1..8 per filter)"
+                )
+            types = resolve_filter_types(args.types, h.shape[0])
             sigmas = resolve_sigma_ref(args.sigma_ref, types)
-            for rec, t, s in zip(records, types, sigmas, strict=True):
-                rec["type"] = int(t)
-                rec["sigma_ref"] = float(s)
+            done: list[dict[str, Any]] = []
+            if good.size:
+                sub = [types[i] for i in good]
+                result = _weighted(
+                    normalize_filters(h[good], filter_types=sub).filters,
+                    sigma_ref=args.sigma_ref,
+                    filter_types=sub,
+                )
+                done = result.to_records(start=1)
+            records = []
+            rows = iter(done)
+            for i, (t, s) in enumerate(zip(types, sigmas, strict=True)):
+                rec = next(rows) if reasons[i] is None else {"error": reasons[i]}
+                rec.update(index=i + 1, type=int(t), sigma_ref=float(s))
+                records.append(rec)
         else:
-            records = spread(h).to_records(start=1)
+            done = spread(h[good]).to_records(start=1) if good.size else []
+            rows = iter(done)
+            records = []
+            for i in range(h.shape[0]):
+                rec = next(rows) if reasons[i] is None else {"error": reasons[i]}
+                rec["index"] = i + 1
+                records.append(rec)
     except (ValueError, TypeError, OSError) as exc:
-        print(f"scalespace-mk spread: error: {exc}", file=sys.stderr)
+        message = cli_words(str(exc), None, "spread")  # CLI options, not Python names
+        print(f"scalespace-mk spread: error: {message}", file=sys.stderr)
         return 2
+    for rec in records:  # recorded, not silent
+        if rec.get("error") is not None:
+            print(
+                f"scalespace-mk spread: warning: filter {rec['index']}: {rec['error']}: no "
+                "spread (row kept; --strict refuses the file)",
+                file=sys.stderr,
+            )
     source = "masterkey" if args.filters is None else str(args.filters)
     if args.json:
         payload = {"filters": records, "weighted": bool(args.weighted), "source": source}

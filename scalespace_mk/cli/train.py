@@ -235,6 +235,15 @@ def _run_train(args: argparse.Namespace) -> int:
         summary = train(
             cfg, args.out, resume=args.resume, progress=False if args.no_progress else None
         )
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # one summary: rank 0's
+    if summary.get("preempted"):
+        stop = summary["preempted"]
+        print(
+            f"{cfg.model} ({cfg.dwconv}) stopped by {stop['signal']} at step "
+            f"{stop['global_step']}; checkpoint {stop['out']}/last.pt: continue with --resume"
+        )
+        return 0
     final = summary["final"]
     if final:
         print(

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from scalespace_mk._checks import (
     check_choice,
@@ -33,6 +34,7 @@ from scalespace_mk._checks import (
     check_safetensors_file,
     load_torch_safely,
 )
+from scalespace_mk._display import Tabular
 from scalespace_mk._io import atomic_path
 from scalespace_mk.networks.candidates import (  # noqa: F401  (re-exported)
     CANDIDATES,
@@ -359,8 +361,8 @@ def find_depthwise(state: Any) -> dict[str, torch.Tensor]:
 # analyze
 
 
-@dataclass
-class AnalyzeResult:
+@dataclass(repr=False)
+class AnalyzeResult(Tabular):
     """Census of every depthwise layer of a checkpoint, beside its null models.
 
     Attributes
@@ -412,6 +414,66 @@ class AnalyzeResult:
     weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     types: tuple[Any, ...] = tuple(range(1, 9))
+
+    def _headline(self) -> str:
+        s = self.summary
+        text = f"analysis of {len(self.layers)} depthwise layers, {len(self.filters)} filters"
+        if s.get("median_r2") is not None:
+            text += f"; median R^2 {s['median_r2']:.3f}"
+        if s.get("null_median_r2") is not None:
+            text += f" (null '{s.get('null_kind')}' {s['null_median_r2']:.3f})"
+        return text
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """One row per layer: layer, channels, k, fitted, invalid, median_r2, share_r2_gt_0_8,
+        null_kind, null_median_r2, top_type, sigma_x_median, sigma_y_median."""
+        rows = self.layers
+
+        def top(rec: dict[str, Any]) -> Any:
+            types = rec.get("types") or {}
+            return max(types, key=lambda t: types[t]) if types else None
+
+        def q50(rec: dict[str, Any], key: str) -> Any:
+            return (rec.get(key) or {}).get("50")
+
+        return {
+            "layer": [r["name"] for r in rows],
+            "channels": [r["channels"] for r in rows],
+            "k": [r["kernel_size"] for r in rows],
+            "fitted": [r["fitted"] for r in rows],
+            "invalid": [sum((r.get("invalid") or {}).values()) for r in rows],
+            "median_r2": [r.get("median_r2") for r in rows],
+            "share_r2_gt_0_8": [r.get("share_r2_gt_0_8") for r in rows],
+            "null_kind": [r.get("null_kind") for r in rows],
+            "null_median_r2": [r.get("null_median_r2") for r in rows],
+            "top_type": [top(r) for r in rows],
+            "sigma_x_median": [q50(r, "sigma_x_quantiles") for r in rows],
+            "sigma_y_median": [q50(r, "sigma_y_quantiles") for r in rows],
+        }
+
+    def to_pandas(self, level: str = "layer") -> Any:
+        """The result as a ``pandas.DataFrame``.
+
+        Parameters
+        ----------
+        level : {"layer", "filter"}
+            ``"layer"``: one row per layer (the columns of :meth:`format_table`);
+            ``"filter"``: one row per filter, the census records: layer, index (channel,
+            from 0), type, sigma_x, sigma_y, alpha, a, b, r2, reason.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        from scalespace_mk._display import import_pandas
+
+        if level == "layer":
+            return super().to_pandas()
+        if level != "filter":
+            raise ValueError(f"level must be 'layer' or 'filter'; got {level!r}")
+        keys = ("layer", "index", "type", "sigma_x", "sigma_y", "alpha", "a", "b", "r2", "reason")
+        return import_pandas().DataFrame({k: [r.get(k) for r in self.filters] for k in keys})
 
     def to_json(self) -> dict[str, Any]:
         """The ``{"layers", "filters", "summary", "skipped"}`` object of ``analyze --json``."""
@@ -774,8 +836,8 @@ def compare(
 # replace
 
 
-@dataclass
-class ReplaceResult:
+@dataclass(repr=False)
+class ReplaceResult(Tabular):
     """Outcome of :func:`replace`: the new checkpoint object and a per-layer summary.
 
     ``skipped`` lists ``{"name", "index", "reason"}`` of depthwise weights left as they were
@@ -785,6 +847,26 @@ class ReplaceResult:
     checkpoint: Any = field(repr=False)
     layers: list[dict[str, Any]]
     skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def _headline(self) -> str:
+        n = sum(int(layer["channels"]) for layer in self.layers)
+        return f"replaced {n} filters in {len(self.layers)} depthwise layers"
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """layer, channels, mean_relative_residual, median_r2 (N-jet replacement), and one
+        column ``candidate_<j>`` (channels given candidate j) per candidate."""
+        rows = self.layers
+        keys = sorted({k for r in rows for k in r["candidates"]}, key=lambda k: (len(k), k))
+        cols: dict[str, list[Any]] = {
+            "layer": [r["name"] for r in rows],
+            "channels": [r["channels"] for r in rows],
+            "mean_relative_residual": [r.get("mean_relative_residual") for r in rows],
+        }
+        if any("median_r2" in r for r in rows):
+            cols["median_r2"] = [r.get("median_r2") for r in rows]
+        for k in keys:
+            cols[f"candidate_{k}"] = [r["candidates"].get(k, 0) for r in rows]
+        return cols
 
     def totals(self) -> dict[str, int]:
         """Channels per candidate (1-based candidate numbers as strings) over all layers."""
@@ -979,8 +1061,8 @@ def _copy_containers(obj: Any) -> Any:
 # extract
 
 
-@dataclass
-class ExtractResult:
+@dataclass(repr=False)
+class ExtractResult(Tabular):
     """Master filters extracted by :func:`extract`.
 
     Attributes
@@ -1003,6 +1085,24 @@ class ExtractResult:
     mean_abs_cosine: np.ndarray
     assignment: np.ndarray = field(repr=False)
     explained: float
+
+    def _headline(self) -> str:
+        k, ks = self.filters.shape[0], self.filters.shape[-1]
+        return (
+            f"{k} master filters ({ks}x{ks}) of {self.assignment.shape[0]} filters; "
+            f"explained variance {self.explained:.3f}"
+        )
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """master (from 1, by share), share, members, mean_abs_cosine."""
+        k = self.filters.shape[0]
+        counts = np.bincount(self.assignment[self.assignment >= 0], minlength=k)
+        return {
+            "master": list(range(1, k + 1)),
+            "share": self.share.tolist(),
+            "members": [int(c) for c in counts],
+            "mean_abs_cosine": self.mean_abs_cosine.tolist(),
+        }
 
 
 def extract(
@@ -1062,26 +1162,20 @@ def extract(
         )
     rng = np.random.default_rng(seed)
     best = None
-    for _ in range(n_init):
-        centres = _kmeanspp(y, k, rng)
-        for _ in range(max_iter):
-            sim = (y @ centres.T) ** 2
-            labels = np.argmax(sim, axis=1)
-            new = centres.copy()
-            for j in range(k):
-                members = y[labels == j]
-                if len(members) == 0:  # re-seed an empty cluster at the worst-fitted filter
-                    new[j] = y[np.argmin(sim.max(axis=1))]
-                    continue
-                _, vecs = np.linalg.eigh(members.T @ members)
-                new[j] = vecs[:, -1]
-            if np.allclose(np.abs(np.sum(new * centres, axis=1)), 1.0, atol=1e-12):
+    # small matrices (k scatter matrices of ks^2 x ks^2): one BLAS thread is ~10x faster
+    # than a multithreaded OpenBLAS, which spends its time waking threads (issue 19)
+    with threadpool_limits(limits=1):
+        for _ in range(n_init):
+            centres = _kmeanspp(y, k, rng)
+            for _ in range(max_iter):
+                new = _update_centres(y, centres)
+                if np.allclose(np.abs(np.sum(new * centres, axis=1)), 1.0, atol=1e-12):
+                    centres = new
+                    break
                 centres = new
-                break
-            centres = new
-        objective = float(((y @ centres.T) ** 2).max(axis=1).sum())
-        if best is None or objective > best[0]:
-            best = (objective, centres)
+            objective = float(((y @ centres.T) ** 2).max(axis=1).sum())
+            if best is None or objective > best[0]:
+                best = (objective, centres)
     objective, centres = best
     sim = y @ centres.T
     labels = np.argmax(sim**2, axis=1)
@@ -1104,6 +1198,22 @@ def extract(
         assignment=assignment,
         explained=objective / len(y),
     )
+
+
+def _update_centres(y: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """One sign-invariant spherical k-means step: each centre becomes the leading
+    eigenvector of its members' scatter matrix (all clusters in one batched ``eigh``)."""
+    sim = (y @ centres.T) ** 2
+    labels = np.argmax(sim, axis=1)
+    k = centres.shape[0]
+    onehot = labels[None, :] == np.arange(k)[:, None]  # [k, N]
+    scatter = np.stack([y[members].T @ y[members] for members in onehot])
+    _, vecs = np.linalg.eigh(scatter)
+    new = vecs[:, :, -1].copy()
+    empty = ~onehot.any(axis=1)
+    if empty.any():  # re-seed an empty cluster at the worst-fitted filter
+        new[empty] = y[np.argmin(sim.max(axis=1))]
+    return new
 
 
 def _kmeanspp(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -36,6 +36,7 @@ from scalespace_mk._checks import (
     check_sigma,
     check_size,
 )
+from scalespace_mk._display import Tabular
 from scalespace_mk._io import atomic_path
 from scalespace_mk.scalespace.kernels import METHODS, fft_length
 from scalespace_mk.scalespace.models import MODES, model_kernel, parse_model
@@ -46,8 +47,8 @@ __all__ = ["DEFAULT_MODELS", "Bank", "load_bank", "make_bank", "save_bank"]
 DEFAULT_MODELS = ("mk1", "mk2", "mk3", "mk4", "mk5", "mk6", "mk7", "mk8")
 
 
-@dataclass(frozen=True)
-class Bank:
+@dataclass(frozen=True, repr=False)
+class Bank(Tabular):
     """Model kernels at several scales.
 
     Attributes
@@ -79,6 +80,26 @@ class Bank:
     method: str = "discgauss"
     mode: str = "paper"
     epsilon: float = 1e-8
+
+    def _headline(self) -> str:
+        n_s, n_m = self.kernels.shape[:2]
+        return (
+            f"bank of {n_m} models at {n_s} scales, {self.size}x{self.size}, method "
+            f"{self.method}, {self.mode} mode, alpha {self.alpha:g}"
+        )
+
+    def _columns(self) -> dict[str, list[Any]]:
+        """One row per kernel (sigma-major): sigma, model, sum, l1 (sum of |taps|), peak
+        (largest |tap|)."""
+        flat = self.kernels.reshape(-1, self.size * self.size)
+        n_m = len(self.models)
+        return {
+            "sigma": [float(self.sigma[i // n_m]) for i in range(flat.shape[0])],
+            "model": [self.models[i % n_m] for i in range(flat.shape[0])],
+            "sum": flat.sum(axis=1).tolist(),
+            "l1": np.abs(flat).sum(axis=1).tolist(),
+            "peak": np.abs(flat).max(axis=1).tolist(),
+        }
 
 
 def _check_models(models: Any) -> tuple[str, ...]:

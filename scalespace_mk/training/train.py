@@ -39,7 +39,10 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -340,8 +343,67 @@ class _Dist:
         return self.rank == 0
 
 
+def _first_host(nodelist: str) -> str | None:
+    """The first host of a SLURM node list (``node[03-05,9],gpu1`` -> ``node03``)."""
+    text = nodelist.strip()
+    if not text:
+        return None
+    depth, end = 0, len(text)
+    for i, ch in enumerate(text):  # the first entry: up to a comma outside brackets
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            end = i
+            break
+    first = text[:end]
+    if "[" not in first:
+        return first
+    prefix, _, ranges = first.partition("[")
+    return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
+
+
+def slurm_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """torchrun's variables for a task started by ``srun`` without torchrun.
+
+    Parameters
+    ----------
+    env : mapping, optional
+        The environment (default ``os.environ``).
+
+    Returns
+    -------
+    dict
+        ``{}`` when torchrun's ``WORLD_SIZE`` is set or this is no ``srun`` task (no
+        ``SLURM_PROCID``, or no ``SLURM_STEP_NUM_TASKS``: a batch script or an ``salloc``
+        shell, whose ``SLURM_NTASKS`` counts tasks that are not running). Else ``RANK`` =
+        ``SLURM_PROCID``, ``WORLD_SIZE`` = ``SLURM_STEP_NUM_TASKS``, ``LOCAL_RANK`` =
+        ``SLURM_LOCALID`` and, for two or more tasks, ``MASTER_ADDR`` (kept when set, else
+        the first host of ``SLURM_STEP_NODELIST`` / ``SLURM_JOB_NODELIST``) and
+        ``MASTER_PORT`` (kept when set, else ``29500 + SLURM_JOB_ID % 1000``, so that two
+        jobs sharing a node do not collide).
+    """
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env or "SLURM_PROCID" not in env or "SLURM_STEP_NUM_TASKS" not in env:
+        return {}
+    out = {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+    }
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        if not out[name].strip().isdigit():
+            raise ValueError(f"SLURM gave {name} = {out[name]!r}; expected an integer")
+    if int(out["WORLD_SIZE"]) > 1:
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+        out["MASTER_ADDR"] = env.get("MASTER_ADDR") or _first_host(nodes) or "127.0.0.1"
+        job = env.get("SLURM_JOB_ID", "0")
+        port = 29500 + (int(job) % 1000 if job.isdigit() else 0)
+        out["MASTER_PORT"] = env.get("MASTER_PORT") or str(port)
+    return out
+
+
 def _setup_distributed() -> tuple[_Dist, torch.device]:
-    """Read torchrun's variables; NCCL on GPUs, gloo on CPU."""
+    """Read torchrun's variables (or SLURM's, under ``srun``); NCCL on GPUs, gloo on CPU."""
+    os.environ.update(slurm_environment())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -877,7 +939,8 @@ def train(
     from scalespace_mk.training.runlock import lock_run_folder
 
     lock = None
-    if int(os.environ.get("RANK", "0")) == 0 and str(out).strip():
+    rank = os.environ.get("RANK") or slurm_environment().get("RANK", "0")  # srun: SLURM's
+    if int(rank) == 0 and str(out).strip():
         lock = lock_run_folder(out)  # one run (or --resume) per folder at a time
     try:
         summary = _train_locked(cfg, out, resume=resume, progress=progress)
@@ -893,36 +956,103 @@ def train(
 def _train_locked(
     cfg: TrainConfig, out: str | os.PathLike, *, resume: bool, progress: bool | None
 ) -> dict[str, Any]:
-    run = _setup(cfg, out, resume=resume, progress=progress)
-    lr = _learning_rate(run)
-    for epoch in range(run.epoch, cfg.epochs):
-        run.sampler.set_epoch(epoch)
-        run.net.train()
-        started = time.perf_counter()
-        sums = run.partial if run.step_in_epoch else _EpochSums()
-        batches = iter(run.loader)
-        for _ in range(run.step_in_epoch * cfg.accum_steps):  # resume: skip what was done
-            next(batches)
-        bar = run.log.bar(epoch, run.step_in_epoch, run.steps_per_epoch)
-        for step in range(run.step_in_epoch, run.steps_per_epoch):
-            lr = _set_learning_rate(run)
-            _train_step(run, batches, sums)
-            run.log.step(run, epoch, lr, sums, time.perf_counter() - started, bar)
-            if (
-                cfg.save_every_steps
-                and run.global_step % cfg.save_every_steps == 0
-                and (step + 1 < run.steps_per_epoch)
-            ):
-                _save_checkpoint(run, epoch, step + 1, sums)
-        bar.close()
-        run.step_in_epoch = 0
-        record = _end_of_epoch(run, epoch, lr, sums, time.perf_counter() - started)
-        run.history.append(record)
-        _save_checkpoint(run, epoch + 1, 0)
-        if run.d.main:
-            _write_metrics(run.out / "metrics.jsonl", run.history)
-        run.log.epoch(run, record)
+    with _Preemption() as stop:  # from the start: a signal during set-up stops at step 1
+        run = _setup(cfg, out, resume=resume, progress=progress)
+        lr = _learning_rate(run)
+        for epoch in range(run.epoch, cfg.epochs):
+            run.sampler.set_epoch(epoch)
+            run.net.train()
+            started = time.perf_counter()
+            sums = run.partial if run.step_in_epoch else _EpochSums()
+            batches = iter(run.loader)
+            for _ in range(run.step_in_epoch * cfg.accum_steps):  # resume: skip what was done
+                next(batches)
+            bar = run.log.bar(epoch, run.step_in_epoch, run.steps_per_epoch)
+            for step in range(run.step_in_epoch, run.steps_per_epoch):
+                lr = _set_learning_rate(run)
+                _train_step(run, batches, sums)
+                run.log.step(run, epoch, lr, sums, time.perf_counter() - started, bar)
+                mid_epoch = step + 1 < run.steps_per_epoch
+                every = cfg.save_every_steps
+                if every and run.global_step % every == 0 and mid_epoch:
+                    _save_checkpoint(run, epoch, step + 1, sums)
+                if mid_epoch and (why := stop.requested(run)):
+                    bar.close()
+                    _save_checkpoint(run, epoch, step + 1, sums)
+                    return _preempted(run, why)
+            bar.close()
+            run.step_in_epoch = 0
+            record = _end_of_epoch(run, epoch, lr, sums, time.perf_counter() - started)
+            run.history.append(record)
+            _save_checkpoint(run, epoch + 1, 0)
+            if run.d.main:
+                _write_metrics(run.out / "metrics.jsonl", run.history)
+            run.log.epoch(run, record)
+            if epoch + 1 < cfg.epochs and (why := stop.requested(run)):
+                return _preempted(run, why)
     return _finish(run)
+
+
+# ---- pre-emption (SLURM) -----------------------------------------------------------------
+
+
+class _Preemption:
+    """SIGUSR1 or SIGTERM (SLURM's warning before pre-emption or the time limit): the loop
+    writes a checkpoint after the current step and :func:`train` returns, so that a
+    requeued job continues with ``--resume``. Under DDP the ranks agree on the step (a
+    signal on any rank stops all). The handlers are installed in the main thread only and
+    the previous ones restored on exit."""
+
+    SIGNALS = ("SIGUSR1", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[Any, Any] = {}
+
+    def __enter__(self) -> _Preemption:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def requested(self, run: _Run) -> str | None:
+        """The signal's name when a stop was asked for (on any rank), else None."""
+        asked = self.received is not None
+        if run.d.world > 1:
+            flag = torch.tensor([1.0 if asked else 0.0], device=run.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            asked = bool(flag.item())
+        if not asked:
+            return None
+        return self.received or "a signal on another rank"
+
+
+def _preempted(run: _Run, why: str) -> dict[str, Any]:
+    """The summary of a run stopped by a signal; ``last.pt`` is written, no summary.json."""
+    run.log.line(
+        f"stopped by {why} after step {run.global_step} of {run.total_steps}: "
+        f"checkpoint {run.out / 'last.pt'} written; run the same command with --resume "
+        "to continue"
+    )
+    if run.d.world > 1:
+        dist.barrier()
+    return {
+        "model": run.cfg.model,
+        "dwconv": run.cfg.dwconv,
+        "epochs": run.cfg.epochs,
+        "final": run.history[-1] if run.history else {},
+        "world_size": run.d.world,
+        "preempted": {"signal": why, "global_step": run.global_step, "out": str(run.out)},
+    }
 
 
 # ---- set-up ----------------------------------------------------------------------------
@@ -943,6 +1073,7 @@ def _setup(
     d, device = _setup_distributed()
     run, state = _on_every_rank(d, lambda: _build_run(cfg, Path(out), d, device, resume))
     if d.world > 1:
+        _match_grad_strides(run.model)  # no "Grad strides do not match bucket view strides"
         run.net = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -954,6 +1085,17 @@ def _setup(
         if run.info.get("replacement"):
             _write_json(run.out / "replacement.json", run.info["replacement"])
     run.log = _TrainLog(run, enabled=show)
+    run.log.line(_start_line(run))  # the first line: a cluster log shows the run at once
+    if cfg.amp == "bf16" and device.type == "cpu" and d.main:
+        text = (
+            "--amp bf16 on a CPU: bf16 autocast is emulated on CPUs without native bf16 "
+            "matrix units and ran 26x slower than float32 on this project's test machine; "
+            "use --amp none on a CPU"
+        )
+        if run.log.enabled:
+            run.log.line(f"warning: {text}")
+        else:
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
     if state is not None:
         stored = state["config"].get("epochs")
         run.log.line(
@@ -966,6 +1108,43 @@ def _setup(
             )
         )
     return run
+
+
+def _start_line(run: _Run) -> str:
+    """Model, device, world size, data sizes, steps per epoch, threads, output folder."""
+    cfg, d = run.cfg, run.d
+    n_train, n_val = run.info.get("data_sizes", (None, None))
+    batch = cfg.batch_size * cfg.accum_steps * d.world
+    return (
+        f"start: model {cfg.model} (--dwconv {cfg.dwconv}), device {run.device}, world size "
+        f"{d.world}, data {cfg.data}: {n_train} train / {n_val} val images, "
+        f"{run.steps_per_epoch} steps per epoch x {cfg.epochs} epochs (global batch {batch}), "
+        f"amp {cfg.amp}, threads {torch.get_num_threads()}, out {run.out}"
+    )
+
+
+def _match_grad_strides(model: nn.Module) -> None:
+    """Give every gradient exactly its parameter's strides (DDP copies gradients into buckets
+    laid out like the parameters, and warns on every rank when the strides differ).
+
+    A depthwise weight ``[C, 1, k, k]`` is stored with strides ``[k*k, k*k, k, 1]``, but the
+    convolution's backward returns its gradient with ``[k*k, 1, k, 1]``: the same memory
+    (the axes differ only where the size is 1), which autograd accepts as the parameter's
+    layout and DDP's reducer does not (issue 19). A hook re-strides such gradients as a
+    view; nothing is copied, on any device.
+    """
+
+    def hook(shape: torch.Size, stride: tuple[int, ...]) -> Any:
+        def restride(grad: torch.Tensor) -> torch.Tensor:
+            if grad.stride() == stride or not grad.is_contiguous():
+                return grad
+            return grad.as_strided(shape, stride)
+
+        return restride
+
+    for p in model.parameters():
+        if p.requires_grad and p.dim() > 1 and 1 in p.shape and p.is_contiguous():
+            p.register_hook(hook(p.shape, p.stride()))
 
 
 def _build_run(
@@ -1004,6 +1183,7 @@ def _build_run(
         )
 
     model, info = build_model(cfg, num_classes)
+    info["data_sizes"] = (len(train_set), len(val_set))
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
