@@ -327,7 +327,7 @@ def _centre_crop(photo: Photo, size: int, crop_pct: float = 0.875) -> torch.Tens
         w, h = rgb.size
         side = min(w, h) * crop_pct
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        arr = np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, box=box), np.uint8)
+        arr = np.array(rgb.resize((size, size), Image.Resampling.BICUBIC, box=box), np.uint8)
     return torch.from_numpy(arr[None]).permute(0, 3, 1, 2).contiguous()
 
 
