@@ -176,8 +176,8 @@ def distill(
         Softmax temperature ``T`` of the distillation loss (> 0).
     eval_images, eval_photo, eval_reference : tensor, optional
         Held-out crops, their photo indices and the teacher's logits on them (computed when
-        missing); with them, the student is evaluated at ``eval_at`` steps (default
-        ``0`` and ``steps``).
+        missing); with them, the student is evaluated at step 0, at ``eval_at`` steps and
+        at ``steps``.
     on_step : callable, optional
         ``on_step(step, loss)`` after every step (progress).
 
@@ -213,7 +213,7 @@ def distill(
             raise ValueError("eval_photo is required with eval_images")
         if eval_reference is None:
             eval_reference = predict(teacher, eval_images)
-    marks = sorted({0, steps} if eval_at is None else {int(s) for s in eval_at} | {steps})
+    marks = sorted({0, steps} | {int(s) for s in (eval_at or ())})
     if any(s < 0 or s > steps for s in marks):
         raise ValueError(f"eval_at must lie in 0..{steps}; got {list(eval_at or [])}")
     result = DistillResult(
@@ -268,9 +268,10 @@ def distill(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            result.losses.append(float(loss))
+            value = float(loss.detach())
+            result.losses.append(value)
             if on_step is not None:
-                on_step(step, float(loss))
+                on_step(step, value)
             result.seconds = time.perf_counter() - start
             _eval(step)
     elif steps:
