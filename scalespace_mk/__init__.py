@@ -46,6 +46,10 @@ _EXPORTS: dict[str, str] = {
     "analyze": "scalespace_mk.networks.checkpoint",
     "replace": "scalespace_mk.networks.checkpoint",
     "extract": "scalespace_mk.networks.checkpoint",
+    "substitute_depthwise": "scalespace_mk.networks.substitute",
+    "depthwise_convs": "scalespace_mk.networks.substitute",
+    "build_network": "scalespace_mk.networks.registry",
+    "load_pretrained_mobilenet_v2": "scalespace_mk.networks.mobilenet",
     "TrainConfig": "scalespace_mk.training.train",
     "train": "scalespace_mk.training.train",
 }
