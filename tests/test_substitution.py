@@ -180,8 +180,18 @@ def test_distillation_trains_all_but_the_substituted_filters():
     x, ev = images(16, seed=0), images(12, seed=1)
     photo = torch.arange(12) // 3
     trained, result = rc.distill(
-        student, teacher, x, steps=40, substituted=report.names, seed=0, lr=1e-2,
-        batch_size=8, eval_images=ev, eval_photo=photo, eval_at=[20], n_boot=200,
+        student,
+        teacher,
+        x,
+        steps=40,
+        substituted=report.names,
+        seed=0,
+        lr=1e-2,
+        batch_size=8,
+        eval_images=ev,
+        eval_photo=photo,
+        eval_at=[20],
+        n_boot=200,
     )
     assert [s for s, _ in result.curve] == [0, 20, 40]
     torch.testing.assert_close(trained[2].weight, student[2].weight)
@@ -231,12 +241,15 @@ def test_study_identity_agrees_and_controls_do_not():
 
     lines: list[str] = []
     cfg = StudyConfig(
-        kinds=("same", "random"), seeds=(0, 1), distill_steps=6, distill_eval=(3,),
-        distill_batch=8, n_boot=200, progressive_counts=(1,),
+        kinds=("same", "random"),
+        seeds=(0, 1),
+        distill_steps=6,
+        distill_eval=(3,),
+        distill_batch=8,
+        n_boot=200,
+        progressive_counts=(1,),
     )
-    study = run_study(
-        tiny_net(0), _Photos(), cfg, substitute=fake_substitute, log=lines.append
-    )
+    study = run_study(tiny_net(0), _Photos(), cfg, substitute=fake_substitute, log=lines.append)
     same, rand = study["kinds"]
     assert same["seeded"] is False and rand["seeded"] is True
     assert len(rand["runs"]) == 2  # a fresh draw per seed
@@ -265,7 +278,10 @@ def test_study_with_the_real_substitution():
     from scalespace_mk.substitution.study import StudyConfig, run_study
 
     cfg = StudyConfig(
-        kinds=("census", "noise", "random"), seeds=(0, 1), n_boot=200, sensitivity=False,
+        kinds=("census", "noise", "random"),
+        seeds=(0, 1),
+        n_boot=200,
+        sensitivity=False,
         progressive=False,
     )
     study = run_study(tiny_net(0), _Photos(), cfg)

@@ -16,7 +16,7 @@ from scalespace_mk._threads import add_threads_argument, prepare_environment, se
 __all__ = ["build_parser", "main"]
 
 #: command-group modules, in the order their commands are listed by ``--help``
-_GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train", "data")
+_GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "substitute", "train", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

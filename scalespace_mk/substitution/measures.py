@@ -90,7 +90,9 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> 
     was = model.training
     model.eval()
     try:
-        out = [model(images[i : i + batch_size]).double() for i in range(0, len(images), batch_size)]
+        out = [
+            model(images[i : i + batch_size]).double() for i in range(0, len(images), batch_size)
+        ]
     finally:
         model.train(was)
     logits = torch.cat(out)
@@ -147,7 +149,9 @@ def bootstrap_over_photos(
     v = np.asarray(values, dtype=np.float64).ravel()
     g = np.asarray(photo).ravel()
     if v.shape != g.shape or v.size == 0:
-        raise ValueError(f"values and photo must be equally long and non-empty; got {v.size}, {g.size}")
+        raise ValueError(
+            f"values and photo must be equally long and non-empty; got {v.size}, {g.size}"
+        )
     if not np.isfinite(v).all():
         raise ValueError("values must be finite")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:

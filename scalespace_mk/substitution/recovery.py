@@ -82,9 +82,7 @@ def _module_of(name: str, modules: Sequence[str]) -> str | None:
     return None
 
 
-def split_parameters(
-    model: nn.Module, substituted: Sequence[str]
-) -> tuple[list[str], list[str]]:
+def split_parameters(model: nn.Module, substituted: Sequence[str]) -> tuple[list[str], list[str]]:
     """Names of the parameters :func:`distill` trains and of those it freezes.
 
     Frozen: a parameter shaped ``[C, 1, k, k]`` inside a substituted module (a free filter,

@@ -7,7 +7,7 @@ docs/substitution.md); ``scalespace-mk substitute`` and ``experiments/substituti
 call it. Per kind:
 
 - ``direct``: all selected layers substituted, original BatchNorm statistics;
-- ``recalibrated``: the same after :func:`~scalespace_mk.substitution.recovery.recalibrate_batchnorm`
+- ``recalibrated``: the same after BatchNorm re-estimation (:mod:`..recovery`)
   on the calibration crops;
 - ``distilled``: after ``distill_steps`` of distillation from the recalibrated network, with the
   curve at ``distill_eval`` steps (one run per seed);
@@ -47,6 +47,7 @@ __all__ = [
     "StudyConfig",
     "run_study",
     "seeded_kind",
+    "format_summary",
     "summary_rows",
 ]
 
@@ -173,6 +174,25 @@ def _median(report: Any) -> float | None:
     return None if not np.isfinite(med) else float(med)
 
 
+def _ticker(
+    say: Callable[[str], None], kind: str, seed: int, steps: int
+) -> Callable[[int, float], None]:
+    """A progress callback for distillation: one line every 30 s and at the last step."""
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def tick(step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 30 or step == steps:
+            last[0] = now
+            say(
+                f"substitute: {kind} seed {seed}: distillation step {step}/{steps}, "
+                f"loss {loss:.4f}, {now - t0:.0f} s"
+            )
+
+    return tick
+
+
 def run_study(
     original: nn.Module,
     photos: Any,
@@ -293,17 +313,7 @@ def run_study(
                 + (f", {recal['top1_agreement']['value']:.3f} recalibrated" if recal else "")
             )
             if distil_this:
-                t0 = time.perf_counter()
-                last = [t0]
-
-                def _tick(step: int, loss: float, _kind: str = kind, _seed: int = seed) -> None:
-                    now = time.perf_counter()
-                    if now - last[0] >= 30 or step == config.distill_steps:
-                        last[0] = now
-                        say(
-                            f"substitute: {_kind} seed {_seed}: distillation step {step}/"
-                            f"{config.distill_steps}, loss {loss:.4f}, {now - t0:.0f} s"
-                        )
+                _tick = _ticker(say, kind, seed, config.distill_steps)
 
                 _, result = distill(
                     recal_model,
@@ -427,11 +437,31 @@ def summary_rows(study: dict[str, Any], measure: str = "top1_agreement") -> list
                     [r["recalibrated"][measure] if r["recalibrated"] else None for r in unique]
                 ),
                 "distilled": _pool(
-                    [
-                        r["distilled"]["curve"][-1][measure] if r["distilled"] else None
-                        for r in runs
-                    ]
+                    [r["distilled"]["curve"][-1][measure] if r["distilled"] else None for r in runs]
                 ),
             }
         )
     return rows
+
+
+def _fmt(est: dict[str, float] | None) -> str:
+    if est is None:
+        return "-"
+    return f"{est['value']:.3f} [{est['low']:.3f}, {est['high']:.3f}]"
+
+
+def format_summary(study: dict[str, Any], measure: str = "top1_agreement") -> str:
+    """A plain-text table of :func:`summary_rows` (one line per kind)."""
+    head = (
+        f"{'kind':<12} {'layers':>6} {'median R^2':>10}  {'direct':<23} {'recalibrated':<23} "
+        f"distilled"
+    )
+    lines = [f"{measure} with the original (95 % bootstrap interval over photos)", head]
+    lines.append("-" * len(head))
+    for row in summary_rows(study, measure):
+        r2 = "-" if row["median_r2"] is None else f"{row['median_r2']:.3f}"
+        lines.append(
+            f"{row['kind']:<12} {row['layers']:>6} {r2:>10}  {_fmt(row['direct']):<23} "
+            f"{_fmt(row['recalibrated']):<23} {_fmt(row['distilled'])}"
+        )
+    return "\n".join(lines)
