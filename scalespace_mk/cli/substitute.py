@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from ._args import source_constant
+from ._args import add_device_option, source_constant
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +72,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Replace the depthwise convolutions of a trained network by idealised filters "
             "(or a control), then measure top-1 agreement with the original, top-5 overlap, "
             "KL(original || substitute) and, with labelled photos, accuracy, on held-out "
-            "photographs with 95 %% bootstrap intervals over photos; optionally after "
+            "photographs with 95 % bootstrap intervals over photos; optionally after "
             "BatchNorm re-estimation and distillation from the original (no labels). "
             "JSON schema and reading: docs/substitution.md."
         ),
@@ -157,6 +157,42 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="fraction of photos held out for evaluation (default: %(default)s)",
     )
     p.add_argument(
+        "--grid",
+        type=_positive("--grid"),
+        default=3,
+        help="crop positions per axis at each scale below 1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--scales",
+        default="1.0,0.7,0.5,0.35",
+        help="crop sides as fractions of the shorter photo side (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sensitivity-kinds",
+        type=_kinds,
+        default=None,
+        help="kinds that get per-layer sensitivity (default: all)",
+    )
+    p.add_argument(
+        "--progressive-kinds",
+        type=_kinds,
+        default=None,
+        help="kinds that get progressive curves (default: all)",
+    )
+    p.add_argument(
+        "--progressive-counts",
+        type=_int_list("--progressive-counts"),
+        default=None,
+        help="numbers of layers of the progressive curves (default: every n)",
+    )
+    p.add_argument(
+        "--distill-kinds",
+        type=_kinds,
+        default=None,
+        help="kinds that are distilled (default: all)",
+    )
+    add_device_option(p, "the study")
+    p.add_argument(
         "--no-sensitivity",
         action="store_true",
         help="skip per-layer sensitivity (each layer alone)",
@@ -225,6 +261,19 @@ def run(args: argparse.Namespace) -> int:
 
     from scalespace_mk._progress import log_line
 
+    try:
+        args.scales = [float(t) for t in args.scales.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(
+            f"--scales takes comma-separated numbers in (0, 1]; got {args.scales!r}"
+        ) from None
+    if not args.scales or not all(0.0 < s <= 1.0 for s in args.scales):
+        raise ValueError(f"--scales values must lie in (0, 1]; got {args.scales}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
     if not 0.0 < args.eval_fraction < 1.0:
         raise ValueError(f"--eval-fraction must lie in (0, 1); got {args.eval_fraction}")
     if args.distill_steps < 0:
@@ -249,8 +298,14 @@ def run(args: argparse.Namespace) -> int:
     from scalespace_mk.training.photos import build_photo_set
 
     photos = build_photo_set(
-        args.photos, size=args.crop_size, eval_fraction=args.eval_fraction, seed=0
+        args.photos,
+        size=args.crop_size,
+        scales=args.scales,
+        grid=args.grid,
+        eval_fraction=args.eval_fraction,
+        seed=0,
     )
+    model = model.to(args.device)
     say(
         f"substitute: {args.arch} from {args.checkpoint}; photos: "
         f"{photos.calibration.num_photos} calibration ({len(photos.calibration)} crops), "
@@ -273,6 +328,12 @@ def run(args: argparse.Namespace) -> int:
         distill_batch=args.distill_batch,
         sensitivity=not args.no_sensitivity,
         progressive=not args.no_progressive,
+        sensitivity_kinds=None if args.sensitivity_kinds is None else tuple(args.sensitivity_kinds),
+        progressive_kinds=None if args.progressive_kinds is None else tuple(args.progressive_kinds),
+        progressive_counts=(
+            None if args.progressive_counts is None else tuple(args.progressive_counts)
+        ),
+        distill_kinds=None if args.distill_kinds is None else tuple(args.distill_kinds),
         n_boot=args.n_boot,
         options=options,
     )

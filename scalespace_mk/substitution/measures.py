@@ -83,7 +83,8 @@ class Agreement:
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
     """Logits of ``model`` (in eval mode) for ``images [n, 3, H, W]``, as ``float64 [n, C]``.
 
-    The model's train/eval mode is restored afterwards.
+    Batches are moved to the model's device; the logits come back on the CPU. The model's
+    train/eval mode is restored afterwards.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")

@@ -65,8 +65,10 @@ def recalibrate_batchnorm(
         # cumulative average over batches then weighs every crop alike
         n = len(images)
         usable = max(n - n % batch_size, min(n, batch_size)) if n >= batch_size else n
+        param = next(iter(model.parameters()), None)
+        device = images.device if param is None else param.device
         for i in range(0, usable, batch_size):
-            model(images[i : i + batch_size])
+            model(images[i : i + batch_size].to(device))
     finally:
         for bn, m in zip(bns, momenta, strict=True):
             bn.momentum = m
@@ -202,6 +204,8 @@ def distill(
         p.requires_grad_(name in set(train_names))
     params = [named[n] for n in train_names]
     gen = torch.Generator().manual_seed(int(seed))
+    first = next(iter(model.parameters()), None)
+    device = images.device if first is None else first.device
     with torch.no_grad():
         t_plain = predict(teacher, images).float()
         t_flip = predict(teacher, images.flip(-1)).float() if flip else t_plain
@@ -247,10 +251,12 @@ def distill(
                 order = torch.cat([order, torch.randperm(len(images), generator=gen)])
             idx, order = order[:batch_size], order[batch_size:]
             x, t = images[idx], t_plain[idx]
+            x, t = x.to(device), t.to(device)
             if flip:
                 mask = torch.rand(len(idx), generator=gen) < 0.5
+                mask = mask.to(device)
                 x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-                t = torch.where(mask[:, None], t_flip[idx], t)
+                t = torch.where(mask[:, None], t_flip[idx].to(device), t)
             s = model(x)
             loss = (
                 torch.nn.functional.kl_div(

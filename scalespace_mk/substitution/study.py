@@ -100,6 +100,8 @@ class StudyConfig:
         Distillation settings (:func:`~scalespace_mk.substitution.recovery.distill`).
     sensitivity, progressive : bool
         Compute per-layer sensitivity and progressive curves (seed ``seeds[0]``).
+    sensitivity_kinds, progressive_kinds : tuple of str or None
+        The kinds that get them (None: all).
     progressive_counts : tuple of int or None
         ``n`` of the progressive curves (None: every n from 0 to the number of layers).
     batch_size : int
@@ -122,6 +124,8 @@ class StudyConfig:
     temperature: float = 1.0
     sensitivity: bool = True
     progressive: bool = True
+    sensitivity_kinds: tuple[str, ...] | None = None
+    progressive_kinds: tuple[str, ...] | None = None
     progressive_counts: tuple[int, ...] | None = None
     batch_size: int = 64
     n_boot: int = 2000
@@ -340,7 +344,9 @@ def run_study(
             entry["runs"].append(run)
         model0 = subs[config.seeds[0]][0]
         r2_of = {row["name"]: row["median_r2"] for row in entry["layers"]}
-        if config.sensitivity:
+        if config.sensitivity and (
+            config.sensitivity_kinds is None or kind in config.sensitivity_kinds
+        ):
             sens = layer_sensitivity(
                 original,
                 model0,
@@ -358,7 +364,9 @@ def run_study(
             say(f"substitute: {kind}: per-layer sensitivity of {len(names)} layers done")
         else:
             entry["sensitivity"] = None
-        if config.progressive:
+        if config.progressive and (
+            config.progressive_kinds is None or kind in config.progressive_kinds
+        ):
             counts = config.progressive_counts
             if counts is not None:
                 counts = sorted({min(int(c), len(names)) for c in counts} | {0, len(names)})
