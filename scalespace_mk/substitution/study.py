@@ -271,6 +271,7 @@ def run_study(
             f", {len(entry['skipped'])} skipped ({time.perf_counter() - t_kind:.1f} s)"
         )
         if not names:
+            entry["sensitivity"] = entry["progressive"] = None
             entry["seconds"] = time.perf_counter() - t_kind
             kinds_out.append(entry)
             continue
