@@ -41,8 +41,8 @@ def recalibrate_batchnorm(
 ) -> nn.Module:
     """Re-estimate the running statistics of every BatchNorm layer of ``model`` in place.
 
-    Statistics are reset and accumulated as a cumulative average over batches of ``images``
-    (``momentum=None``); only BatchNorm layers run in training mode; parameters are not
+    Statistics are reset and accumulated as a cumulative average over ``ceil(n / batch_size)``
+    batches of ``images`` whose sizes differ by at most one (``momentum=None``); only BatchNorm layers run in training mode; parameters are not
     touched. Each layer's momentum and the model's train/eval mode are restored. Returns
     ``model``. A model without BatchNorm is returned unchanged.
     """
@@ -61,14 +61,12 @@ def recalibrate_batchnorm(
             bn.reset_running_stats()
             bn.momentum = None
             bn.train()
-        # equal batches (the last short one is dropped unless it is the only one): a
-        # cumulative average over batches then weighs every crop alike
-        n = len(images)
-        usable = max(n - n % batch_size, min(n, batch_size)) if n >= batch_size else n
+        # ceil(n / batch_size) batches whose sizes differ by at most one: the cumulative
+        # average over batches then weighs every crop (almost exactly) alike
         param = next(iter(model.parameters()), None)
         device = images.device if param is None else param.device
-        for i in range(0, usable, batch_size):
-            model(images[i : i + batch_size].to(device))
+        for batch in torch.tensor_split(images, -(-len(images) // batch_size)):
+            model(batch.to(device))
     finally:
         for bn, m in zip(bns, momenta, strict=True):
             bn.momentum = m
