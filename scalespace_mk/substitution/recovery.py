@@ -44,7 +44,8 @@ def recalibrate_batchnorm(
     Statistics are reset and accumulated as a cumulative average over ``ceil(n / batch_size)``
     batches of ``images`` whose sizes differ by at most one (``momentum=None``); only
     BatchNorm layers run in training mode; parameters are not touched. Each layer's momentum
-    and the model's train/eval mode are restored. Returns ``model``. A model without BatchNorm is returned unchanged.
+    and the model's train/eval mode are restored. Returns ``model``. A model without
+    BatchNorm is returned unchanged.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
