@@ -108,6 +108,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="instead of the candidates, replace every filter by its least-squares N-jet of "
         "order N (1-4; one scale and an offset per filter; default: off)",
     )
+    p.add_argument(
+        "--kind",
+        default=None,
+        metavar="KIND",
+        help="instead of --candidates / --njet-order, any kind of substitute_depthwise: "
+        "census (best of the 8 types per filter), method:X, njet:N, masterkey, and the "
+        "controls noise (the filter plus noise with the census residual energy) and random "
+        "(i.i.d. filters with each filter's norm) (default: off)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the noise/random controls (default: 0)"
+    )
     p.set_defaults(_run=_run_replace)
 
     p = subparsers.add_parser(
@@ -324,13 +336,48 @@ def _run_replace(args: argparse.Namespace) -> int:
     from scalespace_mk.networks.checkpoint import replace
 
     refuse_wrong_file("replace", args.checkpoint, "checkpoint")
-    result = replace(
-        args.checkpoint,
-        candidates=args.candidates if args.njet_order is None else "njet",
-        filters=args.filters,
-        out=args.out,
-        order=args.njet_order or 2,
-    )
+    if args.kind is not None and args.njet_order is not None:
+        print(
+            "scalespace-mk replace: error: pass --kind or --njet-order, not both", file=sys.stderr
+        )
+        return 2
+    try:
+        result = replace(
+            args.checkpoint,
+            candidates=args.candidates if args.njet_order is None else "njet",
+            filters=args.filters,
+            out=args.out,
+            order=args.njet_order or 2,
+            kind=args.kind,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        if args.kind is None or "kind" not in str(exc):
+            raise
+        print(f"scalespace-mk replace: error: --kind: {exc}", file=sys.stderr)
+        return 2
+    for s in result.skipped:
+        print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
+    if args.kind is not None:
+        if args.json:
+            json.dump(
+                {
+                    "kind": args.kind,
+                    "out": args.out,
+                    "layers": result.layers,
+                    "skipped": result.skipped,
+                },
+                sys.stdout,
+            )
+            print()
+            return 0
+        print(
+            f"replaced the depthwise filters of {len(result.layers)} layers by "
+            f"{args.kind!r} -> {args.out}"
+        )
+        for layer in result.layers:
+            print(f"  {layer['name']:<48} median R^2 {layer['median_r2']:.3f}")
+        return 0
     njet = args.njet_order is not None
     if args.json:
         json.dump(

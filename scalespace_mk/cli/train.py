@@ -18,7 +18,9 @@ __all__ = ["add_parser"]
 
 #: Help of every TrainConfig option; the default (and the preset note) are added to each.
 _HELP = {
-    "model": "network name (scalespace_mk.networks.list_models())",
+    "model": "ConvNeXt name (scalespace_mk.networks.list_models()) when --arch convnext",
+    "arch": "network family: convnext (--model picks the variant) or mobilenet_v2 "
+    "(torchvision layout; analytic --dwconv needs --replace-from or --init)",
     "dwconv": "depthwise filters (see docs/training.md)",
     "method": "fitting method of the idealised candidates",
     "filters": "master key filter source (default: the published 8; or a filter file)",
@@ -77,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     METHODS = source_constant("analysis.fit", "METHODS")  # noqa: N806
     choices = {
         "dwconv": source_constant("networks.layers", "DWCONV_KINDS"),
+        "arch": source_constant("networks.registry", "ARCHS"),
         "amp": source_constant("training.train", "AMP"),
         "augment": source_constant("training.train", "AUGMENT"),
         "method": METHODS,

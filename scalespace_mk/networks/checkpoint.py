@@ -29,11 +29,16 @@ import torch
 
 from scalespace_mk._checks import (
     check_choice,
-    check_filters,
     check_regular_file,
     load_torch_safely,
 )
 from scalespace_mk._io import atomic_path
+from scalespace_mk.networks.candidates import (  # noqa: F401  (re-exported)
+    CANDIDATES,
+    candidate_filters,
+    candidate_models,
+    linear_shift_replace,
+)
 
 __all__ = [
     "K_MAX",
@@ -57,7 +62,6 @@ __all__ = [
 ]
 
 _WRAPPERS = ("model", "state_dict", "model_ema", "ema", "module", "params", "net")
-CANDIDATES = ("masterkey", "A", "A-exact", "B", "C1", "C2", "D1", "D2")
 
 
 # --------------------------------------------------------------------------------------
@@ -711,136 +715,17 @@ def compare(
 # replace
 
 
-def _zero_mean_unit(x: np.ndarray) -> np.ndarray:
-    flat = x.reshape(x.shape[0], -1)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(flat, axis=1, keepdims=True)
-    if np.any(norm == 0):
-        bad = int(np.flatnonzero(norm[:, 0] == 0)[0])
-        raise ValueError(f"candidate filter {bad} is constant: it has no shape after mean removal")
-    return (flat / norm).reshape(x.shape)
-
-
-def candidate_filters(
-    candidates: str = "masterkey", *, filters: Any = None, size: int = 7
-) -> np.ndarray:
-    """The 8 candidate filters ``x_j`` of the replacement experiment, zero-mean and unit-l2.
-
-    Parameters
-    ----------
-    candidates : str
-        ``"masterkey"``: the learned master key filters (``filters``, default the published
-        8; any ``[M, k, k]`` set is accepted, e.g. one made by :func:`extract`); or a fitting
-        method name (``"A"``, ``"A-exact"``, ``"B"``, ``"C1"``, ``"C2"``, ``"D1"``,
-        ``"D2"``): the idealised models of the 8 filters fitted by that method (paper mode).
-    filters : optional
-        Filter source for ``"masterkey"`` and for fitting (anything
-        :func:`scalespace_mk.analysis.filters.load_filters` accepts).
-    size : int
-        Kernel size of the models for a fitting method (the published filters are 7x7).
-
-    Returns
-    -------
-    numpy.ndarray, shape [M, k, k]
-        Zero-mean, unit-l2 candidates (rows top to bottom, y up).
-    """
-    from scalespace_mk.analysis.filters import load_filters
-
-    check_choice("candidates", candidates, CANDIDATES)
-    if candidates == "masterkey":
-        return _zero_mean_unit(check_filters(load_filters(filters), "filters"))
-    return _zero_mean_unit(candidate_models(candidates, filters=filters, size=size)[0])
-
-
-def candidate_models(
-    method: str, *, filters: Any = None, size: int = 7
-) -> tuple[np.ndarray, list[Any]]:
-    """Idealised models of the 8 master key filters fitted by ``method`` (paper mode).
-
-    Parameters
-    ----------
-    method : str
-        A fitting method of :mod:`scalespace_mk.analysis.fit` (``"A"`` ... ``"D2"``).
-    filters : optional
-        Source of the 8 learned filters (default: the published 8).
-    size : int
-        Size of the generated models.
-
-    Returns
-    -------
-    models : numpy.ndarray, shape [8, size, size]
-        The fitted models ``g_j`` as they are (not normalised).
-    fits : list of FilterFit
-        The fits (``filter_type``, ``sigma_x``, ``sigma_y``, ``alpha``) of each filter.
-    """
-    from scalespace_mk.analysis.filters import load_filters
-    from scalespace_mk.analysis.fit import fit_filters
-    from scalespace_mk.scalespace.models import masterkey_model
-
-    fits = list(fit_filters(load_filters(filters), method=method))
-    models = [
-        masterkey_model(
-            f.filter_type,
-            f.sigma_x,
-            None if f.filter_type == 7 else f.sigma_y,
-            alpha=f.alpha,
-            size=size,
-        )
-        for f in fits
-    ]
-    return np.stack(models), fits
-
-
-def linear_shift_replace(
-    weights: np.ndarray, candidates: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares replacement of each filter by ``a_j x_j + b`` (docs/method.md#networks,
-    experiment 1).
-
-    Parameters
-    ----------
-    weights : numpy.ndarray, shape [C, k, k]
-        Learned filters ``y``.
-    candidates : numpy.ndarray, shape [M, k, k]
-        Zero-mean, unit-l2 candidates ``x_j`` (see :func:`candidate_filters`).
-
-    Returns
-    -------
-    replaced : numpy.ndarray, shape [C, k, k]
-        ``a x_j + b`` for the best ``j`` of each filter.
-    choice : numpy.ndarray of int, shape [C]
-        Index ``j`` of the chosen candidate (0-based).
-    a, b : numpy.ndarray, shape [C]
-        Gain ``<y, x_j>`` and offset ``mean(y)``.
-
-    Notes
-    -----
-    With ``x_j`` zero-mean and unit-norm, ``||y - a x_j - b||^2`` is minimised by
-    ``a = <y, x_j>`` and ``b = mean(y)``, leaving ``||y - mean(y)||^2 - a^2``; the best
-    candidate has the largest ``|a_j|``.
-    """
-    if weights.shape[1:] != candidates.shape[1:]:
-        raise ValueError(
-            f"candidate filters are {candidates.shape[1]}x{candidates.shape[2]} but the "
-            f"depthwise weights are {weights.shape[1]}x{weights.shape[2]}; use candidates "
-            "of the same size (a fitting method generates models at any size)"
-        )
-    y = weights.reshape(weights.shape[0], -1)
-    x = candidates.reshape(candidates.shape[0], -1)
-    gains = y @ x.T  # [C, M]
-    choice = np.argmax(np.abs(gains), axis=1)
-    a = gains[np.arange(len(y)), choice]
-    b = y.mean(axis=1)
-    replaced = a[:, None] * x[choice] + b[:, None]
-    return replaced.reshape(weights.shape), choice, a, b
-
-
 @dataclass
 class ReplaceResult:
-    """Outcome of :func:`replace`: the new checkpoint object and a per-layer summary."""
+    """Outcome of :func:`replace`: the new checkpoint object and a per-layer summary.
+
+    ``skipped`` lists ``{"name", "index", "reason"}`` of depthwise weights left as they were
+    (e.g. a kernel size the kind cannot model).
+    """
 
     checkpoint: Any = field(repr=False)
     layers: list[dict[str, Any]]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
         """Channels per candidate (1-based candidate numbers as strings) over all layers."""
@@ -851,26 +736,14 @@ class ReplaceResult:
         return out
 
 
-def _njet_replace(name: str, container: Any, key: Any, tensor: Any, order: int) -> dict:
-    """Replace one layer's filters by their N-jet fits (constant ones kept); its summary."""
-    from scalespace_mk.analysis.jets import family_census
-
-    w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
-    new = w.copy()
-    keep = np.any(w != w.mean(axis=(1, 2), keepdims=True), axis=(1, 2))
-    r2 = np.ones(0)
-    if keep.any():
-        result = family_census(w[keep], family="njet", order=order, progress=False)
-        new[keep] = result.models()
-        r2 = result.r2
-    container[key] = torch.from_numpy(new[:, None]).to(tensor.dtype).to(tensor.device)
-    return {
-        "name": name,
-        "channels": int(w.shape[0]),
-        "candidates": {"njet": int(keep.sum())},
-        "median_r2": float(np.median(r2)) if len(r2) else float("nan"),
-        "mean_relative_residual": float(np.mean(1.0 - r2)) if len(r2) else 0.0,
-    }
+def _replace_kind(candidates: str, order: int, kind: str | None) -> str:
+    """The :func:`~scalespace_mk.networks.substitute.substitute_depthwise` kind of a replace."""
+    if kind is not None:
+        return kind
+    if candidates == "njet":
+        return f"njet:{order}"
+    check_choice("candidates", candidates, (*CANDIDATES, "njet"))
+    return "masterkey" if candidates == "masterkey" else f"method:{candidates}"
 
 
 def replace(
@@ -880,8 +753,15 @@ def replace(
     filters: Any = None,
     out: str | os.PathLike | None = None,
     order: int = 2,
+    kind: str | None = None,
+    seed: int = 0,
+    **options: Any,
 ) -> ReplaceResult:
-    """Replace every depthwise filter by its best linear shift of 8 candidates.
+    """Replace every depthwise filter by its best linear shift of 8 candidates (or any kind).
+
+    The filters of the checkpoint go through
+    :func:`scalespace_mk.networks.substitute.substitute_depthwise`, the one substitution
+    mechanism, so every kind it knows works on any checkpoint, whatever network wrote it.
 
     Parameters
     ----------
@@ -898,21 +778,44 @@ def replace(
         With ``candidates="njet"``: every filter is replaced by its least-squares N-jet of
         this order (:func:`scalespace_mk.analysis.jets.family_census`, one scale, plus an
         offset; constant filters stay as they are); ``layers`` then reports the median R^2.
+    kind : str, optional
+        Any kind of :func:`~scalespace_mk.networks.substitute.substitute_depthwise`
+        (``"census"``, ``"method:B"``, ``"njet:1"``, ``"noise"``, ``"random"``, ...);
+        overrides ``candidates`` and ``order``.
+    seed : int
+        Seed of the controls (``noise``, ``random``).
+    **options
+        Options of the kind (e.g. ``fit="njet:1"`` for ``noise``).
 
     Returns
     -------
     ReplaceResult
         ``checkpoint`` has the same nested layout, keys and dtypes as the input; only the
-        depthwise weights differ. ``layers`` lists per layer the channels per candidate and
-        the mean relative residual ``||y - y'||^2 / ||y - mean y||^2``.
+        depthwise weights differ. ``layers`` lists per layer the channels per candidate
+        (per type for ``census``), the median R^2 and the mean relative residual
+        ``||y - y'||^2 / ||y - mean y||^2``; ``skipped`` the layers left as they were.
 
     Raises
     ------
     ValueError
         Nothing non-finite is ever written: a depthwise filter holding NaN or Inf, or a
         replacement that overflows the weights' dtype (float16 near 6.5e4), is refused with
-        the layer and channel named, before anything is written.
+        the layer and channel named, before anything is written. A kind that can replace no
+        layer (e.g. ``masterkey`` on 3x3 filters) is refused with the reason.
     """
+    from torch import nn
+
+    from scalespace_mk.networks.substitute import substitute_depthwise
+
+    kind = _replace_kind(candidates, order, kind)
+    if filters is not None:
+        if kind in ("masterkey",) or kind.startswith("method:"):
+            options.setdefault("filters", filters)
+        elif kind == "noise" and (
+            options.get("fit", "census") == "masterkey"
+            or str(options.get("fit")).startswith("method:")
+        ):
+            options.setdefault("fit_options", {}).setdefault("filters", filters)
     obj = load_checkpoint_file(source) if isinstance(source, str | os.PathLike) else source
     if not isinstance(obj, Mapping):
         raise TypeError(f"expected a state dict or checkpoint mapping; got {type(obj)}")
@@ -920,19 +823,22 @@ def replace(
     targets = [(n, c, k, t) for n, c, k, t in _walk(obj) if _is_depthwise(n, t)]
     if not targets:
         raise ValueError("no depthwise weights ([C, 1, k, k] tensors) found in the checkpoint")
-    cache: dict[int, np.ndarray] = {}
+    convs = []
+    for name, _, _, tensor in targets:
+        w = tensor.detach().to(torch.float64).cpu()
+        _check_finite_channels(w.numpy()[:, 0], f"layer {name!r}", "holds NaN or infinite weights")
+        c, k = w.shape[0], w.shape[-1]
+        conv = nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=False, dtype=torch.float64)
+        with torch.no_grad():
+            conv.weight.copy_(w)
+        convs.append(conv)
+    # the filters as a module (layer i is targets[i]); the substitution is done on it
+    model, report = substitute_depthwise(nn.Sequential(*convs), kind, seed=seed, **options)
     layers = []
-    for name, container, key, tensor in targets:
-        k = tensor.shape[-1]
-        if candidates == "njet":
-            layers.append(_njet_replace(name, container, key, tensor, order))
-            continue
-        if k not in cache:
-            cache[k] = candidate_filters(candidates, filters=filters, size=k)
-        w = tensor.detach().to(torch.float64).cpu().numpy()[:, 0]
-        _check_finite_channels(w, f"layer {name!r}", "holds NaN or infinite weights")
-        new, choice, a, b = linear_shift_replace(w, cache[k])
-        new_t = torch.from_numpy(new[:, None]).to(tensor.dtype)
+    for layer in report.layers:
+        name, container, key, tensor = targets[layer.index]
+        new = model[layer.index].weight.detach()
+        new_t = new.to(tensor.dtype)
         if new_t.is_floating_point() and not bool(torch.isfinite(new_t).all()):
             _check_finite_channels(
                 new_t.to(torch.float64).numpy()[:, 0],
@@ -940,23 +846,32 @@ def replace(
                 f"would be replaced by a filter that overflows {tensor.dtype}",
             )
         container[key] = new_t.to(tensor.device)
-        centred = w - w.mean(axis=(1, 2), keepdims=True)
-        tss = (centred**2).sum(axis=(1, 2))
-        rss = ((w - new) ** 2).sum(axis=(1, 2))
-        rel = np.where(tss > 0, rss / np.where(tss > 0, tss, 1.0), 0.0)
-        layers.append(
-            {
-                "name": name,
-                "channels": int(w.shape[0]),
-                "candidates": {
-                    str(j + 1): int((choice == j).sum()) for j in range(cache[k].shape[0])
-                },
-                "mean_relative_residual": float(rel.mean()),
-            }
+        rel = np.where(np.isfinite(layer.r2), 1.0 - layer.r2, 0.0)
+        entry = {
+            "name": name,
+            "channels": layer.channels,
+            "candidates": dict(layer.counts),
+            "median_r2": layer.median_r2,
+            "mean_relative_residual": float(rel.mean()),
+        }
+        if kind != "masterkey" and not kind.startswith("method:"):
+            entry["kind"] = kind
+        layers.append(entry)
+    skipped = [
+        {"name": targets[s["index"]][0], "index": s["index"], "reason": s["reason"]}
+        for s in report.skipped
+    ]
+    if not layers:
+        reasons: dict[str, list[str]] = {}
+        for s_ in skipped:
+            reasons.setdefault(s_["reason"], []).append(s_["name"])
+        raise ValueError(
+            f"kind {kind!r} replaced no layer: "
+            + "; ".join(f"{len(v)} layer(s) (first {v[0]}): {r}" for r, v in reasons.items())
         )
     if out is not None:
         save_checkpoint_file(obj, out)
-    return ReplaceResult(obj, layers)
+    return ReplaceResult(obj, layers, skipped)
 
 
 def _check_finite_channels(w: np.ndarray, where: str, problem: str, unit: str = "channel") -> None:

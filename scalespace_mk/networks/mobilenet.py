@@ -351,7 +351,7 @@ def imagenet_preprocess(image: Any, *, resize: int = 256, crop: int = 224) -> to
         if arr.ndim != 3 or arr.shape[2] not in (3, 4):
             raise ValueError(f"image must be an RGB array [H, W, 3]; got shape {arr.shape}")
         arr = arr[..., :3]
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None]
         x = x.float() / 255.0 if arr.dtype == np.uint8 else x.float()
     if not (isinstance(resize, int) and isinstance(crop, int) and 0 < crop <= resize):
         raise ValueError(f"need integers 0 < crop <= resize; got resize={resize}, crop={crop}")

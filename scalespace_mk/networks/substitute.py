@@ -12,20 +12,22 @@ Kinds (``kind=``):
 - ``"census"``: per filter the best of the 8 master-key types with its own scales and linear
   shift ``a g + b`` (:func:`scalespace_mk.analysis.census.census`), built by
   :class:`~scalespace_mk.networks.layers.AnalyticDepthwiseConv2d`;
-- ``"method:X"`` (X one of :data:`~scalespace_mk.networks.checkpoint.CANDIDATES`, e.g.
+- ``"method:X"`` (X one of :data:`~scalespace_mk.networks.candidates.CANDIDATES`, e.g.
   ``A``, ``A-exact``, ``B``, ``C1``, ``D1``): the paper's replacement experiment, each
   filter replaced by the best linear shift ``a x_j + b`` of the 8 idealised models fitted
-  by method X (:func:`~scalespace_mk.networks.checkpoint.candidate_filters`,
-  :func:`~scalespace_mk.networks.checkpoint.linear_shift_replace`);
+  by method X (:func:`~scalespace_mk.networks.candidates.candidate_filters`,
+  :func:`~scalespace_mk.networks.candidates.linear_shift_replace`);
 - ``"njet:N"``: the least-squares discrete N-jet of each filter (one scale and an offset,
   :func:`scalespace_mk.analysis.jets.family_census`), built by
   :class:`~scalespace_mk.networks.layers.NJetDepthwiseConv2d`;
 - ``"masterkey"``: the best linear shift of the 8 published (learned) master key filters;
   7x7 only (other sizes are skipped with the reason);
-- ``"noise"`` (control): the original filter plus i.i.d. Gaussian noise scaled, per filter,
-  to exactly the residual energy ``||y - fit||^2`` of a named fit (option ``fit``, default
-  ``"census"``): the same distance from the original as the fit, in a random direction. At
-  zero residual energy it is the identity;
+- ``"noise"`` (control): the original filter plus Gaussian noise scaled, per filter, to
+  exactly the residual energy ``||y - fit||^2`` of a named fit (option ``fit``, default
+  ``"census"``): the same distance from the original as the fit, in a random direction.
+  The noise is made zero-mean (option ``zero_mean``, default True), as the residual of a
+  fit with an offset is, so the filter's mean is kept as the fit keeps it. At zero residual
+  energy it is the identity;
 - ``"random"`` (control): frozen i.i.d. Gaussian filters, each scaled to the l2 norm of the
   filter it replaces.
 
@@ -77,10 +79,10 @@ KERNEL_SIZES = (3, 5, 7, 9, 11, 13, 15)
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "census": ("learnable", "types", "mode"),
-    "method": ("filters",),
+    "method": ("filters", "learnable", "learn_scales"),
     "njet": ("learnable", "anisotropic", "allow_saturated"),
-    "masterkey": ("filters",),
-    "noise": ("fit", "fit_options"),
+    "masterkey": ("filters", "learnable"),
+    "noise": ("fit", "fit_options", "zero_mean"),
     "random": (),
 }
 
@@ -287,6 +289,9 @@ class LayerSubstitution:
     ``r2`` is per channel ``1 - ||y - y'||^2 / ||y - mean y||^2`` of the substitute ``y'``
     against the original filter ``y`` (in float64; 1 for a constant filter reproduced
     exactly, NaN for a constant filter that was not); ``median_r2`` ignores NaN.
+    ``counts``: channels per chosen type (``census``, keys ``"1"``..``"8"``), per candidate
+    (``method:X``, ``masterkey``, 1-based) or ``{"njet": n}`` of fitted (non-constant)
+    filters; empty for the controls.
     """
 
     name: str
@@ -298,6 +303,7 @@ class LayerSubstitution:
     kind: str
     r2: np.ndarray = field(repr=False)
     learnable: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def median_r2(self) -> float:
@@ -316,6 +322,7 @@ class LayerSubstitution:
             "channels": self.channels,
             "kind": self.kind,
             "learnable": self.learnable,
+            "counts": dict(self.counts),
             "median_r2": _json_float(self.median_r2),
             "r2": [_json_float(v) for v in self.r2.tolist()],
         }
@@ -432,7 +439,7 @@ def parse_kind(kind: Any) -> tuple[str, str | int | None]:
     ValueError
         Naming ``kind`` and the accepted values.
     """
-    from scalespace_mk.networks.checkpoint import CANDIDATES
+    from scalespace_mk.networks.candidates import CANDIDATES
     from scalespace_mk.scalespace.jets import JET_ORDERS
 
     accepted = (
@@ -491,7 +498,17 @@ def _check_options(base: str, kind: str, options: dict[str, Any]) -> dict[str, A
                     f"got {types!r}"
                 )
             opts["types"] = sorted({int(t) for t in vals})
+    if "learn_scales" in opts:
+        if not isinstance(opts["learn_scales"], bool):
+            raise TypeError(f"learn_scales must be True or False; got {opts['learn_scales']!r}")
+        if opts["learn_scales"] and kind == "method:masterkey":
+            raise ValueError(
+                "learn_scales needs a fitting method (the learned filters have no scales)"
+            )
+    if "zero_mean" in opts and not isinstance(opts["zero_mean"], bool):
+        raise TypeError(f"zero_mean must be True or False; got {opts['zero_mean']!r}")
     if base == "noise":
+        opts.setdefault("zero_mean", True)
         fit = opts.setdefault("fit", "census")
         fbase, _ = parse_kind(fit) if isinstance(fit, str) else (None, None)
         if fbase in (None, "noise", "random"):
@@ -501,9 +518,9 @@ def _check_options(base: str, kind: str, options: dict[str, Any]) -> dict[str, A
         fo = opts.setdefault("fit_options", {})
         if not isinstance(fo, dict):
             raise TypeError(f"fit_options must be a dict; got {type(fo).__name__}")
-        if fo.get("learnable"):
+        if fo.get("learnable") or fo.get("learn_scales"):
             raise ValueError("fit_options: the fit of the noise control is frozen (learnable)")
-        _check_options(fbase, fit, fo)
+        opts["fit_options"] = _check_options(fbase, fit, fo)
     return opts
 
 
@@ -552,7 +569,8 @@ def _select(layers: Any, names: list[str]) -> list[int]:
                 if item not in names:
                     import difflib
 
-                    close = difflib.get_close_matches(item, names, n=1)
+                    inside = [n for n in names if n.startswith(item + ".")]
+                    close = inside or difflib.get_close_matches(item, names, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise ValueError(
                         f"layers: {item!r} is not a depthwise conv of the model{hint}; the "
@@ -622,6 +640,7 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
     learnable = bool(opts.get("learnable", False))
     mode = opts.get("mode", "paper")
     fields = _census_fields(w, opts.get("types"), mode)
+    counts = {str(t): int((fields["types"] == t).sum()) for t in range(1, 9)}
     if learnable:
         gen = AnalyticDepthwiseConv2d.from_census(
             fields,
@@ -631,7 +650,7 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        return None, gen
+        return None, gen, counts
     gen = AnalyticDepthwiseConv2d.from_census(
         fields,
         kernel_size=w.shape[-1],
@@ -644,7 +663,7 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
         dtype=torch.float64,
     )
     with torch.no_grad():
-        return gen.kernel(torch.float64)[:, 0].numpy(), None
+        return gen.kernel(torch.float64)[:, 0].numpy(), None, counts
 
 
 def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]):
@@ -673,7 +692,7 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        return None, gen
+        return None, gen, {"njet": int((~const).sum())}
     gen = NJetDepthwiseConv2d.from_census(
         result,
         kernel_size=w.shape[-1],
@@ -685,38 +704,89 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
         dtype=torch.float64,
     )
     with torch.no_grad():
-        return gen.kernel(torch.float64)[:, 0].numpy(), None
+        return gen.kernel(torch.float64)[:, 0].numpy(), None, {"njet": int((~const).sum())}
 
 
 def _build_candidates(
-    w: np.ndarray, candidates: str, opts: dict[str, Any], cache: dict[Any, np.ndarray]
-) -> np.ndarray:
-    from scalespace_mk.networks.checkpoint import candidate_filters, linear_shift_replace
+    w: np.ndarray, conv: nn.Conv2d, candidates: str, opts: dict[str, Any], cache: dict
+):
+    from scalespace_mk.networks.candidates import (
+        candidate_filters,
+        candidate_models,
+        linear_shift_replace,
+    )
+    from scalespace_mk.networks.layers import AnalyticDepthwiseConv2d, MasterKeyDepthwiseConv2d
 
     k = w.shape[-1]
     key = (candidates, k)
     if key not in cache:
         cache[key] = candidate_filters(candidates, filters=opts.get("filters"), size=k)
-    return linear_shift_replace(w, cache[key])[0]
+    cands = cache[key]
+    new, choice, a, b = linear_shift_replace(w, cands)
+    counts = {str(j + 1): int((choice == j).sum()) for j in range(len(cands))}
+    factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+    if opts.get("learn_scales", False):
+        # a x_j + b with x_j = (g_j - m_j) / n_j is (a / n_j) g_j + (b - a m_j / n_j): the
+        # analytic layer starts at the candidate's model and learns its scales too
+        mkey = ("models", candidates, k)
+        if mkey not in cache:
+            cache[mkey] = candidate_models(candidates, filters=opts.get("filters"), size=k)
+        raw, fits = cache[mkey]
+        flat = raw.reshape(len(raw), -1)
+        mean = flat.mean(axis=1)
+        norm = np.linalg.norm(flat - mean[:, None], axis=1)
+        pick = [fits[j] for j in choice]
+        gen = AnalyticDepthwiseConv2d(
+            w.shape[0],
+            k,
+            types=[f.filter_type for f in pick],
+            sigma_x=[f.sigma_x for f in pick],
+            sigma_y=[f.sigma_y for f in pick],
+            alpha=[f.alpha if f.alpha is not None else 0.0 for f in pick],
+            gain=a / norm[choice],
+            offset=b - a * mean[choice] / norm[choice],
+            bias=False,
+            learn_scales=True,
+            **factory,
+        )
+        return None, gen, counts
+    if opts.get("learnable", False):
+        # frozen candidates x_j, trainable a and b (docs/method.md#networks, experiment 2)
+        gen = MasterKeyDepthwiseConv2d(
+            w.shape[0],
+            torch.from_numpy(cands),
+            torch.from_numpy(choice),
+            gain=torch.from_numpy(a),
+            offset=torch.from_numpy(b),
+            bias=False,
+            **factory,
+        )
+        return None, gen, counts
+    return new, None, counts
 
 
-def _unit_draws(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def _unit_draws(
+    rng: np.random.Generator, shape: tuple[int, ...], zero_mean: bool = False
+) -> np.ndarray:
     z = rng.standard_normal(shape)
     flat = z.reshape(shape[0], -1)
+    if zero_mean:
+        flat = flat - flat.mean(axis=1, keepdims=True)
     return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).reshape(shape)
 
 
 def _fit_kernel(
     base: str, arg: Any, w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any], cache: dict
-) -> tuple[np.ndarray | None, nn.Module | None]:
+) -> tuple[np.ndarray | None, nn.Module | None, dict[str, int]]:
+    """(frozen float64 kernel [C, k, k] or None, learnable generator or None, counts)."""
     if base == "census":
         return _build_census(w, conv, opts)
     if base == "njet":
         return _build_njet(w, conv, int(arg), opts)
     if base == "method":
-        return _build_candidates(w, str(arg), opts, cache), None
+        return _build_candidates(w, conv, str(arg), opts, cache)
     if base == "masterkey":
-        return _build_candidates(w, "masterkey", opts, cache), None
+        return _build_candidates(w, conv, "masterkey", opts, cache)
     raise AssertionError(base)
 
 
@@ -763,6 +833,7 @@ def substitute_depthwise(
     *,
     layers: Any = None,
     seed: int = 0,
+    progress: bool | None = None,
     **options: Any,
 ) -> tuple[nn.Module, SubstitutionReport]:
     """Replace the depthwise convs of a network by idealised filters (or a control).
@@ -782,12 +853,23 @@ def substitute_depthwise(
         indices.
     seed : int
         Seed of the controls' draws (per layer ``default_rng([seed, index])``).
+    progress : bool, optional
+        Show progress per layer (a bar on a terminal, log lines otherwise); default: only
+        when stderr is a terminal.
     **options
         Per kind: ``census``: ``learnable`` (False; True trains scales, gain, offset),
         ``types`` (subset of 1..8), ``mode`` (``"paper"``); ``njet:N``: ``learnable``,
-        ``anisotropic``; ``method:X`` / ``masterkey``: ``filters`` (source of the 8
-        learned filters; default the published ones); ``noise``: ``fit`` (the kind whose
-        residual energy the noise has, default ``"census"``) and ``fit_options``.
+        ``anisotropic``, ``allow_saturated``; ``method:X`` / ``masterkey``: ``filters``
+        (source of the 8 learned filters; default the published ones), ``learnable`` (the
+        candidates ``x_j`` frozen, ``a`` and ``b`` trainable:
+        :class:`~scalespace_mk.networks.layers.MasterKeyDepthwiseConv2d`) and, for a
+        fitting method, ``learn_scales`` (the candidates' models with trainable scales,
+        types, ``a`` and ``b``: :class:`~scalespace_mk.networks.layers.AnalyticDepthwiseConv2d`);
+        ``noise``: ``fit`` (the kind whose residual energy the noise has, default
+        ``"census"``), ``fit_options`` (its options) and ``zero_mean`` (default True: the
+        noise has zero mean, like the residual of a fit with an offset, so that each
+        filter's mean, its response to a constant, is kept as the fit keeps it; False:
+        plain i.i.d. noise).
 
     Returns
     -------
@@ -835,7 +917,13 @@ def substitute_depthwise(
     if fit_base == "masterkey" or fit_arg == "masterkey":
         mk_size = _masterkey_size(opts["fit_options"])
     modules = dict(new_model.named_modules())
-    for index in picked:
+    from scalespace_mk._progress import progress as _progress
+    from scalespace_mk._progress import stream_is_terminal
+
+    show = stream_is_terminal() if progress is None else bool(progress)
+    for index in _progress(
+        picked, desc=f"substituting {kind}", unit="layer", enabled=show and len(picked) > 1
+    ):
         name, conv = found[index]
         reason = _unsupported(conv)
         k = conv.kernel_size[0]
@@ -860,17 +948,18 @@ def substitute_depthwise(
                 f"{int(np.flatnonzero(bad)[0])}; nothing can be fitted to it"
             )
         rng = np.random.default_rng([int(seed), index])
-        generator = None
+        generator, counts = None, {}
         if base == "random":
             norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)
             new = _unit_draws(rng, w.shape) * norms[:, None, None]
         elif base == "noise":
-            fitted, _ = _fit_kernel(fit_base, fit_arg, w, conv, opts["fit_options"], cache)
+            fitted, _, _ = _fit_kernel(fit_base, fit_arg, w, conv, opts["fit_options"], cache)
             energy = ((w - fitted) ** 2).reshape(len(w), -1).sum(axis=1)
-            noise = _unit_draws(rng, w.shape) * np.sqrt(energy)[:, None, None]
+            zero_mean = opts.get("zero_mean", True)
+            noise = _unit_draws(rng, w.shape, zero_mean) * np.sqrt(energy)[:, None, None]
             new = w + noise
         else:
-            new, generator = _fit_kernel(base, arg, w, conv, opts, cache)
+            new, generator, counts = _fit_kernel(base, arg, w, conv, opts, cache)
         if generator is not None:
             with torch.no_grad():
                 new = generator.kernel(torch.float64)[:, 0].cpu().numpy()
@@ -901,6 +990,7 @@ def substitute_depthwise(
                 kind=kind,
                 r2=_r2(w, new),
                 learnable=generator is not None,
+                counts=counts,
             )
         )
     report = SubstitutionReport(

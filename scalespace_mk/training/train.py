@@ -86,9 +86,16 @@ class TrainConfig:
     Attributes
     ----------
     model : str
-        A name from :func:`scalespace_mk.networks.list_models`.
+        A name from :func:`scalespace_mk.networks.list_models` (used when ``arch`` is
+        ``convnext``).
+    arch : str
+        Network family (:data:`scalespace_mk.networks.ARCHS`): ``convnext`` (default) or
+        ``mobilenet_v2`` (torchvision layout; an analytic ``dwconv`` needs ``replace_from``
+        or ``init``, whose depthwise filters are substituted).
     dwconv : str
-        ``learned``, ``masterkey``, ``idealized`` or ``learnable`` (module docstring).
+        ``learned``, ``masterkey``, ``idealized``, ``learnable`` or ``njet`` (module
+        docstring); the replacement goes through
+        :func:`scalespace_mk.networks.substitute.substitute_depthwise`.
     method : str
         Fitting method whose idealised models are the candidates for ``idealized`` and
         ``learnable`` (docs/method.md#fitting; default ``B``).
@@ -142,6 +149,7 @@ class TrainConfig:
     """
 
     model: str = "convnextv2_atto"
+    arch: str = "convnext"
     dwconv: str = "learned"
     njet_order: int = 2
     method: str = "B"
@@ -179,7 +187,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from scalespace_mk.analysis.fit import METHODS
+        from scalespace_mk.networks.registry import ARCHS
 
+        check_choice("arch", self.arch, ARCHS)
         check_choice("dwconv", self.dwconv, DWCONV)
         if isinstance(self.njet_order, bool) or self.njet_order not in (1, 2, 3, 4):
             raise ValueError(f"njet_order must be 1, 2, 3 or 4; got {self.njet_order!r}")
@@ -339,116 +349,83 @@ def _setup_distributed() -> tuple[_Dist, torch.device]:
 def convert_depthwise(
     model: nn.Module, source: Mapping[str, torch.Tensor], cfg: TrainConfig
 ) -> dict[str, dict[str, int]]:
-    """Replace every learned depthwise conv of ``model`` by an analytic one.
+    """Replace every depthwise conv of ``model`` by an analytic one fitted to ``source``.
 
-    The per-channel choice comes from the least-squares replacement (docs/method.md#networks,
-    experiment 1)
-    of the depthwise weights ``source[name + '.conv_dw.weight']`` by ``a x_j + b``:
-    ``masterkey`` uses the master key filters as candidates ``x_j`` and ``idealized`` the
-    idealised models of ``cfg.method`` (both frozen, with trainable ``a``, ``b`` and bias);
-    ``learnable`` starts each channel at the model of its chosen type, with the scales of
-    ``cfg.method``, and learns the scales too. Biases are taken from ``source``.
+    Works on any network (ConvNeXt, MobileNetV2, ...): the depthwise convs are those of
+    :func:`scalespace_mk.networks.substitute.depthwise_convs`, their trained weights are
+    ``source[name + '.weight']`` (and ``'.bias'``), and the replacement is made by
+    :func:`~scalespace_mk.networks.substitute.substitute_depthwise`, the one substitution
+    mechanism of the package, with trainable kinds: ``masterkey`` and ``idealized`` are the
+    least-squares replacement (docs/method.md#networks, experiment 1) by ``a x_j + b`` of the
+    master key filters or of the idealised models of ``cfg.method`` (frozen ``x_j``,
+    trainable ``a``, ``b`` and bias); ``learnable`` starts each channel at the model of its
+    chosen type, with the scales of ``cfg.method``, and learns the scales too; ``njet`` is
+    the N-jet census of each filter (``cfg.njet_order``) with trainable scales and
+    coefficients. The modules are replaced in place.
 
     Returns
     -------
     dict
-        Per layer, the number of channels per candidate (1-based, as strings).
+        Per depthwise layer (its module name), the number of channels per candidate
+        (1-based, as strings; ``{"njet": C}`` for N-jets).
     """
-    from scalespace_mk.networks import layers as snn
-    from scalespace_mk.networks.checkpoint import (
-        candidate_filters,
-        candidate_models,
-        linear_shift_replace,
-    )
+    from scalespace_mk.networks.substitute import depthwise_convs, substitute_depthwise
 
-    kind = cfg.dwconv
-    summary: dict[str, dict[str, int]] = {}
-    cache: dict[int, tuple[np.ndarray, np.ndarray, list[Any]]] = {}
-    for name, module in list(model.named_modules()):
-        conv = getattr(module, "conv_dw", None)
-        if not isinstance(conv, nn.Conv2d):
-            continue
-        key = f"{name}.conv_dw.weight"
-        if key not in source:
-            raise ValueError(f"{key} is missing from the checkpoint to replace from")
-        w = source[key].detach().to(torch.float64).cpu().numpy()[:, 0]
-        k = w.shape[-1]
-        if kind == "njet":  # by the N-jet census of the trained filters
-            module.conv_dw = _njet_from_weights(w, source.get(f"{name}.conv_dw.bias"), cfg)
-            module.conv_dw.to(conv.weight.device)
-            continue
-        if k not in cache:
-            if kind == "masterkey":
-                cache[k] = (candidate_filters("masterkey", filters=cfg.filters), None, [])
-            else:
-                raw, fits = candidate_models(cfg.method, filters=cfg.filters, size=k)
-                cache[k] = (candidate_filters(cfg.method, filters=cfg.filters, size=k), raw, fits)
-        cands, raw, fits = cache[k]
-        _, choice, a, b = linear_shift_replace(w, cands)
-        bias = source.get(f"{name}.conv_dw.bias")
-        if kind == "learnable":
-            # a x_j + b with x_j = (g_j - m_j) / n_j is (a / n_j) g_j + (b - a m_j / n_j)
-            mean = raw.reshape(len(raw), -1).mean(axis=1)
-            norm = np.linalg.norm(raw.reshape(len(raw), -1) - mean[:, None], axis=1)
-            pick = [fits[j] for j in choice]
-            new = snn.AnalyticDepthwiseConv2d(
-                w.shape[0],
-                k,
-                types=[f.filter_type for f in pick],
-                sigma_x=[f.sigma_x for f in pick],
-                sigma_y=[f.sigma_y for f in pick],
-                alpha=[f.alpha if f.alpha is not None else 0.0 for f in pick],
-                gain=a / norm[choice],
-                offset=b - a * mean[choice] / norm[choice],
-                bias=bias.detach().double().numpy() if bias is not None else True,
-                learn_scales=True,
-            )
-        else:
-            new = snn.MasterKeyDepthwiseConv2d(
-                w.shape[0],
-                torch.from_numpy(cands),
-                torch.from_numpy(choice),
-                gain=torch.from_numpy(a),
-                offset=torch.from_numpy(b),
-                bias=bias.detach().double() if bias is not None else True,
-            )
-        module.conv_dw = new.to(conv.weight.device)
-        summary[name] = {str(j + 1): int((choice == j).sum()) for j in range(len(cands))}
-    return summary
-
-
-def _njet_from_weights(w: np.ndarray, bias: Any, cfg: TrainConfig) -> nn.Module:
-    """An N-jet layer fitted (family census) to trained depthwise filters ``w`` [C, k, k]."""
-    from scalespace_mk.networks.layers import NJetDepthwiseConv2d
-
-    c, k = w.shape[0], w.shape[-1]
-    conv = nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=bias is not None)
+    kind, options = {
+        "masterkey": ("masterkey", {"learnable": True, "filters": cfg.filters}),
+        "idealized": (f"method:{cfg.method}", {"learnable": True, "filters": cfg.filters}),
+        "learnable": (f"method:{cfg.method}", {"learn_scales": True, "filters": cfg.filters}),
+        "njet": (f"njet:{cfg.njet_order}", {"learnable": True}),
+    }[cfg.dwconv]
+    found = depthwise_convs(model)
+    if not found:
+        raise ValueError(f"model {cfg.model} has no depthwise nn.Conv2d to replace")
     with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(w[:, None]))
-        if bias is not None:
-            conv.bias.copy_(bias.detach().double())
-    return NJetDepthwiseConv2d.from_conv(conv.float(), cfg.njet_order)
+        for name, conv in found:
+            key = f"{name}.weight"
+            if key not in source:
+                raise ValueError(f"{key} is missing from the checkpoint to replace from")
+            conv.weight.copy_(source[key])
+            if conv.bias is not None and f"{name}.bias" in source:
+                conv.bias.copy_(source[f"{name}.bias"])
+    new, report = substitute_depthwise(model, kind, **options)
+    if report.skipped:
+        first = report.skipped[0]
+        raise ValueError(
+            f"--dwconv {cfg.dwconv} cannot replace {len(report.skipped)} depthwise layer(s), "
+            f"e.g. {first['name']}: {first['reason']}"
+        )
+    modules = dict(model.named_modules())
+    new_modules = dict(new.named_modules())
+    for layer in report.layers:
+        parent, _, child = layer.name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, new_modules[layer.name])
+    return {layer.name: dict(layer.counts) for layer in report.layers}
 
 
 def deploy_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of the equivalent all-``nn.Conv2d`` network (analytic layers exported).
 
-    Every depthwise module that is not an ``nn.Conv2d`` is exported with
-    :func:`scalespace_mk.networks.layers.to_conv2d`; its parameters are replaced by the exported
-    ``conv_dw.weight`` and ``conv_dw.bias``, so the result loads into
-    ``create_model(name, dwconv="learned")``.
+    Every depthwise module that is not an ``nn.Conv2d`` (a substitute of
+    :mod:`scalespace_mk.networks.substitute`, or an analytic ``conv_dw`` of a ConvNeXt built
+    with ``dwconv=``) is exported as a plain conv; its parameters are replaced by the
+    exported ``weight`` and ``bias``, so the result loads into the same network built with
+    learned depthwise convs (``create_model(name, dwconv="learned")``, ``mobilenet_v2()``).
     """
     from scalespace_mk.networks import layers as snn
+    from scalespace_mk.networks.substitute import SubstitutedDepthwiseConv2d
 
     state = dict(model.state_dict())
     for name, module in model.named_modules():
-        conv = getattr(module, "conv_dw", None)
-        if conv is None or isinstance(conv, nn.Conv2d):
+        if isinstance(module, SubstitutedDepthwiseConv2d):
+            exported = module.to_conv2d()
+        elif name.rpartition(".")[2] == "conv_dw" and isinstance(module, snn._CachedDepthwise):
+            exported = snn.to_conv2d(module)
+        else:
             continue
-        prefix = f"{name}.conv_dw."
+        prefix = f"{name}."
         for key in [k for k in state if k.startswith(prefix)]:
             del state[key]
-        exported = snn.to_conv2d(conv)
         state[prefix + "weight"] = exported.weight.detach().clone()
         if exported.bias is not None:
             state[prefix + "bias"] = exported.bias.detach().clone()
@@ -461,6 +438,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
     from scalespace_mk.networks.checkpoint import load_checkpoint_file
 
     source_path = cfg.init or cfg.replace_from
+    if cfg.arch != "convnext":
+        return _build_other(cfg, num_classes, source_path)
     dwconv = "learned" if (source_path and cfg.dwconv != "learned") else cfg.dwconv
     kwargs: dict[str, Any] = {}
     if dwconv == "masterkey" and cfg.filters is not None:
@@ -490,19 +469,54 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict[str
     return model, info
 
 
+def _build_other(
+    cfg: TrainConfig, num_classes: int, source_path: str | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``build_model`` for the architectures other than ConvNeXt (``cfg.arch``)."""
+    from scalespace_mk.networks.checkpoint import load_checkpoint_file
+    from scalespace_mk.networks.registry import build_network
+
+    model = build_network(cfg.arch, num_classes=num_classes)
+    info: dict[str, Any] = {}
+    if not source_path:
+        if cfg.dwconv != "learned":
+            raise ValueError(
+                f"--dwconv {cfg.dwconv} with --arch {cfg.arch} fits the analytic filters to "
+                "trained ones: pass --replace-from or --init (a checkpoint of this network)"
+            )
+        return model, info
+    raw = load_checkpoint_file(source_path)
+    if isinstance(raw, Mapping) and "config" in raw and "model" in raw:
+        raw = raw.get("deploy") or raw["model"]
+    for key in ("state_dict", "model"):
+        if isinstance(raw, Mapping) and isinstance(raw.get(key), Mapping):
+            raw = raw[key]
+    state = {k.removeprefix("module."): v for k, v in raw.items()}
+    _check_source(state, model, cfg)
+    if cfg.init:
+        target = model.state_dict()
+        fits = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+        result = model.load_state_dict(fits, strict=False)
+        info["missing_keys"] = list(result.missing_keys)
+        info["unexpected_keys"] = sorted(set(state) - set(fits))
+    if cfg.dwconv != "learned":
+        info["replacement"] = convert_depthwise(model, state, cfg)
+    return model, info
+
+
 def _check_source(state: Mapping[str, Any], model: nn.Module, cfg: TrainConfig) -> None:
     """One line when the checkpoint of ``init`` / ``replace_from`` does not fit ``model``.
 
     ``init`` must supply every tensor but the classifier (``head.fc``, which may have another
     number of classes); ``replace_from`` every depthwise weight.
     """
+    from scalespace_mk.networks.substitute import depthwise_convs
+
     option, path = ("init", cfg.init) if cfg.init else ("replace_from", cfg.replace_from)
     target = model.state_dict()
-    keys = [
-        k
-        for k in target
-        if (not k.startswith("head.fc.") if cfg.init else k.endswith("conv_dw.weight"))
-    ]
+    depthwise = {f"{n}.weight" for n, _ in depthwise_convs(model)}
+    head = ("head.fc.", "classifier.")  # the classifier may have another number of classes
+    keys = [k for k in target if (not k.startswith(head) if cfg.init else k in depthwise)]
     missing = [k for k in keys if k not in state]
     other = [
         k
@@ -1343,7 +1357,13 @@ def evaluate_checkpoint(
             f"{path} has no {'EMA ' if ema else ''}weights under {key!r}"
             + (" (trained with ema_decay 0)" if ema else "")
         )
-    model = create_model(cfg.model, num_classes=int(ckpt.get("num_classes", num_classes)))
+    n_classes = int(ckpt.get("num_classes", num_classes))
+    if cfg.arch == "convnext":
+        model = create_model(cfg.model, num_classes=n_classes)
+    else:
+        from scalespace_mk.networks.registry import build_network
+
+        model = build_network(cfg.arch, num_classes=n_classes)
     model.load_state_dict(ckpt[key])
     model.to(device)
     return evaluate(
