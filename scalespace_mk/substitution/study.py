@@ -246,6 +246,23 @@ def run_study(
     if evaluation.labels is not None:
         acc = compare(reference, reference, evaluation.photo, evaluation.labels, **kw)
         base["accuracy"] = acc.accuracy_original.to_dict()
+    if config.recalibrate:
+        # the control of re-estimation itself: the ORIGINAL network with its BatchNorm
+        # statistics re-estimated on the calibration crops (no substitution)
+        import copy
+
+        own = recalibrate_batchnorm(
+            copy.deepcopy(original), calib.images, batch_size=config.batch_size
+        )
+        base["recalibrated"] = compare(
+            reference,
+            predict(own, evaluation.images, batch_size=config.batch_size),
+            evaluation.photo,
+            evaluation.labels,
+            **kw,
+        ).to_dict()
+    else:
+        base["recalibrated"] = None
     say(
         f"substitute: reference logits on {len(evaluation)} evaluation crops of "
         f"{evaluation.num_photos} photos ({time.perf_counter() - t_start:.1f} s)"
