@@ -1039,6 +1039,19 @@ def plot_substitution_sensitivity(
     ax.grid(alpha=0.3)
     bx.set_ylabel("median R^2 of the\nlayer's substitutes")
     bx.grid(alpha=0.3)
+    low = min(
+        (r["median_r2"] for e in kinds for r in e["sensitivity"] if r["median_r2"] is not None),
+        default=0.0,
+    )
+    if low < -1.0:  # the random control's R^2 is far below 0: keep the fits readable
+        bx.set_ylim(-1.05, 1.05)
+        bx.text(
+            0.01,
+            0.03,
+            f"lowest median R^2 {low:.1f}: below the axis",
+            fontsize=7,
+            transform=bx.transAxes,
+        )
     layers = kinds[0]["layers"]
     bx.set_xticks(range(len(layers)))
     bx.set_xticklabels([f"{i + 1}\nk{r['kernel_size']}" for i, r in enumerate(layers)], fontsize=6)
