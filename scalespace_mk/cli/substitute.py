@@ -118,7 +118,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--distill-eval",
         type=_int_list("--distill-eval"),
         default=[],
-        help="steps at which distillation is evaluated besides 0 and the last (e.g. 50,100)",
+        help="steps at which distillation is evaluated besides 0 and the last, e.g. 50,100 "
+        "(default: none)",
     )
     p.add_argument(
         "--lr",
@@ -214,8 +215,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="census / njet: learnable scales or N-jet coefficients (trained by distillation)",
     )
     p.add_argument("--json", action="store_true", help="print the study as JSON on stdout")
-    p.add_argument("--out", default=None, help="write the study's JSON to this file")
-    p.add_argument("--plot", default=None, metavar="DIR", help="write figures to this folder")
+    p.add_argument(
+        "--out", default=None, help="write the study's JSON to this file (default: none)"
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="DIR",
+        help="write figures to this folder (default: none)",
+    )
     p.set_defaults(_run=run)
     return p
 
