@@ -416,6 +416,17 @@ def reading(study: dict[str, Any]) -> list[str]:
             f"{len(gains)} of {len(fitted)} fitted kinds "
             f"({', '.join(f'`{x}`' for x in gains) or 'none'})."
         )
+    own = study["reference"].get("recalibrated")
+    if own and own[m]["value"] < 0.9:
+        out.append(
+            f"- Re-estimation on these crops is itself harmful: the ORIGINAL network, nothing "
+            f"substituted, re-estimated on the same {study['photos']['calibration']['crops']} "
+            f"calibration crops agrees with itself at only {own[m]['value']:.3f} "
+            f"[{own[m]['low']:.3f}, {own[m]['high']:.3f}]. So the re-estimated and distilled "
+            "columns (distillation starts from the re-estimated network) measure recovery "
+            "under that handicap; more and larger calibration crops (ImageNet's 224 px, "
+            "hundreds of photos) are the first thing a longer budget should change."
+        )
     dk = [e["kind"] for e in study["kinds"] if any(r["distilled"] for r in e["runs"])]
     if dk:
         steps = study["config"]["distill_steps"]
