@@ -408,8 +408,8 @@ def test_input_model_is_not_modified():
     ("kind", "opts"), [("random", {}), ("census", {"learnable": True}), ("njet:1", {})]
 )
 def test_state_dict_round_trip(kind, opts):
-    a, _ = substitute_depthwise(_net(0), kind, **opts)
-    b, _ = substitute_depthwise(_net(1), kind, seed=9, **opts)
+    a, _ = substitute_depthwise(_net(0), kind, layers=[1, 3], **opts)
+    b, _ = substitute_depthwise(_net(1), kind, layers=[1, 3], seed=9, **opts)
     x = _x(torch.float32, channels=3)
     assert not torch.allclose(a(x), b(x))
     b.load_state_dict(a.state_dict(), strict=True)
@@ -566,3 +566,36 @@ def test_noise_keeps_each_filter_mean_unless_asked_not_to():
         np.testing.assert_allclose(
             ((n - old) ** 2).sum(axis=(1, 2)), ((m - old) ** 2).sum(axis=(1, 2)), rtol=1e-9
         )
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    k=st.sampled_from([5, 7]),
+    t=st.integers(1, 8),
+    sx=st.floats(0.6, 1.8),
+    sy=st.floats(0.6, 1.8),
+    alpha=st.floats(0.1, 0.9),
+    gain=st.floats(0.2, 3.0) | st.floats(-3.0, -0.2),
+    offset=st.floats(-0.5, 0.5),
+)
+def test_census_substitute_reproduces_any_exact_model(k, t, sx, sy, alpha, gain, offset):
+    layer = AnalyticDepthwiseConv2d(
+        1,
+        k,
+        types=[t],
+        sigma_x=[sx],
+        sigma_y=[sy],
+        alpha=[alpha],
+        gain=[gain],
+        offset=[offset],
+        bias=False,
+        dtype=torch.float64,
+    )
+    conv = nn.Conv2d(1, 1, k, padding=k // 2, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(layer.kernel(torch.float64))
+    new, report = substitute_depthwise(nn.Sequential(conv), "census")
+    assert report.layers[0].r2[0] > 1 - 1e-8
+    x = torch.randn(1, 1, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scale = float(conv.weight.detach().abs().max())
+    torch.testing.assert_close(new(x), conv(x), rtol=0, atol=3e-5 * scale * k)

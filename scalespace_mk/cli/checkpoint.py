@@ -364,10 +364,17 @@ def _run_replace(args: argparse.Namespace) -> int:
                 {
                     "kind": args.kind,
                     "out": args.out,
-                    "layers": result.layers,
+                    "layers": [
+                        {
+                            k: (None if isinstance(v, float) and v != v else v)
+                            for k, v in layer.items()
+                        }
+                        for layer in result.layers
+                    ],
                     "skipped": result.skipped,
                 },
                 sys.stdout,
+                allow_nan=False,
             )
             print()
             return 0
@@ -376,7 +383,7 @@ def _run_replace(args: argparse.Namespace) -> int:
             f"{args.kind!r} -> {args.out}"
         )
         for layer in result.layers:
-            print(f"  {layer['name']:<48} median R^2 {layer['median_r2']:.3f}")
+            print(f"  {layer['name']:<48} median R^2 {_fmt(layer['median_r2'])}")
         return 0
     njet = args.njet_order is not None
     if args.json:
