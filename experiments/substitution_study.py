@@ -505,8 +505,9 @@ def render(study: dict[str, Any], figures: dict[str, str] | None = None) -> str:
         f"Measured on the shared 2-core machine: wall time {run.get('wall_seconds', '-')} s, "
         f"{run.get('threads', '-')} torch threads, load average (1, 5, 15 min) "
         f"{run.get('load_start', '-')} at the start and {run.get('load_end', '-')} at the end "
-        "(five other jobs were running: the time on an idle machine is several times "
-        "shorter).",
+        "(the machine was shared with other jobs; with one torch thread, because on the "
+        "loaded machine two OpenMP threads waiting on each other ran MobileNetV2 several "
+        "times slower than one).",
         "",
         f"Photos: {ph['calibration']['photos']} calibration photos "
         f"({ph['calibration']['crops']} crops) for BatchNorm re-estimation and distillation, "
