@@ -29,6 +29,10 @@ __all__ = [
     "plot_r2_per_layer",
     "plot_scales_by_depth",
     "plot_steering_error",
+    "plot_substitution",
+    "plot_substitution_progressive",
+    "plot_substitution_recovery",
+    "plot_substitution_sensitivity",
     "type_label",
     "plot_types_per_layer",
 ]
@@ -991,3 +995,214 @@ def plot_steering_error(
     if path is not None:
         _save_atomic(fig, path, dpi=dpi)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# substitution studies (scalespace_mk.substitution.study)
+
+_CONTROLS = ("noise", "random")
+
+
+def _kind_style(kind: str) -> dict[str, Any]:
+    """Controls dashed and grey-ish, fitted kinds solid."""
+    base = kind.split(":", 1)[0]
+    if base in _CONTROLS:
+        return {"linestyle": "--", "color": "0.35" if base == "noise" else "0.65"}
+    return {"linestyle": "-"}
+
+
+def _check_study(study: Any) -> list[dict[str, Any]]:
+    if not isinstance(study, dict) or "kinds" not in study:
+        raise TypeError(
+            "study must be the dict returned by scalespace_mk.substitution.study.run_study"
+        )
+    return list(study["kinds"])
+
+
+def plot_substitution_progressive(
+    study: dict[str, Any],
+    *,
+    measure: str = "top1_agreement",
+    path: str | os.PathLike[str] | None = None,
+    dpi: int = 150,
+) -> Any:
+    """Agreement against the number of substituted layers, per kind, controls dashed.
+
+    Two panels: the first ``n`` layers (input side) and the last ``n`` (output side)
+    substituted, original BatchNorm statistics; the band is the 95 % bootstrap interval
+    over photos (seed ``seeds[0]`` for the controls).
+    """
+    kinds = [k for k in _check_study(study) if k.get("progressive")]
+    if not kinds:
+        raise ValueError("the study holds no progressive curves (run it with progressive=True)")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0), sharey=True, layout="constrained")
+    for ax, order, label in zip(
+        axes,
+        ("first", "last"),
+        ("first n layers (input side)", "last n layers (output side)"),
+        strict=True,
+    ):
+        for entry in kinds:
+            rows = entry["progressive"][order]
+            n = [r["n"] for r in rows]
+            v = [r[measure]["value"] for r in rows]
+            lo = [r[measure]["low"] for r in rows]
+            hi = [r[measure]["high"] for r in rows]
+            (line,) = ax.plot(
+                n, v, marker="o", ms=3, label=entry["kind"], **_kind_style(entry["kind"])
+            )
+            ax.fill_between(n, lo, hi, color=line.get_color(), alpha=0.12, linewidth=0)
+        ax.set_xlabel(f"substituted depthwise layers: {label}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(measure.replace("_", " ") + " with the original")
+    fig.suptitle("Substituting more layers: agreement with the original network (no recovery)")
+    return _finish(fig, path, dpi, legend=axes[1])
+
+
+def plot_substitution_sensitivity(
+    study: dict[str, Any],
+    *,
+    measure: str = "top1_agreement",
+    path: str | os.PathLike[str] | None = None,
+    dpi: int = 150,
+) -> Any:
+    """Per-layer sensitivity (each layer substituted alone) beside each layer's median R^2.
+
+    Top panel: ``measure`` per layer and kind (95 % interval as error bars); bottom panel:
+    the median R^2 of the substitute filters of that layer.
+    """
+    kinds = [k for k in _check_study(study) if k.get("sensitivity")]
+    if not kinds:
+        raise ValueError("the study holds no per-layer sensitivity (run it with sensitivity=True)")
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(10.5, 6.5), sharex=True, layout="constrained")
+    width = 0.8 / len(kinds)
+    for j, entry in enumerate(kinds):
+        rows = entry["sensitivity"]
+        x = [r["index"] + (j - (len(kinds) - 1) / 2) * width for r in rows]
+        v = [r[measure]["value"] for r in rows]
+        err = [
+            [r[measure]["value"] - r[measure]["low"] for r in rows],
+            [r[measure]["high"] - r[measure]["value"] for r in rows],
+        ]
+        style = _kind_style(entry["kind"])
+        ax.errorbar(
+            x,
+            v,
+            yerr=err,
+            fmt="o",
+            ms=3,
+            capsize=1.5,
+            label=entry["kind"],
+            color=style.get("color"),
+        )
+        r2 = [np.nan if r["median_r2"] is None else r["median_r2"] for r in rows]
+        bx.plot(
+            x, r2, marker="s", ms=3, linestyle="none", label=entry["kind"], color=style.get("color")
+        )
+    ax.set_ylabel(measure.replace("_", " ") + "\n(this layer alone)")
+    ax.grid(alpha=0.3)
+    bx.set_ylabel("median R^2 of the\nlayer's substitutes")
+    bx.grid(alpha=0.3)
+    low = min(
+        (r["median_r2"] for e in kinds for r in e["sensitivity"] if r["median_r2"] is not None),
+        default=0.0,
+    )
+    if low < -1.0:  # the random control's R^2 is far below 0: keep the fits readable
+        bx.set_ylim(-1.05, 1.05)
+        bx.text(
+            0.01,
+            0.03,
+            f"lowest median R^2 {low:.1f}: below the axis",
+            fontsize=7,
+            transform=bx.transAxes,
+        )
+    layers = kinds[0]["layers"]
+    bx.set_xticks(range(len(layers)))
+    bx.set_xticklabels([f"{i + 1}\nk{r['kernel_size']}" for i, r in enumerate(layers)], fontsize=6)
+    bx.set_xlabel("depthwise layer substituted alone, input to output (k: kernel size)")
+    fig.suptitle("Per-layer sensitivity: one layer substituted, beside its filters' fit (R^2)")
+    return _finish(fig, path, dpi, legend=ax)
+
+
+def plot_substitution_recovery(
+    study: dict[str, Any],
+    *,
+    measure: str = "top1_agreement",
+    path: str | os.PathLike[str] | None = None,
+    dpi: int = 150,
+) -> Any:
+    """Recovery against distillation steps: ``measure`` on held-out photos, one thin line per
+    seed and the mean over seeds bold, per kind (controls dashed). Step 0 is the network
+    after BatchNorm re-estimation."""
+    kinds = [k for k in _check_study(study) if any(r.get("distilled") for r in k["runs"])]
+    if not kinds:
+        raise ValueError("the study holds no distillation runs (run it with distill_steps > 0)")
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), layout="constrained")
+    for entry in kinds:
+        curves = [r["distilled"]["curve"] for r in entry["runs"] if r.get("distilled")]
+        steps = [p["step"] for p in curves[0]]
+        values = np.array([[p[measure]["value"] for p in c] for c in curves])
+        style = _kind_style(entry["kind"])
+        (line,) = ax.plot(
+            steps,
+            values.mean(0),
+            marker="o",
+            ms=3,
+            lw=2,
+            label=f"{entry['kind']} (mean of {len(curves)} seeds)",
+            **style,
+        )
+        for row in values:
+            ax.plot(
+                steps, row, lw=0.6, alpha=0.5, color=line.get_color(), linestyle=style["linestyle"]
+            )
+    ax.set_xlabel("distillation steps (no labels; the original network is the teacher)")
+    ax.set_ylabel(measure.replace("_", " ") + " on held-out photos")
+    ax.grid(alpha=0.3)
+    fig.suptitle("Recovery by distillation after BatchNorm re-estimation")
+    return _finish(fig, path, dpi, legend=ax)
+
+
+def plot_substitution(
+    study: dict[str, Any], directory: str | os.PathLike[str], *, dpi: int = 120
+) -> list[Path]:
+    """Write every figure the study supports into ``directory``: ``progressive.png``,
+    ``sensitivity.png``, ``recovery.png`` (those without data are left out). Returns the
+    paths written."""
+    plt = _pyplot()
+    folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--plot {str(directory)!r} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = _check_study(study)
+    out = []
+    jobs = (
+        (
+            "progressive.png",
+            plot_substitution_progressive,
+            any(k.get("progressive") for k in kinds),
+        ),
+        (
+            "sensitivity.png",
+            plot_substitution_sensitivity,
+            any(k.get("sensitivity") for k in kinds),
+        ),
+        (
+            "recovery.png",
+            plot_substitution_recovery,
+            any(r.get("distilled") for k in kinds for r in k["runs"]),
+        ),
+    )
+    for name, fn, has in jobs:
+        if has:
+            fig = fn(study, path=folder / name, dpi=dpi)
+            plt.close(fig)
+            out.append(folder / name)
+    return out

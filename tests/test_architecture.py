@@ -23,8 +23,9 @@ RANKS = {
     "analysis": 2,
     "networks": 3,
     "training": 4,
-    "plot": 5,
-    "cli": 6,
+    "substitution": 5,
+    "plot": 6,
+    "cli": 7,
 }
 
 

@@ -17,7 +17,7 @@ from scalespace_mk.cli._args import cli_words
 __all__ = ["build_parser", "main"]
 
 #: command-group modules, in the order their commands are listed by ``--help``
-_GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "train", "data")
+_GROUPS = ("bank", "spread", "fit", "census", "checkpoint", "substitute", "train", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,12 +21,13 @@ __all__ = ["OUTPUTS", "check_outputs", "figure_formats"]
 #: ``{command: ((attribute, kind), ...)}`` for the built-in commands
 OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "bank": (("out", "npz"), ("plot", "figure")),
-    "census": (("plot", "figure"),),
+    "census": (("out", "file"), ("plot", "figure")),
     "fit": (("plot", "figure"),),
     "analyze": (("plot", "folder"),),
     "replace": (("out", "file"),),
     "extract": (("out", "filters"), ("plot", "figure")),
     "train": (("out", "folder"),),
+    "substitute": (("out", "file"), ("plot", "folder")),
 }
 
 _FILTER_SUFFIXES = (".npy", ".npz", ".txt", ".dat", ".text", ".pt", ".pth", ".safetensors")
