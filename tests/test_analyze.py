@@ -249,6 +249,8 @@ LAYER_KEYS = {
     "sigma",
     "sigma_x_quantiles",
     "sigma_y_quantiles",
+    "undetermined",
+    "median_r2_adjusted",
 }
 
 

@@ -407,12 +407,18 @@ class AnalyzeResult:
             tp = names[label]
             y = self.weights[rec["layer"]][rec["index"]]
             kw: dict[str, Any] = {"size": y.shape[-1]}
+            # the fitted values (also of undetermined scales, which records hold as None)
+            fit = self.arrays.get(rec["layer"], {}).get("fit", {})
+            sx, sy, al = (
+                float(fit[key][rec["index"]]) if key in fit else rec[key]
+                for key in ("sigma_x", "sigma_y", "alpha")
+            )
             if tp.kind == "mk7":
-                g = model_kernel(tp.name, rec["sigma_x"], alpha=rec["alpha"], **kw)
+                g = model_kernel(tp.name, sx, alpha=al, **kw)
             elif tp.kind == "iso":
-                g = model_kernel(tp.name, rec["sigma_x"], **kw)
+                g = model_kernel(tp.name, sx, **kw)
             else:
-                g = model_kernel(tp.name, rec["sigma_x"], rec["sigma_y"], **kw)
+                g = model_kernel(tp.name, sx, sy, **kw)
             model = rec["a"] * np.asarray(g, dtype=np.float64) + rec["b"]
             return dict(rec, filter=y, model=model)
 
@@ -446,6 +452,12 @@ def _stats(
     }
 
 
+def _median(x: np.ndarray) -> float | None:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else None
+
+
 def _pooled(
     parts: list[dict[str, Any]], types: tuple[Any, ...], seed: int, n_boot: int
 ) -> dict[str, Any]:
@@ -464,7 +476,12 @@ def _pooled(
         key: sum(p["invalid"][key] for p in parts) for key in ("zero", "constant", "non_finite")
     }
     counts = {str(t): int(np.sum(labels == t)) for t in types}
+    undetermined = {
+        key: sum(p["undetermined"][key] for p in parts) for key in ("sigma_x", "sigma_y", "alpha")
+    }
     return {
+        "undetermined": undetermined,
+        "median_r2_adjusted": _median(cat("r2_adjusted")),
         "layers": len(parts),
         "filters": int(r2.size),
         "fitted": int(np.isfinite(r2).sum()),
@@ -544,6 +561,12 @@ def analyze(
     """
     from scalespace_mk._progress import progress as progress_iter
     from scalespace_mk.analysis.census import ON_INVALID, census, null_r2, scale_statistics
+    from scalespace_mk.analysis.identify import (
+        adjusted_r2,
+        annotate_records,
+        effective_parameters,
+        identify_census,
+    )
     from scalespace_mk.analysis.null import derive_seed, null_kinds
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
@@ -577,10 +600,18 @@ def analyze(
             result = census(w, types=labels, device=device, progress=False, on_invalid=on_invalid)
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from None
-        recs = result.records()
+        k_layer = int(w.shape[-1])
+        ident = identify_census(result, size=k_layer)
+        recs = annotate_records(result.records(), ident, n_types=len(labels), taps=k_layer**2)
         for rec in recs:
             rec["layer"] = name
         records.extend(recs)
+        # undetermined scales are not findings: NaN in the arrays behind statistics and figures
+        sx_all = np.where(ident.mask("sigma_x"), np.nan, result.sigma_x)
+        sy_all = np.where(ident.mask("sigma_y"), np.nan, result.sigma_y)
+        al_all = np.where(ident.mask("alpha"), np.nan, result.alpha)
+        q_eff = effective_parameters(ident.rank, len(labels))
+        r2_adj = adjusted_r2(result.r2, q_eff, k_layer**2)
         lseed = derive_seed(seed, name)
         fitted_w = w[result.valid]
         n_null = min(len(fitted_w), max(math.ceil(fraction * len(fitted_w)), _NULL_MIN_LAYER))
@@ -593,17 +624,21 @@ def analyze(
             "r2": result.r2,
             "null_r2": nulls,
             "type": result.type.astype(object),
-            "sigma_x": result.sigma_x,
-            "sigma_y": result.sigma_y,
-            "alpha": result.alpha,
+            "sigma_x": sx_all,
+            "sigma_y": sy_all,
+            "alpha": al_all,
             "invalid": invalid,
             "k": int(w.shape[-1]),
+            "r2_adjusted": r2_adj,
+            "undetermined": ident.counts(),
+            "fit": {"sigma_x": result.sigma_x, "sigma_y": result.sigma_y, "alpha": result.alpha},
         }
         parts.append(part)
         r2_by_layer[name], null_by_layer[name], weights[name] = result.r2, nulls, w
         q = (5, 25, 50, 75, 95)
         fitted = result.valid
-        sx, sy = result.sigma_x[fitted], result.sigma_y[fitted]
+        sx, sy = sx_all[fitted], sy_all[fitted]
+        sx, sy = sx[np.isfinite(sx)], sy[np.isfinite(sy)]
         stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot)
         layers.append(
             {
@@ -616,9 +651,9 @@ def analyze(
                 "types": {str(t): n for t, n in result.counts().items()},
                 **stats,
                 "share_r2_above_0.8": stats["share_r2_gt_0_8"],
-                "sigma": scale_statistics(
-                    result.type, result.sigma_x, result.sigma_y, result.alpha, labels
-                ),
+                "sigma": scale_statistics(result.type, sx_all, sy_all, al_all, labels),
+                "undetermined": ident.counts(),
+                "median_r2_adjusted": _median(r2_adj),
                 "sigma_x_quantiles": dict(
                     zip(map(str, q), np.percentile(sx, q).tolist(), strict=True)
                 )
