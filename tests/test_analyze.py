@@ -251,6 +251,8 @@ LAYER_KEYS = {
     "sigma_y_quantiles",
     "undetermined",
     "median_r2_adjusted",
+    "gap_share",
+    "population",
 }
 
 
@@ -264,7 +266,7 @@ def dead():
     w0[9, 1, 1] = np.nan
     w1 = _planted(rng, 40, 7)
     sd = {"model": {"l0.conv_dw.weight": _t(w0), "l1.conv_dw.weight": _t(w1)}}
-    return sd, w0, w1, analyze(sd, seed=11)
+    return sd, w0, w1, analyze(sd, seed=11, null="both")
 
 
 def test_analyze_json_keys_and_invalid_counts(dead):
@@ -305,11 +307,11 @@ def test_analyze_json_keys_and_invalid_counts(dead):
 def test_analyze_null_beside_every_statistic(dead):
     sd, _, w1, res = dead
     s = res.summary
-    assert s["null_kind"] == "phase" and set(s["nulls"]) == {"iid", "phase"}
-    assert s["null_median_r2"] == s["nulls"]["phase"]["null_median_r2"]
+    assert s["null_kind"] == "position" and set(s["nulls"]) == {"iid", "position"}
+    assert s["null_median_r2"] == s["nulls"]["position"]["null_median_r2"]
     for layer in res.layers:
         # planted models are explained far better than structureless filters
-        for kind in ("iid", "phase"):
+        for kind in ("iid", "position"):
             c = layer["nulls"][kind]
             assert c["median_diff"] > 0.3 and c["median_diff_ci"][0] > 0.2
             assert layer["share_r2_gt_0_8"] > c["null_share_r2_gt_0_8"]
@@ -423,7 +425,7 @@ def test_cli_table_and_figures(dead, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "median R2 (null)" in out and "model.l0.conv_dw.weight" in out
     assert "2 zero, 1 constant, 1 non-finite" in out
-    assert "5x5: 24 filters" in out and "null phase" in out
+    assert "5x5: 24 filters" in out and "null covariance" in out and "null shape" in out
     for name in ("types_per_layer", "r2_per_layer", "scales", "gallery", "r2"):
         assert (figs / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
 

@@ -1655,6 +1655,9 @@ def null_r2(
         if len(filters) == 0:
             out[kind] = np.zeros(0)
             continue
+        if kind == "covariance" and len(filters) < 2:  # no covariance of one filter
+            out[kind] = np.full(len(filters), np.nan)
+            continue
         z = null_filters(filters, kind, seed)
         out[kind] = census(z, on_invalid="record", **census_kwargs).r2
     return out

@@ -80,7 +80,6 @@ __all__ = [
 
 #: Families accepted by :func:`family_census` (``"masterkey"`` is the 8-type census).
 FAMILIES = ("njet", "oriented")
-NULL_KINDS = ("iid", "phase")
 
 _GRID_STEP_1 = 0.05  # grid step in sigma, one scale
 _GRID_STEP_2 = 0.125  # grid step per axis, two scales
@@ -675,8 +674,8 @@ def family_null(
     filters : array_like, shape [N, k, k]
         The real filters.
     kind : str
-        ``"iid"`` (i.i.d. Gaussian filters) or ``"phase"`` (Fourier phases randomised), as
-        :func:`scalespace_mk.analysis.null.null_filters` makes them.
+        A null kind of :func:`scalespace_mk.analysis.null.null_filters`: ``"iid"``,
+        ``"position"`` (alias ``"phase"``), ``"shape"`` or ``"covariance"``.
     seed : int
         Seed of the null filters.
     **options
@@ -693,13 +692,13 @@ def family_null(
     ValueError
         If the null-model module is not available in this installation.
     """
-    check_choice("kind", kind, NULL_KINDS)
     try:
-        from scalespace_mk.analysis.null import null_filters
+        from scalespace_mk.analysis.null import canonical_kind, null_filters
     except ImportError:
         raise ValueError(
             "null filters need scalespace_mk.analysis.null (null_filters), which this "
             "installation lacks; run without --null / null=..., or update scalespace_mk"
         ) from None
+    kind = canonical_kind(kind)
     y = check_filters(filters, "filters")
     return family_census(null_filters(y, kind, seed), **options)

@@ -36,12 +36,15 @@ def add_family_args(parser: argparse.ArgumentParser) -> None:
         "filters), which explains any filter; refused by default",
     )
     if not _has_option(parser, "--null"):
+        from ._args import null_arg
+
         parser.add_argument(
             "--null",
-            choices=("iid", "phase", "both"),
+            type=null_arg,
             default=None,
-            help="also fit null filters made from the input (iid: i.i.d. Gaussian filters; "
-            "phase: Fourier phases randomised; both) and report their median R^2 (default: none)",
+            help="also fit null filters made from the input (iid, position, shape, covariance, "
+            "or a set: default, both, all; see docs/analysis.md) and report their median R^2 "
+            "(default: none)",
         )
     if not _has_option(parser, "--seed"):
         parser.add_argument(
@@ -64,7 +67,9 @@ def family_summary(filters, args: argparse.Namespace, **options) -> tuple[object
     summary = result.summary()
     null = getattr(args, "null", None)
     if null and null != "none":
-        kinds = ("iid", "phase") if null == "both" else (null,)
+        from scalespace_mk.analysis.null import null_kinds
+
+        kinds = null_kinds(null)
         medians = []
         for kind in kinds:
             res = family_null(filters, kind=kind, seed=getattr(args, "seed", 0), **opts)

@@ -121,11 +121,39 @@ def null_line(kind: str, c: dict[str, Any]) -> str:
 
     if c["median_diff"] is None:
         return f"null {kind}: nothing to compare"
-    return (
+    line = (
         f"null {kind:>5}: median R^2 {c['median_r2']:.3f} ({c['null_median_r2']:.3f}), "
         f"difference {c['median_diff']:+.3f}{ci(c['median_diff_ci'])}; "
         f"R^2 > 0.8 {c['share_r2_gt_0_8']:.1%} ({c['null_share_r2_gt_0_8']:.1%})"
     )
+    if c.get("ceiling_median_r2") is not None:
+        share = c.get("gap_share")
+        line += (
+            f"; ceiling {c['ceiling_median_r2']:.3f} (ideal filters on this null), gap "
+            + ("-" if share is None else f"{share:.0%}")
+            + " of the attainable"
+        )
+    return line
+
+
+def _add_ceilings(nulls: dict[str, Any], k: int, types: Any, mode: str) -> None:
+    """Each null's ceiling (the same null on ideal model filters of size k) and gap share."""
+    from scalespace_mk.analysis.ceiling import gap_share, null_ceiling
+
+    for kind, c in nulls.items():
+        ceil = null_ceiling(k, kind, types=types, mode=mode)
+        c["ceiling_median_r2"] = ceil["ceiling_median_r2"]
+        c["attainable_gap"] = ceil["attainable_gap"]
+        c["gap_share"] = gap_share(c["median_r2"], c["null_median_r2"], ceil)
+
+
+def _records(result: Any, k: int, mode: str, method: str) -> list[dict[str, Any]]:
+    """Census records with undetermined scales None (and why), effective parameters and
+    adjusted R^2 (:mod:`scalespace_mk.analysis.identify`)."""
+    from scalespace_mk.analysis.identify import annotate_records, identify_census
+
+    ident = identify_census(result, size=k, mode=mode, method=method)
+    return annotate_records(result.records(), ident, n_types=len(result.types), taps=k * k)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         learned = filters[result.valid]
         r2_null = null_r2(learned, kinds, args.seed, num_threads=args.threads, **kw)
         nulls = {kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()}
+        _add_ceilings(nulls, filters.shape[-1], types, args.mode)
     seconds = time.perf_counter() - start
     if args.plot:
         from scalespace_mk.plot import plot_census
@@ -177,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(
             {
                 "seconds": seconds,
-                "filters": result.records(),
+                "filters": _records(result, filters.shape[-1], args.mode, args.method),
                 "invalid": result.invalid_counts(),
                 "null": nulls,
             },

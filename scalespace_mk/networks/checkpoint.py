@@ -316,9 +316,14 @@ class AnalyzeResult:
         ``invalid`` (``{"zero", "constant", "non_finite"}`` counts), ``constant_filters``
         (their total), ``types`` (count per best type, string keys), ``median_r2``,
         ``share_r2_gt_0_8`` (also as ``share_r2_above_0.8``), ``null_kind`` (the headline
-        null, ``"phase"`` when computed, else ``"iid"``, None for none),
+        null: the first computed of covariance, shape, position, iid; None for none),
         ``null_median_r2``, ``null_share_r2_gt_0_8``, ``nulls`` (per null kind the
-        :func:`scalespace_mk.analysis.null.null_contrast` numbers), ``sigma``
+        :func:`scalespace_mk.analysis.null.null_contrast` numbers plus ``ceiling_median_r2``,
+        ``attainable_gap`` and ``gap_share``, :mod:`scalespace_mk.analysis.ceiling`),
+        ``gap_share`` (of the headline null), ``undetermined`` (filters per undetermined
+        parameter, :mod:`scalespace_mk.analysis.identify`; those scales are left out of
+        ``sigma``), ``median_r2_adjusted`` (effective parameters, the choice of type
+        charged as one), ``sigma``
         (:func:`scalespace_mk.analysis.census.scale_statistics`) and quantiles (5, 25, 50,
         75, 95 %) of ``sigma_x`` and ``sigma_y``.
     filters : list of dict
@@ -429,20 +434,33 @@ class AnalyzeResult:
         }
 
 
+#: the headline null of a statistic: the strongest one computed (docs/analysis.md)
+_HEADLINE_NULLS = ("covariance", "shape", "position", "iid")
+
+
 def _stats(
     r2: np.ndarray,
     null_r2: dict[str, np.ndarray],
     *,
     seed: int,
     n_boot: int,
+    ceilings: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Median R^2, share > 0.8 and the null contrasts of one group of filters."""
+    """Median R^2, share > 0.8 and the null contrasts (with ceilings) of one group."""
+    from scalespace_mk.analysis.ceiling import gap_share
     from scalespace_mk.analysis.null import null_contrast, r2_summary
 
     own = r2_summary(r2)
     nulls = {k: null_contrast(r2, z, seed=seed, n_boot=n_boot) for k, z in null_r2.items()}
-    head = "phase" if "phase" in nulls else ("iid" if "iid" in nulls else None)
+    for kind, c in nulls.items():
+        ceil = (ceilings or {}).get(kind)
+        if ceil is not None:
+            c["ceiling_median_r2"] = ceil["ceiling_median_r2"]
+            c["attainable_gap"] = ceil["attainable_gap"]
+            c["gap_share"] = gap_share(c["median_r2"], c["null_median_r2"], ceil)
+    head = next((k for k in _HEADLINE_NULLS if k in nulls), None)
     return {
+        "gap_share": nulls[head].get("gap_share") if head else None,
         "median_r2": own["median_r2"],
         "share_r2_gt_0_8": own["share_r2_gt_0_8"],
         "null_kind": head,
@@ -456,6 +474,22 @@ def _median(x: np.ndarray) -> float | None:
     x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
     return float(np.median(x)) if x.size else None
+
+
+def _pooled_ceilings(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Ceilings of pooled layers: per kind, the mean over layers weighted by fitted filters
+    (one kernel size: that size's ceiling)."""
+    out: dict[str, dict[str, Any]] = {}
+    kinds = set().union(*(p.get("ceilings", {}) for p in parts)) if parts else set()
+    for kind in kinds:
+        w = np.array([np.isfinite(p["r2"]).sum() for p in parts], dtype=np.float64)
+        if not w.sum():
+            continue
+        out[kind] = {
+            key: float(np.dot(w, [p["ceilings"][kind][key] for p in parts]) / w.sum())
+            for key in ("ceiling_median_r2", "attainable_gap")
+        }
+    return out
 
 
 def _pooled(
@@ -487,7 +521,7 @@ def _pooled(
         "fitted": int(np.isfinite(r2).sum()),
         "invalid": invalid,
         "types": counts,
-        **_stats(r2, null_r2, seed=seed, n_boot=n_boot),
+        **_stats(r2, null_r2, seed=seed, n_boot=n_boot, ceilings=_pooled_ceilings(parts)),
         "sigma": scale_statistics(labels, cat("sigma_x"), cat("sigma_y"), cat("alpha"), types),
     }
 
@@ -498,7 +532,7 @@ def analyze(
     types: Any = None,
     device: str | None = None,
     progress: bool | None = None,
-    null: str = "both",
+    null: str = "default",
     seed: int = 0,
     on_invalid: str = "record",
     n_boot: int = 2000,
@@ -521,10 +555,15 @@ def analyze(
     progress : bool, optional
         Progress over layers (:func:`scalespace_mk._progress.progress`); default: when the
         checkpoint holds >= 20,000 depthwise filters.
-    null : {"both", "phase", "iid", "none"}
-        Null models fitted beside each layer (:mod:`scalespace_mk.analysis.null`): the
-        same census on matched structureless filters. Default ``"both"``: no statistic is
-        reported without a baseline, at about 3x the census time.
+    null : str
+        Null models fitted beside each layer (:func:`scalespace_mk.analysis.null.null_kinds`:
+        ``"default"`` = iid, shape, covariance; ``"both"`` = iid, position; ``"all"``;
+        ``"none"``; a kind or a comma-separated list): the same census on matched
+        structureless filters, each with its ceiling
+        (:func:`scalespace_mk.analysis.ceiling.null_ceiling`, the same null on ideal
+        model filters of that k) and the gap share. The headline null is the strongest one
+        computed (covariance, shape, position, iid in that order). Default ``"default"``:
+        no statistic is reported without a baseline.
     seed : int
         Seed (>= 0) of the null filters (each layer's from ``(seed, layer name)``, so a
         layer's null does not depend on the other layers) and of the bootstrap intervals.
@@ -560,6 +599,7 @@ def analyze(
     ``x = c - m``, ``y = m - r``), analysed as stored (no dilation).
     """
     from scalespace_mk._progress import progress as progress_iter
+    from scalespace_mk.analysis.ceiling import null_ceiling
     from scalespace_mk.analysis.census import ON_INVALID, census, null_r2, scale_statistics
     from scalespace_mk.analysis.identify import (
         adjusted_r2,
@@ -619,6 +659,7 @@ def analyze(
             pick = np.random.default_rng([lseed, 2]).choice(len(fitted_w), n_null, replace=False)
             fitted_w = fitted_w[np.sort(pick)]
         nulls = null_r2(fitted_w, kinds, lseed, types=labels, device=device)
+        ceilings = {kind: null_ceiling(k_layer, kind, types=labels) for kind in kinds}
         invalid = result.invalid_counts()
         part = {
             "r2": result.r2,
@@ -632,6 +673,7 @@ def analyze(
             "r2_adjusted": r2_adj,
             "undetermined": ident.counts(),
             "fit": {"sigma_x": result.sigma_x, "sigma_y": result.sigma_y, "alpha": result.alpha},
+            "ceilings": ceilings,
         }
         parts.append(part)
         r2_by_layer[name], null_by_layer[name], weights[name] = result.r2, nulls, w
@@ -639,7 +681,7 @@ def analyze(
         fitted = result.valid
         sx, sy = sx_all[fitted], sy_all[fitted]
         sx, sy = sx[np.isfinite(sx)], sy[np.isfinite(sy)]
-        stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot)
+        stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot, ceilings=ceilings)
         layers.append(
             {
                 "name": name,
