@@ -1105,6 +1105,9 @@ def census(
 
         opts = dict(mode=mode, epsilon=epsilon, sigma_max=sigma_max, device=device)
         opts.update(batch_size=batch_size, progress=progress, num_threads=num_threads)
+        check_choice("on_invalid", on_invalid, ON_INVALID)
+        if on_invalid == "record":  # recorded like the 8-type census, not fitted
+            opts["invalid"] = screen_filters(check_filters(filters, "filters", values=False))
         return family_census(
             filters, family=family, order=order, allow_saturated=allow_saturated, **opts
         )
