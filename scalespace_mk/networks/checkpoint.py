@@ -476,6 +476,28 @@ def _median(x: np.ndarray) -> float | None:
     return float(np.median(x)) if x.size else None
 
 
+def _population_summary(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over layers of the population measures, and how many layers look random."""
+    pops = [la["population"] for la in layers]
+
+    def med(key: str) -> float | None:
+        v = [p[key] for p in pops if p.get(key) is not None]
+        return float(np.median(v)) if v else None
+
+    drifts = [p["drift_from_previous"] for p in pops if p.get("drift_from_previous")]
+    return {
+        "layers": len(pops),
+        "layers_random_like": int(sum(bool(p.get("random_like")) for p in pops)),
+        "median_sparsity": med("sparsity"),
+        "median_variance_entropy": med("variance_entropy"),
+        "median_orthogonality": med("orthogonality"),
+        "median_drift_sym_kl": float(np.median([d["sym_kl"] for d in drifts])) if drifts else None,
+        "median_drift_distance": float(np.median([d["distance"] for d in drifts]))
+        if drifts
+        else None,
+    }
+
+
 def _pooled_ceilings(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Ceilings of pooled layers: per kind, the mean over layers weighted by fitted filters
     (one kernel size: that size's ceiling)."""
@@ -608,6 +630,7 @@ def analyze(
         identify_census,
     )
     from scalespace_mk.analysis.null import derive_seed, null_kinds
+    from scalespace_mk.analysis.population import drift, layer_population
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     check_choice("on_invalid", on_invalid, ON_INVALID)
@@ -630,6 +653,7 @@ def analyze(
     show = total >= 20_000 if progress is None else bool(progress)
     fraction = 1.0 if null_size is None else min(1.0, null_size / max(total, 1))
     layers, records, parts = [], [], []
+    previous: dict[int, tuple[str, np.ndarray]] = {}  # last layer of each kernel size
     r2_by_layer, null_by_layer, weights = {}, {}, {}
     items = progress_iter(
         list(scan.found.items()), desc="analyze", unit="layer", enabled=show, every=10.0
@@ -682,6 +706,18 @@ def analyze(
         sx, sy = sx_all[fitted], sy_all[fitted]
         sx, sy = sx[np.isfinite(sx)], sy[np.isfinite(sy)]
         stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot, ceilings=ceilings)
+        finite = np.isfinite(w).reshape(len(w), -1).all(1)
+        population = layer_population(w[finite], seed=seed)
+        prev = previous.get(k_layer)
+        fitted_shapes = w[result.valid]
+        if prev is not None and len(prev[1]) >= 2 and len(fitted_shapes) >= 2:
+            population["drift_from_previous"] = {
+                "layer": prev[0],
+                **drift(prev[1], fitted_shapes, n_boot=min(n_boot, 200), seed=lseed),
+            }
+        else:
+            population["drift_from_previous"] = None
+        previous[k_layer] = (name, fitted_shapes)
         layers.append(
             {
                 "name": name,
@@ -696,6 +732,7 @@ def analyze(
                 "sigma": scale_statistics(result.type, sx_all, sy_all, al_all, labels),
                 "undetermined": ident.counts(),
                 "median_r2_adjusted": _median(r2_adj),
+                "population": population,
                 "sigma_x_quantiles": dict(
                     zip(map(str, q), np.percentile(sx, q).tolist(), strict=True)
                 )
@@ -714,6 +751,7 @@ def analyze(
         for k in sorted({p["k"] for p in parts})
     }
     summary["skipped"] = len(scan.skipped)
+    summary["population"] = _population_summary(layers)
     return AnalyzeResult(
         layers,
         records,
@@ -759,8 +797,10 @@ def compare(
         ``{"stages": stages, "networks": [{"name", "summary", "stages": [{"stage",
         "layers", "kernel_sizes", "filters", "fitted", "median_r2", "share_r2_gt_0_8",
         "null_kind", "null_median_r2", "null_share_r2_gt_0_8", "nulls", "sigma",
-        "types"}, ...]}, ...]}``; a stage with no layer (fewer layers than stages) has
-        ``layers`` [] and None statistics.
+        "types"}, ...]}, ...], "drift": [{"a", "b", "kernel_size", ...}]}``; a stage with
+        no layer (fewer layers than stages) has ``layers`` [] and None statistics;
+        ``drift`` compares each network's fitted filters with the first's per common
+        kernel size (:func:`scalespace_mk.analysis.population.drift`).
     """
     results = list(results)
     if len(results) < 1 or not all(isinstance(r, AnalyzeResult) for r in results):
@@ -781,7 +821,30 @@ def compare(
             row["kernel_sizes"] = sorted({p["k"] for p in parts})
             rows.append(row)
         networks.append({"name": label, "summary": res.summary, "stages": rows})
-    return {"stages": stages, "networks": networks}
+    return {"stages": stages, "networks": networks, "drift": _network_drift(results, names)}
+
+
+def _network_drift(results: list[AnalyzeResult], names: list[str]) -> list[dict[str, Any]]:
+    """Drift of the fitted filters of each network from the first's, per common kernel size
+    (:func:`scalespace_mk.analysis.population.drift`)."""
+    from scalespace_mk.analysis.population import drift
+
+    def pooled(res: AnalyzeResult) -> dict[int, np.ndarray]:
+        out: dict[int, list[np.ndarray]] = {}
+        for name, w in res.weights.items():
+            ok = np.isfinite(res.arrays[name]["r2"])
+            out.setdefault(w.shape[-1], []).append(w[ok])
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    rows = []
+    base = pooled(results[0])
+    for j in range(1, len(results)):
+        other = pooled(results[j])
+        for k in sorted(set(base) & set(other)):
+            if len(base[k]) >= 2 and len(other[k]) >= 2:
+                d = drift(base[k], other[k], seed=results[0].seed)
+                rows.append({"a": names[0], "b": names[j], "kernel_size": k, **d})
+    return rows
 
 
 # --------------------------------------------------------------------------------------
