@@ -26,6 +26,7 @@ __all__ = [
     "plot_fit",
     "plot_gallery",
     "plot_family_analysis",
+    "plot_population",
     "plot_jet_basis",
     "plot_r2_per_layer",
     "plot_scales_by_depth",
@@ -526,6 +527,10 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
         _legend_outside(ax)
     paths.append(_save_atomic(fig, directory / "r2.png", dpi=dpi))
     plt.close(fig)
+    if all("population" in la for la in result.layers) and result.layers:
+        fig = plot_population(result, path=directory / "population.png", dpi=dpi)
+        paths.append(directory / "population.png")
+        plt.close(fig)
     if any(f["r2"] is not None for f in result.filters):
         fig = plot_gallery(result.gallery(), path=directory / "gallery.png", dpi=dpi)
         paths.append(directory / "gallery.png")
@@ -1000,3 +1005,76 @@ def plot_family_analysis(
     paths.append(_save_atomic(fig, directory / "family_r2_per_layer.png", dpi=dpi))
     plt.close(fig)
     return paths
+
+
+def plot_population(
+    result: Any, *, path: str | os.PathLike[str] | None = None, dpi: int = 120
+) -> Any:
+    """Population measures per layer (:mod:`scalespace_mk.analysis.population`).
+
+    Parameters
+    ----------
+    result : scalespace_mk.networks.checkpoint.AnalyzeResult
+        The analysis (``population`` per layer).
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: variance entropy per layer with its i.i.d. randomness threshold, and
+        orthogonality with its i.i.d. value. Right: median R^2 of the 8 types beside the PCA
+        bound of a basis of the same size (m = 4) and the shape / covariance nulls.
+    """
+    import numpy as np
+
+    layers = result.layers
+    x = np.arange(len(layers))
+
+    def get(fn: Any) -> np.ndarray:
+        out = []
+        for la in layers:
+            v = fn(la)
+            out.append(np.nan if v is None else v)
+        return np.array(out, dtype=float)
+
+    plt = _pyplot()
+    width = max(8.0, 0.45 * len(layers) + 4.0)
+    fig, axes = plt.subplots(1, 2, figsize=(width, 3.6), layout="constrained")
+    pop = lambda key: get(lambda la: la["population"].get(key))  # noqa: E731
+    axes[0].plot(x, pop("variance_entropy"), "o-", ms=3, color="C0", label="variance entropy")
+    axes[0].plot(x, pop("entropy_threshold"), "--", color="C0", label="i.i.d. threshold (5 %)")
+    axes[0].plot(x, pop("orthogonality"), "s-", ms=3, color="C1", label="orthogonality")
+    axes[0].plot(x, pop("orthogonality_iid"), ":", color="C1", label="i.i.d. orthogonality")
+    axes[0].plot(x, pop("sparsity"), "^-", ms=3, color="C2", label="sparsity")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("population measure")
+    axes[0].set_title("population measures per layer (CNN Filter DB)", fontsize=10)
+    _legend_outside(axes[0])
+    axes[1].plot(x, get(lambda la: la["median_r2"]), "o-", ms=3, color="C0", label="8 types")
+    axes[1].plot(
+        x,
+        get(lambda la: la["population"]["pca_bound"].get("masterkey")),
+        "--",
+        color="C3",
+        label="best 4-dim. linear basis (PCA)",
+    )
+    for j, kind in enumerate(("shape", "covariance", "iid")):
+        axes[1].plot(
+            x,
+            get(lambda la, kind=kind: (la["nulls"].get(kind) or {}).get("null_median_r2")),
+            ":",
+            color=f"C{4 + j}",
+            label=f"null: {kind}",
+        )
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("median R²")
+    axes[1].set_title("R² against a basis of its size and the nulls", fontsize=10)
+    _legend_outside(axes[1])
+    for ax in axes:
+        _layer_axis(ax, layers)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig

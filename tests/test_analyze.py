@@ -426,7 +426,7 @@ def test_cli_table_and_figures(dead, tmp_path, capsys):
     assert "median R2 (null)" in out and "model.l0.conv_dw.weight" in out
     assert "2 zero, 1 constant, 1 non-finite" in out
     assert "5x5: 24 filters" in out and "null covariance" in out and "null shape" in out
-    for name in ("types_per_layer", "r2_per_layer", "scales", "gallery", "r2"):
+    for name in ("types_per_layer", "r2_per_layer", "scales", "gallery", "r2", "population"):
         assert (figs / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
 
 

@@ -133,11 +133,26 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _undetermined(layer: dict) -> str:
+    """Filters of the layer with an undetermined scale (the larger of sigma_x, sigma_y)."""
+    u = layer.get("undetermined") or {}
+    return str(max(u.get("sigma_x", 0), u.get("sigma_y", 0)))
+
+
+def _entropy_cell(layer: dict) -> str:
+    pop = layer.get("population") or {}
+    h, thr = pop.get("variance_entropy"), pop.get("entropy_threshold")
+    return f"{_fmt(h, '.2f')} ({_fmt(thr, '.2f')})"
+
+
 def _print_table(result: object, checkpoint: str) -> None:
     types = [str(t) for t in result.types]
     print(f"{checkpoint}: depthwise layers; R^2 of the best model, null in brackets")
     header = f"{'layer':<40} {'k':>2} {'C':>5} {'inv':>4} " + " ".join(f"{t:>4}" for t in types)
-    print(header + f"  {'median R2 (null)':>16}  {'R2>0.8 (null)':>15}  {'sigma_x':>7}")
+    print(
+        header + f"  {'median R2 (null)':>16}  {'R2>0.8 (null)':>15}  {'sigma_x':>7}"
+        f"  {'undet':>5}  {'H (iid thr)':>12}  {'orth':>5}"
+    )
     for layer in result.layers:
         counts = " ".join(f"{layer['types'].get(t, 0):>4}" for t in types)
         inv = layer["channels"] - layer["fitted"]
@@ -147,6 +162,8 @@ def _print_table(result: object, checkpoint: str) -> None:
             f"{inv:>4} {counts}  {_fmt(layer['median_r2']):>7} ({_fmt(layer['null_median_r2'])})"
             f"  {_fmt(layer['share_r2_gt_0_8'], '.1%'):>6} "
             f"({_fmt(layer['null_share_r2_gt_0_8'], '.1%'):>6})  {_fmt(sx, '.2f'):>7}"
+            f"  {_undetermined(layer):>5}  {_entropy_cell(layer):>12}"
+            f"  {_fmt(layer['population']['orthogonality'], '.2f'):>5}"
         )
     summary = result.summary
     inv = summary["invalid"]
@@ -169,6 +186,20 @@ def _print_table(result: object, checkpoint: str) -> None:
 
     for kind, c in summary["nulls"].items():
         print("  " + null_line(kind, c))
+    und = summary["undetermined"]
+    if any(und.values()):
+        print(
+            f"  undetermined (no effect on the normalised model, reported as null): sigma_x "
+            f"{und['sigma_x']}, sigma_y {und['sigma_y']}, alpha {und['alpha']} filters; "
+            f"median adjusted R^2 {_fmt(summary['median_r2_adjusted'])}"
+        )
+    pop = summary["population"]
+    print(
+        f"  population: {pop['layers_random_like']} of {pop['layers']} layers at or above the "
+        f"i.i.d. variance-entropy threshold; median sparsity {_fmt(pop['median_sparsity'], '.1%')}"
+        f", orthogonality {_fmt(pop['median_orthogonality'], '.2f')}, drift between "
+        f"consecutive layers {_fmt(pop['median_drift_sym_kl'])} (symmetric KL)"
+    )
     for skip in result.skipped:
         print(f"  skipped {skip['name']} {tuple(skip['shape'])}: {skip['reason']}")
 
