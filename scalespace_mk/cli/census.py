@@ -250,11 +250,19 @@ def _run_family(args: argparse.Namespace, filters: Any) -> int:
         f"{args.family} census (order {args.order}, {summary['n_params']} free parameters "
         f"per filter) of {n} filters ({k}x{k}) in {seconds:.2f} s"
     )
-    adj = summary["median_r2_adjusted"]
+    adj, med = summary["median_r2_adjusted"], summary["median_r2"]
     print(
-        f"  median R^2 {summary['median_r2']:.4f}; adjusted {adj if adj is None else round(adj, 4)}"
+        f"  median R^2 {med if med is None else round(med, 4)}; adjusted "
+        f"{adj if adj is None else round(adj, 4)}"
     )
-    print(f"  R^2 > 0.8: {100.0 * summary['share_r2_above_0.8']:.1f} %")
-    if "null_median_r2" in summary:
+    share = summary["share_r2_above_0.8"]
+    print(f"  R^2 > 0.8: {'-' if share is None else format(100.0 * share, '.1f')} %")
+    inv = summary["invalid"]
+    if any(inv.values()):
+        print(
+            f"  not fitted: {inv['zero']} zero, {inv['constant']} constant, "
+            f"{inv['non_finite']} non-finite (reason in --json; --strict stops at the first)"
+        )
+    if summary.get("null_median_r2") is not None:
         print(f"  null median R^2 {summary['null_median_r2']:.4f}")
     return 0
