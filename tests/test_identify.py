@@ -149,3 +149,25 @@ def test_bad_arguments():
         identify([1, 2], [1.0], [1.0], [np.nan], size=3)
     with pytest.raises(ValueError, match="size"):
         identify_census(census(model_kernel("mk5", 1.0, size=3)[None]))
+
+
+def test_analyze_reports_undetermined_scales_as_null():
+    """In analyze: records null with reasons, layer counts, scale statistics without them."""
+    torch = pytest.importorskip("torch")
+    from scalespace_mk.networks.checkpoint import analyze
+
+    rng = np.random.default_rng(0)
+    w = np.stack(
+        [model_kernel("mk5", 0.5 + rng.random(), 0.6 + rng.random(), size=3) for _ in range(6)]
+    )
+    res = analyze({"l.weight": torch.from_numpy(w[:, None])}, null="none", seed=0)
+    layer = res.layers[0]
+    assert layer["undetermined"]["sigma_x"] == 6 and layer["undetermined"]["sigma_y"] == 0
+    assert layer["sigma"]["sigma_x"] is None  # no determined sigma_x left to summarise
+    assert layer["sigma"]["sigma_y"]["median"] > 0.5
+    recs = res.to_json()["filters"]
+    assert all(r["sigma_x"] is None and "no effect" in r["undetermined"]["sigma_x"] for r in recs)
+    assert res.summary["undetermined"]["sigma_x"] == 6
+    # the gallery still draws the fitted model (the undetermined value does not matter to it)
+    g = res.gallery(n=2)
+    np.testing.assert_allclose(g["best"][0]["model"], g["best"][0]["filter"], atol=1e-6)
