@@ -4,7 +4,8 @@ Skipped when the package is not installed (CI installs it; it is not a runtime d
 The figures themselves are recorded in docs/results.md; the tests assert relations only.
 
 Margin: on these weights the learned median R^2 is about 0.84 against 0.45 (iid null) and
-0.52 (position null, formerly phase), with bootstrap 95 % intervals of the differences about +-0.01 wide (7,136
+0.52 (position null, formerly phase), with bootstrap 95 % intervals of the differences
+about +-0.01 wide (7,136
 learned filters; about 2,300 null filters of each kind, the default ``null_size``). The tests
 ask for a gap of at least ``MARGIN = 0.15``: more than 10 times the sampling noise of the
 difference, so a change of seed cannot fail them, and under half the gap seen, so they stand
