@@ -258,3 +258,22 @@ def test_ceilings_are_computed_not_typed():
     # ideal filters beat their own nulls: the floor's ceiling lies below the position one
     iid = null_ceiling(5, "iid", n=64, seed=3)
     assert iid["ceiling_median_r2"] < c["ceiling_median_r2"] < 1.0
+
+
+def test_matched_ceiling_is_the_null_of_the_fitted_models():
+    """The ceiling analyze reports: the same null (same seed) of the ideal versions a g + b."""
+    from scalespace_mk.analysis.ceiling import fitted_models, matched_ceiling
+    from scalespace_mk.analysis.census import census
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(60, 5, 5))
+    res = census(y)
+    models = fitted_models(res, 5)
+    # the models are the fits: explained exactly, and y's residual is what is left over
+    np.testing.assert_allclose(census(models).r2, 1.0, atol=1e-7)
+    resid = ((y - models) ** 2).sum((1, 2))
+    np.testing.assert_allclose(resid, res.rss, rtol=1e-6)
+    z = matched_ceiling(models, ("iid", "shape"), 3)
+    # the iid null ignores the filters: its ceiling is the learned filters' own iid null
+    np.testing.assert_array_equal(z["iid"], null_r2(y, ("iid",), 3)["iid"])
+    np.testing.assert_array_equal(z["shape"], census(null_filters(models, "shape", 3)).r2)

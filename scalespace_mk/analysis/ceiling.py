@@ -2,10 +2,21 @@
 
 A null's median R^2 is not the whole story: how far learned filters *could* rise above it
 depends on k. Perfect scale-space filters (the models themselves, R^2 = 1) turned into null
-filters the same way reach only part of the way down -- e.g. their own position (phase)
-null still scores about 0.6 at 3x3. So every null contrast is read against its ceiling:
+filters the same way reach only part of the way down. So every null contrast is read
+against its ceiling. Two ceilings are computed, never typed in:
 
-- **ideal filters** (:func:`ideal_filters`): N model filters of size k, the census's types in
+- **matched** (:func:`matched_ceiling`, what ``analyze`` and ``census`` report): the ideal
+  versions of the very filters analysed -- each filter replaced by its fitted model
+  ``a g + b`` (:func:`fitted_models`; R^2 = 1 by construction) -- turned into the same null
+  with the same seed and fitted the same way. Its median is the ceiling; the attainable gap
+  is ``1 - ceiling`` and the gap share ``(median learned - median null) / (1 - ceiling)``:
+  how far the learned filters stand above the null, as a share of how far their own ideal
+  versions would. It depends on the population (types, scales, gains), which is the point:
+  a generic population of ideal filters can have a very different null (e.g. its
+  covariance null scores about 0.97, far above a real layer's).
+- **generic** (:func:`null_ceiling`): a fixed seeded population of ideal filters per k:
+
+  **ideal filters** (:func:`ideal_filters`): N model filters of size k, the census's types in
   turn, scales ``sigma_x, sigma_y`` uniform in ``[0.5, min(2, k / 2)]`` (standard
   deviations), type 7's ``alpha`` uniform in ``[0.5, 3]``, gain ``+-exp(N(0, 0.5^2))`` with
   a random sign, no offset; seeded;
@@ -32,7 +43,14 @@ from scalespace_mk.analysis.null import canonical_kind, null_filters, r2_summary
 from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 from scalespace_mk.scalespace.models import model_kernel
 
-__all__ = ["CEILING_SIZE", "gap_share", "ideal_filters", "null_ceiling"]
+__all__ = [
+    "CEILING_SIZE",
+    "fitted_models",
+    "gap_share",
+    "ideal_filters",
+    "matched_ceiling",
+    "null_ceiling",
+]
 
 #: ideal filters per ceiling (the median of 512 null R^2 is known to about +-0.02)
 CEILING_SIZE = 512
@@ -182,3 +200,69 @@ def gap_share(median_r2: Any, null_median_r2: Any, ceiling: dict[str, Any]) -> f
         return None
     out = (float(median_r2) - float(null_median_r2)) / float(gap)
     return out if math.isfinite(out) else None
+
+
+def fitted_models(
+    result: Any, size: int, *, mode: str = "paper", method: str = "discgauss"
+) -> np.ndarray:
+    """The fitted models ``a g + b`` of a census (the ideal versions of its filters).
+
+    Parameters
+    ----------
+    result : CensusResult
+        :func:`scalespace_mk.analysis.census.census` of k x k filters.
+    size : int
+        k.
+    mode, method : str
+        The census's model construction.
+
+    Returns
+    -------
+    numpy.ndarray [N, k, k]
+        ``a g(theta) + b`` at the fitted type and parameters (stored-weight layout, y up);
+        NaN for filters not fitted.
+    """
+    labels = np.asarray(result.type, dtype=object)
+    out = np.full((len(labels), size, size), np.nan)
+    sx, sy, al = result.sigma_x, result.sigma_y, result.alpha
+    kw = dict(size=size, mode=mode, method=method)
+    for tp in parse_model_types(result.types):
+        m = np.flatnonzero(labels == tp.label)
+        if not m.size:
+            continue
+        if tp.kind == "mk7":
+            g = model_kernel(tp.name, sx[m], alpha=al[m], **kw)
+        elif tp.kind == "iso":
+            g = model_kernel(tp.name, sx[m], **kw)
+        else:
+            g = model_kernel(tp.name, sx[m], sy[m], **kw)
+        g = np.asarray(g, dtype=np.float64).reshape(-1, size, size)
+        out[m] = result.a[m, None, None] * g + result.b[m, None, None]
+    return out
+
+
+def matched_ceiling(
+    models: np.ndarray, kinds: Any, seed: int, **census_kwargs: Any
+) -> dict[str, np.ndarray]:
+    """R^2 of the nulls of ideal filters (:func:`fitted_models`), fitted like the learned.
+
+    Parameters
+    ----------
+    models : numpy.ndarray [N, k, k]
+        The fitted models of the analysed filters (finite rows only).
+    kinds : sequence of str
+        Null kinds.
+    seed : int
+        The seed of the learned filters' null (the same random numbers are used).
+    **census_kwargs
+        Options of :func:`scalespace_mk.analysis.census.census`.
+
+    Returns
+    -------
+    dict
+        ``{kind: R^2 [N]}``; the ceiling is its median (:func:`gap_share` with
+        ``{"attainable_gap": 1 - median}``).
+    """
+    from scalespace_mk.analysis.census import null_r2
+
+    return null_r2(np.asarray(models, dtype=np.float64), tuple(kinds), seed, **census_kwargs)

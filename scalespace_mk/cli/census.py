@@ -136,15 +136,25 @@ def null_line(kind: str, c: dict[str, Any]) -> str:
     return line
 
 
-def _add_ceilings(nulls: dict[str, Any], k: int, types: Any, mode: str) -> None:
-    """Each null's ceiling (the same null on ideal model filters of size k) and gap share."""
-    from scalespace_mk.analysis.ceiling import gap_share, null_ceiling
+def _add_ceilings(nulls: dict, result: Any, k: int, kinds: Any, args: Any, kw: dict) -> None:
+    """Each null's ceiling (the same null of the fitted models ``a g + b``, the ideal versions
+    of the same filters, :mod:`scalespace_mk.analysis.ceiling`) and the gap share."""
+    import numpy as np
 
+    from scalespace_mk.analysis.ceiling import fitted_models, gap_share, matched_ceiling
+
+    models = fitted_models(result, k, mode=args.mode, method=args.method)[result.valid]
+    z = matched_ceiling(models, kinds, args.seed, num_threads=args.threads, **kw)
     for kind, c in nulls.items():
-        ceil = null_ceiling(k, kind, types=types, mode=mode)
-        c["ceiling_median_r2"] = ceil["ceiling_median_r2"]
-        c["attainable_gap"] = ceil["attainable_gap"]
-        c["gap_share"] = gap_share(c["median_r2"], c["null_median_r2"], ceil)
+        vals = z[kind][np.isfinite(z[kind])]
+        if not vals.size:
+            continue
+        ceil = float(np.median(vals))
+        c["ceiling_median_r2"] = ceil
+        c["attainable_gap"] = 1.0 - ceil
+        c["gap_share"] = gap_share(
+            c["median_r2"], c["null_median_r2"], {"attainable_gap": 1.0 - ceil}
+        )
 
 
 def _records(result: Any, k: int, mode: str, method: str) -> list[dict[str, Any]]:
@@ -193,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         learned = filters[result.valid]
         r2_null = null_r2(learned, kinds, args.seed, num_threads=args.threads, **kw)
         nulls = {kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()}
-        _add_ceilings(nulls, filters.shape[-1], types, args.mode)
+        _add_ceilings(nulls, result, filters.shape[-1], kinds, args, kw)
     seconds = time.perf_counter() - start
     if args.plot:
         from scalespace_mk.plot import plot_census

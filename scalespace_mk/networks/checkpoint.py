@@ -498,20 +498,26 @@ def _population_summary(layers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _pooled_ceilings(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Ceilings of pooled layers: per kind, the mean over layers weighted by fitted filters
-    (one kernel size: that size's ceiling)."""
-    out: dict[str, dict[str, Any]] = {}
-    kinds = set().union(*(p.get("ceilings", {}) for p in parts)) if parts else set()
-    for kind in kinds:
-        w = np.array([np.isfinite(p["r2"]).sum() for p in parts], dtype=np.float64)
-        if not w.sum():
-            continue
-        out[kind] = {
-            key: float(np.dot(w, [p["ceilings"][kind][key] for p in parts]) / w.sum())
-            for key in ("ceiling_median_r2", "attainable_gap")
-        }
+def _ceilings(ceiling_r2: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """``{kind: {"ceiling_median_r2", "attainable_gap"}}`` from the R^2 of the nulls of the
+    ideal filters (their own R^2 is 1)."""
+    out = {}
+    for kind, z in ceiling_r2.items():
+        med = _median(z)
+        if med is not None:
+            out[kind] = {"ceiling_median_r2": med, "attainable_gap": 1.0 - med}
     return out
+
+
+def _pooled_ceilings(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Ceilings of pooled layers: the median over all their ideal filters' null R^2."""
+    kinds = set().union(*(p.get("ceiling_r2", {}) for p in parts)) if parts else set()
+    return _ceilings(
+        {
+            k: np.concatenate([p["ceiling_r2"][k] for p in parts if k in p["ceiling_r2"]])
+            for k in kinds
+        }
+    )
 
 
 def _pooled(
@@ -621,7 +627,7 @@ def analyze(
     ``x = c - m``, ``y = m - r``), analysed as stored (no dilation).
     """
     from scalespace_mk._progress import progress as progress_iter
-    from scalespace_mk.analysis.ceiling import null_ceiling
+    from scalespace_mk.analysis.ceiling import fitted_models, matched_ceiling
     from scalespace_mk.analysis.census import ON_INVALID, census, null_r2, scale_statistics
     from scalespace_mk.analysis.identify import (
         adjusted_r2,
@@ -683,7 +689,12 @@ def analyze(
             pick = np.random.default_rng([lseed, 2]).choice(len(fitted_w), n_null, replace=False)
             fitted_w = fitted_w[np.sort(pick)]
         nulls = null_r2(fitted_w, kinds, lseed, types=labels, device=device)
-        ceilings = {kind: null_ceiling(k_layer, kind, types=labels) for kind in kinds}
+        # the matched ceiling: the same null of the ideal versions of the same filters
+        models = fitted_models(result, k_layer)[result.valid]
+        if n_null < len(models):
+            models = models[np.sort(pick)]
+        ceiling_r2 = matched_ceiling(models, kinds, lseed, types=labels, device=device)
+        ceilings = _ceilings(ceiling_r2)
         invalid = result.invalid_counts()
         part = {
             "r2": result.r2,
@@ -697,7 +708,7 @@ def analyze(
             "r2_adjusted": r2_adj,
             "undetermined": ident.counts(),
             "fit": {"sigma_x": result.sigma_x, "sigma_y": result.sigma_y, "alpha": result.alpha},
-            "ceilings": ceilings,
+            "ceiling_r2": ceiling_r2,
         }
         parts.append(part)
         r2_by_layer[name], null_by_layer[name], weights[name] = result.r2, nulls, w
