@@ -20,8 +20,12 @@ and its singular value decomposition ``J = U S V^T``. Directions ``v_j`` with
 ``S_j <= TOL`` (:data:`TOL` = 1e-3: a unit change of ``s`` or ``alpha`` along them moves the
 unit-norm model by less than 1e-3 in l2, i.e. changes R^2 by less than 1e-6) are flat: the
 model does not change along them. A parameter ``i`` is **undetermined** when the flat
-directions hold more than :data:`SHARE` = 0.05 of its unit vector (``||V_flat[i]|| > 0.05``):
-then moving it and compensating with the others leaves the fit unchanged. Its fitted value is
+directions hold more than :data:`SHARE` = 1e-6 of its unit vector (``||V_flat[i]|| > 1e-6``;
+a parameter untouched by the flat directions, e.g. ``sigma_y`` of type 5 at 3x3, has a share
+at the level of rounding, ~1e-12, and a curved trade-off can bend away from the tangent, so
+any real share means the parameter moves along it):
+then moving it and compensating with the others leaves the fit unchanged, even if it moves
+less than the others along the curve. Its fitted value is
 reported as None with a reason; the others keep theirs. The number of **determined scale
 parameters** is the rank ``r`` of ``J`` (singular values above :data:`TOL`), and the
 effective parameter count of the fit is ``q = 2 + r`` (gain, offset, determined scales) plus
@@ -61,8 +65,8 @@ STEP = 1e-4
 #: Singular values of ``d n / d theta`` at or below this are flat directions.
 TOL = 1e-3
 #: A parameter whose unit vector has more than this share in the flat directions is
-#: undetermined.
-SHARE = 0.05
+#: undetermined (any real participation in a flat curve; rounding gives ~1e-12).
+SHARE = 1e-6
 #: Parameters charged for picking the best of several types (the choice is one discrete
 #: parameter; see :func:`effective_parameters`).
 CHOICE_CHARGE = 1
