@@ -25,6 +25,8 @@ __all__ = [
     "plot_filters",
     "plot_fit",
     "plot_gallery",
+    "plot_family_analysis",
+    "plot_population",
     "plot_jet_basis",
     "plot_r2_per_layer",
     "plot_scales_by_depth",
@@ -592,6 +594,10 @@ def plot_analysis(result: Any, directory: str | os.PathLike[str], *, dpi: int = 
         _legend_outside(ax)
     paths.append(_save_atomic(fig, directory / "r2.png", dpi=dpi))
     plt.close(fig)
+    if all("population" in la for la in result.layers) and result.layers:
+        fig = plot_population(result, path=directory / "population.png", dpi=dpi)
+        paths.append(directory / "population.png")
+        plt.close(fig)
     if any(f["r2"] is not None for f in result.filters):
         fig = plot_gallery(result.gallery(), path=directory / "gallery.png", dpi=dpi)
         paths.append(directory / "gallery.png")
@@ -778,7 +784,9 @@ def plot_scales_by_depth(
             label=f"{'σx' if j == 0 else 'σy'} (median, 5-95 %)",
         )
     axes[0].set_ylabel("fitted scale σ (pixels, standard deviation)")
-    axes[0].set_title("scales of the best models against depth", fontsize=10)
+    axes[0].set_title(
+        "scales of the best models against depth\n(undetermined scales left out)", fontsize=10
+    )
     _legend_outside(axes[0])
     q = series(lambda s: (s["by_type"].get("7") or {}).get("alpha"))
     axes[1].fill_between(x, q[:, 0], q[:, 2], color="C4", alpha=0.2, lw=0)
@@ -1206,3 +1214,150 @@ def plot_substitution(
             plt.close(fig)
             out.append(folder / name)
     return out
+
+
+def plot_family_analysis(
+    out: dict[str, Any], parts: dict[int, Any], directory: str | os.PathLike[str], *, dpi: int = 120
+) -> list[Path]:
+    """Figures of ``analyze --family``: R^2 of the family beside its nulls, and per layer.
+
+    Parameters
+    ----------
+    out : dict
+        The ``analyze --family --json`` object (``family``, ``order``, ``layers``).
+    parts : dict
+        ``{k: (FamilyCensusResult, {kind: FamilyCensusResult})}`` per fitted kernel size.
+    directory : str or path-like
+        Folder (created if missing): ``family_r2.png`` (histogram of R^2 per kernel size,
+        learned and null filters) and ``family_r2_per_layer.png`` (median R^2 and adjusted
+        R^2 per layer).
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files.
+    """
+    import numpy as np
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    label = f"{out['family']} order {out['order']}"
+    sizes = sorted(parts)
+    fig, axes = plt.subplots(
+        1, len(sizes), figsize=(4.6 * len(sizes) + 1.2, 3.4), layout="constrained", squeeze=False
+    )
+    for ax, k in zip(axes[0], sizes, strict=True):
+        result, nulls = parts[k]
+        r2 = result.r2[result.valid]
+        ax.hist(r2, bins=40, range=(0, 1), color="C0", alpha=0.8, label="learned")
+        for j, (kind, res) in enumerate(sorted(nulls.items())):
+            ax.hist(
+                res.r2[res.valid],
+                bins=40,
+                range=(0, 1),
+                histtype="step",
+                lw=1.5,
+                color=f"C{j + 1}",
+                label=f"null: {kind}",
+            )
+        ax.set_xlabel(f"R² of the {label} fit")
+        ax.set_ylabel("filters")
+        med = f"{np.median(r2):.3f}" if r2.size else "-"
+        ax.set_title(f"{k}x{k}: {r2.size} filters (median {med})", fontsize=9)
+    _legend_outside(axes[0][-1])
+    paths = [_save_atomic(fig, directory / "family_r2.png", dpi=dpi)]
+    plt.close(fig)
+    layers = out["layers"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(layers) + 3.0), 3.4), layout="constrained")
+    x = np.arange(len(layers))
+    for key, name, c in (
+        ("median_r2", "median R²", "C0"),
+        ("median_r2_adjusted", "adjusted", "C1"),
+    ):
+        y = [np.nan if la[key] is None else la[key] for la in layers]
+        ax.plot(x, y, "o-", ms=3, color=c, label=name)
+    ax.set_ylabel(f"R² of the {label} fit")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{label} per layer (skipped: {len(out.get('skipped', []))} layers)", fontsize=10)
+    if layers:
+        _layer_axis(ax, layers)
+    _legend_outside(ax)
+    paths.append(_save_atomic(fig, directory / "family_r2_per_layer.png", dpi=dpi))
+    plt.close(fig)
+    return paths
+
+
+def plot_population(
+    result: Any, *, path: str | os.PathLike[str] | None = None, dpi: int = 120
+) -> Any:
+    """Population measures per layer (:mod:`scalespace_mk.analysis.population`).
+
+    Parameters
+    ----------
+    result : scalespace_mk.networks.checkpoint.AnalyzeResult
+        The analysis (``population`` per layer).
+    path : str or path-like, optional
+        If given, the figure is also written there, atomically.
+    dpi : int
+        Resolution used when writing ``path``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: variance entropy per layer with its i.i.d. randomness threshold, and
+        orthogonality with its i.i.d. value. Right: median R^2 of the 8 types beside the PCA
+        bound of a basis of the same size (m = 4) and the shape / covariance nulls.
+    """
+    import numpy as np
+
+    layers = result.layers
+    x = np.arange(len(layers))
+
+    def get(fn: Any) -> np.ndarray:
+        out = []
+        for la in layers:
+            v = fn(la)
+            out.append(np.nan if v is None else v)
+        return np.array(out, dtype=float)
+
+    plt = _pyplot()
+    width = max(8.0, 0.45 * len(layers) + 4.0)
+    fig, axes = plt.subplots(1, 2, figsize=(width, 3.6), layout="constrained")
+    pop = lambda key: get(lambda la: la["population"].get(key))  # noqa: E731
+    axes[0].plot(x, pop("variance_entropy"), "o-", ms=3, color="C0", label="variance entropy")
+    axes[0].plot(x, pop("entropy_threshold"), "--", color="C0", label="i.i.d. threshold (5 %)")
+    axes[0].plot(x, pop("orthogonality"), "s-", ms=3, color="C1", label="orthogonality")
+    axes[0].plot(x, pop("orthogonality_iid"), ":", color="C1", label="i.i.d. orthogonality")
+    axes[0].plot(x, pop("sparsity"), "^-", ms=3, color="C2", label="sparsity")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("population measure")
+    axes[0].set_title("population measures per layer (CNN Filter DB)", fontsize=10)
+    _legend_outside(axes[0])
+    axes[1].plot(x, get(lambda la: la["median_r2"]), "o-", ms=3, color="C0", label="8 types")
+    axes[1].plot(
+        x,
+        get(lambda la: la["population"]["pca_bound"].get("masterkey")),
+        "--",
+        color="C3",
+        label="best 4-dim. linear basis (PCA)",
+    )
+    for j, kind in enumerate(("shape", "covariance", "iid")):
+        axes[1].plot(
+            x,
+            get(lambda la, kind=kind: (la["nulls"].get(kind) or {}).get("null_median_r2")),
+            ":",
+            color=f"C{4 + j}",
+            label=f"null: {kind}",
+        )
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("median R²")
+    axes[1].set_title("R² against a basis of its size and the nulls", fontsize=10)
+    _legend_outside(axes[1])
+    for ax in axes:
+        _layer_axis(ax, layers)
+    if path is not None:
+        _save_atomic(fig, path, dpi=dpi)
+    return fig

@@ -249,6 +249,10 @@ LAYER_KEYS = {
     "sigma",
     "sigma_x_quantiles",
     "sigma_y_quantiles",
+    "undetermined",
+    "median_r2_adjusted",
+    "gap_share",
+    "population",
 }
 
 
@@ -262,7 +266,7 @@ def dead():
     w0[9, 1, 1] = np.nan
     w1 = _planted(rng, 40, 7)
     sd = {"model": {"l0.conv_dw.weight": _t(w0), "l1.conv_dw.weight": _t(w1)}}
-    return sd, w0, w1, analyze(sd, seed=11)
+    return sd, w0, w1, analyze(sd, seed=11, null="both")
 
 
 def test_analyze_json_keys_and_invalid_counts(dead):
@@ -303,11 +307,11 @@ def test_analyze_json_keys_and_invalid_counts(dead):
 def test_analyze_null_beside_every_statistic(dead):
     sd, _, w1, res = dead
     s = res.summary
-    assert s["null_kind"] == "phase" and set(s["nulls"]) == {"iid", "phase"}
-    assert s["null_median_r2"] == s["nulls"]["phase"]["null_median_r2"]
+    assert s["null_kind"] == "position" and set(s["nulls"]) == {"iid", "position"}
+    assert s["null_median_r2"] == s["nulls"]["position"]["null_median_r2"]
     for layer in res.layers:
         # planted models are explained far better than structureless filters
-        for kind in ("iid", "phase"):
+        for kind in ("iid", "position"):
             c = layer["nulls"][kind]
             assert c["median_diff"] > 0.3 and c["median_diff_ci"][0] > 0.2
             assert layer["share_r2_gt_0_8"] > c["null_share_r2_gt_0_8"]
@@ -318,9 +322,9 @@ def test_analyze_null_beside_every_statistic(dead):
     z = null_filters(w1.astype(np.float32).astype(np.float64), "iid", derive_seed(11, name))
     np.testing.assert_array_equal(res.null_r2[name]["iid"], census(z).r2)
     # reproducible: same seed identical, another seed another null
-    again = analyze(sd, seed=11, n_boot=200)
+    again = analyze(sd, seed=11, n_boot=200, null="both")
     assert again.layers[1]["null_median_r2"] == res.layers[1]["null_median_r2"]
-    other = analyze(sd, seed=12, n_boot=200)
+    other = analyze(sd, seed=12, n_boot=200, null="both")
     assert other.layers[1]["null_median_r2"] != res.layers[1]["null_median_r2"]
     assert other.layers[1]["median_r2"] == res.layers[1]["median_r2"]
     none = analyze(sd, null="none")
@@ -421,8 +425,8 @@ def test_cli_table_and_figures(dead, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "median R2 (null)" in out and "model.l0.conv_dw.weight" in out
     assert "2 zero, 1 constant, 1 non-finite" in out
-    assert "5x5: 24 filters" in out and "null phase" in out
-    for name in ("types_per_layer", "r2_per_layer", "scales", "gallery", "r2"):
+    assert "5x5: 24 filters" in out and "null covariance" in out and "null shape" in out
+    for name in ("types_per_layer", "r2_per_layer", "scales", "gallery", "r2", "population"):
         assert (figs / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
 
 

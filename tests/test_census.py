@@ -394,11 +394,17 @@ def test_cli_json(capsys):
     assert main(["census", "masterkey", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"seconds", "filters", "invalid", "null"} and out["seconds"] > 0
-    assert set(out["null"]) == {"iid", "phase"}
-    assert out["null"]["phase"]["median_r2"] > out["null"]["phase"]["null_median_r2"]
+    assert set(out["null"]) == {"iid", "shape", "covariance"}  # the default nulls
+    assert out["null"]["shape"]["median_r2"] > out["null"]["shape"]["null_median_r2"]
+    for c in out["null"].values():  # every null with its computed ceiling
+        assert 0 < c["ceiling_median_r2"] < 1 and c["attainable_gap"] > 0
     assert [f["index"] for f in out["filters"]] == list(range(8))
     assert [f["type"] for f in out["filters"]] == list(TYPES)
     assert [f["alpha"] is None for f in out["filters"]] == [True] * 6 + [False, True]
+    # 7x7: every scale is determined; effective parameters 2 + scales + 1 for the choice
+    assert all(f["undetermined"] == {} for f in out["filters"])
+    assert [f["n_params"] for f in out["filters"]] == [5] * 8
+    assert all(f["r2_adjusted"] < f["r2"] for f in out["filters"])
     assert all(0.7 < f["r2"] <= 1.0 for f in out["filters"])
 
 

@@ -9,5 +9,9 @@ Modules (each imports only those above it, and the maths wing :mod:`scalespace_m
 - :mod:`~scalespace_mk.analysis.normalize`: the paper's normalisation of a filter;
 - :mod:`~scalespace_mk.analysis.fit`: the paper's fitting methods A ... D-joint;
 - :mod:`~scalespace_mk.analysis.census`: the vectorised least-squares census of any number
-  of filters.
+  of filters;
+- :mod:`~scalespace_mk.analysis.null`, :mod:`~scalespace_mk.analysis.ceiling`: null models
+  named for what they randomise, and their ceilings;
+- :mod:`~scalespace_mk.analysis.identify`: which fitted scales the data determine;
+- :mod:`~scalespace_mk.analysis.population`: population measures of a layer's filters.
 """

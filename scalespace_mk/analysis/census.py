@@ -1313,6 +1313,9 @@ def census(
 
         opts = dict(mode=mode, epsilon=epsilon, sigma_max=sigma_max, device=device)
         opts.update(batch_size=batch_size, progress=progress, num_threads=num_threads)
+        check_choice("on_invalid", on_invalid, ON_INVALID)
+        if on_invalid == "record":  # recorded like the 8-type census, not fitted
+            opts["invalid"] = screen_filters(check_filters(filters, "filters", values=False))
         return family_census(
             filters, family=family, order=order, allow_saturated=allow_saturated, **opts
         )
@@ -1925,6 +1928,9 @@ def null_r2(
     for kind in kinds:
         if len(filters) == 0:
             out[kind] = np.zeros(0)
+            continue
+        if kind == "covariance" and len(filters) < 2:  # no covariance of one filter
+            out[kind] = np.full(len(filters), np.nan)
             continue
         z = null_filters(filters, kind, seed)
         out[kind] = census(z, on_invalid="record", **census_kwargs).r2

@@ -81,7 +81,6 @@ __all__ = [
 
 #: Families accepted by :func:`family_census` (``"masterkey"`` is the 8-type census).
 FAMILIES = ("njet", "oriented")
-NULL_KINDS = ("iid", "phase")
 
 _GRID_STEP_1 = 0.05  # grid step in sigma, one scale
 _GRID_STEP_2 = 0.125  # grid step per axis, two scales
@@ -373,9 +372,53 @@ class FamilyCensusResult(Tabular):
     n_params: int
     taps: int
     options: dict[str, Any] = field(default_factory=dict)
+    reason: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason is None:
+            self.reason = np.full(len(self.r2), None, dtype=object)
 
     def __len__(self) -> int:
         return int(self.r2.shape[0])
+
+    @property
+    def valid(self) -> np.ndarray:
+        """[N] bool: the filter was fitted (its ``reason`` is None)."""
+        return np.equal(self.reason, None)
+
+    def invalid_counts(self) -> dict[str, int]:
+        """Filters not fitted, per reason: ``{"zero": n, "constant": n, "non_finite": n}``."""
+        return {
+            r.replace("-", "_"): int(np.sum(self.reason == r))
+            for r in ("zero", "constant", "non-finite")
+        }
+
+    def _expand(self, keep: np.ndarray, reason: np.ndarray) -> FamilyCensusResult:
+        """This result (of the filters ``keep``) spread to all N filters, NaN elsewhere."""
+        n = len(keep)
+
+        def spread(a: np.ndarray) -> np.ndarray:
+            out = np.full((n, *a.shape[1:]), np.nan)
+            out[keep] = a
+            return out
+
+        return FamilyCensusResult(
+            family=self.family,
+            order=self.order,
+            names=self.names,
+            sigma_x=spread(self.sigma_x),
+            sigma_y=spread(self.sigma_y),
+            coefficients=spread(self.coefficients),
+            b=spread(self.b),
+            r2=spread(self.r2),
+            rss=spread(self.rss),
+            tss=spread(self.tss),
+            r2_adjusted=spread(self.r2_adjusted),
+            n_params=self.n_params,
+            taps=self.taps,
+            options=dict(self.options),
+            reason=np.array(reason, dtype=object),
+        )
 
     def __getattr__(self, name: str) -> np.ndarray:
         names = self.__dict__.get("names", ())
@@ -398,10 +441,33 @@ class FamilyCensusResult(Tabular):
         return {k: [r[k] for r in recs] for k in keys}
 
     def models(self) -> np.ndarray:
-        """The fitted kernels ``[N, k, k]`` (members times coefficients plus ``b``)."""
+        """The fitted kernels ``[N, k, k]`` (members times coefficients plus ``b``; NaN for
+        filters not fitted)."""
         from scalespace_mk.scalespace.jets import jet_basis
 
         k = int(round(math.sqrt(self.taps)))
+        ok = self.valid
+        if not ok.all():
+            out = np.full((len(self), k, k), np.nan)
+            if ok.any():
+                sub = FamilyCensusResult(
+                    self.family,
+                    self.order,
+                    self.names,
+                    self.sigma_x[ok],
+                    self.sigma_y[ok],
+                    self.coefficients[ok],
+                    self.b[ok],
+                    self.r2[ok],
+                    self.rss[ok],
+                    self.tss[ok],
+                    self.r2_adjusted[ok],
+                    self.n_params,
+                    self.taps,
+                    self.options,
+                )
+                out[ok] = sub.models()
+            return out
         opts = self.options
         kw = dict(size=k, mode=opts.get("mode", "paper"), epsilon=opts.get("epsilon", 1e-8))
         if self.family == "njet":
@@ -416,9 +482,17 @@ class FamilyCensusResult(Tabular):
         return fit + self.b[:, None, None]
 
     def records(self) -> list[dict[str, Any]]:
-        """One dict per filter: index, scales, named coefficients, b, r2, r2_adjusted."""
+        """One dict per filter: index, scales, named coefficients, b, r2, r2_adjusted, reason
+        (a filter not fitted has them None and its ``reason``)."""
         out = []
         for i in range(len(self)):
+            if self.reason[i] is not None:
+                out.append(
+                    {"index": i}
+                    | dict.fromkeys(("sigma_x", "sigma_y", *self.names, "b", "r2", "r2_adjusted"))
+                    | {"reason": self.reason[i]}
+                )
+                continue
             rec: dict[str, Any] = {
                 "index": i,
                 "sigma_x": float(self.sigma_x[i]),
@@ -429,22 +503,28 @@ class FamilyCensusResult(Tabular):
                 b=float(self.b[i]),
                 r2=float(self.r2[i]),
                 r2_adjusted=_json_float(self.r2_adjusted[i]),
+                reason=None,
             )
             out.append(rec)
         return out
 
     def summary(self) -> dict[str, Any]:
-        """Medians over filters: ``{"family", "order", "n_filters", "n_params",
-        "median_r2", "median_r2_adjusted", "share_r2_above_0.8"}``."""
+        """Medians over the fitted filters: ``{"family", "order", "n_filters", "fitted",
+        "invalid", "n_params", "taps", "median_r2", "median_r2_adjusted",
+        "share_r2_above_0.8"}`` (None where no filter was fitted)."""
+        ok = self.valid
+        r2, adj = self.r2[ok], self.r2_adjusted[ok]
         return {
             "family": self.family,
             "order": self.order,
             "n_filters": len(self),
+            "fitted": int(ok.sum()),
+            "invalid": self.invalid_counts(),
             "n_params": self.n_params,
             "taps": self.taps,
-            "median_r2": float(np.median(self.r2)),
-            "median_r2_adjusted": _json_float(np.median(self.r2_adjusted)),
-            "share_r2_above_0.8": float(np.mean(self.r2 > 0.8)),
+            "median_r2": float(np.median(r2)) if r2.size else None,
+            "median_r2_adjusted": _json_float(np.median(adj)) if adj.size else None,
+            "share_r2_above_0.8": float(np.mean(r2 > 0.8)) if r2.size else None,
         }
 
 
@@ -473,6 +553,7 @@ def family_census(
     batch_size: int | None = None,
     progress: bool | None = None,
     num_threads: int | None = None,
+    invalid: Any = None,
 ) -> FamilyCensusResult:
     """Fit an N-jet or an oriented derivative (with offset) to every filter.
 
@@ -507,6 +588,12 @@ def family_census(
         Progress on stderr (default: for >= 20,000 filters on a terminal).
     num_threads : int, optional
         torch CPU threads during the call (restored afterwards).
+    invalid : array_like of object [N], optional
+        Why each filter cannot be fitted (``"zero"``, ``"constant"``, ``"non-finite"``; None
+        for a filter that can), as
+        :func:`scalespace_mk.analysis.census.screen_filters` gives it: those filters are
+        recorded, not fitted (NaN in the arrays, their ``reason`` kept), like the 8-type
+        census with ``on_invalid="record"``. None (default): such filters raise.
 
     Returns
     -------
@@ -534,6 +621,37 @@ def family_census(
         raise ValueError("anisotropic applies to family 'njet' only (oriented: one scale)")
     check_choice("mode", mode, MODES)
     epsilon = check_epsilon(epsilon)
+    reason = None
+    if invalid is not None:
+        y_all = check_filters(filters, "filters", values=False)
+        reason = np.asarray(invalid, dtype=object).reshape(-1)
+        if reason.shape != (y_all.shape[0],):
+            raise ValueError(
+                f"invalid must hold one reason (or None) per filter ({y_all.shape[0]}); got "
+                f"shape {reason.shape}"
+            )
+        keep = np.equal(reason, None)
+        if not keep.any():
+            raise ValueError("no filter can be fitted: every one is zero, constant or non-finite")
+        if not keep.all():
+            sub = family_census(
+                y_all[keep],
+                family=family,
+                order=order,
+                anisotropic=anisotropic,
+                mode=mode,
+                normalized=normalized,
+                gamma=gamma,
+                epsilon=epsilon,
+                sigma_max=sigma_max,
+                allow_saturated=allow_saturated,
+                device=device,
+                batch_size=batch_size,
+                progress=progress,
+                num_threads=num_threads,
+            )
+            return sub._expand(keep, reason)
+        filters = y_all
     y = np.ascontiguousarray(check_filters(filters, "filters"))
     n_filters, k = y.shape[0], y.shape[1]
     if k < 3:
@@ -690,8 +808,8 @@ def family_null(
     filters : array_like, shape [N, k, k]
         The real filters.
     kind : str
-        ``"iid"`` (i.i.d. Gaussian filters) or ``"phase"`` (Fourier phases randomised), as
-        :func:`scalespace_mk.analysis.null.null_filters` makes them.
+        A null kind of :func:`scalespace_mk.analysis.null.null_filters`: ``"iid"``,
+        ``"position"`` (alias ``"phase"``), ``"shape"`` or ``"covariance"``.
     seed : int
         Seed of the null filters.
     **options
@@ -708,13 +826,13 @@ def family_null(
     ValueError
         If the null-model module is not available in this installation.
     """
-    check_choice("kind", kind, NULL_KINDS)
     try:
-        from scalespace_mk.analysis.null import null_filters
+        from scalespace_mk.analysis.null import canonical_kind, null_filters
     except ImportError:
         raise ValueError(
             "null filters need scalespace_mk.analysis.null (null_filters), which this "
             "installation lacks; run without --null / null=..., or update scalespace_mk"
         ) from None
+    kind = canonical_kind(kind)
     y = check_filters(filters, "filters")
     return family_census(null_filters(y, kind, seed), **options)

@@ -3,32 +3,52 @@
 R^2 of the best idealised model says little on its own: the 8 master key types reach a median
 R^2 of about 0.45 on *random* 3x3 filters and about 0.2 on random 5x5 ones, simply because a
 few parameters fit a few taps. Every statistic of a census is therefore reported beside the
-same statistic for filters with no scale-space structure, fitted the same way:
+same statistic for filters with no scale-space structure, fitted the same way. Each null is
+named for what it randomises:
 
-``"iid"``
+``"iid"`` (the floor)
     i.i.d. standard Gaussian filters of the same shape and count. R^2 is invariant to the
-    filter's gain and offset, so the noise level does not matter.
-``"phase"``
+    filter's gain and offset, so the noise level does not matter. Randomises everything.
+``"position"`` (formerly ``"phase"``, still accepted)
     each learned filter's 2-D power spectrum ``|F(y)|^2`` (discrete Fourier transform over the
-    k x k taps) kept exactly, with the phases replaced by those of white noise (the phases of
-    the transform of a real i.i.d. Gaussian filter, so the result is real). It keeps how
-    smooth the filter is and destroys where its energy sits. A census that explains learned
-    filters no better than their phase-randomised copies is measuring smoothness, not
-    scale-space structure.
+    k x k taps) kept exactly, with the phases replaced by those of white noise. Random phases
+    include random linear phase ramps, i.e. random *circular translations*: this null mainly
+    tests where the energy sits (position), not shape -- its R^2 is within a few hundredths of
+    shifting each learned filter circularly, and its largest tap lands at the centre at chance
+    rate. Keeps smoothness; randomises position and shape.
+``"shape"``
+    the position null re-centred: each phase-randomised filter circularly shifted so that its
+    largest tap (in absolute value) sits at the centre. A circular shift keeps ``|F|``, so the
+    spectrum is still exact and the filter is centred like most learned ones; only the shape
+    beyond smoothness and centring is random.
+``"covariance"`` (the second-order null)
+    Gaussian filters with the group's own mean and covariance (the k*k-dimensional mean
+    ``mu`` and covariance ``Sigma`` of the filters passed in, e.g. one layer):
+    ``z = mu + A^T w / sqrt(n - 1)`` with ``A`` the centred filters and ``w ~ N(0, I_n)``,
+    so ``E z = mu`` and ``Cov z = Sigma`` exactly. Keeps every first- and second-order
+    statistic of the population (smoothness, centring, typical orientations, the power
+    spectrum on average); randomises everything beyond that. The honest test of "a few
+    specific types beyond smooth random structure".
 
-Both are seeded (:func:`null_filters`); :func:`null_contrast` compares the R^2 of learned and
-null filters with a bootstrap interval of the difference.
+All are seeded (:func:`null_filters`); :func:`null_contrast` compares the R^2 of learned and
+null filters with a bootstrap interval of the difference. The ceiling of each null (the same
+null on ideal model filters) is in :mod:`scalespace_mk.analysis.ceiling`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "DEFAULT_NULLS",
+    "NULL_ALIASES",
     "NULL_KINDS",
+    "NULL_SETS",
     "R2_GOOD",
+    "canonical_kind",
     "derive_seed",
     "null_contrast",
     "null_filters",
@@ -37,7 +57,20 @@ __all__ = [
 ]
 
 #: the null models :func:`null_filters` builds
-NULL_KINDS: tuple[str, ...] = ("iid", "phase")
+NULL_KINDS: tuple[str, ...] = ("iid", "position", "shape", "covariance")
+#: old names still accepted, mapped to the honest ones
+NULL_ALIASES: dict[str, str] = {"phase": "position", "second-order": "covariance"}
+#: the nulls of a default analysis: the floor and the two nulls that keep smoothness and
+#: centring (shape) or the whole second-order structure (covariance); see docs/analysis.md
+DEFAULT_NULLS: tuple[str, ...] = ("iid", "shape", "covariance")
+#: named sets of null kinds accepted by :func:`null_kinds`
+NULL_SETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "both": ("iid", "position"),
+    "default": DEFAULT_NULLS,
+    "all": NULL_KINDS,
+}
+_STREAM = {"iid": 0, "position": 1, "shape": 1, "covariance": 3}  # shape = position re-centred
 #: R^2 above which a filter counts as well explained (the share reported beside the median)
 R2_GOOD = 0.8
 
@@ -48,26 +81,49 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def canonical_kind(kind: Any) -> str:
+    """The honest name of a null kind (``"phase"`` -> ``"position"``); ValueError if unknown."""
+    if isinstance(kind, str):
+        kind = NULL_ALIASES.get(kind, kind)
+        if kind in NULL_KINDS:
+            return kind
+    accepted = ", ".join(map(repr, NULL_KINDS + tuple(NULL_ALIASES)))
+    raise ValueError(f"kind must be one of {accepted}; got {kind!r}")
+
+
 def null_kinds(null: Any) -> tuple[str, ...]:
-    """The null models named by ``null``: ``"none"`` -> (), ``"both"`` -> ("iid", "phase").
+    """The null models named by ``null``, by their honest names.
 
     Parameters
     ----------
-    null : str or None
-        ``"none"`` (or None), ``"iid"``, ``"phase"`` or ``"both"``.
+    null : str, sequence of str or None
+        ``"none"`` (or None), a kind (``"iid"``, ``"position"`` (alias ``"phase"``),
+        ``"shape"``, ``"covariance"``), a comma-separated list of kinds, or a set:
+        ``"default"`` (iid, shape, covariance), ``"both"`` (iid, position: the old default),
+        ``"all"``.
 
     Returns
     -------
     tuple of str
-        Kinds for :func:`null_filters`, in the order iid, phase.
+        Kinds for :func:`null_filters`, in the order of :data:`NULL_KINDS`, no repeats.
     """
-    if null is None or null == "none":
+    if null is None:
         return ()
-    if null == "both":
-        return NULL_KINDS
-    if isinstance(null, str) and null in NULL_KINDS:
-        return (null,)
-    raise ValueError(f"null must be one of 'none', 'iid', 'phase', 'both'; got {null!r}")
+    if isinstance(null, str) and null in NULL_SETS:
+        return NULL_SETS[null]
+    items = null.split(",") if isinstance(null, str) else null
+    try:
+        kinds = {canonical_kind(str(k).strip()) for k in items}
+    except (TypeError, ValueError):
+        sets = ", ".join(map(repr, NULL_SETS))
+        kinds_ = ", ".join(map(repr, NULL_KINDS + tuple(NULL_ALIASES)))
+        raise ValueError(
+            f"null must be one of {sets}, a kind ({kinds_}) or a comma-separated list of "
+            f"kinds; got {null!r}"
+        ) from None
+    if not kinds:
+        raise ValueError(f"null names no null kind; got {null!r} (use 'none' for no null)")
+    return tuple(k for k in NULL_KINDS if k in kinds)
 
 
 def null_filters(filters: np.ndarray, kind: str, seed: int) -> np.ndarray:
@@ -78,15 +134,21 @@ def null_filters(filters: np.ndarray, kind: str, seed: int) -> np.ndarray:
     filters : numpy.ndarray, shape [N, k, k]
         Learned filters (stored-weight layout: rows top to bottom, ``x = c - m``,
         ``y = m - r``, y up), finite.
-    kind : {"iid", "phase"}
+    kind : {"iid", "position", "shape", "covariance"} (``"phase"``: ``"position"``)
         ``"iid"``: i.i.d. standard Gaussian taps, N filters of size k x k (only the shape of
-        ``filters`` is used). ``"phase"``: for each filter ``y`` the real filter
+        ``filters`` is used). ``"position"``: for each filter ``y`` the real filter
         ``ifft2(|fft2(y)| exp(i phi))`` whose phases ``phi`` are those of ``fft2`` of a
         Gaussian white-noise filter: same 2-D power spectrum ``|fft2(y)|^2`` as ``y``
-        (hence the same sum of squares), random phases.
+        (hence the same sum of squares), random phases (random shape and position).
+        ``"shape"``: the ``"position"`` filter circularly shifted so that its largest
+        ``|tap|`` sits at the centre ``(k // 2, k // 2)`` (same spectrum, centred).
+        ``"covariance"``: N Gaussian filters with the mean and covariance of ``filters``
+        (over the N filters, as k*k-vectors; needs N >= 2).
     seed : int
         Seed (>= 0) of the random numbers; the same ``(filters, kind, seed)`` give the same
-        output on every machine (numpy's PCG64). The two kinds draw from different streams.
+        output on every machine (numpy's PCG64). The kinds draw from different streams,
+        except ``"shape"``, which is exactly the ``"position"`` null of the same seed
+        re-centred; ``"position"`` draws what ``"phase"`` drew before it was renamed.
 
     Returns
     -------
@@ -97,12 +159,13 @@ def null_filters(filters: np.ndarray, kind: str, seed: int) -> np.ndarray:
     --------
     >>> import numpy as np
     >>> y = np.random.default_rng(0).normal(size=(4, 5, 5))
-    >>> z = null_filters(y, "phase", seed=1)
+    >>> z = null_filters(y, "shape", seed=1)
     >>> bool(np.allclose(np.abs(np.fft.fft2(z)), np.abs(np.fft.fft2(y))))
     True
+    >>> [divmod(int(np.abs(f).argmax()), 5) for f in z]
+    [(2, 2), (2, 2), (2, 2), (2, 2)]
     """
-    if kind not in NULL_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, NULL_KINDS))}; got {kind!r}")
+    kind = canonical_kind(kind)
     seed = _check_seed(seed)
     try:
         arr = np.asarray(filters, dtype=np.float64)
@@ -114,14 +177,33 @@ def null_filters(filters: np.ndarray, kind: str, seed: int) -> np.ndarray:
         raise ValueError(f"filters must have shape [N, k, k]; got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError("filters hold NaN or infinite values; drop them before building a null")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, NULL_KINDS.index(kind)]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM[kind]]))
+    if kind == "covariance":
+        n, k = arr.shape[0], arr.shape[1]
+        if n < 2:
+            raise ValueError(
+                f"the covariance null needs at least 2 filters (their mean and covariance); got {n}"
+            )
+        flat = arr.reshape(n, -1)
+        mu = flat.mean(0)
+        w = rng.standard_normal((n, n))
+        return (mu + w @ (flat - mu) / math.sqrt(n - 1)).reshape(n, k, k)
     noise = rng.standard_normal(arr.shape)
     if kind == "iid":
         return noise
     spectrum = np.fft.fft2(noise)
     size = np.abs(spectrum)
     phase = np.where(size > 0, spectrum / np.where(size > 0, size, 1.0), 1.0)
-    return np.fft.ifft2(np.abs(np.fft.fft2(arr)) * phase).real
+    out = np.fft.ifft2(np.abs(np.fft.fft2(arr)) * phase).real
+    if kind == "shape":
+        n, k = out.shape[0], out.shape[1]
+        peak = np.abs(out.reshape(n, -1)).argmax(1)
+        dr, dc = k // 2 - peak // k, k // 2 - peak % k
+        idx = np.arange(k)
+        rows = (idx[None, :] - dr[:, None]) % k  # out[r] moves to r + dr
+        cols = (idx[None, :] - dc[:, None]) % k
+        out = out[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out
 
 
 def _finite(r2: Any) -> np.ndarray:

@@ -13,6 +13,7 @@ __all__ = [
     "DEVICES",
     "count_arg",
     "add_null_arguments",
+    "null_arg",
     "add_device_option",
     "cli_words",
     "file_kind",
@@ -226,15 +227,34 @@ def refuse_wrong_file(command: str, path: str, wanted: str) -> None:
         )
 
 
+def null_arg(text: str) -> str:
+    """``--null``: a set (none, default, both, all), a null kind or a comma-separated list of
+    kinds (names read from analysis/null.py's source, so ``--help`` imports no numpy)."""
+    kinds = set(source_constant("analysis.null", "NULL_KINDS"))
+    kinds |= set(source_constant("analysis.null", "NULL_ALIASES"))
+    sets = tuple(source_constant("analysis.null", "NULL_SETS"))
+    if text in sets or (text and all(part.strip() in kinds for part in text.split(","))):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(sets)}, or null kinds separated by commas "
+        f"({', '.join(sorted(kinds))}); got {text!r}"
+    )
+
+
 def add_null_arguments(p: argparse.ArgumentParser) -> None:
     """``--null``, ``--seed`` and ``--strict`` of census and analyze."""
     p.add_argument(
         "--null",
-        choices=("none", "iid", "phase", "both"),
-        default="both",
-        help="null model fitted beside the filters: i.i.d. Gaussian filters (iid), the "
-        "filters' own power spectra with random phases (phase), both (default), or none; "
-        "see docs/analysis.md",
+        type=null_arg,
+        default="default",
+        metavar="NULL",
+        help="null models fitted beside the filters, each named for what it randomises: iid "
+        "(i.i.d. Gaussian filters, the floor), position (the filters' own power spectra with "
+        "random phases, i.e. random position and shape; old name phase), shape (the same, "
+        "re-centred on the largest tap), covariance (Gaussian filters with the layer's own "
+        "mean and covariance); or a set: default (iid,shape,covariance), both (iid,position), "
+        "all, none; or kinds separated by commas. Each null's ceiling (the same null on "
+        "ideal model filters) is reported beside it; see docs/analysis.md (default: default)",
     )
     p.add_argument(
         "--seed",

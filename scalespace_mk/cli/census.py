@@ -191,11 +191,49 @@ def null_line(kind: str, c: dict[str, Any]) -> str:
 
     if c["median_diff"] is None:
         return f"null {kind}: nothing to compare"
-    return (
+    line = (
         f"null {kind:>5}: median R^2 {c['median_r2']:.3f} ({c['null_median_r2']:.3f}), "
         f"difference {c['median_diff']:+.3f}{ci(c['median_diff_ci'])}; "
         f"R^2 > 0.8 {c['share_r2_gt_0_8']:.1%} ({c['null_share_r2_gt_0_8']:.1%})"
     )
+    if c.get("ceiling_median_r2") is not None:
+        share = c.get("gap_share")
+        line += (
+            f"; ceiling {c['ceiling_median_r2']:.3f} (ideal filters on this null), gap "
+            + ("-" if share is None else f"{share:.0%}")
+            + " of the attainable"
+        )
+    return line
+
+
+def _add_ceilings(nulls: dict, result: Any, k: int, kinds: Any, args: Any, kw: dict) -> None:
+    """Each null's ceiling (the same null of the fitted models ``a g + b``, the ideal versions
+    of the same filters, :mod:`scalespace_mk.analysis.ceiling`) and the gap share."""
+    import numpy as np
+
+    from scalespace_mk.analysis.ceiling import fitted_models, gap_share, matched_ceiling
+
+    models = fitted_models(result, k, mode=args.mode, method=args.method)[result.valid]
+    z = matched_ceiling(models, kinds, args.seed, num_threads=args.threads, **kw)
+    for kind, c in nulls.items():
+        vals = z[kind][np.isfinite(z[kind])]
+        if not vals.size:
+            continue
+        ceil = float(np.median(vals))
+        c["ceiling_median_r2"] = ceil
+        c["attainable_gap"] = 1.0 - ceil
+        c["gap_share"] = gap_share(
+            c["median_r2"], c["null_median_r2"], {"attainable_gap": 1.0 - ceil}
+        )
+
+
+def _records(result: Any, k: int, mode: str, method: str) -> list[dict[str, Any]]:
+    """Census records with undetermined scales None (and why), effective parameters and
+    adjusted R^2 (:mod:`scalespace_mk.analysis.identify`)."""
+    from scalespace_mk.analysis.identify import annotate_records, identify_census
+
+    ident = identify_census(result, size=k, mode=mode, method=method)
+    return annotate_records(result.records(), ident, n_types=len(result.types), taps=k * k)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         learned = filters[result.valid]
         r2_null = null_r2(learned, kinds, args.seed, num_threads=args.threads, **kw)
         nulls = {kind: null_contrast(result.r2, r2, seed=args.seed) for kind, r2 in r2_null.items()}
+        _add_ceilings(nulls, result, filters.shape[-1], kinds, args, kw)
     seconds = time.perf_counter() - start
     if args.plot:
         from scalespace_mk.plot import plot_census
@@ -252,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         plt.close(fig)
     doc = {
         "seconds": seconds,
-        "filters": result.records(),
+        "filters": _records(result, filters.shape[-1], args.mode, args.method),
         "invalid": result.invalid_counts(),
         "null": nulls,
     }
@@ -393,11 +432,19 @@ def _run_family(args: argparse.Namespace, filters: Any) -> int:
         f"{args.family} census (order {args.order}, {summary['n_params']} free parameters "
         f"per filter) of {n} filters ({k}x{k}) in {seconds:.2f} s"
     )
-    adj = summary["median_r2_adjusted"]
+    adj, med = summary["median_r2_adjusted"], summary["median_r2"]
     print(
-        f"  median R^2 {summary['median_r2']:.4f}; adjusted {adj if adj is None else round(adj, 4)}"
+        f"  median R^2 {med if med is None else round(med, 4)}; adjusted "
+        f"{adj if adj is None else round(adj, 4)}"
     )
-    print(f"  R^2 > 0.8: {100.0 * summary['share_r2_above_0.8']:.1f} %")
-    if "null_median_r2" in summary:
+    share = summary["share_r2_above_0.8"]
+    print(f"  R^2 > 0.8: {'-' if share is None else format(100.0 * share, '.1f')} %")
+    inv = summary["invalid"]
+    if any(inv.values()):
+        print(
+            f"  not fitted: {inv['zero']} zero, {inv['constant']} constant, "
+            f"{inv['non_finite']} non-finite (reason in --json; --strict stops at the first)"
+        )
+    if summary.get("null_median_r2") is not None:
         print(f"  null median R^2 {summary['null_median_r2']:.4f}")
     return 0

@@ -160,11 +160,26 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _undetermined(layer: dict) -> str:
+    """Filters of the layer with an undetermined scale (the larger of sigma_x, sigma_y)."""
+    u = layer.get("undetermined") or {}
+    return str(max(u.get("sigma_x", 0), u.get("sigma_y", 0)))
+
+
+def _entropy_cell(layer: dict) -> str:
+    pop = layer.get("population") or {}
+    h, thr = pop.get("variance_entropy"), pop.get("entropy_threshold")
+    return f"{_fmt(h, '.2f')} ({_fmt(thr, '.2f')})"
+
+
 def _print_table(result: object, checkpoint: str) -> None:
     types = [str(t) for t in result.types]
     print(f"{checkpoint}: depthwise layers; R^2 of the best model, null in brackets")
     header = f"{'layer':<40} {'k':>2} {'C':>5} {'inv':>4} " + " ".join(f"{t:>4}" for t in types)
-    print(header + f"  {'median R2 (null)':>16}  {'R2>0.8 (null)':>15}  {'sigma_x':>7}")
+    print(
+        header + f"  {'median R2 (null)':>16}  {'R2>0.8 (null)':>15}  {'sigma_x':>7}"
+        f"  {'undet':>5}  {'H (iid thr)':>12}  {'orth':>5}"
+    )
     for layer in result.layers:
         counts = " ".join(f"{layer['types'].get(t, 0):>4}" for t in types)
         inv = layer["channels"] - layer["fitted"]
@@ -174,6 +189,8 @@ def _print_table(result: object, checkpoint: str) -> None:
             f"{inv:>4} {counts}  {_fmt(layer['median_r2']):>7} ({_fmt(layer['null_median_r2'])})"
             f"  {_fmt(layer['share_r2_gt_0_8'], '.1%'):>6} "
             f"({_fmt(layer['null_share_r2_gt_0_8'], '.1%'):>6})  {_fmt(sx, '.2f'):>7}"
+            f"  {_undetermined(layer):>5}  {_entropy_cell(layer):>12}"
+            f"  {_fmt(layer['population']['orthogonality'], '.2f'):>5}"
         )
     summary = result.summary
     inv = summary["invalid"]
@@ -196,6 +213,20 @@ def _print_table(result: object, checkpoint: str) -> None:
 
     for kind, c in summary["nulls"].items():
         print("  " + null_line(kind, c))
+    und = summary["undetermined"]
+    if any(und.values()):
+        print(
+            f"  undetermined (no effect on the normalised model, reported as null): sigma_x "
+            f"{und['sigma_x']}, sigma_y {und['sigma_y']}, alpha {und['alpha']} filters; "
+            f"median adjusted R^2 {_fmt(summary['median_r2_adjusted'])}"
+        )
+    pop = summary["population"]
+    print(
+        f"  population: {pop['layers_random_like']} of {pop['layers']} layers at or above the "
+        f"i.i.d. variance-entropy threshold; median sparsity {_fmt(pop['median_sparsity'], '.1%')}"
+        f", orthogonality {_fmt(pop['median_orthogonality'], '.2f')}, drift between "
+        f"consecutive layers {_fmt(pop['median_drift_sym_kl'])} (symmetric KL)"
+    )
     for skip in result.skipped:
         print(f"  skipped {skip['name']} {tuple(skip['shape'])}: {skip['reason']}")
 
@@ -305,16 +336,23 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _run_analyze_family(args: argparse.Namespace) -> int:
-    """``analyze --family njet|oriented``: one family census per kernel size, pooled."""
+    """``analyze --family njet|oriented``: one family census per kernel size, pooled.
+
+    Sizes where the family is saturated (at least k*k - 1 free parameters) are skipped with
+    the reason unless ``--allow-saturated``; the summary pools every fitted size, with
+    ``by_kernel_size`` beside it. Invalid filters are recorded (``--strict``: refused).
+    """
     import numpy as np
 
-    from scalespace_mk.analysis.census import screen_filters
+    from scalespace_mk.analysis.jets import family_parameters
     from scalespace_mk.networks.checkpoint import find_depthwise
 
-    from ._family import family_summary
+    from ._family import family_fit, pooled_family_summary
 
     if len(args.checkpoint) + len(args.compare) != 1:
         raise ValueError("--family njet|oriented analyses one checkpoint; drop --compare")
+    if args.types != list(range(1, 9)):
+        raise ValueError(f"--types chooses among the 8 types; drop it with --family {args.family}")
     refuse_wrong_file("analyze", args.checkpoint[0], "checkpoint")
     layers = find_depthwise(args.checkpoint[0])
     if not layers:
@@ -322,29 +360,84 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
     by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
     for name, weight in layers.items():
         w = weight.detach().double().cpu().numpy()[:, 0]
-        keep = np.equal(screen_filters(w), None)  # drop non-finite, zero and constant filters
-        by_size.setdefault(w.shape[-1], []).append((name, w[keep]))
-    out: dict = {"family": args.family, "order": args.order, "by_kernel_size": {}, "layers": []}
+        by_size.setdefault(w.shape[-1], []).append((name, w))
+    q = family_parameters(args.family, args.order)
+    out: dict = {
+        "family": args.family,
+        "order": args.order,
+        "n_params": q,
+        "by_kernel_size": {},
+        "layers": [],
+        "skipped": [],
+    }
+    total = sum(len(w) for group in by_size.values() for _, w in group)
+    null_size = args.null_size or None
+    parts = {}
     for k, group in sorted(by_size.items()):
+        if q >= k * k - 1 and not args.allow_saturated:
+            reason = (
+                f"saturated: {args.family} order {args.order} has {q} free parameters for "
+                f"{k * k} taps (at least taps - 1), so it fits any {k}x{k} filter; "
+                "--allow-saturated fits it anyway"
+            )
+            out["skipped"] += [
+                {"name": name, "kernel_size": k, "channels": len(w), "reason": reason}
+                for name, w in group
+            ]
+            continue
         pooled = np.concatenate([w for _, w in group])
-        result, summary = family_summary(pooled, args, device=args.device, progress=False)
+        share = None if null_size is None else max(1, round(null_size * len(pooled) / total))
+        try:
+            result, summary, nulls = family_fit(
+                pooled, args, device=args.device, progress=False, null_size=share
+            )
+        except ValueError as exc:
+            if args.strict and "filters[" in str(exc):
+                # name the layer and the channel, not the index in the pooled array
+                idx = int(str(exc).split("filters[", 1)[1].split("]", 1)[0])
+                for name, w in group:
+                    if idx < len(w):
+                        raise ValueError(
+                            f"layer {name!r}: filters[{idx}]" + str(exc).split("]", 1)[1]
+                        ) from None
+                    idx -= len(w)
+            raise
         out["by_kernel_size"][str(k)] = summary
+        parts[k] = (result, nulls)
         start = 0
         for name, w in group:
-            r2 = result.r2[start : start + len(w)]
-            adj = result.r2_adjusted[start : start + len(w)]
+            sl = slice(start, start + len(w))
             start += len(w)
+            ok = result.valid[sl]
+            r2, adj = result.r2[sl][ok], result.r2_adjusted[sl][ok]
             out["layers"].append(
                 {
                     "name": name,
                     "channels": len(w),
                     "kernel_size": k,
-                    "median_r2": float(np.median(r2)) if len(w) else None,
-                    "median_r2_adjusted": float(np.median(adj)) if len(w) else None,
+                    "fitted": int(ok.sum()),
+                    "invalid": {
+                        key: int(np.sum(result.reason[sl] == key.replace("_", "-")))
+                        for key in ("zero", "constant", "non_finite")
+                    },
+                    "median_r2": float(np.median(r2)) if r2.size else None,
+                    "median_r2_adjusted": float(np.median(adj)) if adj.size else None,
                 }
             )
-    main = max(by_size, key=lambda k: sum(len(w) for _, w in by_size[k]))
-    out["summary"] = out["by_kernel_size"][str(main)]
+    if not parts:
+        raise ValueError(
+            f"--family {args.family} --order {args.order} is saturated at every kernel size of "
+            "the checkpoint (" + ", ".join(f"{k}x{k}" for k in sorted(by_size)) + "); use a "
+            "smaller --order or pass --allow-saturated"
+        )
+    out["summary"] = pooled_family_summary(parts, args)
+    if args.plot:
+        from pathlib import Path
+
+        from scalespace_mk.plot import plot_family_analysis
+
+        written = plot_family_analysis(out, parts, Path(args.plot))
+        print(f"figures written to {args.plot} ({len(written)} files)", file=sys.stderr)
     if args.json:
         json.dump(out, sys.stdout)
         print()
@@ -355,12 +448,20 @@ def _run_analyze_family(args: argparse.Namespace) -> int:
             f"{layer['name'][-48:]:<48} {layer['channels']:>5} {layer['kernel_size']:>3} "
             f"{_fmt(layer['median_r2']):>7} {_fmt(layer['median_r2_adjusted']):>7}"
         )
-    for k, summary in out["by_kernel_size"].items():
+    groups = list(out["by_kernel_size"].items()) + [("all", out["summary"])]
+    for k, summary in groups:
         null = summary.get("null_median_r2")
         tail = "" if null is None else f"; null median R^2 {null:.3f}"
+        size = "all sizes" if k == "all" else f"{k}x{k}"
         print(
-            f"{k}x{k}: {summary['n_filters']} filters, {args.family} order {args.order}, median "
-            f"R^2 {summary['median_r2']:.3f} (adjusted {summary['median_r2_adjusted']:.3f}){tail}"
+            f"{size}: {summary['fitted']} of {summary['n_filters']} filters fitted, "
+            f"{args.family} order {args.order}, median R^2 {_fmt(summary['median_r2'])} "
+            f"(adjusted {_fmt(summary['median_r2_adjusted'])}){tail}"
+        )
+    for skip in out["skipped"]:
+        print(
+            f"  skipped {skip['name']} ({skip['kernel_size']}x{skip['kernel_size']}): "
+            f"{skip['reason']}"
         )
     return 0
 

@@ -372,9 +372,14 @@ class AnalyzeResult(Tabular):
         ``invalid`` (``{"zero", "constant", "non_finite"}`` counts), ``constant_filters``
         (their total), ``types`` (count per best type, string keys), ``median_r2``,
         ``share_r2_gt_0_8`` (also as ``share_r2_above_0.8``), ``null_kind`` (the headline
-        null, ``"phase"`` when computed, else ``"iid"``, None for none),
+        null: the first computed of covariance, shape, position, iid; None for none),
         ``null_median_r2``, ``null_share_r2_gt_0_8``, ``nulls`` (per null kind the
-        :func:`scalespace_mk.analysis.null.null_contrast` numbers), ``sigma``
+        :func:`scalespace_mk.analysis.null.null_contrast` numbers plus ``ceiling_median_r2``,
+        ``attainable_gap`` and ``gap_share``, :mod:`scalespace_mk.analysis.ceiling`),
+        ``gap_share`` (of the headline null), ``undetermined`` (filters per undetermined
+        parameter, :mod:`scalespace_mk.analysis.identify`; those scales are left out of
+        ``sigma``), ``median_r2_adjusted`` (effective parameters, the choice of type
+        charged as one), ``sigma``
         (:func:`scalespace_mk.analysis.census.scale_statistics`) and quantiles (5, 25, 50,
         75, 95 %) of ``sigma_x`` and ``sigma_y``.
     filters : list of dict
@@ -523,12 +528,18 @@ class AnalyzeResult(Tabular):
             tp = names[label]
             y = self.weights[rec["layer"]][rec["index"]]
             kw: dict[str, Any] = {"size": y.shape[-1]}
+            # the fitted values (also of undetermined scales, which records hold as None)
+            fit = self.arrays.get(rec["layer"], {}).get("fit", {})
+            sx, sy, al = (
+                float(fit[key][rec["index"]]) if key in fit else rec[key]
+                for key in ("sigma_x", "sigma_y", "alpha")
+            )
             if tp.kind == "mk7":
-                g = model_kernel(tp.name, rec["sigma_x"], alpha=rec["alpha"], **kw)
+                g = model_kernel(tp.name, sx, alpha=al, **kw)
             elif tp.kind == "iso":
-                g = model_kernel(tp.name, rec["sigma_x"], **kw)
+                g = model_kernel(tp.name, sx, **kw)
             else:
-                g = model_kernel(tp.name, rec["sigma_x"], rec["sigma_y"], **kw)
+                g = model_kernel(tp.name, sx, sy, **kw)
             model = rec["a"] * np.asarray(g, dtype=np.float64) + rec["b"]
             return dict(rec, filter=y, model=model)
 
@@ -539,20 +550,33 @@ class AnalyzeResult(Tabular):
         }
 
 
+#: the headline null of a statistic: the strongest one computed (docs/analysis.md)
+_HEADLINE_NULLS = ("covariance", "shape", "position", "iid")
+
+
 def _stats(
     r2: np.ndarray,
     null_r2: dict[str, np.ndarray],
     *,
     seed: int,
     n_boot: int,
+    ceilings: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Median R^2, share > 0.8 and the null contrasts of one group of filters."""
+    """Median R^2, share > 0.8 and the null contrasts (with ceilings) of one group."""
+    from scalespace_mk.analysis.ceiling import gap_share
     from scalespace_mk.analysis.null import null_contrast, r2_summary
 
     own = r2_summary(r2)
     nulls = {k: null_contrast(r2, z, seed=seed, n_boot=n_boot) for k, z in null_r2.items()}
-    head = "phase" if "phase" in nulls else ("iid" if "iid" in nulls else None)
+    for kind, c in nulls.items():
+        ceil = (ceilings or {}).get(kind)
+        if ceil is not None:
+            c["ceiling_median_r2"] = ceil["ceiling_median_r2"]
+            c["attainable_gap"] = ceil["attainable_gap"]
+            c["gap_share"] = gap_share(c["median_r2"], c["null_median_r2"], ceil)
+    head = next((k for k in _HEADLINE_NULLS if k in nulls), None)
     return {
+        "gap_share": nulls[head].get("gap_share") if head else None,
         "median_r2": own["median_r2"],
         "share_r2_gt_0_8": own["share_r2_gt_0_8"],
         "null_kind": head,
@@ -560,6 +584,56 @@ def _stats(
         "null_share_r2_gt_0_8": nulls[head]["null_share_r2_gt_0_8"] if head else None,
         "nulls": nulls,
     }
+
+
+def _median(x: np.ndarray) -> float | None:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else None
+
+
+def _population_summary(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over layers of the population measures, and how many layers look random."""
+    pops = [la["population"] for la in layers]
+
+    def med(key: str) -> float | None:
+        v = [p[key] for p in pops if p.get(key) is not None]
+        return float(np.median(v)) if v else None
+
+    drifts = [p["drift_from_previous"] for p in pops if p.get("drift_from_previous")]
+    return {
+        "layers": len(pops),
+        "layers_random_like": int(sum(bool(p.get("random_like")) for p in pops)),
+        "median_sparsity": med("sparsity"),
+        "median_variance_entropy": med("variance_entropy"),
+        "median_orthogonality": med("orthogonality"),
+        "median_drift_sym_kl": float(np.median([d["sym_kl"] for d in drifts])) if drifts else None,
+        "median_drift_distance": float(np.median([d["distance"] for d in drifts]))
+        if drifts
+        else None,
+    }
+
+
+def _ceilings(ceiling_r2: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """``{kind: {"ceiling_median_r2", "attainable_gap"}}`` from the R^2 of the nulls of the
+    ideal filters (their own R^2 is 1)."""
+    out = {}
+    for kind, z in ceiling_r2.items():
+        med = _median(z)
+        if med is not None:
+            out[kind] = {"ceiling_median_r2": med, "attainable_gap": 1.0 - med}
+    return out
+
+
+def _pooled_ceilings(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Ceilings of pooled layers: the median over all their ideal filters' null R^2."""
+    kinds = set().union(*(p.get("ceiling_r2", {}) for p in parts)) if parts else set()
+    return _ceilings(
+        {
+            k: np.concatenate([p["ceiling_r2"][k] for p in parts if k in p["ceiling_r2"]])
+            for k in kinds
+        }
+    )
 
 
 def _pooled(
@@ -580,13 +654,18 @@ def _pooled(
         key: sum(p["invalid"][key] for p in parts) for key in ("zero", "constant", "non_finite")
     }
     counts = {str(t): int(np.sum(labels == t)) for t in types}
+    undetermined = {
+        key: sum(p["undetermined"][key] for p in parts) for key in ("sigma_x", "sigma_y", "alpha")
+    }
     return {
+        "undetermined": undetermined,
+        "median_r2_adjusted": _median(cat("r2_adjusted")),
         "layers": len(parts),
         "filters": int(r2.size),
         "fitted": int(np.isfinite(r2).sum()),
         "invalid": invalid,
         "types": counts,
-        **_stats(r2, null_r2, seed=seed, n_boot=n_boot),
+        **_stats(r2, null_r2, seed=seed, n_boot=n_boot, ceilings=_pooled_ceilings(parts)),
         "sigma": scale_statistics(labels, cat("sigma_x"), cat("sigma_y"), cat("alpha"), types),
     }
 
@@ -597,7 +676,7 @@ def analyze(
     types: Any = None,
     device: str | None = None,
     progress: bool | None = None,
-    null: str = "both",
+    null: str = "default",
     seed: int = 0,
     on_invalid: str = "record",
     n_boot: int = 2000,
@@ -620,10 +699,15 @@ def analyze(
     progress : bool, optional
         Progress over layers (:func:`scalespace_mk._progress.progress`); default: when the
         checkpoint holds >= 20,000 depthwise filters.
-    null : {"both", "phase", "iid", "none"}
-        Null models fitted beside each layer (:mod:`scalespace_mk.analysis.null`): the
-        same census on matched structureless filters. Default ``"both"``: no statistic is
-        reported without a baseline, at about 3x the census time.
+    null : str
+        Null models fitted beside each layer (:func:`scalespace_mk.analysis.null.null_kinds`:
+        ``"default"`` = iid, shape, covariance; ``"both"`` = iid, position; ``"all"``;
+        ``"none"``; a kind or a comma-separated list): the same census on matched
+        structureless filters, each with its ceiling
+        (:func:`scalespace_mk.analysis.ceiling.null_ceiling`, the same null on ideal
+        model filters of that k) and the gap share. The headline null is the strongest one
+        computed (covariance, shape, position, iid in that order). Default ``"default"``:
+        no statistic is reported without a baseline.
     seed : int
         Seed (>= 0) of the null filters (each layer's from ``(seed, layer name)``, so a
         layer's null does not depend on the other layers) and of the bootstrap intervals.
@@ -659,8 +743,16 @@ def analyze(
     ``x = c - m``, ``y = m - r``), analysed as stored (no dilation).
     """
     from scalespace_mk._progress import progress as progress_iter
+    from scalespace_mk.analysis.ceiling import fitted_models, matched_ceiling
     from scalespace_mk.analysis.census import ON_INVALID, census, null_r2, scale_statistics
+    from scalespace_mk.analysis.identify import (
+        adjusted_r2,
+        annotate_records,
+        effective_parameters,
+        identify_census,
+    )
     from scalespace_mk.analysis.null import derive_seed, null_kinds
+    from scalespace_mk.analysis.population import drift, layer_population
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     check_choice("on_invalid", on_invalid, ON_INVALID)
@@ -688,6 +780,7 @@ def analyze(
     show = total >= 20_000 if progress is None else bool(progress)
     fraction = 1.0 if null_size is None else min(1.0, null_size / max(total, 1))
     layers, records, parts = [], [], []
+    previous: dict[int, tuple[str, np.ndarray]] = {}  # last layer of each kernel size
     r2_by_layer, null_by_layer, weights = {}, {}, {}
     items = progress_iter(
         list(scan.found.items()), desc="analyze", unit="layer", enabled=show, every=10.0
@@ -698,10 +791,18 @@ def analyze(
             result = census(w, types=labels, device=device, progress=False, on_invalid=on_invalid)
         except ValueError as exc:
             raise ValueError(f"layer {name!r}: {exc}") from None
-        recs = result.records()
+        k_layer = int(w.shape[-1])
+        ident = identify_census(result, size=k_layer)
+        recs = annotate_records(result.records(), ident, n_types=len(labels), taps=k_layer**2)
         for rec in recs:
             rec["layer"] = name
         records.extend(recs)
+        # undetermined scales are not findings: NaN in the arrays behind statistics and figures
+        sx_all = np.where(ident.mask("sigma_x"), np.nan, result.sigma_x)
+        sy_all = np.where(ident.mask("sigma_y"), np.nan, result.sigma_y)
+        al_all = np.where(ident.mask("alpha"), np.nan, result.alpha)
+        q_eff = effective_parameters(ident.rank, len(labels))
+        r2_adj = adjusted_r2(result.r2, q_eff, k_layer**2)
         lseed = derive_seed(seed, name)
         fitted_w = w[result.valid]
         n_null = min(len(fitted_w), max(math.ceil(fraction * len(fitted_w)), _NULL_MIN_LAYER))
@@ -709,23 +810,46 @@ def analyze(
             pick = np.random.default_rng([lseed, 2]).choice(len(fitted_w), n_null, replace=False)
             fitted_w = fitted_w[np.sort(pick)]
         nulls = null_r2(fitted_w, kinds, lseed, types=labels, device=device)
+        # the matched ceiling: the same null of the ideal versions of the same filters
+        models = fitted_models(result, k_layer)[result.valid]
+        if n_null < len(models):
+            models = models[np.sort(pick)]
+        ceiling_r2 = matched_ceiling(models, kinds, lseed, types=labels, device=device)
+        ceilings = _ceilings(ceiling_r2)
         invalid = result.invalid_counts()
         part = {
             "r2": result.r2,
             "null_r2": nulls,
             "type": result.type.astype(object),
-            "sigma_x": result.sigma_x,
-            "sigma_y": result.sigma_y,
-            "alpha": result.alpha,
+            "sigma_x": sx_all,
+            "sigma_y": sy_all,
+            "alpha": al_all,
             "invalid": invalid,
             "k": int(w.shape[-1]),
+            "r2_adjusted": r2_adj,
+            "undetermined": ident.counts(),
+            "fit": {"sigma_x": result.sigma_x, "sigma_y": result.sigma_y, "alpha": result.alpha},
+            "ceiling_r2": ceiling_r2,
         }
         parts.append(part)
         r2_by_layer[name], null_by_layer[name], weights[name] = result.r2, nulls, w
         q = (5, 25, 50, 75, 95)
         fitted = result.valid
-        sx, sy = result.sigma_x[fitted], result.sigma_y[fitted]
-        stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot)
+        sx, sy = sx_all[fitted], sy_all[fitted]
+        sx, sy = sx[np.isfinite(sx)], sy[np.isfinite(sy)]
+        stats = _stats(result.r2, nulls, seed=lseed, n_boot=n_boot, ceilings=ceilings)
+        finite = np.isfinite(w).reshape(len(w), -1).all(1)
+        population = layer_population(w[finite], seed=seed)
+        prev = previous.get(k_layer)
+        fitted_shapes = w[result.valid]
+        if prev is not None and len(prev[1]) >= 2 and len(fitted_shapes) >= 2:
+            population["drift_from_previous"] = {
+                "layer": prev[0],
+                **drift(prev[1], fitted_shapes, n_boot=min(n_boot, 200), seed=lseed),
+            }
+        else:
+            population["drift_from_previous"] = None
+        previous[k_layer] = (name, fitted_shapes)
         layers.append(
             {
                 "name": name,
@@ -737,9 +861,10 @@ def analyze(
                 "types": {str(t): n for t, n in result.counts().items()},
                 **stats,
                 "share_r2_above_0.8": stats["share_r2_gt_0_8"],
-                "sigma": scale_statistics(
-                    result.type, result.sigma_x, result.sigma_y, result.alpha, labels
-                ),
+                "sigma": scale_statistics(result.type, sx_all, sy_all, al_all, labels),
+                "undetermined": ident.counts(),
+                "median_r2_adjusted": _median(r2_adj),
+                "population": population,
                 "sigma_x_quantiles": dict(
                     zip(map(str, q), np.percentile(sx, q).tolist(), strict=True)
                 )
@@ -758,6 +883,7 @@ def analyze(
         for k in sorted({p["k"] for p in parts})
     }
     summary["skipped"] = len(scan.skipped)
+    summary["population"] = _population_summary(layers)
     return AnalyzeResult(
         layers,
         records,
@@ -803,8 +929,10 @@ def compare(
         ``{"stages": stages, "networks": [{"name", "summary", "stages": [{"stage",
         "layers", "kernel_sizes", "filters", "fitted", "median_r2", "share_r2_gt_0_8",
         "null_kind", "null_median_r2", "null_share_r2_gt_0_8", "nulls", "sigma",
-        "types"}, ...]}, ...]}``; a stage with no layer (fewer layers than stages) has
-        ``layers`` [] and None statistics.
+        "types"}, ...]}, ...], "drift": [{"a", "b", "kernel_size", ...}]}``; a stage with
+        no layer (fewer layers than stages) has ``layers`` [] and None statistics;
+        ``drift`` compares each network's fitted filters with the first's per common
+        kernel size (:func:`scalespace_mk.analysis.population.drift`).
     """
     results = list(results)
     if len(results) < 1 or not all(isinstance(r, AnalyzeResult) for r in results):
@@ -829,7 +957,30 @@ def compare(
             row["kernel_sizes"] = sorted({p["k"] for p in parts})
             rows.append(row)
         networks.append({"name": label, "summary": res.summary, "stages": rows})
-    return {"stages": stages, "networks": networks}
+    return {"stages": stages, "networks": networks, "drift": _network_drift(results, names)}
+
+
+def _network_drift(results: list[AnalyzeResult], names: list[str]) -> list[dict[str, Any]]:
+    """Drift of the fitted filters of each network from the first's, per common kernel size
+    (:func:`scalespace_mk.analysis.population.drift`)."""
+    from scalespace_mk.analysis.population import drift
+
+    def pooled(res: AnalyzeResult) -> dict[int, np.ndarray]:
+        out: dict[int, list[np.ndarray]] = {}
+        for name, w in res.weights.items():
+            ok = np.isfinite(res.arrays[name]["r2"])
+            out.setdefault(w.shape[-1], []).append(w[ok])
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    rows = []
+    base = pooled(results[0])
+    for j in range(1, len(results)):
+        other = pooled(results[j])
+        for k in sorted(set(base) & set(other)):
+            if len(base[k]) >= 2 and len(other[k]) >= 2:
+                d = drift(base[k], other[k], seed=results[0].seed)
+                rows.append({"a": names[0], "b": names[j], "kernel_size": k, **d})
+    return rows
 
 
 # --------------------------------------------------------------------------------------
