@@ -469,8 +469,9 @@ def census_stream(
     dataset : str, optional
         HDF5 dataset name.
     null : sequence of str
-        Null kinds (:func:`scalespace_mk.analysis.null.null_kinds`: ``"iid"``, ``"phase"``)
-        fitted beside the filters; column ``null_<kind>_r2``.
+        Null kinds (:func:`scalespace_mk.analysis.null.null_kinds`: ``"iid"``,
+        ``"position"`` (alias ``"phase"``), ``"shape"``, ``"covariance"``) fitted beside the
+        filters; column ``null_<kind>_r2``.
     seed : int
         Seed of the nulls; chunk ``[start, ...)`` uses ``SeedSequence([seed, start])``.
     restart : bool
