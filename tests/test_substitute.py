@@ -494,6 +494,16 @@ def test_report_table_json_and_repr():
     assert report.median_r2 == pytest.approx(float(np.median(report.r2)))
 
 
+def test_report_to_pandas_has_one_row_per_layer_with_its_median_r2():
+    pd = pytest.importorskip("pandas")
+    _, report = substitute_depthwise(_net(), "method:B")
+    frame = report.to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame["layer"]) == report.names
+    assert list(frame["stride"]) == [la.stride[0] for la in report.layers]
+    np.testing.assert_allclose(frame["median_r2"], [la.median_r2 for la in report.layers])
+
+
 # --------------------------------------------------------------------------------------
 # replace (checkpoints) goes through the same mechanism
 

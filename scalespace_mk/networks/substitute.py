@@ -402,6 +402,35 @@ class SubstitutionReport:
             )
         return "\n".join(lines + ["  " + t for t in table])
 
+    def to_pandas(self) -> Any:
+        """One row per substituted layer as a ``pandas.DataFrame`` (pandas imported on use).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``index``, ``layer``, ``kernel_size``, ``stride``, ``dilation``,
+            ``channels``, ``kind``, ``median_r2`` (skipped layers are in :attr:`skipped`).
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install pandas``).
+        """
+        from scalespace_mk._display import import_pandas
+
+        return import_pandas().DataFrame(
+            {
+                "index": [la.index for la in self.layers],
+                "layer": [la.name for la in self.layers],
+                "kernel_size": [la.kernel_size for la in self.layers],
+                "stride": [la.stride[0] for la in self.layers],
+                "dilation": [la.dilation[0] for la in self.layers],
+                "channels": [la.channels for la in self.layers],
+                "kind": [self.kind] * len(self.layers),
+                "median_r2": [la.median_r2 for la in self.layers],
+            }
+        )
+
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict: kind, seed, options, median_r2, layers, skipped."""
         return {
