@@ -619,3 +619,21 @@ def test_resize_box_matches_pillow_bicubic():
     # a box of the output size is cut, not resampled
     same = _resize_box(img, (7.0, 3.0, 16.0, 16.0), 16).numpy()
     assert np.array_equal(same, arr[3:19, 7:23].transpose(2, 0, 1))
+
+
+def test_pixels_view_is_pillows_pixels(monkeypatch):
+    """The zero-copy Arrow view of an RGB image holds its R, G, B values; the loader gives
+    the same crops through it as through the copying fallback."""
+    import scalespace_mk.training.datasets as dsm
+
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    view, keep = dsm._pixels_view(img)
+    assert view.shape[:2] == (37, 53) and np.array_equal(view[..., :3], arr)
+    boxes = [((3.0, 4.0, 30.0, 25.0), 16), ((0.0, 0.0, 53.0, 37.0), 40), ((9.0, 2.0, 8.0, 8.0), 8)]
+    fast = [dsm._resize_box(img, box, size) for box, size in boxes]
+    monkeypatch.setattr(dsm, "_pixels_view", lambda rgb: (np.array(rgb), None))
+    slow = [dsm._resize_box(img, box, size) for box, size in boxes]
+    for a, b in zip(fast, slow, strict=True):
+        assert a.shape == b.shape and a.is_contiguous() and torch.equal(a, b)

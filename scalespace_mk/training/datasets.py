@@ -360,6 +360,64 @@ def _decode_resized(
     return out
 
 
+_ARROW: Any = None
+
+
+def _arrow_structs() -> Any:
+    """ctypes layouts of the Arrow C data interface's ``ArrowArray`` (a stable ABI)."""
+    global _ARROW
+    if _ARROW is None:
+        import ctypes
+
+        class ArrowArray(ctypes.Structure):
+            pass
+
+        ArrowArray._fields_ = [
+            ("length", ctypes.c_int64),
+            ("null_count", ctypes.c_int64),
+            ("offset", ctypes.c_int64),
+            ("n_buffers", ctypes.c_int64),
+            ("n_children", ctypes.c_int64),
+            ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+            ("children", ctypes.POINTER(ctypes.POINTER(ArrowArray))),
+            ("dictionary", ctypes.c_void_p),
+            ("release", ctypes.c_void_p),
+            ("private_data", ctypes.c_void_p),
+        ]
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype = ctypes.c_void_p
+        get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        _ARROW = (ctypes, ArrowArray, get)
+    return _ARROW
+
+
+def _pixels_view(rgb: Any) -> tuple[np.ndarray, Any]:
+    """``(uint8 [H, W, C] array, keep-alive)``: the pixels of an RGB Pillow image.
+
+    Pillow (>= 11.2) exports an RGB image through the Arrow C data interface as a
+    fixed-size list of 4 bytes per pixel (R, G, B, padding) without copying; the returned
+    array is then a ``[H, W, 4]`` view of Pillow's memory, valid while the keep-alive
+    object and the image live (never written). Otherwise (older Pillow, an image in several
+    memory blocks) it is ``np.asarray(rgb)``, a ``[H, W, 3]`` copy. Channels ``:3`` are
+    R, G, B either way.
+    """
+    width, height = rgb.size
+    try:
+        schema, array = rgb.__arrow_c_array__()
+        ctypes, ArrowArray, get = _arrow_structs()
+        parent = ArrowArray.from_address(get(array, b"arrow_array"))
+        if parent.n_children != 1 or parent.length != width * height or parent.offset:
+            raise ValueError("unexpected Arrow layout")
+        child = parent.children[0].contents
+        if child.n_buffers != 2 or child.length != 4 * width * height or child.offset:
+            raise ValueError("unexpected Arrow layout")
+        buffer = (ctypes.c_uint8 * (4 * width * height)).from_address(child.buffers[1])
+        view = np.ctypeslib.as_array(buffer).reshape(height, width, 4)
+        return view, (schema, array, rgb)
+    except Exception:  # noqa: BLE001 - any failure of the zero-copy path: copy instead
+        return np.array(rgb, dtype=np.uint8), None
+
+
 def _resize_box(rgb: Any, box: tuple[float, float, float, float], size: int) -> torch.Tensor:
     """``uint8 [3, size, size]``: the ``(left, top, w, h)`` box of an RGB Pillow image,
     resized with antialiased bicubic interpolation (Pillow's filter, a = -0.5).
@@ -378,13 +436,11 @@ def _resize_box(rgb: Any, box: tuple[float, float, float, float], size: int) -> 
     left, top, bw, bh = box
     if all(float(v).is_integer() for v in box):
         left, top, bw, bh = int(left), int(top), int(bw), int(bh)
-        with warnings.catch_warnings():
-            # a read-only view of Pillow's one copy of the pixels; it is never written
-            warnings.simplefilter("ignore", UserWarning)
-            hwc = torch.from_numpy(np.asarray(rgb))
+        view, keep = _pixels_view(rgb)
+        hwc = torch.from_numpy(view)
         crop = hwc[top : top + bh, left : left + bw].permute(2, 0, 1).unsqueeze(0)
         if (bh, bw) == (size, size):
-            return crop[0].clone(memory_format=torch.contiguous_format)
+            return crop[0, :3].clone(memory_format=torch.contiguous_format)
         # one intra-op thread: split across cores, this ~0.3 ms op costs more than it
         # saves, and with spinning OpenMP threads (torch imported before scalespace_mk, so
         # no passive wait policy) it ran 3x slower on 2 cores
@@ -395,7 +451,8 @@ def _resize_box(rgb: Any, box: tuple[float, float, float, float], size: int) -> 
             out = torch.nn.functional.interpolate(
                 crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False
             )
-            return out[0].contiguous()  # CHW
+            del keep  # the pixels may go now
+            return out[0, :3].contiguous()  # CHW
         finally:
             if threads > 1:
                 torch.set_num_threads(threads)
