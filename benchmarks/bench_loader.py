@@ -14,7 +14,9 @@ model step:
   (decode + random resized crop to ``--image-size`` + uint8 collation) for each
   ``--workers`` value (also per worker);
 * ``transform``: the batched :class:`scalespace_mk.training.augment.TrainTransform` alone (flip,
-  RandAugment, normalise, random erasing, Mixup/CutMix) on ``--device``;
+  RandAugment, normalise, random erasing, Mixup/CutMix) on ``--device``, with its default of
+  one intra-op thread on the CPU, and ``transform_torch_N_threads`` the same at torch's
+  thread count ``N`` (``cpu_threads=None``);
 * ``loader+transform``: both, as a training loop would see them.
 
 Each figure is also printed as a ratio to the ``pil-decode`` baseline measured in the same run.
@@ -213,6 +215,15 @@ def main(argv: list[str] | None = None) -> dict:
         tt = TrainTransform(cfg)
         results["transform_img_s"] = bench_transform(
             tt,
+            batch_size=args.batch_size,
+            image_size=args.image_size,
+            steps=args.transform_steps,
+            device=args.device,
+        )
+        # the same transform at torch's thread count (cpu_threads=None: the behaviour before
+        # TrainTransform ran on one intra-op thread on the CPU)
+        results[f"transform_torch_{torch.get_num_threads()}_threads_img_s"] = bench_transform(
+            TrainTransform(cfg, cpu_threads=None),
             batch_size=args.batch_size,
             image_size=args.image_size,
             steps=args.transform_steps,
