@@ -73,6 +73,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import download_verified
+from scalespace_mk._threads import intra_op_threads
 
 __all__ = [
     "BUILTIN_PHOTOS",
@@ -444,18 +445,12 @@ def _resize_box(rgb: Any, box: tuple[float, float, float, float], size: int) -> 
         # one intra-op thread: split across cores, this ~0.3 ms op costs more than it
         # saves, and with spinning OpenMP threads (torch imported before scalespace_mk, so
         # no passive wait policy) it ran 3x slower on 2 cores
-        threads = torch.get_num_threads()
-        if threads > 1:
-            torch.set_num_threads(1)
-        try:
+        with intra_op_threads(1):
             out = torch.nn.functional.interpolate(
                 crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False
             )
-            del keep  # the pixels may go now
-            return out[0, :3].contiguous()  # CHW
-        finally:
-            if threads > 1:
-                torch.set_num_threads(threads)
+        del keep  # the pixels may go now
+        return out[0, :3].contiguous()  # CHW
     out = rgb.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + bw, top + bh))
     # HWC -> CHW in numpy: a single-threaded copy (torch's parallel copy of such small
     # tensors stalls on a loaded CPU)
