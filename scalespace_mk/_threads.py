@@ -23,6 +23,8 @@ on one thread. The policy (figures in ``docs/benchmarks.md``, "Threads"):
 5. **A public limit.** :class:`threads` (``scalespace_mk.threads(n)``) limits torch's
    intra-op threads and the BLAS/OpenMP pools of numpy and scipy (through threadpoolctl),
    as a call (until changed) or a context manager (restored on exit).
+6. **Chains of small ops on one thread.** :class:`intra_op_threads` sets torch's count for a
+   block (the batched training transform and the loader's resize run a CPU batch on one).
 
 This module imports nothing of the package and nothing heavy at import time.
 """
