@@ -23,6 +23,8 @@ on one thread. The policy (figures in ``docs/benchmarks.md``, "Threads"):
 5. **A public limit.** :class:`threads` (``scalespace_mk.threads(n)``) limits torch's
    intra-op threads and the BLAS/OpenMP pools of numpy and scipy (through threadpoolctl),
    as a call (until changed) or a context manager (restored on exit).
+6. **Chains of small ops on one thread.** :class:`intra_op_threads` sets torch's count for a
+   block (the batched training transform and the loader's resize run a CPU batch on one).
 
 This module imports nothing of the package and nothing heavy at import time.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "add_threads_argument",
     "apply_import_policy",
     "default_threads",
+    "intra_op_threads",
     "prepare_environment",
     "set_threads",
     "threads",
@@ -136,6 +139,44 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
         help=f"CPU threads for torch (default: OMP_NUM_THREADS if set, else one per core; "
         f"here {default_threads()})",
     )
+
+
+class intra_op_threads:
+    """Context manager: torch's intra-op threads set to ``n`` inside, restored on exit.
+
+    Only torch's own count (``torch.set_num_threads``, about a microsecond each way); the
+    BLAS pools are left alone (use :class:`threads` for those). Used where a batch of small
+    tensor operations loses more to OpenMP synchronisation than it gains from a second
+    core (the batched training transform on the CPU: docs/benchmarks.md, "Data loading").
+    Nothing is changed when the count is already ``n``.
+
+    Parameters
+    ----------
+    n : int
+        Threads inside the block (a positive integer).
+    """
+
+    def __init__(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"intra_op_threads: n must be a positive integer; got {n!r}")
+        self.n = n
+        self._before: int | None = None
+
+    def __enter__(self) -> intra_op_threads:
+        import torch
+
+        before = torch.get_num_threads()
+        if before != self.n:
+            self._before = before
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is not None:
+            import torch
+
+            torch.set_num_threads(self._before)
+            self._before = None
 
 
 class threads:

@@ -450,3 +450,36 @@ def test_train_transform_cuda_matches_seed():
     b, tb = TrainTransform(cfg)(x, y, generator=_gen(1))
     assert a.is_cuda and torch.equal(a, b) and torch.equal(ta, tb)
     assert math.isclose(float(ta.sum()), 8.0, rel_tol=1e-5)
+
+
+def test_train_transform_runs_on_one_cpu_thread(monkeypatch):
+    """On the CPU the transform runs under ``cpu_threads`` intra-op threads (default 1;
+    torch's default of one per core stalled on a busy machine), restores the caller's
+    count, and gives the same values whatever the count."""
+    import scalespace_mk.training.augment as aug
+
+    seen = []
+    real = aug.normalize
+
+    def spy(x, **kw):
+        seen.append(torch.get_num_threads())
+        return real(x, **kw)
+
+    monkeypatch.setattr(aug, "normalize", spy)
+    cfg = aug.AugmentConfig(image_size=16, num_classes=5, random_resized_crop=False)
+    x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    y = torch.randint(0, 5, (6,))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one = aug.TrainTransform(cfg)(x, y, generator=torch.Generator().manual_seed(1))
+        assert seen == [1] and torch.get_num_threads() == 2
+        keep = aug.TrainTransform(cfg, cpu_threads=None)
+        other = keep(x, y, generator=torch.Generator().manual_seed(1))
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], other[0]) and torch.equal(one[1], other[1])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="cpu_threads"):
+            aug.TrainTransform(cfg, cpu_threads=bad)

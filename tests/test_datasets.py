@@ -588,3 +588,52 @@ def test_installed_fashion_mnist_verifies():
     assert (len(ds), k) == (50, 10)
     # the published test set starts with an ankle boot, a pullover and two trousers
     assert [ds[i][1] for i in range(4)] == [9, 2, 1, 1]
+
+
+def test_resize_box_matches_pillow_bicubic():
+    """The whole-pixel crop + resize (torch antialiased bicubic on uint8) equals Pillow's
+    ``crop(box).resize(size, BICUBIC)`` (what torchvision's RandomResizedCrop computes) to
+    within one grey level, for down- and upsampling; a fractional box goes through Pillow's
+    ``resize(box=...)`` exactly."""
+    from scalespace_mk.training.datasets import _resize_box
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:75, 0:100] / 100.0
+    arr = np.stack([np.sin(6.28 * (k + 1) * xx + 3 * yy) for k in range(3)], -1)
+    arr = (127.5 + 90 * arr + rng.normal(0, 10, arr.shape)).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(arr)
+    cases = [((0, 0, 100, 75), 40), ((10, 5, 60, 60), 24), ((30, 20, 12, 16), 30)]
+    cases += [((0, 30, 45, 45), 20), ((55, 0, 45, 75), 64)]
+    for box, size in cases:
+        left, top, w, h = box
+        got = _resize_box(img, tuple(float(v) for v in box), size).numpy().astype(int)
+        crop = img.crop((left, top, left + w, top + h))
+        want = np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+        diff = np.abs(got - want.transpose(2, 0, 1).astype(int))
+        assert got.shape == (3, size, size)
+        assert diff.max() <= 1 and diff.mean() < 0.3, (box, diff.mean(), diff.max())
+    frac = (10.5, 5.25, 50.0, 40.0)
+    got = _resize_box(img, frac, 16).numpy()
+    want = np.asarray(img.resize((16, 16), Image.Resampling.BICUBIC, box=(10.5, 5.25, 60.5, 45.25)))
+    assert np.array_equal(got, want.transpose(2, 0, 1))
+    # a box of the output size is cut, not resampled
+    same = _resize_box(img, (7.0, 3.0, 16.0, 16.0), 16).numpy()
+    assert np.array_equal(same, arr[3:19, 7:23].transpose(2, 0, 1))
+
+
+def test_pixels_view_is_pillows_pixels(monkeypatch):
+    """The zero-copy Arrow view of an RGB image holds its R, G, B values; the loader gives
+    the same crops through it as through the copying fallback."""
+    import scalespace_mk.training.datasets as dsm
+
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    view, keep = dsm._pixels_view(img)
+    assert view.shape[:2] == (37, 53) and np.array_equal(view[..., :3], arr)
+    boxes = [((3.0, 4.0, 30.0, 25.0), 16), ((0.0, 0.0, 53.0, 37.0), 40), ((9.0, 2.0, 8.0, 8.0), 8)]
+    fast = [dsm._resize_box(img, box, size) for box, size in boxes]
+    monkeypatch.setattr(dsm, "_pixels_view", lambda rgb: (np.array(rgb), None))
+    slow = [dsm._resize_box(img, box, size) for box, size in boxes]
+    for a, b in zip(fast, slow, strict=True):
+        assert a.shape == b.shape and a.is_contiguous() and torch.equal(a, b)

@@ -106,3 +106,26 @@ def test_extract_1840_7x7_filters_under_5_seconds():
     assert time.process_time() - start < 5.0
     assert result.filters.shape == (8, 7, 7)
     assert np.isclose(result.share.sum(), 1.0)
+
+
+def test_intra_op_threads_sets_and_restores():
+    import torch
+
+    from scalespace_mk._threads import intra_op_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with intra_op_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), intra_op_threads(1):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with intra_op_threads(2):  # already 2: nothing to change or restore
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -2, 1.0, True, None):
+        with pytest.raises(ValueError, match="positive integer"):
+            intra_op_threads(bad)

@@ -77,6 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalespace_mk._checks import check_choice
+from scalespace_mk._threads import intra_op_threads
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -1079,6 +1080,13 @@ class TrainTransform(nn.Module):
     ----------
     config : AugmentConfig
         The settings.
+    cpu_threads : int or None, default 1
+        torch intra-op threads while a batch on the CPU is transformed (restored after);
+        ``None`` keeps the caller's setting. The default, one thread, is never slower than
+        torch's default of one thread per core here: the transform is a chain of small
+        operations, and with two threads on a busy 2-core machine each one waited on the
+        other core (19 against 138 images/s, docs/benchmarks.md, "Data loading"); loader
+        workers, when used, occupy the other cores anyway. The values do not depend on it.
 
     Notes
     -----
@@ -1088,11 +1096,16 @@ class TrainTransform(nn.Module):
     :class:`SoftTargetCrossEntropy`. Steps in the order of the module docstring.
     """
 
-    def __init__(self, config: AugmentConfig) -> None:
+    def __init__(self, config: AugmentConfig, *, cpu_threads: int | None = 1) -> None:
         super().__init__()
         if not isinstance(config, AugmentConfig):
             raise TypeError(f"config must be an AugmentConfig; got {type(config).__name__}")
+        if cpu_threads is not None and (
+            isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1
+        ):
+            raise ValueError(f"cpu_threads must be a positive integer or None; got {cpu_threads!r}")
         self.config = config
+        self.cpu_threads = cpu_threads
 
     def forward(
         self,
@@ -1101,6 +1114,14 @@ class TrainTransform(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment one batch; returns ``(images [B, 3, S, S], soft targets [B, K])``."""
+        if self.cpu_threads is None or images.device.type != "cpu":
+            return self._augment(images, labels, generator)
+        with intra_op_threads(self.cpu_threads):
+            return self._augment(images, labels, generator)
+
+    def _augment(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         x = _check_images(images)
         s = cfg.image_size
