@@ -42,11 +42,14 @@ def layer_row(layer: dict[str, Any]) -> dict[str, Any]:
         "fitted": layer["fitted"],
         "median_r2": layer["median_r2"],
         "median_r2_adjusted": layer["median_r2_adjusted"],
+        "share_r2_gt_0_8": layer["share_r2_gt_0_8"],
+        "types": layer["types"],
         "nulls": {
             k: {
                 key: c.get(key)
                 for key in (
                     "null_median_r2",
+                    "null_share_r2_gt_0_8",
                     "median_diff",
                     "median_diff_ci",
                     "ceiling_median_r2",
@@ -93,10 +96,61 @@ def analyse(source: Any, seed: int) -> dict[str, Any]:
         "median_r2_adjusted": s["median_r2_adjusted"],
         "share_r2_gt_0_8": s["share_r2_gt_0_8"],
         "undetermined": s["undetermined"],
+        "types": s["types"],
         "sigma": {k: s["sigma"][k] for k in ("sigma_x", "sigma_y", "anisotropy")},
         "nulls": s["nulls"],
         "population": s["population"],
         "layers": [layer_row(layer) for layer in res.layers],
+    }
+
+
+def random_layer(weight: Any, index: int, seed: int = 0) -> Any:
+    """I.i.d. standard Gaussian weights of ``weight``'s shape, seeded by ``(seed, index)``.
+
+    ``index`` is the layer's position among the network's depthwise layers, so one layer
+    can be redrawn alone (R^2 does not depend on the scale of a filter).
+    """
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng([seed, index])
+    return torch.from_numpy(rng.standard_normal(tuple(weight.shape))).to(weight.dtype)
+
+
+def random_check(sd: dict[str, Any], seed: int = 0, stages: int = 4) -> dict[str, Any]:
+    """The trained network beside the same architecture with i.i.d. Gaussian depthwise
+    weights (:func:`random_layer`), each with its iid and position nulls (one null filter
+    per learned filter), compared per ``stages`` parts of depth
+    (:func:`scalespace_mk.networks.checkpoint.compare`)."""
+    from scalespace_mk.networks.checkpoint import analyze, compare, find_depthwise
+
+    names = list(find_depthwise(sd))
+    rnd = dict(sd)
+    for i, name in enumerate(names):
+        rnd[name] = random_layer(sd[name], i, seed)
+    runs = {
+        label: analyze(src, null="both", seed=seed, null_size=None, progress=False)
+        for label, src in (("trained", sd), ("random", rnd))
+    }
+    cmp = compare(list(runs.values()), names=list(runs), stages=stages)
+
+    def brief(d: dict[str, Any]) -> dict[str, Any]:
+        pos = d["nulls"]["position"]
+        return {"median_r2": d["median_r2"], "position_null_median_r2": pos["null_median_r2"]}
+
+    return {
+        "seed": seed,
+        "stages": stages,
+        "networks": {
+            net["name"]: {
+                "whole": brief(runs[net["name"]].summary),
+                "stages": [brief(st) for st in net["stages"]],
+                "layers": [
+                    {"name": la["name"], **brief(la)} for la in runs[net["name"]].layers
+                ],
+            }
+            for net in cmp["networks"]
+        },
     }
 
 
@@ -113,6 +167,9 @@ def run(out: Path) -> dict[str, Any]:
         "command": COMMAND,
         "options": {"null": "all", "null_size": None, "types": "1-8", "mode": "paper"},
         "runs": [analyse(path, seed) for seed in SEEDS],
+        "random_check": random_check(
+            torch.load(path, map_location="cpu", weights_only=True), seed=SEEDS[0]
+        ),
         "machine": {
             "threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()),
