@@ -41,3 +41,23 @@ def test_fewer_taps_give_a_higher_null_level():
     med = [x["median_r2"] for x in sorted(RES["levels"], key=lambda x: x["k"])]
     assert med == sorted(med, reverse=True)
     assert 0.0 < med[-1] < med[0] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("page", "pattern"),
+    [
+        ("results.md", r"iid null's median is (\d\.\d+) there \(against (\d\.\d+)\s+for 7x7\)"),
+        ("analysis.md", r"\((\d\.\d+) at 3x3 against (\d\.\d+) at\s+7x7"),
+    ],
+)
+def test_other_pages_quote_the_recorded_levels(page, pattern):
+    """Prose elsewhere that quotes the 3x3 and 7x7 levels rounds the recorded ones."""
+    import re
+
+    text = (DOCS / page).read_text()
+    m = re.search(pattern, text)
+    assert m, f"{page}: the sentence quoting the null levels moved; update this test"
+    lv = {x["k"]: x["median_r2"] for x in RES["levels"]}
+    for quoted, k in zip(m.groups(), (3, 7), strict=True):
+        digits = len(quoted.split(".")[1])
+        assert float(quoted) == round(lv[k], digits), (page, k)
