@@ -395,9 +395,9 @@ def results_blocks(res: dict[str, Any]) -> dict[str, str]:
         + ", ".join(f"{_layer(la['name'])} {t8(la)}" for la in s2)
         + f") and the last layer ({t8(last)}), with median determined scales\n  "
         f"{scales(s2)} (the last {scales([last])}, at the 1.5 bound of a 3x3 kernel a "
-        "near-flat average): the\n  network low-pass filters before it subsamples. The "
-        "other layers are mostly first-order\n  derivative types (1-6: "
-        f"{100 * min(deriv):.0f}-{100 * max(deriv):.0f} % of each layer), median determined "
+        "near-flat average): the\n  network low-pass filters before it subsamples. In the "
+        "other layers the first-order\n  derivative types (1-6) make up "
+        f"{100 * min(deriv):.0f}-{100 * max(deriv):.0f} % of each layer; median determined "
         f"scales {scales(rest)}. Their\n  scale *across* the derivative is a finding; their "
         "scale *along* it is not: at 3x3 in paper\n  mode `delta_x T` is "
         "`(t0 - t1)/2 [1, 0, -1]` for every `sigma_x`, so that scale has no effect on\n  "

@@ -91,8 +91,8 @@ def test_the_fashion_mnist_part_is_the_rendering_of_results_json():
 
 def test_the_reading_holds_for_the_recorded_numbers():
     """What the reading says of the generated figures: every layer's median above both of
-    its nulls; type 8 the most frequent type in the stride-2 layers and the last; types 1-6
-    the majority elsewhere; the random network on its null, the trained one above it."""
+    its nulls; type 8 the most frequent type in the stride-2 layers and the last; the random
+    network on its null, the trained one above it."""
     layers = STATS["runs"][0]["layers"]
     for la in layers:
         assert la["median_r2"] > la["nulls"]["iid"]["null_median_r2"], la["name"]
@@ -101,10 +101,6 @@ def test_the_reading_holds_for_the_recorded_numbers():
     assert len(s2) == 4
     for la in [*s2, layers[-1]]:
         assert max(la["types"], key=la["types"].get) == "8", la["name"]
-    for la in layers[:-1]:
-        if la not in s2:
-            deriv = sum(la["types"].get(str(t), 0) for t in range(1, 7))
-            assert deriv > la["channels"] / 2, la["name"]
     rc = STATS["random_check"]["networks"]
     for st in rc["random"]["stages"]:
         assert abs(st["median_r2"] - st["position_null_median_r2"]) < 0.02
