@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
     print(f"analyze null='none' (baseline): {t_none:.2f} s, 1.00")
-    print(f"analyze default nulls (iid, shape, covariance + ceilings): {t_default:.2f} s, "
-          f"{res['ratio']:.2f}x")
+    print(
+        f"analyze default nulls (iid, shape, covariance + ceilings): {t_default:.2f} s, "
+        f"{res['ratio']:.2f}x"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0

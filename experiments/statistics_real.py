@@ -145,9 +145,7 @@ def random_check(sd: dict[str, Any], seed: int = 0, stages: int = 4) -> dict[str
             net["name"]: {
                 "whole": brief(runs[net["name"]].summary),
                 "stages": [brief(st) for st in net["stages"]],
-                "layers": [
-                    {"name": la["name"], **brief(la)} for la in runs[net["name"]].layers
-                ],
+                "layers": [{"name": la["name"], **brief(la)} for la in runs[net["name"]].layers],
             }
             for net in cmp["networks"]
         },
@@ -368,7 +366,7 @@ def results_blocks(res: dict[str, Any]) -> dict[str, str]:
         f"are well explained ({100 * pos['share_r2_gt_0_8']:.1f} % against\n  "
         f"{100 * pos['null_share_r2_gt_0_8']:.1f} %). This does **not** say that smoothness "
         "accounts for a fifth of the gap and shape for\n  the rest: random phases include "
-        "random circular translations, so the position null\n  (formerly \"phase\", "
+        'random circular translations, so the position null\n  (formerly "phase", '
         f"{pos['null_median_r2']:.2f}) mostly tests where the energy sits -- its largest tap "
         "lands at the\n  centre at chance rate, against most learned filters -- and even "
         "perfect scale-space filters\n  reach only part of the way above it. The stronger "
@@ -387,9 +385,7 @@ def results_blocks(res: dict[str, Any]) -> dict[str, str]:
         v = [x for la in group for x in (la["sigma_x_median"], la["sigma_y_median"]) if x]
         return f"{min(v):.2f}-{max(v):.2f}"
 
-    deriv = [
-        sum(la["types"].get(str(t), 0) for t in range(1, 7)) / la["channels"] for la in rest
-    ]
+    deriv = [sum(la["types"].get(str(t), 0) for t in range(1, 7)) / la["channels"] for la in rest]
     blocks["mobilenet-smoothing"] = (
         "- Type 8, isotropic smoothing, is the most frequent type in the stride-2 layers\n  ("
         + ", ".join(f"{_layer(la['name'])} {t8(la)}" for la in s2)
@@ -401,7 +397,7 @@ def results_blocks(res: dict[str, Any]) -> dict[str, str]:
         f"scales {scales(rest)}. Their\n  scale *across* the derivative is a finding; their "
         "scale *along* it is not: at 3x3 in paper\n  mode `delta_x T` is "
         "`(t0 - t1)/2 [1, 0, -1]` for every `sigma_x`, so that scale has no effect on\n  "
-        "the model, and the medians of 0.000-0.005 once read here as \"a small scale in the\n"
+        'the model, and the medians of 0.000-0.005 once read here as "a small scale in the\n'
         "  direction of the derivative\" were the search's first grid points. The analysis "
         "now reports\n  such scales as undetermined (`null`, with the reason; "
         "`scalespace_mk.analysis.identify`)."
