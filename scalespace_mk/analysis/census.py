@@ -1524,21 +1524,22 @@ def _fit_all(
             pending.setdefault(j, []).append((rows + start, th0))
         return (stop - start) * n_t
 
-    def finish() -> None:
-        for j, parts in sorted(pending.items()):
-            rows = torch.cat([r for r, _ in parts])
-            th0 = torch.cat([t.to(dev) for _, t in parts])
-            with torch.no_grad():
-                yf = yt_all.index_select(0, rows).to(dev).reshape(len(rows), -1)
-                th, res = _fit_pending(tps[j], objs[j], yf, th0, args)
-            store(rows.numpy(), j, th, res)
+    def finish_type(j: int) -> None:
+        parts = pending[j]
+        rows = torch.cat([r for r, _ in parts])
+        th0 = torch.cat([t.to(dev) for _, t in parts])
+        with torch.no_grad():
+            yf = yt_all.index_select(0, rows).to(dev).reshape(len(rows), -1)
+            th, res = _fit_pending(tps[j], objs[j], yf, th0, args)
+        store(rows.numpy(), j, th, res)
 
     if dev.type != "cpu":
         for start in range(0, n, batch_size):
             done = run(start)
             if bar is not None:
                 bar.update(done)
-        finish()
+        for j in sorted(pending):
+            finish_type(j)
         return theta, out
     from concurrent.futures import ThreadPoolExecutor
 
@@ -1550,9 +1551,12 @@ def _fit_all(
             for done in pool.map(run, starts):
                 if bar is not None:
                     bar.update(done)
+            # the stencil searches left by the Newton refinement: one type per thread, on
+            # one intra-op thread as well (OpenMP on these small operations is slower than
+            # one thread, by an order of magnitude on a loaded machine)
+            list(pool.map(finish_type, sorted(pending, key=lambda j: -len(pending[j]))))
     finally:
         torch.set_num_threads(intra)
-    finish()
     return theta, out
 
 
