@@ -213,7 +213,9 @@ class TrainConfig:
         _check_int("image_size", self.image_size, 32, 1024, why=" (ConvNeXt downsamples by 32)")
         _check_int("seed", self.seed, 0, 2**32 - 1)
         if self.max_steps_per_epoch is not None:
-            _check_int("max_steps_per_epoch", self.max_steps_per_epoch, 1, why=" (None: no cap)")
+            _check_int(
+                "max_steps_per_epoch", self.max_steps_per_epoch, 1, 1 << 62, why=" (None: no cap)"
+            )
         for name in ("lr", "min_lr", "warmup_epochs", "weight_decay", "ema_decay", "grad_clip"):
             _check_float(name, getattr(self, name), 0.0, math.inf)
         for name in ("mixup", "cutmix"):
