@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scalespace_mk.substitution.study import DEFAULT_KINDS
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC_JSON = ROOT / "docs" / "substitution.json"
 DOC_MD = ROOT / "docs" / "substitution.md"
@@ -39,18 +41,7 @@ DEFAULT: dict[str, Any] = {
     "scales": (1.0, 0.6, 0.35),
     "grid": 2,
     "eval_fraction": 0.5,
-    "kinds": (
-        "census",
-        "njet:1",
-        "njet:2",
-        "method:A",
-        "method:B",
-        "method:C1",
-        "method:D1",
-        "masterkey",
-        "noise",
-        "random",
-    ),
+    "kinds": DEFAULT_KINDS,  # every fitted kind, then the two controls
     "seeds": (0, 1, 2),
     "sensitivity_kinds": ("census", "njet:1", "noise", "random"),
     "progressive_kinds": ("census", "njet:1", "noise", "random"),
