@@ -105,6 +105,25 @@ def check_tensor_device(name: str, value: torch.Tensor) -> None:
         )
 
 
+def check_device(device: Any, default: torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` (``default`` when None); a ValueError names
+    ``device`` for something that is not a device and for CUDA that is not available."""
+    if device is None:
+        return default
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
+            "device or a CPU-only torch); use device='cpu'"
+        )
+    return dev
+
+
 def check_nonneg(name: str, value: Any, upper: float | None = None) -> None:
     """Raise if ``value`` (scalar, array or tensor) holds a negative, NaN or infinite entry,
     or (when ``upper`` is given) an entry above ``upper``.

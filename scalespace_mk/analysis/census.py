@@ -66,6 +66,7 @@ import scalespace_mk.limits as limits
 from scalespace_mk._checks import (
     check_batch_size,
     check_choice,
+    check_device,
     check_epsilon,
     check_filters,
     check_num_threads,
@@ -1165,20 +1166,7 @@ def scale_statistics(
 
 
 def _resolve_device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
-            "device or a CPU-only torch); use device='cpu'"
-        )
-    return dev
+    return check_device(device, torch.device("cpu"))
 
 
 def _check_alpha_range(alpha_range: Any) -> tuple[float, float]:

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import scalespace_mk.limits as limits
-from scalespace_mk._checks import check_choice, check_nonneg, check_size
+from scalespace_mk._checks import check_choice, check_device, check_nonneg, check_size
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.models import MODES
 from scalespace_mk.scalespace.operators import apply_1d
@@ -789,18 +789,7 @@ def _factory(device: Any, dtype: Any) -> dict[str, Any]:
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype; got {dtype}")
     # None: the default device, which follows ``with torch.device(...)`` (e.g. "meta")
-    try:
-        device = torch.get_default_device() if device is None else torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device must be 'cpu', 'cuda' or a torch.device; got {device!r}"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' was requested but torch.cuda.is_available() is False (no CUDA "
-            "device or a CPU-only torch); use device='cpu'"
-        )
-    return {"device": device, "dtype": dtype}
+    return {"device": check_device(device, torch.get_default_device()), "dtype": dtype}
 
 
 def _check_channels(channels: Any) -> int:
