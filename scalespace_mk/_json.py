@@ -18,7 +18,7 @@ import json as _std
 import math
 from typing import Any, TextIO
 
-__all__ = ["JSONDecodeError", "dump", "dumps", "finite", "loads"]
+__all__ = ["JSONDecodeError", "dump", "dumps", "finite", "loads", "number"]
 
 JSONDecodeError = _std.JSONDecodeError
 loads = _std.loads
@@ -51,6 +51,12 @@ def _clean(obj: Any, path: str, reasons: dict[str, str]) -> Any:
     if kind == "numpy" and hasattr(obj, "tolist"):
         return _clean(obj.tolist(), path, reasons)
     return obj
+
+
+def number(value: Any) -> float | None:
+    """``float(value)``, or None where it is NaN or infinite (one value; see :func:`finite`)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def finite(obj: Any) -> tuple[Any, dict[str, str]]:

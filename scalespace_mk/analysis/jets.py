@@ -59,6 +59,7 @@ from scalespace_mk._checks import (
     check_sigma_max,
 )
 from scalespace_mk._display import Tabular
+from scalespace_mk._json import number as _json_number
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.jets import (
     JET_ORDERS,
@@ -502,7 +503,7 @@ class FamilyCensusResult(Tabular):
             rec.update(
                 b=float(self.b[i]),
                 r2=float(self.r2[i]),
-                r2_adjusted=_json_float(self.r2_adjusted[i]),
+                r2_adjusted=_json_number(self.r2_adjusted[i]),
                 reason=None,
             )
             out.append(rec)
@@ -523,14 +524,9 @@ class FamilyCensusResult(Tabular):
             "n_params": self.n_params,
             "taps": self.taps,
             "median_r2": float(np.median(r2)) if r2.size else None,
-            "median_r2_adjusted": _json_float(np.median(adj)) if adj.size else None,
+            "median_r2_adjusted": _json_number(np.median(adj)) if adj.size else None,
             "share_r2_above_0.8": float(np.mean(r2 > 0.8)) if r2.size else None,
         }
-
-
-def _json_float(v: Any) -> float | None:
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 # --------------------------------------------------------------------------------------

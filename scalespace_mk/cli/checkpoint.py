@@ -494,22 +494,8 @@ def _run_replace(args: argparse.Namespace) -> int:
         print(f"skipped {s['name']}: {s['reason']}", file=sys.stderr)
     if args.kind is not None:
         if args.json:
-            json.dump(
-                {
-                    "kind": args.kind,
-                    "out": args.out,
-                    "layers": [
-                        {
-                            k: (None if isinstance(v, float) and v != v else v)
-                            for k, v in layer.items()
-                        }
-                        for layer in result.layers
-                    ],
-                    "skipped": result.skipped,
-                },
-                sys.stdout,
-                allow_nan=False,
-            )
+            doc = {"kind": args.kind, "out": args.out, "layers": result.layers}
+            json.dump(dict(doc, skipped=result.skipped), sys.stdout)  # _json: NaN -> null
             print()
             return 0
         print(

@@ -50,7 +50,6 @@ are selected.
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: F401  (used by subclasses through _conv_forward)
 from torch import nn
+
+from scalespace_mk._json import number as _json_number
 
 __all__ = [
     "KINDS",
@@ -278,10 +279,6 @@ class LearnableDepthwiseSubstitute(SubstitutedDepthwiseConv2d):
 # the report
 
 
-def _json_float(v: float) -> float | None:
-    return None if not math.isfinite(float(v)) else float(v)
-
-
 @dataclass
 class LayerSubstitution:
     """One substituted layer: where it is, what replaced it and how close it is.
@@ -323,8 +320,8 @@ class LayerSubstitution:
             "kind": self.kind,
             "learnable": self.learnable,
             "counts": dict(self.counts),
-            "median_r2": _json_float(self.median_r2),
-            "r2": [_json_float(v) for v in self.r2.tolist()],
+            "median_r2": _json_number(self.median_r2),
+            "r2": [_json_number(v) for v in self.r2.tolist()],
         }
 
 
@@ -437,7 +434,7 @@ class SubstitutionReport:
             "kind": self.kind,
             "seed": self.seed,
             "options": {k: _jsonable(v) for k, v in self.options.items()},
-            "median_r2": _json_float(self.median_r2),
+            "median_r2": _json_number(self.median_r2),
             "filters": int(sum(layer.channels for layer in self.layers)),
             "layers": [layer.to_json() for layer in self.layers],
             "skipped": [dict(s) for s in self.skipped],
@@ -448,7 +445,7 @@ def _jsonable(v: Any) -> Any:
     if v is None or isinstance(v, bool | int | str):
         return v
     if isinstance(v, float):
-        return _json_float(v)
+        return _json_number(v)
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
