@@ -667,29 +667,39 @@ def _build_census(w: np.ndarray, conv: nn.Conv2d, opts: dict[str, Any]):
     mode = opts.get("mode", "paper")
     fields = _census_fields(w, opts.get("types"), mode)
     counts = {str(t): int((fields["types"] == t).sum()) for t in range(1, 9)}
+    frozen = ("learn_scales", "learn_gain", "learn_offset")
+    build = AnalyticDepthwiseConv2d.from_census
+    return (*_generator_or_kernel(build, fields, w, conv, learnable, frozen, mode=mode), counts)
+
+
+def _generator_or_kernel(
+    build: Any,
+    fit: Any,
+    w: np.ndarray,
+    conv: nn.Conv2d,
+    learnable: bool,
+    frozen: tuple[str, ...],
+    **kw: Any,
+) -> tuple[np.ndarray | None, nn.Module | None]:
+    """``(None, layer)``: a learnable layer on the conv's device and dtype; or
+    ``(kernels [C, k, k], None)``: the fitted kernels computed once in float64 on the CPU
+    (``frozen`` names the layer's learn_* flags that are switched off to compute them)."""
     if learnable:
-        gen = AnalyticDepthwiseConv2d.from_census(
-            fields,
+        layer = build(
+            fit,
             kernel_size=w.shape[-1],
             bias=False,
-            mode=mode,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
+            **kw,
         )
-        return None, gen, counts
-    gen = AnalyticDepthwiseConv2d.from_census(
-        fields,
-        kernel_size=w.shape[-1],
-        bias=False,
-        mode=mode,
-        learn_scales=False,
-        learn_gain=False,
-        learn_offset=False,
-        device="cpu",
-        dtype=torch.float64,
+        return None, layer
+    off = dict.fromkeys(frozen, False)
+    layer = build(
+        fit, kernel_size=w.shape[-1], bias=False, device="cpu", dtype=torch.float64, **off, **kw
     )
     with torch.no_grad():
-        return gen.kernel(torch.float64)[:, 0].numpy(), None, counts
+        return layer.kernel(torch.float64)[:, 0].numpy(), None
 
 
 def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]):
@@ -710,27 +720,12 @@ def _build_njet(w: np.ndarray, conv: nn.Conv2d, order: int, opts: dict[str, Any]
     )
     result.coefficients[const] = 0.0
     result.b[const] = flat[const, 0]
-    if opts.get("learnable", False):
-        gen = NJetDepthwiseConv2d.from_census(
-            result,
-            kernel_size=w.shape[-1],
-            bias=False,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        return None, gen, {"njet": int((~const).sum())}
-    gen = NJetDepthwiseConv2d.from_census(
-        result,
-        kernel_size=w.shape[-1],
-        bias=False,
-        learn_scales=False,
-        learn_coefficients=False,
-        learn_offset=False,
-        device="cpu",
-        dtype=torch.float64,
+    frozen = ("learn_scales", "learn_coefficients", "learn_offset")
+    learnable = bool(opts.get("learnable", False))
+    built = _generator_or_kernel(
+        NJetDepthwiseConv2d.from_census, result, w, conv, learnable, frozen
     )
-    with torch.no_grad():
-        return gen.kernel(torch.float64)[:, 0].numpy(), None, {"njet": int((~const).sum())}
+    return (*built, {"njet": int((~const).sum())})
 
 
 def _build_candidates(
