@@ -78,6 +78,7 @@ from torch import nn
 
 from scalespace_mk._checks import check_choice
 from scalespace_mk._threads import intra_op_threads
+from scalespace_mk.networks.mobilenet import IMAGENET_MEAN, IMAGENET_STD  # their one home
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -101,10 +102,6 @@ __all__ = [
     "to_float",
 ]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-"""Per-channel RGB mean of ImageNet-1k, for images scaled to [0, 1]."""
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-"""Per-channel RGB standard deviation of ImageNet-1k, for images scaled to [0, 1]."""
 
 
 # --------------------------------------------------------------------------------------------

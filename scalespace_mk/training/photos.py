@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from scalespace_mk import limits
+from scalespace_mk.networks.mobilenet import IMAGENET_MEAN, IMAGENET_STD  # their one home
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -55,9 +56,6 @@ __all__ = [
     "split_photos",
 ]
 
-#: ImageNet normalisation (torchvision's), per RGB channel
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: named sources of :func:`find_photos` (``builtin`` is all three)
 SOURCES = ("skimage", "sklearn", "mate")
