@@ -252,25 +252,7 @@ def _print_comparison(comparison: dict) -> None:
     print(f"{'all':>5} " + " ".join(f"{c:>28}" for c in cells))
 
 
-def _check_plot_dir(plot: str | None) -> None:
-    """``--plot DIR`` checked before the analysis: refused if it exists and is no folder."""
-    from pathlib import Path
-
-    if plot is None:
-        return
-    p = Path(plot)
-    if p.exists() and not p.is_dir():
-        raise ValueError(
-            f"--plot {plot}: exists and is not a folder; --plot names a folder that the "
-            "figures are written into (give a new or existing folder, e.g. --plot figures)"
-        )
-    parent = next((q for q in (p, *p.parents) if q.exists()), Path("."))
-    if not parent.is_dir():
-        raise ValueError(f"--plot {plot}: {parent} is not a folder")
-
-
 def _run_analyze(args: argparse.Namespace) -> int:
-    _check_plot_dir(args.plot)  # before the work: a bad --plot must not cost the analysis
     if args.family != "masterkey":
         return _run_analyze_family(args)
     from scalespace_mk.networks.checkpoint import analyze, compare
