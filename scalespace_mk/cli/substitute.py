@@ -293,12 +293,7 @@ def run(args: argparse.Namespace) -> int:
 
     for kind in args.kind:
         parse_kind(kind)  # a bad kind fails here, before any work
-    if args.out is not None:
-        from pathlib import Path
-
-        out = Path(args.out)
-        if out.exists() and not out.is_file():
-            raise ValueError(f"--out {args.out!r} exists and is not a regular file")
+    # --out and --plot were checked before the command ran (cli/_outputs.py)
     t0 = time.perf_counter()
     say = log_line
     model = _load_network(args.arch, args.checkpoint)
