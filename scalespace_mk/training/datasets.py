@@ -504,7 +504,9 @@ class ImageFolderDataset(Dataset):
         per-worker RNG (DataLoader workers).
         """
         path = self.samples[index][0]
-        if epoch is not None:
+        if not self.train:  # the centre crop draws nothing
+            generator = None
+        elif epoch is not None:
             generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch, index))
         else:
             generator = None if _in_worker() else self._generator
