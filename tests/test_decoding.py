@@ -240,6 +240,12 @@ def test_evaluation_crop_does_not_depend_on_draft_by_default(tmp_path):
     got = dec.decode_crop(str(path), 32, train=False)
     want = dec._resize_box(Image.fromarray(_full(path)), dec._center_box(800, 600, 32, 0.875), 32)
     assert torch.equal(got, want)
+    # asked for, evaluation is drafted too (the 525 px centre crop at 1/8): close, not equal
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    path.rename(tmp_path / "val" / "a" / "big.jpg")
+    drafted = ImageFolderDataset(tmp_path / "val", image_size=32, draft=True)[0][0]
+    d = (drafted.int() - want.int()).abs().float()
+    assert not torch.equal(drafted, want) and d.mean() < 1.0 and d.max() <= 8
 
 
 def test_one_box_sampler_draws_the_batched_boxes():
