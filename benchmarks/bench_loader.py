@@ -91,15 +91,26 @@ def per_core(paths: list[str], train_ds, val_ds, *, batch_size: int, rounds: int
 
     cases = {"pil": pil, "train": loader(train_ds), "val": loader(val_ds)}
     cpu = dict.fromkeys(cases, 0.0)
+    per_round: list[dict[str, float]] = []
     n = len(paths)
     for _ in range(rounds):
+        this = dict.fromkeys(cases, 0.0)
         for start in range(0, n, batch_size):
             idx = range(start, min(start + batch_size, n))
             for name, fn in cases.items():
                 t = time.process_time()
                 fn(idx)
-                cpu[name] += time.process_time() - t
-    return {name: rounds * n / sec for name, sec in cpu.items()}
+                this[name] += time.process_time() - t
+        per_round.append(this)
+        for name in cases:
+            cpu[name] += this[name]
+    out: dict = {name: rounds * n / sec for name, sec in cpu.items()}
+    # ratio to the Pillow decode in each round: their spread says how much the load of
+    # other processes moved the figure
+    out["ratio_per_round"] = {
+        name: [r["pil"] / r[name] for r in per_round] for name in cases if name != "pil"
+    }
+    return out
 
 
 def bench_pil(paths: list[str]) -> float:
@@ -259,6 +270,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"batch by batch): Pillow decode {core['pil']:.0f}; train loader (decode + random resized "
         f"crop {args.image_size} + collate) {core['train']:.0f} ({tr:.2f}x); "
         f"eval loader (centre crop) {core['val']:.0f} ({va:.2f}x) [target (issue 21): >= 0.80x]"
+    )
+    spread = core["ratio_per_round"]
+    print(
+        "  ratio per round (min-max): train "
+        f"{min(spread['train']):.2f}-{max(spread['train']):.2f}, eval "
+        f"{min(spread['val']):.2f}-{max(spread['val']):.2f}; 1-min load average at the end: "
+        f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.1f}"
     )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))

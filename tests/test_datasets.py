@@ -595,7 +595,7 @@ def test_resize_box_matches_pillow_bicubic():
     ``crop(box).resize(size, BICUBIC)`` (what torchvision's RandomResizedCrop computes) to
     within one grey level, for down- and upsampling; a fractional box goes through Pillow's
     ``resize(box=...)`` exactly."""
-    from scalespace_mk.training.datasets import _resize_box
+    from scalespace_mk.training.decoding import _resize_box
 
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:75, 0:100] / 100.0
@@ -624,7 +624,7 @@ def test_resize_box_matches_pillow_bicubic():
 def test_pixels_view_is_pillows_pixels(monkeypatch):
     """The zero-copy Arrow view of an RGB image holds its R, G, B values; the loader gives
     the same crops through it as through the copying fallback."""
-    import scalespace_mk.training.datasets as dsm
+    import scalespace_mk.training.decoding as dsm
 
     rng = np.random.default_rng(5)
     arr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)

@@ -96,6 +96,7 @@ __all__ = [
     "random_erasing",
     "random_resized_crop",
     "resized_crop",
+    "sample_resized_crop_box",
     "sample_resized_crop_boxes",
     "smooth_one_hot",
     "soft_target_cross_entropy",
@@ -326,6 +327,59 @@ def sample_resized_crop_boxes(
     boxes = np.stack([left, top, w, h], axis=1)
     boxes = np.where(has[:, None], boxes, np.array([fl, ft, fw, fh]))
     return torch.from_numpy(boxes.astype(np.float32))
+
+
+def sample_resized_crop_box(
+    height: int,
+    width: int,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    generator: torch.Generator | None = None,
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+    """One box of :func:`sample_resized_crop_boxes` (``n = 1``) as Python integers.
+
+    The same draws from ``generator`` and the same arithmetic (IEEE float64, the exponential
+    through numpy as there), so the box equals ``sample_resized_crop_boxes(1, ...)[0]`` for
+    every generator state (tested), without the array bookkeeping: the image-folder loader
+    draws one box per decoded image, where that bookkeeping cost 0.04-0.1 ms.
+
+    Parameters
+    ----------
+    height, width : int
+        Source image size in pixels.
+    scale, ratio, generator, attempts
+        As in :func:`sample_resized_crop_boxes`.
+
+    Returns
+    -------
+    (int, int, int, int)
+        ``(left, top, w, h)`` in source pixels (``x`` = column, ``y`` = row, origin top left).
+    """
+    s0, s1 = _check_pair("scale", scale)
+    r0, r1 = _check_pair("ratio", ratio)
+    u = _rand((1, attempts, 4), generator).numpy().astype(np.float64).ravel()
+    logr = math.log(r0) + (math.log(r1) - math.log(r0)) * u[1::4]
+    aspect = np.exp(logr).tolist()  # numpy's exp, as in sample_resized_crop_boxes
+    draws = u.tolist()
+    area = float(height * width)
+    for a in range(attempts):
+        target = area * (s0 + (s1 - s0) * draws[4 * a])
+        w = round(math.sqrt(target * aspect[a]))
+        h = round(math.sqrt(target / aspect[a]))
+        if 0 < w <= width and 0 < h <= height:
+            left = math.floor(draws[4 * a + 2] * (width - w + 1))
+            top = math.floor(draws[4 * a + 3] * (height - h + 1))
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < r0:
+        fw, fh = width, round(width / r0)
+    elif in_ratio > r1:
+        fw, fh = round(height * r1), height
+    else:
+        fw, fh = width, height
+    return (width - fw) // 2, (height - fh) // 2, fw, fh
 
 
 def resized_crop(

@@ -73,7 +73,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import download_verified
-from scalespace_mk._threads import intra_op_threads
+from scalespace_mk.training.decoding import (
+    _center_box,  # noqa: F401 - the decoding helpers lived here before decoding.py
+    _check_pixels,
+    _in_worker,
+    _pixels_view,  # noqa: F401
+    _report_bombs,
+    _require_pil,
+    _resize_box,  # noqa: F401
+    _to_rgb,
+    _warn_once_safe,
+    decode_crop,
+)
+
+_decode_resized = decode_crop  # the name before decoding.py
 
 __all__ = [
     "BUILTIN_PHOTOS",
@@ -239,223 +252,12 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
     return DatasetSpec("folder", text)
 
 
-# --------------------------------------------------------------------------------------------
-# decoding helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _require_pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "decoding image files needs Pillow; install the 'train' extra: "
-            "pip install 'scalespace_mk[train]'"
-        ) from exc
-    return Image
-
-
-def _in_worker() -> bool:
-    return torch.utils.data.get_worker_info() is not None
-
-
 def _mix_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed that depends on ``(seed, epoch, index)`` (splitmix64-style mixing)."""
     z = (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + int(index)) % 2**64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
     return (z ^ (z >> 31)) >> 1
-
-
-def _warn_once_safe(message: str) -> None:
-    """Warn; inside a DataLoader worker a warnings-as-errors filter must not kill the worker."""
-    if _in_worker():
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-    else:
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _check_pixels(img: Any, path: str, max_pixels: int | None) -> None:
-    """Refuse an image above ``max_pixels`` decoded pixels before it is decoded."""
-    width, height = img.size
-    if width < 1 or height < 1:
-        raise ValueError("empty image")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ValueError(
-            f"{width} x {height} = {width * height} pixels exceeds max_pixels = {max_pixels} "
-            "(scalespace_mk.limits.IMAGE_PIXELS_MAX; raise it with the dataset's max_pixels)"
-        )
-
-
-def _report_bombs(caught: list[warnings.WarningMessage], path: str) -> None:
-    """Re-emit Pillow's DecompressionBombWarning (naming the file); drop its other warnings
-    (palette transparency, EXIF), which must not abort a DataLoader worker."""
-    Image = _require_pil()
-    for w in caught:
-        if issubclass(w.category, Image.DecompressionBombWarning):
-            _warn_once_safe(f"{path}: {w.message}")
-
-
-def _to_rgb(img: Any) -> Any:
-    """Convert to 8-bit RGB; 16-bit and 32-bit integer grey images are scaled by 1/256
-    (``convert("RGB")`` would clip them to near white)."""
-    if img.mode.startswith("I;16") or img.mode == "I":
-        Image = _require_pil()
-        grey = np.asarray(img).astype(np.int64) >> 8
-        img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
-    return img.convert("RGB")
-
-
-def _center_box(width: int, height: int, size: int, crop_pct: float) -> tuple[float, ...]:
-    """Box (left, top, w, h) in source pixels of 'resize shorter side to size/crop_pct, then
-    centre-crop size x size', on whole source pixels (side and offsets rounded, as
-    torchvision's ``CenterCrop`` rounds its offsets), so that the crop is cut without
-    resampling its position."""
-    side = min(max(round(min(width, height) * crop_pct), 1), width, height)
-    return (float(round((width - side) / 2.0)), float(round((height - side) / 2.0)), side, side)
-
-
-def _decode_resized(
-    path: str,
-    size: int,
-    *,
-    train: bool,
-    crop_pct: float,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator | None,
-    max_pixels: int | None = limits.IMAGE_PIXELS_MAX,
-) -> torch.Tensor:
-    """Decode ``path`` and return a ``uint8 [3, size, size]`` crop (random-resized or centre).
-
-    Images above ``max_pixels`` are refused (ValueError) before they are decoded.
-    """
-    from scalespace_mk.training.augment import sample_resized_crop_boxes
-
-    Image = _require_pil()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with Image.open(path) as img:
-            _check_pixels(img, path, max_pixels)
-            width, height = img.size
-            if train:
-                box = sample_resized_crop_boxes(
-                    1, height, width, scale=scale, ratio=ratio, generator=generator
-                )[0].tolist()
-                left, top, bw, bh = box
-            else:
-                left, top, bw, bh = _center_box(width, height, size, crop_pct)
-            reduce = size / max(min(bw, bh), 1.0)
-            if img.format == "JPEG" and reduce < 0.5:
-                # DCT-domain downscaling: the result stays >= the requested size, so the
-                # crop still holds >= size pixels per side.
-                img.draft("RGB", (math.ceil(width * reduce), math.ceil(height * reduce)))
-            sx, sy = img.size[0] / width, img.size[1] / height
-            img.load()
-            # JPEGs decode to RGB already: resize straight from the decoded image
-            rgb = img if img.mode == "RGB" else _to_rgb(img)
-            out = _resize_box(rgb, (left * sx, top * sy, bw * sx, bh * sy), size)
-    _report_bombs(caught, path)
-    return out
-
-
-_ARROW: Any = None
-
-
-def _arrow_structs() -> Any:
-    """ctypes layouts of the Arrow C data interface's ``ArrowArray`` (a stable ABI)."""
-    global _ARROW
-    if _ARROW is None:
-        import ctypes
-
-        class ArrowArray(ctypes.Structure):
-            pass
-
-        ArrowArray._fields_ = [
-            ("length", ctypes.c_int64),
-            ("null_count", ctypes.c_int64),
-            ("offset", ctypes.c_int64),
-            ("n_buffers", ctypes.c_int64),
-            ("n_children", ctypes.c_int64),
-            ("buffers", ctypes.POINTER(ctypes.c_void_p)),
-            ("children", ctypes.POINTER(ctypes.POINTER(ArrowArray))),
-            ("dictionary", ctypes.c_void_p),
-            ("release", ctypes.c_void_p),
-            ("private_data", ctypes.c_void_p),
-        ]
-        get = ctypes.pythonapi.PyCapsule_GetPointer
-        get.restype = ctypes.c_void_p
-        get.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        _ARROW = (ctypes, ArrowArray, get)
-    return _ARROW
-
-
-def _pixels_view(rgb: Any) -> tuple[np.ndarray, Any]:
-    """``(uint8 [H, W, C] array, keep-alive)``: the pixels of an RGB Pillow image.
-
-    Pillow (>= 11.2) exports an RGB image through the Arrow C data interface as a
-    fixed-size list of 4 bytes per pixel (R, G, B, padding) without copying; the returned
-    array is then a ``[H, W, 4]`` view of Pillow's memory, valid while the keep-alive
-    object and the image live (never written). Otherwise (older Pillow, an image in several
-    memory blocks) it is ``np.asarray(rgb)``, a ``[H, W, 3]`` copy. Channels ``:3`` are
-    R, G, B either way.
-    """
-    width, height = rgb.size
-    try:
-        schema, array = rgb.__arrow_c_array__()
-        ctypes, ArrowArray, get = _arrow_structs()
-        parent = ArrowArray.from_address(get(array, b"arrow_array"))
-        if parent.n_children != 1 or parent.length != width * height or parent.offset:
-            raise ValueError("unexpected Arrow layout")
-        child = parent.children[0].contents
-        if child.n_buffers != 2 or child.length != 4 * width * height or child.offset:
-            raise ValueError("unexpected Arrow layout")
-        buffer = (ctypes.c_uint8 * (4 * width * height)).from_address(child.buffers[1])
-        view = np.ctypeslib.as_array(buffer).reshape(height, width, 4)
-        return view, (schema, array, rgb)
-    except Exception:  # noqa: BLE001 - any failure of the zero-copy path: copy instead
-        return np.array(rgb, dtype=np.uint8), None
-
-
-def _resize_box(rgb: Any, box: tuple[float, float, float, float], size: int) -> torch.Tensor:
-    """``uint8 [3, size, size]``: the ``(left, top, w, h)`` box of an RGB Pillow image,
-    resized with antialiased bicubic interpolation (Pillow's filter, a = -0.5).
-
-    A box on whole pixels (every random resized crop, and the centre crop, whose box
-    :func:`_center_box` rounds) is cut from the decoded pixels without a copy and resized by
-    ``torch.nn.functional.interpolate(mode='bicubic', antialias=True)`` on ``uint8`` in
-    channels-last layout: about 3x cheaper than Pillow's resample on one core, and equal to
-    Pillow's ``crop(box).resize((size, size), BICUBIC)`` (what torchvision's
-    ``RandomResizedCrop`` computes) within one grey level (tests/test_datasets.py). A
-    fractional box (after draft decoding at reduced scale) goes through Pillow's
-    ``resize(box=...)``, which samples it exactly (its filter also reads the pixels just
-    outside the box).
-    """
-    Image = _require_pil()
-    left, top, bw, bh = box
-    if all(float(v).is_integer() for v in box):
-        left, top, bw, bh = int(left), int(top), int(bw), int(bh)
-        view, keep = _pixels_view(rgb)
-        hwc = torch.from_numpy(view)
-        crop = hwc[top : top + bh, left : left + bw].permute(2, 0, 1).unsqueeze(0)
-        if (bh, bw) == (size, size):
-            return crop[0, :3].clone(memory_format=torch.contiguous_format)
-        # one intra-op thread: split across cores, this ~0.3 ms op costs more than it
-        # saves, and with spinning OpenMP threads (torch imported before scalespace_mk, so
-        # no passive wait policy) it ran 3x slower on 2 cores
-        with intra_op_threads(1):
-            out = torch.nn.functional.interpolate(
-                crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False
-            )
-        del keep  # the pixels may go now
-        return out[0, :3].contiguous()  # CHW
-    out = rgb.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + bw, top + bh))
-    # HWC -> CHW in numpy: a single-threaded copy (torch's parallel copy of such small
-    # tensors stalls on a loaded CPU)
-    arr = np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
-    return torch.from_numpy(arr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,9 +328,17 @@ class ImageFolderDataset(Dataset):
         a generator seeded with ``seed`` (main process) or torch's per-worker RNG.
     progress : bool, default False
         Show a tqdm bar while verifying.
+    draft : bool, optional
+        Let JPEGs whose crop is at least twice ``image_size`` on its shorter side be decoded
+        at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's draft mode; far cheaper on large
+        photos). The crop box is the same; pixel values differ slightly from a full decode
+        (about one grey level on average on smooth photos). Default: ``train`` (on for
+        training crops, off for evaluation, whose output then does not depend on how large
+        the file is). See :mod:`scalespace_mk.training.decoding`.
 
     Notes
     -----
+    JPEGs are decoded only down to the crop's last row (bit-identical to a full decode).
     A file that passes the construction check but fails to decode later (e.g. truncated data)
     is replaced by the next readable sample, and the first such failure in each process is
     reported with one warning; a DataLoader worker never dies from a bad image unless
@@ -553,8 +363,11 @@ class ImageFolderDataset(Dataset):
         seed: int = 0,
         progress: bool = False,
         max_pixels: int | None = limits.IMAGE_PIXELS_MAX,
+        draft: bool | None = None,
     ) -> None:
         _require_pil()
+        if draft is not None and not isinstance(draft, bool):
+            raise TypeError(f"draft must be True, False or None (= train); got {draft!r}")
         if max_pixels is not None and (
             isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
         ):
@@ -571,6 +384,7 @@ class ImageFolderDataset(Dataset):
         self.ratio = _check_range("ratio", ratio, low=0.0, high=math.inf)
         check_choice("verify", verify, ("header", "full", "none"))
         self.train = bool(train)
+        self.draft = self.train if draft is None else draft
         self.crops_on_load = self.train
         self.strict = bool(strict)
         found = sorted(
@@ -690,11 +504,13 @@ class ImageFolderDataset(Dataset):
         per-worker RNG (DataLoader workers).
         """
         path = self.samples[index][0]
-        if epoch is not None:
+        if not self.train:  # the centre crop draws nothing
+            generator = None
+        elif epoch is not None:
             generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch, index))
         else:
             generator = None if _in_worker() else self._generator
-        return _decode_resized(
+        return decode_crop(
             path,
             self.image_size,
             train=self.train,
@@ -703,6 +519,7 @@ class ImageFolderDataset(Dataset):
             ratio=self.ratio,
             generator=generator,
             max_pixels=self.max_pixels,
+            draft=self.draft,
         )
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
@@ -1593,6 +1410,7 @@ def build_dataset(
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
     seed: int = 0,
+    draft: bool | None = None,
 ) -> tuple[Dataset, int]:
     """Build a dataset from a specification string.
 
@@ -1620,6 +1438,10 @@ def build_dataset(
         Image folders, ``train``: random-resized-crop ranges applied on decode.
     seed : int, default 0
         Image folders: crop seed in the main process; ``synthetic``: default image seed.
+    draft : bool, optional
+        Image folders: allow DCT-domain reduced decoding of JPEGs whose crop is at least twice
+        ``image_size`` (see :class:`ImageFolderDataset`). Default: on for ``train``, off for
+        ``val``.
 
     Returns
     -------
@@ -1675,6 +1497,7 @@ def build_dataset(
             verify=verify,
             strict=strict,
             seed=seed,
+            draft=draft,
         )
         return ds, ds.num_classes
     if parsed.kind in CIFAR_ARCHIVES:

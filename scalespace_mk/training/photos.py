@@ -299,7 +299,7 @@ def _boxes(width: int, height: int, scales: Sequence[float], grid: int) -> list[
 def _crops_of(photo: Photo, size: int, scales: Sequence[float], grid: int) -> torch.Tensor:
     from PIL import Image
 
-    from scalespace_mk.training.datasets import _to_rgb
+    from scalespace_mk.training.decoding import _to_rgb
 
     with Image.open(photo.path) as img:
         img.load()
@@ -317,7 +317,7 @@ def _centre_crop(photo: Photo, size: int, crop_pct: float = 0.875) -> torch.Tens
     """ImageNet evaluation protocol: the centre ``crop_pct`` of the shorter side."""
     from PIL import Image
 
-    from scalespace_mk.training.datasets import _to_rgb
+    from scalespace_mk.training.decoding import _to_rgb
 
     with Image.open(photo.path) as img:
         img.load()
