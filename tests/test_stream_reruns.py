@@ -242,6 +242,7 @@ def test_a_failing_rank_stops_both_and_the_rerun_resumes(tmp_path, mode):
     codes = [r[0] for r in runs]
     assert all(c != 0 for c in codes), codes
     if mode == "error":  # both ranks say which rank failed, at which chunk, and what to do
+        assert codes == [2, 2]
         for _, _, err in runs:
             line = err.strip().splitlines()[-1]
             assert "census failed on rank 1 of 2 at chunk 4 of 5 (rows 150..199)" in line
