@@ -257,6 +257,8 @@ def test_a_failing_rank_stops_both_and_the_rerun_resumes(tmp_path, mode):
     written = _chunks(tmp_path)
     assert sorted(written) == [f"chunk-{s:012d}.npz" for s in (0, 50, 100, 200)]
     assert not (tmp_path / "d.npz").exists()
+    if mode == "kill":  # resuming is the same after either (below, after the error)
+        return
     # the cause fixed, the same command: resumes (the chunks written are not recomputed)
     runs = _two_ranks(tmp_path, _args(tmp_path) + ["--json", "--keep-parts"])
     assert [r[0] for r in runs] == [0, 0], [r[2][-1500:] for r in runs]
@@ -269,6 +271,12 @@ def test_a_failing_rank_stops_both_and_the_rerun_resumes(tmp_path, mode):
     for name in ("best", "r2_all", "sigma_x_all", "sigma_y_all", "a_all", "b_all"):
         assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
     assert np.array_equal(a.null_r2["iid"], b.null_r2["iid"], equal_nan=True)
+    # finished: the same command on two ranks again computes nothing
+    stamp = _stamp(tmp_path / "d.npz")
+    runs = _two_ranks(tmp_path, _args(tmp_path) + ["--json"])
+    assert [r[0] for r in runs] == [0, 0], [r[2][-1500:] for r in runs]
+    assert json.loads(runs[0][1])["up_to_date"] is True
+    assert _stamp(tmp_path / "d.npz") == stamp
 
 
 def test_a_rank_that_cannot_open_the_input_stops_both(tmp_path):
