@@ -543,6 +543,11 @@ def census_stream(
         if src is not None:
             src.close()
         dist.close()
+        if not parts_dir.joinpath(_MANIFEST).exists():
+            try:  # a folder made only for srun's rendezvous (a rerun that did nothing)
+                parts_dir.rmdir()
+            except OSError:  # absent, or not empty: leave it
+                pass
     return StreamSummary(
         path=out,
         rows=stop - start,
