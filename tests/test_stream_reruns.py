@@ -59,6 +59,8 @@ def test_rerun_of_a_finished_census_is_a_noop(tmp_path, monkeypatch, capsys, suf
     meta = stream._read_meta(out)
     assert meta["manifest"]["selection"] == [0, 300] and meta["manifest"]["seed"] == 3
     assert np.array_equal(read_census(out).r2_all, before.r2_all, equal_nan=True)
+    assert before.manifest == meta["manifest"]
+    assert before.manifest["input"]["files"][0]["path"] == str((tmp_path / "f.npy").resolve())
 
 
 def test_other_options_or_a_changed_input_compute_anew(tmp_path, capsys):

@@ -272,7 +272,10 @@ def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None
         ``index`` column, the input rows, is in ``result.index``), the family census as
         :class:`~scalespace_mk.analysis.jets.FamilyCensusResult` (with ``reason``: None, or
         why a filter was not fitted; its values are NaN), or the chosen columns. Null columns
-        ``null_<kind>_r2`` are in ``result.null_r2`` (dict).
+        ``null_<kind>_r2`` are in ``result.null_r2`` (dict); ``result.manifest`` is what the
+        census was computed from (input files, sizes, modification times, SHA-256 of the
+        first and last chunks, selection, options; None for files written before it was
+        stored).
     """
     cols, meta = _read_columns(Path(path), columns)
     if columns is not None:
@@ -310,6 +313,7 @@ def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None
         )
     res.__dict__["index"] = cols["index"]
     res.__dict__["null_r2"] = nulls
+    res.__dict__["manifest"] = meta.get("manifest")
     return res
 
 
