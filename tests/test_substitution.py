@@ -290,3 +290,23 @@ def test_study_with_the_real_substitution():
     r = [run["direct"]["kl"]["value"] for run in kinds["random"]["runs"]]
     assert r[0] != r[1]  # a fresh draw per seed
     assert all(math.isfinite(v) for v in r)
+
+
+def test_predict_makes_no_graph_and_returns_cpu_logits():
+    net = tiny_net()
+    x = torch.randn(5, 3, 8, 8)
+    logits = ms.predict(net, x, batch_size=2)
+    assert not logits.requires_grad and logits.device.type == "cpu"
+    assert logits.dtype == torch.float64 and logits.shape == (5, 7)
+    with torch.no_grad():
+        np.testing.assert_allclose(logits.numpy(), net.eval()(x).double().numpy(), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the network on the GPU)")
+def test_predict_cuda_network_on_cpu_crops():
+    net = tiny_net()
+    x = torch.randn(9, 3, 16, 16)
+    cpu = ms.predict(copy.deepcopy(net), x, batch_size=4)
+    gpu = ms.predict(copy.deepcopy(net).cuda(), x, batch_size=4)  # crops stay on the CPU
+    assert gpu.device.type == "cpu"
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)

@@ -10,12 +10,18 @@ tables), whatever the input size.
 **Resumable.** Each finished chunk is written atomically to ``OUT.parts/`` (beside ``OUT``)
 with a manifest of the input and the options. Run again with the same arguments, the census
 skips the chunks already there and the merged file is identical to that of an uninterrupted
-run; with other arguments it refuses (``restart=True`` discards the parts).
+run; with other arguments it refuses (``restart=True`` discards the parts). The manifest is
+stored in ``OUT`` too, so a rerun of a finished census is a no-op that says so; with other
+input or options it computes ``OUT`` anew, naming what differs. The input is known by its
+paths, sizes, modification times and shape, and the SHA-256 of the selection's first and last
+chunks (cheap: two chunks are read).
 
 **Across processes.** Under ``torchrun`` (``WORLD_SIZE``/``RANK``) or ``srun``
 (``SLURM_NTASKS``/``SLURM_PROCID``), rank ``r`` of ``W`` fits the chunks ``i`` with
 ``i % W == r`` (``torch.distributed`` with gloo, rendezvous through ``MASTER_ADDR`` or a file
-in ``OUT.parts/``, which must be on a file system all ranks share); rank 0 merges. The chunks
+in ``OUT.parts/``, which must be on a file system all ranks share); rank 0 merges. A failure
+on one rank (an unreadable chunk, a crash) stops every rank with an error naming that rank and
+chunk; the chunks written stay, and the same command resumes from them. The chunks
 are the same whatever the number of ranks, and each chunk's null filters are seeded from
 ``(seed, first row of the chunk)``, so the output does not depend on the number of ranks.
 
@@ -25,7 +31,7 @@ up); ``sigma`` is a standard deviation (``s = sigma**2``).
 
 from __future__ import annotations
 
-import datetime
+import hashlib
 import json
 import os
 import re
@@ -41,6 +47,7 @@ import numpy as np
 from scalespace_mk._io import atomic_path, remove_stale_partials
 from scalespace_mk._progress import log_line
 from scalespace_mk._progress import progress as progress_iter
+from scalespace_mk.analysis.ranks import RankLost, join_ranks
 from scalespace_mk.analysis.sources import FilterSource, open_filters, select_rows
 
 __all__ = [
@@ -265,7 +272,10 @@ def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None
         ``index`` column, the input rows, is in ``result.index``), the family census as
         :class:`~scalespace_mk.analysis.jets.FamilyCensusResult` (with ``reason``: None, or
         why a filter was not fitted; its values are NaN), or the chosen columns. Null columns
-        ``null_<kind>_r2`` are in ``result.null_r2`` (dict).
+        ``null_<kind>_r2`` are in ``result.null_r2`` (dict); ``result.manifest`` is what the
+        census was computed from (input files, sizes, modification times, SHA-256 of the
+        first and last chunks, selection, options; None for files written before it was
+        stored).
     """
     cols, meta = _read_columns(Path(path), columns)
     if columns is not None:
@@ -303,6 +313,7 @@ def read_census(path: str | os.PathLike, *, columns: Sequence[str] | None = None
         )
     res.__dict__["index"] = cols["index"]
     res.__dict__["null_r2"] = nulls
+    res.__dict__["manifest"] = meta.get("manifest")
     return res
 
 
@@ -330,74 +341,6 @@ def _read_columns(path: Path, columns: Sequence[str] | None) -> tuple[dict, dict
 
 
 # --------------------------------------------------------------------------------------
-# processes
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    created: bool = False
-
-    def share_error(self, message: str | None) -> None:
-        """Collective: if any rank passes a message, every rank raises a ValueError with it
-        (so that no rank waits at a barrier for one that failed). A barrier otherwise."""
-        if self.world == 1:
-            if message is not None:
-                raise ValueError(message)
-            return
-        import torch.distributed as dist
-
-        got: list[Any] = [None] * self.world
-        dist.all_gather_object(got, message)
-        errors = [m for m in got if m is not None]
-        if errors:
-            raise ValueError("; ".join(errors))
-
-    def close(self) -> None:
-        if self.created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _env_int(*names: str) -> int | None:
-    for name in names:
-        value = os.environ.get(name, "").strip()
-        if value:
-            try:
-                return int(value)
-            except ValueError:
-                raise ValueError(f"${name} must be an integer; got {value!r}") from None
-    return None
-
-
-def _distributed(parts_dir: Path) -> _Dist:
-    """Rank and world size from torchrun or srun; joins (or reuses) a gloo process group."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size())
-    world = _env_int("WORLD_SIZE", "SLURM_NTASKS") or 1
-    rank = _env_int("RANK", "SLURM_PROCID") or 0
-    if world <= 1:
-        return _Dist()
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is outside the world of {world} processes")
-    timeout = datetime.timedelta(days=7)  # ranks wait at the merge for the slowest one
-    if os.environ.get("MASTER_ADDR"):
-        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
-    else:  # srun without MASTER_ADDR: rendezvous through a file on the shared folder
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        job = os.environ.get("SLURM_JOB_ID", "local")
-        init = f"file://{(parts_dir / f'.rendezvous-{job}').resolve()}"
-        dist.init_process_group(
-            "gloo", init_method=init, rank=rank, world_size=world, timeout=timeout
-        )
-    return _Dist(rank, world, created=True)
-
-
-# --------------------------------------------------------------------------------------
 # the streamed census
 
 
@@ -419,6 +362,9 @@ class StreamSummary:
         Wall time of the call in this process.
     rank, world : int
         This process's rank and the number of processes.
+    up_to_date : bool
+        True when ``path`` already held this census (same input, selection and options; its
+        manifest is stored with the columns), so nothing was computed.
     """
 
     path: Path
@@ -429,6 +375,7 @@ class StreamSummary:
     seconds: float
     rank: int = 0
     world: int = 1
+    up_to_date: bool = False
 
 
 def census_stream(
@@ -475,7 +422,10 @@ def census_stream(
     seed : int
         Seed of the nulls; chunk ``[start, ...)`` uses ``SeedSequence([seed, start])``.
     restart : bool
-        Discard the parts of an earlier run instead of resuming (needed to change options).
+        Compute again: discard the parts of an earlier run instead of resuming (needed to
+        change options of an unfinished run), and do not keep a finished ``out`` of the same
+        input and options (by default such a rerun computes nothing and returns with
+        ``up_to_date=True``).
     keep_parts : bool
         Keep ``OUT.parts/`` after the merge (default: removed).
     progress : bool, optional
@@ -494,7 +444,12 @@ def census_stream(
     ------
     ValueError
         Bad selection or output suffix; the parts folder was started with other input or
-        options (rerun the same command, or ``restart=True``).
+        options (rerun the same command, or ``restart=True``); with several ranks, any
+        failure of any rank (every rank raises it, naming the rank and the chunk; a rank
+        that died is reported as lost contact).
+    OSError, MemoryError, ...
+        In one process, the failure itself (logged with its chunk first); the chunks written
+        before it are kept for a rerun.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -517,70 +472,86 @@ def census_stream(
     bad = [kind for kind in null if kind not in NULL_KINDS]
     if bad:
         raise ValueError(f"null kinds must be among {NULL_KINDS}; got {bad}")
-    src = open_filters(source, dataset=dataset)
-    if chunk_rows is None:
-        chunk_rows = default_chunk_rows(src.k)
     parts_dir = out.with_name(out.name + ".parts")
-    dist = _distributed(parts_dir)
+    # join the other ranks first: from here on, a failure on one rank (an unreadable input,
+    # a bad chunk) is raised on every rank instead of leaving the others waiting for it
+    dist = join_ranks(parts_dir, what="census")
+    src: FilterSource | None = None
     try:
-        start, stop = select_rows(len(src), int(offset), rows, limit)
+        src = dist.run("opening the input", lambda: open_filters(source, dataset=dataset))
+        if chunk_rows is None:
+            chunk_rows = default_chunk_rows(src.k)
+        start, stop = dist.run("selecting rows", select_rows, len(src), int(offset), rows, limit)
         starts = list(range(start, stop, chunk_rows))
-        manifest = {
-            "version": 1,
-            "input": src.describe(),
-            "selection": [start, stop],
-            "chunk_rows": chunk_rows,
-            "family": family,
-            "null": list(null),
-            "seed": int(seed),
-            "options": {k: _jsonable(v) for k, v in sorted(census_kwargs.items())},
-        }
-        for key in ("progress", "num_threads", "batch_size"):  # do not change the result
-            manifest["options"].pop(key, None)
-        err = None
-        if dist.rank == 0:
-            try:
-                _prepare_parts(parts_dir, manifest, restart)
-            except (ValueError, OSError) as exc:
-                if dist.world == 1:
-                    raise
-                err = str(exc)
-        dist.share_error(err)  # every rank raises rank 0's refusal (no rank waits forever)
-        if dist.rank != 0:
-            _check_manifest(parts_dir, manifest)
-        show = (progress if progress is not None else True) and len(starts) > 1
+        manifest = dist.run(
+            "reading the input",
+            _manifest,
+            src,
+            starts,
+            (start, stop, chunk_rows),
+            (family, list(null), int(seed)),
+            census_kwargs,
+        )
+        # rank 0: is OUT already this census (nothing to do)? else prepare the parts folder
+        state = dist.run0("checking the output", _prepare, out, parts_dir, manifest, restart)
         mine = [(i, s) for i, s in enumerate(starts) if i % dist.world == dist.rank]
-        todo = [(i, s) for i, s in mine if not (parts_dir / f"chunk-{s:012d}.npz").exists()]
+        if state == "done":
+            return StreamSummary(
+                path=out,
+                rows=stop - start,
+                chunks=len(starts),
+                fitted_here=0,
+                resumed=len(mine),
+                seconds=time.perf_counter() - t0,
+                rank=dist.rank,
+                world=dist.world,
+                up_to_date=True,
+            )
+        if dist.world > 1:  # every rank takes part in every collective, in the same order
+            check = _check_manifest if dist.rank != 0 else (lambda *a: None)
+            dist.run("checking the parts folder", check, parts_dir, manifest)
+        show = (progress if progress is not None else True) and len(starts) > 1
+        todo = [(i, s) for i, s in mine if not _part(parts_dir, s).exists()]
         resumed, fitted = len(mine) - len(todo), 0
-        err = None
+        if resumed and dist.rank == 0:
+            log_line(f"census: resuming: {resumed} of {len(mine)} chunk(s) already done")
+        desc = "census" if dist.world == 1 else f"census rank {dist.rank}/{dist.world}"
+        dist.lost_hint = lambda: _unfinished(parts_dir, starts, stop, chunk_rows, dist.world)
+        message, current = None, (0, start)
         try:
-            if resumed and dist.rank == 0:
-                log_line(f"census: resuming: {resumed} of {len(mine)} chunk(s) already done")
-            desc = "census" if dist.world == 1 else f"census rank {dist.rank}/{dist.world}"
-            for _, s in progress_iter(todo, desc=desc, unit="chunk", enabled=show):
+            for i, s in progress_iter(todo, desc=desc, unit="chunk", enabled=show):
+                current = (i, s)
                 e = min(s + chunk_rows, stop)
                 cols, meta = _chunk_columns(src.read(s, e), s, family, null, seed, census_kwargs)
-                with atomic_path(parts_dir / f"chunk-{s:012d}.npz") as tmp:
+                with atomic_path(_part(parts_dir, s)) as tmp:
                     with open(tmp, "wb") as fh:
                         np.savez(fh, **cols, __meta__=np.array(json.dumps(meta)))
                 fitted += 1
-        except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as exc:
+        except Exception as exc:
+            i, s = current
+            where = f"at chunk {i + 1} of {len(starts)} (rows {s}..{min(s + chunk_rows, stop) - 1})"
             if dist.world == 1:
+                log_line(f"census: {where} failed: {type(exc).__name__}: {exc}")
+                log_line(_kept(parts_dir, starts))
                 raise
-            err = f"rank {dist.rank}: {type(exc).__name__}: {exc}"
-        dist.share_error(err)
-        err = None
-        if dist.rank == 0:
-            try:
-                _merge(out, parts_dir, starts, start, stop, chunk_rows, null, seed, keep_parts)
-            except (ValueError, OSError, RuntimeError) as exc:
-                if dist.world == 1:
-                    raise
-                err = str(exc)
-        dist.share_error(err)
+            message = dist.failure(where, exc)
+        try:
+            dist.gather(message)
+        except RankLost:
+            raise
+        except ValueError as exc:  # another rank's failure, or this one's
+            raise ValueError(f"{exc}; {_kept(parts_dir, starts)}") from None
+        merge = (out, parts_dir, starts, (start, stop, chunk_rows), manifest, keep_parts)
+        dist.run0("merging the parts", _merge, *merge)
     finally:
-        src.close()
+        if src is not None:
+            src.close()
         dist.close()
+        if not parts_dir.joinpath(_MANIFEST).exists():
+            try:  # a folder made only for srun's rendezvous (a rerun that did nothing)
+                parts_dir.rmdir()
+            except OSError:  # absent, or not empty: leave it
+                pass
     return StreamSummary(
         path=out,
         rows=stop - start,
@@ -593,19 +564,48 @@ def census_stream(
     )
 
 
+def _part(parts_dir: Path, start: int) -> Path:
+    """The file of the chunk whose first row is ``start``."""
+    return parts_dir / f"chunk-{start:012d}.npz"
+
+
+def _kept(parts_dir: Path, starts: list[int]) -> str:
+    done = sum(_part(parts_dir, s).exists() for s in starts)
+    return (
+        f"{done} of {len(starts)} chunk(s) are written in {parts_dir}: fix the cause and rerun "
+        "the same command to resume from them"
+    )
+
+
+def _unfinished(parts_dir: Path, starts: list[int], stop: int, chunk_rows: int, world: int) -> str:
+    """Which ranks have chunks not written (the first of each), for a lost rank's message."""
+    said = []
+    for r in range(world):
+        missing = [(i, s) for i, s in enumerate(starts) if i % world == r]
+        missing = [(i, s) for i, s in missing if not _part(parts_dir, s).exists()]
+        if missing:
+            i, s = missing[0]
+            e = min(s + chunk_rows, stop)
+            said.append(
+                f"rank {r} did not finish chunk {i + 1} of {len(starts)} (rows {s}..{e - 1})"
+                + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            )
+    text = "; ".join(said) if said else "every chunk is written"
+    return f"; {text}; {_kept(parts_dir, starts)}"
+
+
 def _merge(
     out: Path,
     parts_dir: Path,
     starts: list[int],
-    start: int,
-    stop: int,
-    chunk_rows: int,
-    null: Sequence[str],
-    seed: int,
+    selection: tuple[int, int, int],
+    manifest: dict[str, Any],
     keep_parts: bool,
 ) -> None:
-    """Rank 0: merge the chunk files into ``out`` (atomically), then remove the parts."""
-    files = [parts_dir / f"chunk-{s:012d}.npz" for s in starts]
+    """Rank 0: merge the chunk files into ``out`` (atomically, with ``manifest``: a rerun of
+    the same census finds it done), then remove the parts."""
+    start, stop, chunk_rows = selection
+    files = [_part(parts_dir, s) for s in starts]
     if not files:
         raise ValueError(f"the selection of rows {start}..{stop - 1} is empty")
     lost = [str(f) for f in files if not f.exists()]
@@ -613,7 +613,8 @@ def _merge(
         raise RuntimeError(f"census parts missing after all ranks finished: {lost[:3]}")
     with np.load(files[0], allow_pickle=False) as z:
         meta = json.loads(str(z["__meta__"]))
-    meta.update(selection=[start, stop], chunk_rows=chunk_rows, null=list(null), seed=int(seed))
+    meta.update(selection=[start, stop], chunk_rows=chunk_rows)
+    meta.update(null=list(manifest["null"]), seed=int(manifest["seed"]), manifest=manifest)
     write_columns(out, [_PartColumns(f) for f in files], meta)
     if not keep_parts:
         _remove_parts(parts_dir)
@@ -648,6 +649,93 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _manifest(
+    src: FilterSource,
+    starts: list[int],
+    selection: tuple[int, int, int],
+    what: tuple[str, list[str], int],
+    census_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """What the result depends on: the input (paths, sizes, modification times, shape, and
+    the SHA-256 of the selection's first and last chunks, which are read for it), the
+    selection, the chunking, the census options and the nulls' seed."""
+    start, stop, chunk_rows = selection
+    family, null, seed = what
+    sample = hashlib.sha256()
+    for s in sorted({starts[0], starts[-1]}) if starts else ():
+        sample.update(np.ascontiguousarray(src.read(s, min(s + chunk_rows, stop))).tobytes())
+    manifest = {
+        "version": 2,
+        "input": dict(src.describe(), sample_sha256=sample.hexdigest()),
+        "selection": [start, stop],
+        "chunk_rows": chunk_rows,
+        "family": family,
+        "null": list(null),
+        "seed": int(seed),
+        "options": {k: _jsonable(v) for k, v in sorted(census_kwargs.items())},
+    }
+    for key in ("progress", "num_threads", "batch_size"):  # do not change the result
+        manifest["options"].pop(key, None)
+    return json.loads(json.dumps(manifest, sort_keys=True))
+
+
+def _prepare(out: Path, parts_dir: Path, manifest: dict[str, Any], restart: bool) -> str:
+    """Rank 0: ``"done"`` if ``out`` already holds the census of ``manifest`` (and not
+    ``restart``), else prepare the parts folder (resume or start) and return ``"run"``."""
+    if not restart and out.is_file():
+        try:
+            old = _read_meta(out).get("manifest")
+        except (OSError, ValueError, KeyError):  # not a census file we can read
+            old = None
+        if old == manifest:
+            log_line(
+                f"census: {out} is already the census of this input with these options: "
+                "nothing to do (--restart / restart=True computes it again)"
+            )
+            return "done"
+        why = (
+            "it holds no record of its input and options"
+            if old is None
+            else f"it was made from other input or options ({_differences(old, manifest)})"
+        )
+        log_line(f"census: {out} will be replaced: {why}")
+    _prepare_parts(parts_dir, manifest, restart)
+    return "run"
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The description stored with a census file, without reading its columns."""
+    if path.suffix.lower() == ".parquet":
+        _, pq = _pyarrow()
+        raw = (pq.read_schema(path).metadata or {}).get(b"scalespace_mk", b"{}")
+        return json.loads(raw)
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["__meta__"]))
+
+
+def _differences(old: Any, new: Any, at: str = "") -> str:
+    """Where two manifests differ, e.g. ``chunk_rows: 100 then, 150 now;
+    input.files[0].mtime_ns`` (at most five places)."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, "(absent)"), b.get(k, "(absent)"), f"{key}.{k}" if key else k)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for j, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{key}[{j}]")
+        elif a != b:
+            short = all(len(json.dumps(v)) <= 40 for v in (a, b))
+            found.append(
+                f"{key or 'all'}: {json.dumps(a)} then, {json.dumps(b)} now" if short else key
+            )
+
+    walk(old, new, at)
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return "differs in " + "; ".join(found[:5]) + more
+
+
 def _prepare_parts(parts_dir: Path, manifest: dict[str, Any], restart: bool) -> None:
     path = parts_dir / _MANIFEST
     if parts_dir.exists() and not parts_dir.is_dir():
@@ -664,13 +752,11 @@ def _prepare_parts(parts_dir: Path, manifest: dict[str, Any], restart: bool) -> 
 
 def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
     old = json.loads((parts_dir / _MANIFEST).read_text())
-    new = json.loads(json.dumps(manifest, sort_keys=True))
-    if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if old != manifest:
         raise ValueError(
-            f"{parts_dir} holds a census started with other input or options (differs in "
-            f"{', '.join(diff)}); rerun the same command to resume it, or restart "
-            "(--restart / restart=True) to discard it"
+            f"{parts_dir} holds a census started with other input or options "
+            f"({_differences(old, manifest)}); rerun the same command to resume it, or "
+            "restart (--restart / restart=True) to discard it"
         )
 
 

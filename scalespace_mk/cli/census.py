@@ -143,7 +143,8 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--restart",
         action="store_true",
-        help="with --out: discard the parts of an earlier, unfinished run instead of resuming",
+        help="with --out: compute again, discarding the parts of an unfinished run (else "
+        "resumed) or a finished result of the same input and options (else kept as it is)",
     )
     g.add_argument(
         "--keep-parts", action="store_true", help="with --out: keep FILE.parts/ after the merge"
@@ -387,10 +388,16 @@ def _run_stream(args: argparse.Namespace) -> int:
         "resumed": summary.resumed,
         "ranks": summary.world,
         "seconds": summary.seconds,
+        "up_to_date": summary.up_to_date,
     }
     if args.json:
         json.dump(info, sys.stdout)
         sys.stdout.write("\n")
+    elif summary.up_to_date:
+        print(
+            f"{summary.path} is up to date: the census of these {summary.rows} filters with "
+            "these options; nothing computed (--restart computes it again)"
+        )
     else:
         print(
             f"census of {summary.rows} filters in {summary.chunks} chunk(s) "

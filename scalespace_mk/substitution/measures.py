@@ -88,12 +88,16 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> 
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    first = next(iter(model.parameters()), None)
+    device = images.device if first is None else first.device
     was = model.training
     model.eval()
     try:
-        out = [
-            model(images[i : i + batch_size]).double() for i in range(0, len(images), batch_size)
-        ]
+        with torch.no_grad():
+            out = [
+                model(images[i : i + batch_size].to(device)).double().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
     finally:
         model.train(was)
     logits = torch.cat(out)
