@@ -749,6 +749,19 @@ def test_fuzz_checkpoint_loader(tmp_path_factory, data, suffix):
     assert isinstance(obj, dict | torch.Tensor | list | tuple | int | float | str | type(None))
 
 
+@pytest.mark.parametrize("offset", [1427, 1488])
+def test_checkpoint_whose_zip_directory_ends_early_is_a_clean_error(tmp_path, offset):
+    """Bytes found by the fuzzer: the zip's CRC check met an early end of data (EOFError);
+    the loader must say the file is corrupt, naming it, like any other damage."""
+    data = _PT[:offset] + b"\x00\x00\x01\x00\x03" + _PT[offset + 5 :]
+    path = tmp_path / "c.pt"
+    path.write_bytes(data)
+    try:
+        load_checkpoint_file(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+
+
 def test_item14_cli_type_parsing_imports_no_torch():
     """The CLI's --types parsing stays importable without torch (fast --help)."""
     code = "import scalespace_mk.cli._args, sys; print('torch' in sys.modules)"
