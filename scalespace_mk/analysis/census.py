@@ -528,8 +528,43 @@ def _norm_terms(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     )
 
 
+def _square_orbits(table: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Orbits of the ``k x k`` taps under the symmetries of the square, when ``table``
+    ``[J, 4, k*k]`` (cubic coefficients of a flattened model) is invariant under them.
+
+    Returns the one-hot orbit matrix ``[k*k, R]`` (column ``r`` sums the taps of orbit
+    ``r``; the centre is the orbit of one tap) and the index of each orbit's first tap
+    ``[R]``; None when a tap differs from its orbit's first by more than ``1e-13`` of the
+    largest coefficient (then the taps are not pooled). A model invariant under the
+    symmetries correlates with ``z`` as its orbit values with the orbit sums of ``z``.
+    """
+    c = k // 2
+    keys: dict[tuple[int, int], int] = {}
+    orbit = []
+    for r in range(k):
+        for q in range(k):
+            a, b = abs(r - c), abs(q - c)
+            orbit.append(keys.setdefault((max(a, b), min(a, b)), len(keys)))
+    if len(keys) == k * k:
+        return None
+    member = torch.tensor(orbit, device=table.device)
+    first = torch.tensor([orbit.index(i) for i in range(len(keys))], device=table.device)
+    scale = float(table.abs().max())
+    if float((table - table[..., first[member]]).abs().max()) > 1e-13 * scale:
+        return None
+    onehot = torch.zeros(k * k, len(keys), dtype=table.dtype, device=table.device)
+    onehot[torch.arange(k * k, device=table.device), member] = 1.0
+    return onehot, first
+
+
 class _LapObjective:
-    """One-scale models (filters as ``[n, P]``): ``"lap"`` and model 7 (closed-form alpha)."""
+    """One-scale models (filters as ``[n, P]``): ``"lap"`` and model 7 (closed-form alpha).
+
+    When the model is invariant under the symmetries of the square (:func:`_square_orbits`),
+    the filters are first pooled into their orbit sums (:meth:`reduce`: 10 numbers for
+    7x7 instead of 49) and the tables hold one tap per orbit; every method accepts the
+    filters either way.
+    """
 
     dim = 1
 
@@ -540,16 +575,35 @@ class _LapObjective:
         self.alpha_range = alpha_range
         self.centre = (k * k) // 2
         self.kk = 1.0 - 1.0 / (k * k)  # ||K_c||^2 of the Kronecker delta K
+        self.onehot = None
+        self.mult = torch.ones(k * k, dtype=lap.coef.dtype, device=lap.coef.device)
+        orbits = _square_orbits(lap.coef, k)
+        if orbits is not None:
+            self.onehot, first = orbits
+            self.lap = _Interp(
+                lap.coef.index_select(2, first).contiguous(), 1.0 / lap.inv_step, lap.sigma_max
+            )
+            self.mult = self.onehot.sum(dim=0)  # taps per orbit
+            self.centre = int(self.onehot[self.centre].argmax())
+
+    def reduce(self, zf: torch.Tensor) -> torch.Tensor:
+        """Filters ``[n, k*k]`` as the objective reads them (orbit sums): ``[n, R]``;
+        already reduced filters are returned as they are."""
+        if self.onehot is None or zf.shape[-1] != self.k * self.k:
+            return zf
+        return zf @ self.onehot
 
     def values(self, zf: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """R^2 at scales ``s`` ([G] shared, or [n, S] per filter): ``[n, G]`` / ``[n, S]``."""
+        zf = self.reduce(zf)
         lhat, nrm = self.lap(s), self.norms(s)[..., 0]  # unit-norm L, and its raw norm
         if s.ndim == 1:
             zl = zf @ lhat.T
         else:
             zl = torch.matmul(lhat, zf[:, :, None])[..., 0]
-        lm = lhat.mean(-1)
-        ll = ((lhat * lhat).sum(-1) - lhat.shape[-1] * lm * lm).clamp(min=_TINY)  # ||L_c||^2
+        p = self.k * self.k
+        lm = torch.matmul(lhat, self.mult) / p
+        ll = (torch.matmul(lhat * lhat, self.mult) - p * lm * lm).clamp(min=_TINY)  # ||L_c||^2
         if self.kind == "iso":
             return zl * zl / ll
         # model 7: y ~ a (K - alpha L) + b = a K - a alpha_hat L_hat + b, alpha_hat = alpha ||L||
@@ -572,8 +626,43 @@ class _LapObjective:
         return torch.where(inside, ca * zk + cl * zl, torch.maximum(bound(lo), bound(hi)))
 
     def grid(self, zf: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
-        """R^2 on the grid ``sig``: ``[n, G]``."""
-        return self.values(zf, sig)
+        """R^2 on the grid ``sig``: ``[n, G]``.
+
+        Model 7 as in :meth:`values`, with everything that depends on the scale alone
+        computed once per column: with ``A = ll zk - kl zl`` and ``B = kk zl - kl zk``
+        (``det`` times the coefficients of K_c and L_c), the free optimum
+        ``alpha_hat = -B / A`` lies in ``[lo, hi]`` exactly when ``(lo A + B)(hi A + B) <=
+        0``, and its R^2 is ``(ll zk^2 - 2 kl zk zl + kk zl^2) / det``.
+        """
+        if self.kind == "iso":
+            return self.values(zf, sig)
+        zf = self.reduce(zf)
+        lhat, nrm = self.lap(sig), self.norms(sig)[..., 0]  # [G, R], [G]
+        zl = zf @ lhat.T  # [n, G]
+        zk = zf[:, self.centre : self.centre + 1]  # [n, 1]
+        p = self.k * self.k
+        lm = torch.matmul(lhat, self.mult) / p
+        ll = (torch.matmul(lhat * lhat, self.mult) - p * lm * lm).clamp(min=_TINY)
+        kl = lhat[:, self.centre] - lm
+        kk = self.kk
+        det = kk * ll - kl * kl
+        okd = det > 1e-12 * kk * ll
+        sdet = torch.where(okd, det, torch.ones_like(det))
+        lo, hi = self.alpha_range[0] * nrm, self.alpha_range[1] * nrm
+        e_lo = torch.addcmul(zl * (kk - lo * kl), zk, lo * ll - kl)  # lo A + B
+        e_hi = torch.addcmul(zl * (kk - hi * kl), zk, hi * ll - kl)  # hi A + B
+        # (A = 0 gives a product B^2 >= 0: inside only when A = B = 0, i.e. zk = zl = 0,
+        # where both branches give 0)
+        inside = (e_lo.mul_(e_hi) <= 0) & okd
+        del e_hi, e_lo
+
+        def bound(ah: torch.Tensor) -> torch.Tensor:
+            num = torch.addcmul(zk, zl, -ah)
+            return num.square_().mul_(1.0 / (kk - 2.0 * ah * kl + ah * ah * ll))
+
+        free = torch.addcmul(zk * (-2.0 * kl / sdet), zl, kk / sdet)
+        free = torch.addcmul((zk * zk) * (ll / sdet), zl, free)
+        return torch.where(inside, free, torch.maximum(bound(lo), bound(hi)))
 
     def stencil(self, zf: torch.Tensor, th: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """R^2 at ``th + h {-1, 0, 1}``: ``[n, 3]``."""
@@ -1697,8 +1786,9 @@ def _fit_chunk(
                 th[rest] = _refine(obj, z3[rest], th0[rest], h2, sigma_max)
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
-            th0 = sig1[obj.grid(zf, sig1).argmax(dim=1)][:, None]
-            th = _refine(obj, zf, th0, h1, sigma_max)
+            z1 = obj.reduce(zf)
+            th0 = sig1[obj.grid(z1, sig1).argmax(dim=1)][:, None]
+            th = _refine(obj, z1, th0, h1, sigma_max)
         fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range)))
     return fits
 
