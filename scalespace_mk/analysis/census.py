@@ -446,23 +446,87 @@ class _Interp:
 # objectives: squared correlation of the centred unit filters z with the models
 
 
+def _mirror_parity(coef: torch.Tensor) -> float | None:
+    """``1.0`` / ``-1.0`` when the taps of a 1-D table ``[J, 4, k]`` are even / odd about the
+    centre (within ``1e-13`` of the largest coefficient), else None."""
+    scale = float(coef.abs().max())
+    for parity in (1.0, -1.0):
+        if float((coef - parity * coef.flip(-1)).abs().max()) <= 1e-13 * scale:
+            return parity
+    return None
+
+
+def _fold(k: int, parity: float, like: torch.Tensor) -> torch.Tensor:
+    """Folding matrix ``[c + 1, k]`` (``c = k // 2``) of a tap axis about its centre: row 0
+    picks the centre tap, row ``m`` adds tap ``c + m`` and ``parity`` times tap ``c - m``."""
+    c = k // 2
+    out = torch.zeros(c + 1, k, dtype=like.dtype, device=like.device)
+    out[0, c] = 1.0
+    for m in range(1, c + 1):
+        out[m, c + m] = 1.0
+        out[m, c - m] = parity
+    return out
+
+
 class _SepObjective:
-    """Two-scale separable model ``v(sigma_y) (x) u(sigma_x)`` (filters as ``[n, k, k]``)."""
+    """Two-scale separable model ``v(sigma_y) (x) u(sigma_x)`` (filters as ``[n, k, k]``).
+
+    When both 1-D factors are even or odd about the centre (:func:`_mirror_parity`; all
+    factors of the master key types are), ``<z, v (x) u> = <F_y z F_x^T, v_h (x) u_h>``
+    with the folding matrices ``F`` (:func:`_fold`) and the half factors ``u_h`` (taps
+    ``c .. k - 1``): the filters are folded once (:meth:`reduce`, ``[n, c + 1, c + 1]``),
+    and the norms and sums of the factors become weighted sums over the half taps. Every
+    method accepts the filters folded or not.
+    """
 
     dim = 2
 
     def __init__(self, ux: _Interp, vy: _Interp, k: int) -> None:
         self.ux, self.vy, self.k = ux, vy, k
+        # each axis is folded when its factor is even or odd about the centre
+        self.uh, self.sq_x, self.sum_x, fx = self._half(ux)
+        self.vh, self.sq_y, self.sum_y, fy = self._half(vy)
+        self.shape = (fy.shape[0], fx.shape[0])  # [n, *shape]: the filters as read
+        self.fold: torch.Tensor | None = None
+        if self.shape != (k, k):
+            self.fold = torch.kron(fy, fx).T.contiguous()  # [k*k, hy * hx]
+
+    def _half(self, w: _Interp) -> tuple[_Interp, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The factor as read (half taps ``c .. k - 1`` when folded), the weights of its
+        squares and of its taps in sums, and the folding matrix (identity: not folded)."""
+        k, dt, dev = self.k, w.coef.dtype, w.coef.device
+        parity = _mirror_parity(w.coef)
+        if k % 2 == 0 or k == 1 or parity is None:
+            eye = torch.eye(k, dtype=dt, device=dev)
+            return w, eye.sum(dim=1), eye.sum(dim=1), eye
+        c = k // 2
+        f = _fold(k, parity, w.coef)
+        sq = torch.full((c + 1,), 2.0, dtype=dt, device=dev)
+        sq[0] = 1.0
+        half = _Interp(w.coef[..., c:].contiguous(), 1.0 / w.inv_step, w.sigma_max)
+        return half, sq, f.sum(dim=1), f  # tap sums: 1, then 1 + parity
+
+    def reduce(self, z: torch.Tensor) -> torch.Tensor:
+        """Filters ``[n, k*k]`` or ``[n, k, k]`` as the objective reads them: ``[n, hy, hx]``
+        (an axis folded when its factor allows: ``c + 1`` taps, else ``k``)."""
+        n, k = z.shape[0], self.k
+        if z.ndim == 3 and tuple(z.shape[1:]) == self.shape:
+            return z  # as read already
+        if self.fold is None:
+            return z.reshape(n, k, k)
+        return (z.reshape(n, k * k) @ self.fold).reshape(n, *self.shape)
 
     def _den(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``||g_c||^2`` of ``g = v (x) u`` for u ``[..., 1, B, k]``, v ``[..., A, 1, k]``."""
-        uu, vv = (u * u).sum(-1), (v * v).sum(-1)
-        den = uu * vv - (u.sum(-1) * v.sum(-1)) ** 2 / (self.k * self.k)
+        """``||g_c||^2`` of ``g = v (x) u`` for u ``[..., 1, B, h]``, v ``[..., A, 1, h]``."""
+        uu, vv = torch.matmul(u * u, self.sq_x), torch.matmul(v * v, self.sq_y)
+        su, sv = torch.matmul(u, self.sum_x), torch.matmul(v, self.sum_y)
+        den = uu * vv - (su * sv) ** 2 / (self.k * self.k)
         return torch.where(den > _TINY * uu * vv, den, torch.full_like(den, math.inf))
 
     def product(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
         """R^2 at all pairs of ``sx`` [n, B] (or [B]) and ``sy`` [n, A]: ``[n, A, B]``."""
-        u, v = self.ux(sx), self.vy(sy)  # [(n,) B, k], [(n,) A, k]
+        z3 = self.reduce(z3)
+        u, v = self.uh(sx), self.vh(sy)  # [(n,) B, h], [(n,) A, h]
         num = torch.matmul(v, torch.matmul(z3, u.transpose(-1, -2)))  # [n, A, B]
         den = self._den(u.unsqueeze(-3), v.unsqueeze(-2))
         return num * num / den
@@ -488,15 +552,16 @@ class _SepObjective:
         ``N = <z, v (x) u>`` and ``D = ||g_c||^2 = (u.u)(v.v) - (sum u sum v)^2 / k^2`` with
         their exact derivatives from the cubic tables (x: sigma_x, y: sigma_y).
         """
-        u = torch.stack(self.ux.derivs(th[:, 0]), dim=2)  # [n, k, 3]: u, u', u''
-        v = torch.stack(self.vy.derivs(th[:, 1]), dim=1)  # [n, 3, k]
+        z3 = self.reduce(z3)
+        u = torch.stack(self.uh.derivs(th[:, 0]), dim=2)  # [n, h, 3]: u, u', u''
+        v = torch.stack(self.vh.derivs(th[:, 1]), dim=1)  # [n, 3, h]
         nm = torch.matmul(v, torch.matmul(z3, u))  # [n, 3, 3]: d^a/dy^a d^b/dx^b N
         n0, nx, ny = nm[:, 0, 0], nm[:, 0, 1], nm[:, 1, 0]
         nxx, nyy, nxy = nm[:, 0, 2], nm[:, 2, 0], nm[:, 1, 1]
-        uu, ux_, uxx = _norm_terms(u.transpose(1, 2))
-        vv, vy_, vyy = _norm_terms(v)
-        su, sux, suxx = u.sum(dim=1).unbind(1)
-        sv, svy, svyy = v.sum(dim=2).unbind(1)
+        uu, ux_, uxx = _norm_terms(u.transpose(1, 2), self.sq_x)
+        vv, vy_, vyy = _norm_terms(v, self.sq_y)
+        su, sux, suxx = torch.matmul(self.sum_x, u).unbind(1)
+        sv, svy, svyy = torch.matmul(v, self.sum_y).unbind(1)
         kk = float(self.k * self.k)
         d = uu * vv - (su * sv) ** 2 / kk
         dx = ux_ * vv - 2.0 * su * sux * sv * sv / kk
@@ -518,13 +583,16 @@ class _SepObjective:
         return f, grad, hess
 
 
-def _norm_terms(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``|w|^2`` and its first two derivatives from ``w, w', w''`` stacked as ``[n, 3, k]``."""
+def _norm_terms(
+    w: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``sum weight w^2`` and its first two derivatives from ``w, w', w''`` stacked as
+    ``[n, 3, k]`` (``weight`` ``[k]``: 1, or 1 and 2 for the taps of a folded factor)."""
     w0, w1, w2 = w.unbind(1)
     return (
-        (w0 * w0).sum(1),
-        2.0 * (w0 * w1).sum(1),
-        2.0 * ((w1 * w1).sum(1) + (w0 * w2).sum(1)),
+        torch.matmul(w0 * w0, weight),
+        2.0 * torch.matmul(w0 * w1, weight),
+        2.0 * (torch.matmul(w1 * w1, weight) + torch.matmul(w0 * w2, weight)),
     )
 
 
@@ -1778,12 +1846,13 @@ def _fit_chunk(
     for j, (tp, obj) in enumerate(zip(tps, objs, strict=True)):
         if obj.dim == 2:
             th0 = start2.pop(j)
-            th, conv = _refine_sep(obj, z3, th0, h2, sigma_max)
+            zr = obj.reduce(z3)  # folded once per type
+            th, conv = _refine_sep(obj, zr, th0, h2, sigma_max)
             rest = torch.nonzero(~conv)[:, 0]
             if rest.numel() and pending is not None:
                 pending.append((j, rest.cpu(), th0[rest]))
             elif rest.numel():
-                th[rest] = _refine(obj, z3[rest], th0[rest], h2, sigma_max)
+                th[rest] = _refine(obj, zr[rest], th0[rest], h2, sigma_max)
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
             z1 = obj.reduce(zf)
@@ -1804,7 +1873,7 @@ def _fit_pending(
     zc = yf - yf.mean(dim=1, keepdim=True)
     z3 = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
     _, h2 = _coarse_grid(sigma_max, 2, yf.device)
-    th = _refine(obj, z3, th0, h2, sigma_max)
+    th = _refine(obj, obj.reduce(z3), th0, h2, sigma_max)
     return th, _exact(tp, th, yf, *args[:4], args[5])
 
 
