@@ -617,9 +617,11 @@ def _square_orbits(table: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
         return None
     member = torch.tensor(orbit, device=table.device)
     first = torch.tensor([orbit.index(i) for i in range(len(keys))], device=table.device)
-    scale = float(table.abs().max())
-    if float((table - table[..., first[member]]).abs().max()) > 1e-13 * scale:
-        return None
+    scale = float(table.abs().amax())
+    for j, r in enumerate(orbit):  # tap by tap: no temporary of the table's size
+        i = int(first[r])
+        if j != i and float((table[..., j] - table[..., i]).abs().amax()) > 1e-13 * scale:
+            return None
     onehot = torch.zeros(k * k, len(keys), dtype=table.dtype, device=table.device)
     onehot[torch.arange(k * k, device=table.device), member] = 1.0
     return onehot, first
@@ -1696,10 +1698,12 @@ def _fit_all(
             for done in pool.map(run, starts):
                 if bar is not None:
                     bar.update(done)
-            # the stencil searches left by the Newton refinement: one type per thread, on
-            # one intra-op thread as well (OpenMP on these small operations is slower than
-            # one thread, by an order of magnitude on a loaded machine)
-            list(pool.map(finish_type, sorted(pending, key=lambda j: -len(pending[j]))))
+        # the stencil searches left by the Newton refinement, one type after the other on
+        # one intra-op thread as well (OpenMP on these small operations was slower than one
+        # thread, by an order of magnitude on a loaded machine; one type at a time keeps
+        # the peak memory of _census_memory's estimate)
+        for j in sorted(pending):
+            finish_type(j)
     finally:
         torch.set_num_threads(intra)
     return theta, out
