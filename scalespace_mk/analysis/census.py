@@ -106,8 +106,8 @@ _NEWTON_TOL = 1e-7  # a proposed Newton move this short ends the two-scale refin
 _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
-_GRID_CHUNK = 512  # filters per coarse-grid product (the [chunk, T*G*G] block stays in cache)
-_GRID_BLOCK_BYTES = 64 << 20  # ... fewer when that float32 block would pass 64 MB
+_GRID_CHUNK = 256  # filters per coarse-grid product (one type's [chunk, G*G] block stays in cache)
+_GRID_BLOCK_BYTES = 4 << 20  # ... fewer when that float32 block would pass 4 MB
 _SCREEN_CHUNK = 65536  # filters screened at a time (temporaries ~ 5 x 0.5 MB per 1k)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -1745,65 +1745,89 @@ def _coarse_grid(sigma_max: float, dim: int, dev: torch.device) -> tuple[torch.T
     return sig, 0.5 * sigma_max / n_grid
 
 
-def _sep_grid_models(
-    objs: Sequence[_SepObjective], sig: torch.Tensor, dtype: torch.dtype = torch.float64
-) -> torch.Tensor:
-    """Centred unit-norm grid models of the separable types as one matrix ``[k*k, T*G*G]``.
+class _SepGrid:
+    """The coarse grid of the separable types, held as their 1-D factors.
 
-    Column ``t * G * G + iy * G + ix`` is ``g_c / ||g_c||`` for ``g = v(sig[iy]) (x) u(sig[ix])``
-    of type ``t`` (zero where ``g`` is constant), so that the correlation of a centred unit
-    filter ``z`` with every grid model is one matrix product ``z @ M``. Each type's block is
-    computed in float64 and stored in ``dtype`` straight into the matrix (peak memory: the
-    matrix and one type's float64 block).
+    The correlation of a centred unit filter ``z`` with the grid model ``g = v(sig[iy])
+    (x) u(sig[ix])`` of type ``t`` is ``<z, g> / ||g_c||`` (``z`` is centred, so ``<z, g_c> =
+    <z, g>``; the tabulated factors have unit norm, so ``||g_c||^2 = 1 - (sum u sum v)^2 /
+    k^2``). ``<z, g> = v^T Z u`` is computed in two products: ``Y = Z^T V`` for the
+    distinct row factors of all types at once, then ``Y_fy^T U_fx`` per type (a product of
+    inner dimension ``k``): about ``k^2 F G + T k G^2`` multiply-adds per filter instead of
+    ``T k^2 G^2`` for the grid models as one matrix. Built once per census, in
+    :data:`_GRID_DTYPE` (the grid only picks the start of the float64 refinement).
+
+    Attributes: ``v`` ``[k, Fy * G]`` (distinct row factors, unit norm), ``u`` ``[Fx, k, G]``
+    (distinct column factors), ``pairs`` (``(fx, fy)`` of each type), ``scale`` (per type
+    ``[G * G]``, index ``iy * G + ix``: ``1 / ||g_c||``, 0 where ``g`` is constant; None
+    where it is 1 everywhere).
     """
-    gg_n = sig.shape[0] ** 2
-    kk = objs[0].k * objs[0].k
-    out = torch.empty(kk, len(objs) * gg_n, dtype=dtype, device=sig.device)
-    for t, obj in enumerate(objs):
-        u, v = obj.ux(sig), obj.vy(sig)  # [G, k]
-        g = (v[:, None, :, None] * u[None, :, None, :]).reshape(-1, kk)
-        gc = g - g.mean(dim=1, keepdim=True)
-        gg = (gc * gc).sum(dim=1)
-        ok = gg > _TINY * (g * g).sum(dim=1)
-        del g
-        gc *= torch.where(ok, gg.rsqrt(), torch.zeros_like(gg))[:, None]
-        out[:, t * gg_n : (t + 1) * gg_n] = gc.T
-        del gc
-    return out
+
+    def __init__(self, objs: Sequence[_SepObjective], sig: torch.Tensor) -> None:
+        k = objs[0].k
+        self.k, self.g = k, sig.shape[0]
+        xs: dict[int, torch.Tensor] = {}
+        ys: dict[int, torch.Tensor] = {}
+        self.pairs: list[tuple[int, int]] = []
+        self.scale: list[torch.Tensor | None] = []
+        for obj in objs:  # factors shared by types (cached tables) are computed once
+            if id(obj.ux.coef) not in xs:
+                xs[id(obj.ux.coef)] = obj.ux(sig)  # [G, k] float64, unit rows
+            if id(obj.vy.coef) not in ys:
+                ys[id(obj.vy.coef)] = obj.vy(sig)
+            u, v = xs[id(obj.ux.coef)], ys[id(obj.vy.coef)]
+            self.pairs.append((list(xs).index(id(obj.ux.coef)), list(ys).index(id(obj.vy.coef))))
+            prod = v.sum(dim=1)[:, None] * u.sum(dim=1)[None, :]  # [G (iy), G (ix)]
+            den = 1.0 - prod * prod / (k * k)
+            inv = torch.where(den > _TINY, den.clamp(min=_TINY).rsqrt(), torch.zeros_like(den))
+            inv = inv.reshape(-1).to(_GRID_DTYPE)
+            self.scale.append(None if bool((inv == 1.0).all()) else inv)
+        self.u = torch.stack([u.T for u in xs.values()]).to(_GRID_DTYPE).contiguous()
+        self.v = torch.cat([v.T for v in ys.values()], dim=1).to(_GRID_DTYPE).contiguous()
+        self.n_rows = len(ys)
 
 
-def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> torch.Tensor | None:
-    """:func:`_sep_grid_models` of the separable objectives on the coarse grid, in
-    :data:`_GRID_DTYPE` (None when there is none): built once per census, shared by the
-    chunks and threads."""
+def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> _SepGrid | None:
+    """:class:`_SepGrid` of the separable objectives on the coarse grid (None when there is
+    none): built once per census, shared by the chunks and threads."""
     sep = [obj for obj in objs if obj.dim == 2]
     if not sep:
         return None
     sig2, _ = _coarse_grid(sigma_max, 2, dev)
-    return _sep_grid_models(sep, sig2, _GRID_DTYPE)
+    return _SepGrid(sep, sig2)
 
 
-def _grid_argmax(zf: torch.Tensor, models: torch.Tensor, n_types: int, g: int) -> torch.Tensor:
-    """Index ``iy * G + ix`` of the largest ``|<z, m>|`` per filter and type: ``[n, T]``.
+def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> torch.Tensor:
+    """Index ``iy * G + ix`` of the largest ``|<z, g_c>| / ||g_c||`` per filter and
+    separable type: ``[n, T]`` (the first in that order on ties).
 
-    The products run in float32 (:data:`_GRID_DTYPE`; the grid only picks the start of the
-    float64 refinement) over chunks of :data:`_GRID_CHUNK` filters that stay in cache.
+    In :data:`_GRID_DTYPE`, over chunks of :data:`_GRID_CHUNK` filters whose ``[chunk, G *
+    G]`` block per type stays in cache.
     """
-    n = zf.shape[0]
-    out = torch.empty(n, n_types, dtype=torch.long, device=zf.device)
-    mg = models.to(_GRID_DTYPE)
-    rows = _grid_rows(models.shape[1])
+    n, k, g = zf.shape[0], grid.k, grid.g
+    out = torch.empty(n, len(grid.pairs), dtype=torch.long, device=zf.device)
+    rows = _grid_rows(g * g)
     for start in range(0, n, rows):
-        c = zf[start : start + rows].to(_GRID_DTYPE)
-        corr = torch.matmul(c, mg).abs_().view(c.shape[0], n_types, g, g)
-        iy = corr.amax(dim=3).argmax(dim=2)  # [c, T]: row of the maximum
-        row = corr.gather(2, iy[:, :, None, None].expand(-1, -1, 1, g))[:, :, 0, :]
-        out[start : start + rows] = iy * g + row.argmax(dim=2)
+        z = zf[start : start + rows].to(_GRID_DTYPE).view(-1, k, k)
+        m = z.shape[0]
+        # Y[m, c, (fy, iy)] = sum_r z[m, r, c] v_fy[r, iy], then [fy, m, iy, c]
+        y = torch.matmul(z.transpose(1, 2).reshape(m * k, k), grid.v)
+        y = y.view(m, k, grid.n_rows, g).permute(2, 0, 3, 1).contiguous()
+        for t, (fx, fy) in enumerate(grid.pairs):
+            corr = torch.matmul(y[fy].view(m * g, k), grid.u[fx])  # [m * G (iy), G (ix)]
+            if grid.scale[t] is not None:
+                corr.view(m, g * g).mul_(grid.scale[t])
+            corr = corr.abs_().view(m, g, g)
+            # the first maximum in row-major order: the row of the maximum, then its column
+            # (torch's argmax over a long row is far slower than amax on the CPU)
+            iy = corr.amax(dim=2).argmax(dim=1)  # [m]
+            row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
+            out[start : start + m, t] = iy * g + row.argmax(dim=1)
     return out
 
 
 def _grid_rows(columns: int) -> int:
-    """Filters per coarse-grid product: :data:`_GRID_CHUNK`, fewer when the ``[rows,
+    """Filters per coarse-grid product: :data:`_GRID_CHUNK`, fewer when one type's ``[rows,
     columns]`` float32 block would pass :data:`_GRID_BLOCK_BYTES` (large k or sigma_max)."""
     return int(max(1, min(_GRID_CHUNK, _GRID_BLOCK_BYTES // (4 * max(columns, 1)))))
 
@@ -1819,7 +1843,7 @@ def _fit_chunk(
     sigma_max: float,
     alpha_range: tuple[float, float],
     pending: list | None = None,
-    grid: torch.Tensor | None = None,
+    grid: _SepGrid | None = None,
 ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Fit every type to the flattened filters ``yf`` [n, k*k]: per type (scales, exact fit).
 
@@ -1843,7 +1867,7 @@ def _fit_chunk(
         g = sig2.shape[0]
         if grid is None:
             grid = _grid_models(objs, sigma_max, dev)
-        best = _grid_argmax(zf, grid, len(sep), g)
+        best = _grid_argmax(zf, grid)
         for col, j in enumerate(sep):
             start2[j] = torch.stack([sig2[best[:, col] % g], sig2[best[:, col] // g]], dim=1)
     fits = []
