@@ -101,8 +101,9 @@ _GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
 _GRID_STEP_1D = 0.02  # coarse grid step for one-scale models
 _H_MIN = 1e-4  # smallest finite-difference step of the refinement
 _MAX_ITER = 30
-_NEWTON_ITER = 12  # Newton steps before a filter is left to the stencil search
+_NEWTON_ITER = 5  # Newton steps before a filter is left to the stencil search
 _NEWTON_TOL = 1e-7  # a proposed Newton move this short ends the two-scale refinement
+_NEWTON_TAKE = 1e-4  # ... and a full Newton step this short is taken unevaluated, as the last
 _X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
@@ -839,12 +840,16 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
     the Newton point (where the Hessian is negative definite) or an ascent step (along the
     gradient, or either way along a scale of positive curvature), scaled down to the radius
     (which doubles when such a step is accepted) and clipped to ``[0, smax]``; a scale on a
-    bound whose gradient points out of the range is held there. A filter is done when the
-    proposed move is below :data:`_NEWTON_TOL` (converged, where the Hessian is negative
-    definite), the radius is below it, or R^2 < 1e-20; after :data:`_NEWTON_ITER` steps at
+    bound whose gradient points out of the range is held there. A filter is done when a
+    full Newton step (negative definite Hessian, within the radius) is below
+    :data:`_NEWTON_TAKE` (converged: that last step is taken without evaluating it, as it
+    lands within about its length squared of the maximum), any proposed move is below
+    :data:`_NEWTON_TOL` where the Hessian is negative definite (converged), the radius is
+    below it, or R^2 < 1e-20; after :data:`_NEWTON_ITER` steps at
     most. Only unfinished filters are evaluated. Returns the scales and whether each filter
-    converged; the others (saddles, sigma = 0 of an even objective, flat ridges) are left
-    to the stencil search :func:`_refine`.
+    converged; the others (saddles, sigma = 0 of an even objective, flat ridges, the few
+    that need more steps) are left to the stencil search :func:`_refine`, from the best
+    point the Newton steps reached (never below the grid start).
     """
     n = theta.shape[0]
     out = theta.clone()
@@ -883,10 +888,13 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
         step = step * torch.where(limited, r / torch.where(limited, size, r), 1.0)[:, None]
         prop = (cur + step).clamp(0.0, smax)
         move = (prop - cur).abs().amax(dim=1)
-        conv = (move <= _NEWTON_TOL) & nd
+        # a full Newton step this short (negative definite Hessian, within the radius) lands
+        # within ~move^2 of the maximum (quadratic convergence): taken without evaluating it
+        take = (move <= _NEWTON_TAKE) & nd & ~limited
+        conv = take | (move <= _NEWTON_TOL) & nd
         done = conv | (r <= _NEWTON_TOL) | (f < 1e-20)
         if bool(done.any()):
-            out[idx] = cur
+            out[idx] = torch.where(take[:, None], prop, cur)
             converged[idx] = conv
             keep = ~done
             idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
@@ -1878,9 +1886,9 @@ def _fit_chunk(
             th, conv = _refine_sep(obj, zr, th0, h2, sigma_max)
             rest = torch.nonzero(~conv)[:, 0]
             if rest.numel() and pending is not None:
-                pending.append((j, rest.cpu(), th0[rest]))
+                pending.append((j, rest.cpu(), th[rest]))
             elif rest.numel():
-                th[rest] = _refine(obj, zr[rest], th0[rest], h2, sigma_max)
+                th[rest] = _refine(obj, zr[rest], th[rest], h2, sigma_max)
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
             z1 = obj.reduce(zf)
