@@ -1885,10 +1885,11 @@ def _fit_chunk(
             zr = obj.reduce(z3)  # folded once per type
             th, conv = _refine_sep(obj, zr, th0, h2, sigma_max)
             rest = torch.nonzero(~conv)[:, 0]
+            starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 2]
             if rest.numel() and pending is not None:
-                pending.append((j, rest.cpu(), th[rest]))
+                pending.append((j, rest.cpu(), starts[rest]))
             elif rest.numel():
-                th[rest] = _refine(obj, zr[rest], th[rest], h2, sigma_max)
+                th[rest] = _refine_from(obj, zr[rest], starts[rest], h2, sigma_max)
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
             z1 = obj.reduce(zf)
@@ -1901,7 +1902,8 @@ def _fit_chunk(
 def _fit_pending(
     tp: ModelType, obj: _SepObjective, yf: torch.Tensor, th0: torch.Tensor, args: tuple
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Stencil search (:func:`_refine`) and exact fit of filters ``yf`` of one type from ``th0``.
+    """Stencil search and exact fit of filters ``yf`` of one type from the starts ``th0``
+    ``[m, S, 2]`` (:func:`_refine_from`).
 
     ``args`` is ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
     """
@@ -1909,8 +1911,24 @@ def _fit_pending(
     zc = yf - yf.mean(dim=1, keepdim=True)
     z3 = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
     _, h2 = _coarse_grid(sigma_max, 2, yf.device)
-    th = _refine(obj, obj.reduce(z3), th0, h2, sigma_max)
+    th = _refine_from(obj, obj.reduce(z3), th0, h2, sigma_max)
     return th, _exact(tp, th, yf, *args[:4], args[5])
+
+
+def _refine_from(
+    obj: _SepObjective, z: torch.Tensor, starts: torch.Tensor, h0: float, sigma_max: float
+) -> torch.Tensor:
+    """The stencil search (:func:`_refine`) of each filter ``z`` [m, ...] from each of its
+    starts ``[m, S, 2]`` (the grid point and the Newton's best point), in one batch: the
+    scales ``[m, 2]`` of the best end point. On flat ridges the search stops where its
+    steps become too small to matter, which depends on where it starts; the best of two
+    starts is never below either."""
+    m, n_s = starts.shape[0], starts.shape[1]
+    zz = z.repeat_interleave(n_s, dim=0)
+    th = _refine(obj, zz, starts.reshape(m * n_s, 2), h0, sigma_max)
+    f = obj.point(zz, th).reshape(m, n_s)
+    pick = f.argmax(dim=1)  # the first start on ties
+    return th.reshape(m, n_s, 2)[torch.arange(m, device=th.device), pick]
 
 
 def _exact(
