@@ -1574,27 +1574,27 @@ def _census_memory(
     ``tests/test_census_memory.py`` and docs/limits.md. Terms:
 
     - tables: every knot's kernel is built with one FFT (~24 bytes per knot and FFT sample),
-      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, with 30 %
+      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, with 60 %
       for the temporaries of their construction;
-    - coarse grid of the separable types: the float32 matrix ``[k*k, T*G*G]`` shared by all
-      threads and one type's float64 block while it is built;
-    - per thread: a float32 grid product of at most 64 MB (twice, for its absolute value and
-      reductions) and, per filter of the batch, the one-scale grids (``~12`` float64 arrays of
-      ``G1`` values), the refinement and exact models (~``64 k^2`` bytes) and the input's
-      copies and result columns;
+    - coarse grid of the separable types: the 1-D factors at the grid scales (float64 while
+      built, then float32);
+    - per thread: the grid's first product ``[rows, k, T, G]`` and one type's block ``[rows,
+      G * G]`` (float32, :func:`_grid_rows` filters) and, per filter of the batch, the
+      one-scale grids (``~12`` float64 arrays of ``G1`` values), the refinement and exact
+      models (~``64 k^2`` bytes) and the input's copies and result columns;
     """
     from scalespace_mk.scalespace.kernels import fft_length
 
     knots = sigma_max / _KNOT_STEP + 3
     n_fft = fft_length(sigma_max, k)
-    tables = 1.3 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
+    tables = 1.6 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
     g2 = math.ceil(sigma_max / _GRID_STEP_2D) + 1
     g1 = math.ceil(sigma_max / _GRID_STEP_1D) + 1
     n_sep = sum(tp.kind == "sep" for tp in tps)
     n_one = len(tps) - n_sep
-    cols = n_sep * g2 * g2
-    grid = (4.0 * k * k * cols + 3 * 8.0 * k * k * g2 * g2) if n_sep else 0.0
-    block = 2.0 * 4 * cols * min(_grid_rows(cols), max(batch, 1)) if n_sep else 0.0
+    grid = 2 * 8.0 * k * g2 * n_sep
+    rows = min(_grid_rows(g2 * g2), max(batch, 1))
+    block = 4.0 * rows * g2 * (2 * n_sep * k + 2 * g2) if n_sep else 0.0
     per_filter = 96.0 * g1 * n_one + 64.0 * k * k * 2 + 400.0 * len(tps)
     inputs = 3 * 8.0 * k * k * n + 6 * 8.0 * len(tps) * n  # filters (3 copies), results
     return tables + grid + threads * block + inputs, threads * per_filter
