@@ -1805,15 +1805,19 @@ def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> _S
     return _SepGrid(sep, sig2)
 
 
-def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> torch.Tensor:
+def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """Index ``iy * G + ix`` of the largest ``|<z, g_c>| / ||g_c||`` per filter and
-    separable type: ``[n, T]`` (the first in that order on ties).
+    separable type, ``[n, T]`` (the first in that order on ties), and the values on the
+    3x3 grid neighbourhood of each maximum, ``[n, T, 9]`` (index ``3 dy + dx``; mirrored at
+    both ends of the grid, as the objective is).
 
     In :data:`_GRID_DTYPE`, over chunks of :data:`_GRID_CHUNK` filters whose ``[chunk, G *
     G]`` block per type stays in cache.
     """
     n, k, g = zf.shape[0], grid.k, grid.g
     out = torch.empty(n, len(grid.pairs), dtype=torch.long, device=zf.device)
+    near = torch.empty(n, len(grid.pairs), 9, dtype=_GRID_DTYPE, device=zf.device)
+    off = torch.tensor([-1, 0, 1], device=zf.device)
     rows = _grid_rows(g * g)
     for start in range(0, n, rows):
         z = zf[start : start + rows].to(_GRID_DTYPE).view(-1, k, k)
@@ -1830,8 +1834,31 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> torch.Tensor:
             # (torch's argmax over a long row is far slower than amax on the CPU)
             iy = corr.amax(dim=2).argmax(dim=1)  # [m]
             row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
-            out[start : start + m, t] = iy * g + row.argmax(dim=1)
-    return out
+            ix = row.argmax(dim=1)
+            out[start : start + m, t] = iy * g + ix
+            ny, nx = (iy[:, None] + off).abs_(), (ix[:, None] + off).abs_()
+            ny = torch.minimum(ny, 2 * (g - 1) - ny)
+            nx = torch.minimum(nx, 2 * (g - 1) - nx)
+            idx = (ny[:, :, None] * g + nx[:, None, :]).view(m, 9)
+            near[start : start + m, t] = corr.view(m, g * g).gather(1, idx)
+    return out, near
+
+
+def _grid_start(
+    best: torch.Tensor, near: torch.Tensor, sig: torch.Tensor, sigma_max: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid points ``[n, 2]`` (sigma_x, sigma_y) of the indices ``best`` [n] and the start of
+    the Newton refinement: the vertex of the quadratic through the grid values of R^2 on
+    the 3x3 neighbourhood ``near`` [n, 9], where it is a maximum within one grid step (else
+    the grid point)."""
+    g = sig.shape[0]
+    point = torch.stack([sig[best % g], sig[best // g]], dim=1)
+    step_g = float(sig[1] - sig[0])
+    fs = near.to(torch.float64).square()
+    h = torch.full((fs.shape[0],), step_g, dtype=torch.float64, device=fs.device)
+    step, ok = _newton(fs, h, 2)
+    ok = ok & (step.abs() <= step_g).all(dim=1)
+    return point, torch.where(ok[:, None], point + step, point).clamp(0.0, sigma_max)
 
 
 def _grid_rows(columns: int) -> int:
@@ -1875,15 +1902,15 @@ def _fit_chunk(
         g = sig2.shape[0]
         if grid is None:
             grid = _grid_models(objs, sigma_max, dev)
-        best = _grid_argmax(zf, grid)
+        best, near = _grid_argmax(zf, grid)
         for col, j in enumerate(sep):
-            start2[j] = torch.stack([sig2[best[:, col] % g], sig2[best[:, col] // g]], dim=1)
+            start2[j] = _grid_start(best[:, col], near[:, col], sig2, sigma_max)
     fits = []
     for j, (tp, obj) in enumerate(zip(tps, objs, strict=True)):
         if obj.dim == 2:
-            th0 = start2.pop(j)
+            th0, th1 = start2.pop(j)  # the grid point and the quadratic's vertex near it
             zr = obj.reduce(z3)  # folded once per type
-            th, conv = _refine_sep(obj, zr, th0, h2, sigma_max)
+            th, conv = _refine_sep(obj, zr, th1, h2, sigma_max)
             rest = torch.nonzero(~conv)[:, 0]
             starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 2]
             if rest.numel() and pending is not None:
