@@ -1897,9 +1897,8 @@ def _fit_chunk(
     dev = yf.device
     sig2, h2 = _coarse_grid(sigma_max, 2, dev)
     sep = [j for j, obj in enumerate(objs) if obj.dim == 2]
-    start2: dict[int, torch.Tensor] = {}
+    start2: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     if sep:
-        g = sig2.shape[0]
         if grid is None:
             grid = _grid_models(objs, sigma_max, dev)
         best, near = _grid_argmax(zf, grid)
