@@ -61,6 +61,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import scalespace_mk.limits as limits
 from scalespace_mk._checks import (
@@ -109,6 +110,7 @@ _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D mode
 _GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
 _GRID_CHUNK = 256  # filters per coarse-grid product (one type's [chunk, G*G] block stays in cache)
 _GRID_BLOCK_BYTES = 4 << 20  # ... fewer when that float32 block would pass 4 MB
+_GRID_CHUNK_1D = 512  # filters per one-scale grid evaluation ([chunk, G] float64 in cache)
 _SCREEN_CHUNK = 65536  # filters screened at a time (temporaries ~ 5 x 0.5 MB per 1k)
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
@@ -628,6 +630,36 @@ def _square_orbits(table: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return onehot, first
 
 
+Jet = tuple  # (value, first, second derivative) of a quantity in sigma: [n] tensors
+
+
+def _jmul(a: Jet, b: Jet) -> Jet:
+    """Product of two second-order jets."""
+    return (a[0] * b[0], a[1] * b[0] + a[0] * b[1], a[2] * b[0] + 2.0 * a[1] * b[1] + a[0] * b[2])
+
+
+def _jdiv(a: Jet, b: Jet) -> Jet:
+    """Quotient of two second-order jets (``b[0]`` nonzero)."""
+    q0 = a[0] / b[0]
+    q1 = (a[1] - q0 * b[1]) / b[0]
+    return q0, q1, (a[2] - 2.0 * q1 * b[1] - q0 * b[2]) / b[0]
+
+
+def _jscale(a: Jet, c: float) -> Jet:
+    """A jet times a constant."""
+    return a[0] * c, a[1] * c, a[2] * c
+
+
+def _jsub(a: Jet, b: Jet) -> Jet:
+    """Difference of two jets."""
+    return a[0] - b[0], a[1] - b[1], a[2] - b[2]
+
+
+def _jadd(a: Jet, b: Jet) -> Jet:
+    """Sum of two jets."""
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
 class _LapObjective:
     """One-scale models (filters as ``[n, P]``): ``"lap"`` and model 7 (closed-form alpha).
 
@@ -735,6 +767,64 @@ class _LapObjective:
         free = torch.addcmul((zk * zk) * (ll / sdet), zl, free)
         return torch.where(inside, free, torch.maximum(bound(lo), bound(hi)))
 
+    def newton(
+        self, zf: torch.Tensor, th: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """R^2 at ``th`` [n, 1] (``zf`` as read, :meth:`reduce`) with its exact first and
+        second derivatives in sigma from the cubic tables: ``[n]`` each.
+
+        The same expressions as :meth:`values`, carried as second-order jets
+        ``(value, d/dsigma, d^2/dsigma^2)``; for model 7 the branch (free alpha, or alpha on
+        the bound that explains more) is the one :meth:`values` takes at ``th``.
+        """
+        lhat = self.lap.derivs(th[:, 0])  # 3 x [n, R]: L, L', L''
+        p = float(self.k * self.k)
+        zl = tuple((zf * w).sum(dim=1) for w in lhat)  # linear in L
+        lm = tuple(torch.matmul(w, self.mult) / p for w in lhat)
+        l0, l1, l2 = lhat
+        s2 = (
+            torch.matmul(l0 * l0, self.mult),
+            2.0 * torch.matmul(l0 * l1, self.mult),
+            2.0 * (torch.matmul(l1 * l1, self.mult) + torch.matmul(l0 * l2, self.mult)),
+        )
+        ll = _jsub(s2, _jscale(_jmul(lm, lm), p))
+        if self.kind == "iso":
+            return _jdiv(_jmul(zl, zl), ll)
+        zk = zf[:, self.centre]
+        kl = tuple(w[:, self.centre] - m for w, m in zip(lhat, lm, strict=True))
+        kk = self.kk
+        det = _jsub(_jscale(ll, kk), _jmul(kl, kl))
+        # free alpha: (ll zk^2 - 2 kl zk zl + kk zl^2) / det
+        klzl, zlzl = _jmul(kl, zl), _jmul(zl, zl)
+        num = tuple(
+            zk * zk * a - 2.0 * zk * b + kk * c for a, b, c in zip(ll, klzl, zlzl, strict=True)
+        )
+        free = _jdiv(num, det)
+        nrm = tuple(w[:, 0] for w in self.norms.derivs(th[:, 0]))
+        zero = torch.zeros_like(zk)
+
+        def bound(a: float) -> Jet:  # alpha = a: (zk - ah zl)^2 / (kk - 2 ah kl + ah^2 ll)
+            ah = _jscale(nrm, a)
+            top = _jsub((zk, zero, zero), _jmul(ah, zl))
+            den = _jsub((zero + kk, zero, zero), _jscale(_jmul(ah, kl), 2.0))
+            den = _jadd(den, _jmul(_jmul(ah, ah), ll))
+            return _jdiv(_jmul(top, top), den)
+
+        lo, hi = bound(self.alpha_range[0]), bound(self.alpha_range[1])
+        # the branch of values(): the free optimum where alpha_hat lies in the range
+        okd = det[0] > 1e-12 * kk * ll[0]
+        sdet = torch.where(okd, det[0], torch.ones_like(det[0]))
+        ca = (ll[0] * zk - kl[0] * zl[0]) / sdet
+        ahat = -(kk * zl[0] - kl[0] * zk) / sdet / torch.where(ca != 0, ca, torch.ones_like(ca))
+        inside = okd & (ca != 0)
+        inside &= (ahat >= self.alpha_range[0] * nrm[0]) & (ahat <= self.alpha_range[1] * nrm[0])
+        on_lo = lo[0] >= hi[0]
+        out = [
+            torch.where(inside, a, torch.where(on_lo, b, c))
+            for a, b, c in zip(free, lo, hi, strict=True)
+        ]
+        return out[0], out[1], out[2]
+
     def stencil(self, zf: torch.Tensor, th: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """R^2 at ``th + h {-1, 0, 1}``: ``[n, 3]``."""
         o = torch.tensor([-1.0, 0.0, 1.0], dtype=h.dtype, device=h.device)
@@ -743,6 +833,27 @@ class _LapObjective:
     def point(self, zf: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
         """R^2 at ``th`` [n, 1]: ``[n]``."""
         return self.values(zf, th)[:, 0]
+
+
+class _AsTwoScales:
+    """A one-scale objective seen as a two-scale one whose second scale does nothing
+    (gradient 0, curvature -1), so that :func:`_refine_sep` refines it: its Newton step
+    and trust region then act on the first scale alone, and the second stays at 0."""
+
+    dim = 2
+
+    def __init__(self, obj: _LapObjective) -> None:
+        self.obj = obj
+
+    def newton(
+        self, z: torch.Tensor, th: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``f`` [n], gradient [n, 2] and Hessian [n, 2, 2] at ``th`` [n, 2]."""
+        f, g, h = self.obj.newton(z, th[:, :1])
+        zero, one = torch.zeros_like(f), torch.ones_like(f)
+        grad = torch.stack([g, zero], dim=1)
+        hess = torch.stack([torch.stack([h, zero], 1), torch.stack([zero, -one], 1)], 1)
+        return f, grad, hess
 
 
 # --------------------------------------------------------------------------------------
@@ -1861,6 +1972,34 @@ def _grid_start(
     return point, torch.where(ok[:, None], point + step, point).clamp(0.0, sigma_max)
 
 
+def _grid_start_1d(
+    obj: _LapObjective, z: torch.Tensor, sig: torch.Tensor, sigma_max: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid maxima ``[n, 1]`` of a one-scale objective for filters ``z`` (as it reads them)
+    on the grid ``sig`` [G], and the start of its Newton refinement: the vertex of the
+    parabola through the maximum and its two neighbours (mirrored at both ends of the
+    grid, as the objective is), where it is a maximum within one grid step (else the grid
+    point). The grid is evaluated :data:`_GRID_CHUNK_1D` filters at a time (its ``[rows,
+    G]`` temporaries stay in cache)."""
+    n, g = z.shape[0], sig.shape[0]
+    best = torch.empty(n, dtype=torch.long, device=z.device)
+    near = torch.empty(n, 3, dtype=torch.float64, device=z.device)
+    off = torch.tensor([-1, 0, 1], device=z.device)
+    for start in range(0, n, _GRID_CHUNK_1D):
+        values = obj.grid(z[start : start + _GRID_CHUNK_1D], sig)  # [rows, G]
+        b = values.argmax(dim=1)
+        idx = (b[:, None] + off).abs_()
+        idx = torch.minimum(idx, 2 * (g - 1) - idx)
+        best[start : start + _GRID_CHUNK_1D] = b
+        near[start : start + _GRID_CHUNK_1D] = values.gather(1, idx)
+    step_g = float(sig[1] - sig[0])
+    h = torch.full((n,), step_g, dtype=torch.float64, device=z.device)
+    step, ok = _newton(near, h, 1)
+    point = sig[best][:, None]
+    ok = ok & (step[:, 0].abs() <= step_g)
+    return point, torch.where(ok[:, None], point + step, point).clamp(0.0, sigma_max)
+
+
 def _grid_rows(columns: int) -> int:
     """Filters per coarse-grid product: :data:`_GRID_CHUNK`, fewer when one type's ``[rows,
     columns]`` float32 block would pass :data:`_GRID_BLOCK_BYTES` (large k or sigma_max)."""
@@ -1919,42 +2058,49 @@ def _fit_chunk(
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
             z1 = obj.reduce(zf)
-            th0 = sig1[obj.grid(z1, sig1).argmax(dim=1)][:, None]
-            th = _refine(obj, z1, th0, h1, sigma_max)
+            th0, th1 = _grid_start_1d(obj, z1, sig1, sigma_max)
+            th, conv = _refine_sep(_AsTwoScales(obj), z1, F.pad(th1, (0, 1)), h1, sigma_max)
+            th = th[:, :1].contiguous()
+            rest = torch.nonzero(~conv)[:, 0]
+            starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 1]
+            if rest.numel() and pending is not None:
+                pending.append((j, rest.cpu(), starts[rest]))
+            elif rest.numel():
+                th[rest] = _refine_from(obj, z1[rest], starts[rest], h1, sigma_max)
         fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range)))
     return fits
 
 
 def _fit_pending(
-    tp: ModelType, obj: _SepObjective, yf: torch.Tensor, th0: torch.Tensor, args: tuple
+    tp: ModelType, obj: Any, yf: torch.Tensor, th0: torch.Tensor, args: tuple
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stencil search and exact fit of filters ``yf`` of one type from the starts ``th0``
-    ``[m, S, 2]`` (:func:`_refine_from`).
+    ``[m, S, d]`` (:func:`_refine_from`; ``d`` the objective's number of scales).
 
     ``args`` is ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
     """
-    k, sigma_max = args[0], args[4]
+    sigma_max = args[4]
     zc = yf - yf.mean(dim=1, keepdim=True)
-    z3 = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
-    _, h2 = _coarse_grid(sigma_max, 2, yf.device)
-    th = _refine_from(obj, obj.reduce(z3), th0, h2, sigma_max)
+    z = obj.reduce(zc / zc.norm(dim=1, keepdim=True))  # [m, k*k] -> as the objective reads
+    _, h0 = _coarse_grid(sigma_max, obj.dim, yf.device)
+    th = _refine_from(obj, z, th0, h0, sigma_max)
     return th, _exact(tp, th, yf, *args[:4], args[5])
 
 
 def _refine_from(
-    obj: _SepObjective, z: torch.Tensor, starts: torch.Tensor, h0: float, sigma_max: float
+    obj: Any, z: torch.Tensor, starts: torch.Tensor, h0: float, sigma_max: float
 ) -> torch.Tensor:
     """The stencil search (:func:`_refine`) of each filter ``z`` [m, ...] from each of its
-    starts ``[m, S, 2]`` (the grid point and the Newton's best point), in one batch: the
-    scales ``[m, 2]`` of the best end point. On flat ridges the search stops where its
+    starts ``[m, S, d]`` (the grid point and the Newton's best point), in one batch: the
+    scales ``[m, d]`` of the best end point. On flat ridges the search stops where its
     steps become too small to matter, which depends on where it starts; the best of two
     starts is never below either."""
-    m, n_s = starts.shape[0], starts.shape[1]
+    m, n_s, d = starts.shape
     zz = z.repeat_interleave(n_s, dim=0)
-    th = _refine(obj, zz, starts.reshape(m * n_s, 2), h0, sigma_max)
+    th = _refine(obj, zz, starts.reshape(m * n_s, d), h0, sigma_max)
     f = obj.point(zz, th).reshape(m, n_s)
     pick = f.argmax(dim=1)  # the first start on ties
-    return th.reshape(m, n_s, 2)[torch.arange(m, device=th.device), pick]
+    return th.reshape(m, n_s, d)[torch.arange(m, device=th.device), pick]
 
 
 def _exact(
@@ -1987,7 +2133,7 @@ def _exact(
             delta[(k * k) // 2] = 1.0
             lap = delta - mk1
             alpha = _best_alpha(yf, delta, lap, alpha_range)
-            g = model_kernel(tp.name, th[:, 0], alpha=alpha, **kw).reshape(n, -1)
+            g = delta - alpha[:, None] * lap  # K - alpha L: the model at alpha (linear in it)
             res = _shift_t(yf, g)
     return {"a": res.a, "b": res.b, "r2": res.r2, "rss": res.rss, "alpha": alpha}
 
