@@ -128,21 +128,33 @@ class LinearShift(NamedTuple):
     rss: Any
 
 
-def _shift_t(y: torch.Tensor, g: torch.Tensor) -> LinearShift:
-    """Closed-form linear shift for rows of ``[n, P]`` tensors (float64)."""
-    ym = y.mean(dim=1, keepdim=True)
+def _shift_t(
+    y: torch.Tensor, g: torch.Tensor, centred: tuple[torch.Tensor, ...] | None = None
+) -> LinearShift:
+    """Closed-form linear shift for rows of ``[n, P]`` tensors (float64).
+
+    ``centred`` is :func:`_centred` of ``y`` when the caller fits several models to the same
+    filters (computed here otherwise).
+    """
+    ym, yc, yy = _centred(y) if centred is None else centred
     gm = g.mean(dim=1, keepdim=True)
-    yc, gc = y - ym, g - gm
+    gc = g - gm
     gg = (gc * gc).sum(dim=1)
     yg = (yc * gc).sum(dim=1)
-    yy = (yc * yc).sum(dim=1)
-    scale = (g * g).sum(dim=1)
+    scale = gg + g.shape[1] * gm[:, 0] * gm[:, 0]  # (g * g).sum(dim=1)
     ok = gg > _TINY * scale
     a = torch.where(ok, yg / torch.where(ok, gg, torch.ones_like(gg)), torch.zeros_like(gg))
     b = ym[:, 0] - a * gm[:, 0]
-    rss = ((a[:, None] * gc - yc) ** 2).sum(dim=1)  # direct: accurate when RSS << TSS
+    rss = (gc.mul_(a[:, None]).sub_(yc)).square_().sum(dim=1)  # direct: accurate when RSS << TSS
     r2 = (1.0 - rss / yy).clamp(0.0, 1.0)
     return LinearShift(a, b, r2, rss)
+
+
+def _centred(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row means ``[n, 1]``, centred rows ``[n, P]`` and their sums of squares ``[n]``."""
+    ym = y.mean(dim=1, keepdim=True)
+    yc = y - ym
+    return ym, yc, (yc * yc).sum(dim=1)
 
 
 def linear_shift(y: Any, g: Any) -> LinearShift:
@@ -2030,8 +2042,8 @@ def _fit_chunk(
     is mostly per step, not per filter). ``grid`` is :func:`_grid_models` of ``objs`` when
     the caller built it once for all chunks (it is the same for every chunk).
     """
-    zc = yf - yf.mean(dim=1, keepdim=True)
-    zf = zc / zc.norm(dim=1, keepdim=True)
+    centred = _centred(yf)  # shared by the exact fits of all types
+    zf = centred[1] / centred[2].sqrt()[:, None]
     z3 = zf.reshape(-1, k, k)
     dev = yf.device
     sig2, h2 = _coarse_grid(sigma_max, 2, dev)
@@ -2067,7 +2079,7 @@ def _fit_chunk(
                 pending.append((j, rest.cpu(), starts[rest]))
             elif rest.numel():
                 th[rest] = _refine_from(obj, z1[rest], starts[rest], h1, sigma_max)
-        fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range)))
+        fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range, centred)))
     return fits
 
 
@@ -2112,19 +2124,21 @@ def _exact(
     mode: str,
     epsilon: float,
     alpha_range: tuple[float, float],
+    centred: tuple[torch.Tensor, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Exact models at the found scales and their linear shifts (``a, b, r2, rss, alpha``)."""
+    """Exact models at the found scales and their linear shifts (``a, b, r2, rss, alpha``);
+    ``centred`` is :func:`_centred` of ``yf`` when the caller has it."""
     n = yf.shape[0]
     kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
     nan = torch.full((n,), math.nan, dtype=torch.float64, device=yf.device)
     with torch.no_grad():
         if tp.kind == "sep":
             g = model_kernel(tp.name, th[:, 0], th[:, 1], **kw).reshape(n, -1)
-            res = _shift_t(yf, g)
+            res = _shift_t(yf, g, centred)
             alpha = nan
         elif tp.kind == "iso":
             g = model_kernel(tp.name, th[:, 0], **kw).reshape(n, -1)
-            res = _shift_t(yf, g)
+            res = _shift_t(yf, g, centred)
             alpha = nan
         else:
             ones = torch.ones_like(th[:, 0])
@@ -2134,7 +2148,7 @@ def _exact(
             lap = delta - mk1
             alpha = _best_alpha(yf, delta, lap, alpha_range)
             g = delta - alpha[:, None] * lap  # K - alpha L: the model at alpha (linear in it)
-            res = _shift_t(yf, g)
+            res = _shift_t(yf, g, centred)
     return {"a": res.a, "b": res.b, "r2": res.r2, "rss": res.rss, "alpha": alpha}
 
 
