@@ -1758,6 +1758,73 @@ def _check_census_memory(
     return batch  # pragma: no cover - check_memory raised
 
 
+#: CPU chunks run in forked worker processes (Linux) when the census has at least this many
+#: filters and more than one thread; below it, or where fork is not available, in threads
+_PROCESS_MIN_FILTERS = 32768
+#: None: choose as above; True / False: always / never processes (tests and benchmarks)
+_PROCESSES: bool | None = None
+_JOBS: dict[int, _Job] = {}  # the census of each running _fit_all, for forked workers
+
+
+class _Job:
+    """The work of one :func:`_fit_all`: a chunk of filters, or the left-over stencil
+    searches of one type; returns numpy arrays, so that it can run in a forked process."""
+
+    def __init__(self, y: torch.Tensor, tps, objs, args: tuple, dev, batch_size: int) -> None:
+        self.y, self.tps, self.objs, self.args = y, tps, objs, args
+        self.dev, self.batch_size = dev, batch_size
+        with torch.no_grad():
+            self.grid = _grid_models(objs, args[4], dev) if len(y) else None
+
+    def chunk(self, start: int) -> tuple[int, int, list, list]:
+        """Fit the filters ``start .. start + batch_size``: ``(start, stop, per-type (theta,
+        fit arrays), left-over (type, rows, starts))``."""
+        stop = min(start + self.batch_size, len(self.y))
+        left: list = []
+        with torch.no_grad():
+            yf = self.y[start:stop].to(self.dev).reshape(stop - start, -1)
+            fits = _fit_chunk(self.tps, self.objs, yf, *self.args, pending=left, grid=self.grid)
+        out = [(th.cpu().numpy(), {k: v.cpu().numpy() for k, v in res.items()}) for th, res in fits]
+        rest = [(j, rows.numpy() + start, th0.cpu().numpy()) for j, rows, th0 in left]
+        return start, stop, out, rest
+
+    def pending(self, j: int, rows: np.ndarray, th0: np.ndarray) -> tuple:
+        """The stencil searches of type ``j`` left by the chunks (rows, starts ``[m, S,
+        d]``): ``(j, rows, theta, fit arrays)``."""
+        with torch.no_grad():
+            idx = torch.as_tensor(rows)
+            yf = self.y.index_select(0, idx).to(self.dev).reshape(len(rows), -1)
+            th0t = torch.as_tensor(th0, device=self.dev)
+            th, res = _fit_pending(self.tps[j], self.objs[j], yf, th0t, self.args)
+        return j, rows, th.cpu().numpy(), {k: v.cpu().numpy() for k, v in res.items()}
+
+
+def _call_job(token: int, method: str, *a: Any) -> Any:
+    """Run ``method`` of the registered job ``token`` (in a forked worker)."""
+    return getattr(_JOBS[token], method)(*a)
+
+
+def _worker_init() -> None:
+    """A forked census worker: one intra-op thread; Ctrl-C is the parent's to handle (it
+    stops the workers)."""
+    import signal
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _use_processes(n: int, workers: int) -> bool:
+    """Whether the CPU chunks of a census of ``n`` filters on ``workers`` threads run in
+    forked processes (see :data:`_PROCESS_MIN_FILTERS`)."""
+    import multiprocessing as mp
+
+    if workers < 2 or _PROCESSES is False:
+        return False
+    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return False
+    return _PROCESSES is True or (sys.platform == "linux" and n >= _PROCESS_MIN_FILTERS)
+
+
 def _fit_all(
     y: np.ndarray,
     tps: Sequence[ModelType],
@@ -1769,75 +1836,110 @@ def _fit_all(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fit all filters ``y`` [N, k, k] chunk by chunk: scales ``[N, T, 2]`` and fit arrays.
 
-    On the CPU the chunks run on up to ``torch.get_num_threads()`` Python threads, each
-    doing its torch work on one intra-op thread (the small operations of a chunk do not
-    profit from OpenMP, and its waiting stalls on a loaded machine); an input of one chunk
-    (e.g. a layer of a network) thus runs on one thread. The results do not depend on the
-    number of threads. ``args`` is
+    On the CPU the chunks run on up to ``torch.get_num_threads()`` workers, each doing its
+    torch work on one intra-op thread (the small operations of a chunk do not profit from
+    OpenMP, and its waiting stalls on a loaded machine); an input of one chunk (e.g. a
+    layer of a network) thus runs on one thread. The workers are forked processes on Linux
+    for large inputs (:func:`_use_processes`: Python threads would share one interpreter
+    lock between the many small operations), else threads. The filters that the Newton
+    steps leave (:func:`_fit_pending`) are then searched one type per worker. The results
+    do not depend on the number or kind of workers. ``args`` is
     ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
     """
     n, n_t = y.shape[0], len(tps)
     theta = np.zeros((n, n_t, 2))
     out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
-    yt_all = torch.as_tensor(y)
-    with torch.no_grad():
-        grid = _grid_models(objs, args[4], dev) if n else None  # shared by all chunks
-
+    job = _Job(torch.as_tensor(y), tps, objs, args, dev, batch_size)
+    starts = range(0, n, batch_size)
     pending: dict[int, list] = {}
 
-    def store(rows: Any, j: int, th: torch.Tensor, res: dict[str, torch.Tensor]) -> None:
-        theta[rows, j, :] = th.cpu().numpy()  # one-scale types: sigma_y = sigma_x
+    def store(rows: Any, j: int, th: np.ndarray, res: dict[str, np.ndarray]) -> None:
+        theta[rows, j, :] = th  # one-scale types: sigma_y = sigma_x
         for key in out:
-            out[key][rows, j] = res[key].cpu().numpy()
+            out[key][rows, j] = res[key]
 
-    def run(start: int) -> int:
-        stop = min(start + batch_size, n)
-        left: list = []
-        with torch.no_grad():
-            yf = yt_all[start:stop].to(dev).reshape(stop - start, -1)
-            fits = _fit_chunk(tps, objs, yf, *args, pending=left, grid=grid)
+    def take_chunk(result: tuple) -> None:
+        start, stop, fits, rest = result
         for j, (th, res) in enumerate(fits):
             store(slice(start, stop), j, th, res)
-        for j, rows, th0 in left:
-            pending.setdefault(j, []).append((rows + start, th0))
-        return (stop - start) * n_t
+        for j, rows, th0 in rest:
+            pending.setdefault(j, []).append((rows, th0))
+        if bar is not None:
+            bar.update((stop - start) * n_t)
 
-    def finish_type(j: int) -> None:
-        parts = pending[j]
-        rows = torch.cat([r for r, _ in parts])
-        th0 = torch.cat([t.to(dev) for _, t in parts])
-        with torch.no_grad():
-            yf = yt_all.index_select(0, rows).to(dev).reshape(len(rows), -1)
-            th, res = _fit_pending(tps[j], objs[j], yf, th0, args)
-        store(rows.numpy(), j, th, res)
+    def left_over() -> list[tuple]:
+        order = sorted(pending, key=lambda j: -sum(len(r) for r, _ in pending[j]))
+        return [
+            (
+                j,
+                np.concatenate([r for r, _ in pending[j]]),
+                np.concatenate([t for _, t in pending[j]]),
+            )
+            for j in order
+        ]
 
     if dev.type != "cpu":
-        for start in range(0, n, batch_size):
-            done = run(start)
-            if bar is not None:
-                bar.update(done)
-        for j in sorted(pending):
-            finish_type(j)
+        for start in starts:
+            take_chunk(job.chunk(start))
+        for j, rows, th, res in (job.pending(*p) for p in left_over()):
+            store(rows, j, th, res)
         return theta, out
-    from concurrent.futures import ThreadPoolExecutor
 
     intra = torch.get_num_threads()
-    starts = range(0, n, batch_size)
+    workers = max(min(intra, len(starts)), 1)
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max(min(intra, len(starts)), 1)) as pool:
-            for done in pool.map(run, starts):
-                if bar is not None:
-                    bar.update(done)
-        # the stencil searches left by the Newton refinement, one type after the other on
-        # one intra-op thread as well (OpenMP on these small operations was slower than one
-        # thread, by an order of magnitude on a loaded machine; one type at a time keeps
-        # the peak memory of _census_memory's estimate)
-        for j in sorted(pending):
-            finish_type(j)
+        if _use_processes(n, workers):
+            _fit_processes(job, starts, workers, take_chunk, left_over, store)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                for result in pool.map(job.chunk, starts):
+                    take_chunk(result)
+                # the stencil searches left by the Newton refinement, one type per thread
+                for j, rows, th, res in pool.map(lambda p: job.pending(*p), left_over()):
+                    store(rows, j, th, res)
     finally:
         torch.set_num_threads(intra)
     return theta, out
+
+
+def _fit_processes(job: _Job, starts, workers: int, take_chunk, left_over, store) -> None:
+    """:func:`_fit_all`'s chunks and left-over searches in ``workers`` forked processes
+    (they inherit the filters, tables and grid; results come back as numpy arrays). A
+    worker that dies (e.g. killed for memory) raises ``BrokenProcessPool``; on any error or
+    Ctrl-C the workers are stopped."""
+    import multiprocessing as mp
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import repeat
+
+    token = id(job)
+    _JOBS[token] = job
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init)
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork beside threads: the
+            warnings.simplefilter("ignore", DeprecationWarning)  # workers run only torch code
+            results = pool.map(_call_job, repeat(token), repeat("chunk"), starts)
+        for result in results:
+            take_chunk(result)
+        rest = left_over()
+        if rest:
+            js, rows, th0 = zip(*rest, strict=True)
+            for j, r, th, res in pool.map(
+                _call_job, repeat(token), repeat("pending"), js, rows, th0
+            ):
+                store(r, j, th, res)
+    except BaseException:
+        procs = getattr(pool, "_processes", None) or {}  # no public way before 3.14
+        for proc in list(procs.values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        _JOBS.pop(token, None)
+    pool.shutdown(wait=True)
 
 
 def _objectives(tps, k, method, mode, epsilon, sigma_max, alpha_range, dev) -> list[Any]:
