@@ -1931,11 +1931,19 @@ def _fit_processes(job: _Job, starts, workers: int, take_chunk, left_over, store
                 _call_job, repeat(token), repeat("pending"), js, rows, th0
             ):
                 store(r, j, th, res)
-    except BaseException:
+    except BaseException as exc:
         procs = getattr(pool, "_processes", None) or {}  # no public way before 3.14
         for proc in list(procs.values()):
             proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
+        from concurrent.futures.process import BrokenProcessPool
+
+        if isinstance(exc, BrokenProcessPool):
+            raise RuntimeError(
+                "a census worker process died (killed for memory, or by a signal): run the "
+                "census with fewer threads (num_threads=1 runs it in this process) or a "
+                "smaller batch_size, or stream it (census_stream, census --out)"
+            ) from exc
         raise
     finally:
         _JOBS.pop(token, None)
