@@ -439,7 +439,9 @@ class _Interp:
         i = s.floor().clamp(max=self.n - 1)
         t = (s - i)[..., None]
         c = self.coef.index_select(0, i.long().reshape(-1)).reshape(*s.shape, 4, -1)
-        return ((c[..., 3, :] * t + c[..., 2, :]) * t + c[..., 1, :]) * t + c[..., 0, :]
+        f = torch.addcmul(c[..., 2, :], c[..., 3, :], t)  # Horner: c0 + t (c1 + t (c2 + t c3))
+        f = torch.addcmul(c[..., 1, :], f, t)
+        return torch.addcmul(c[..., 0, :], f, t)
 
     def derivs(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Value, first and second derivative in sigma at scales ``[n]`` in [0, sigma_max].
@@ -451,9 +453,11 @@ class _Interp:
         t = (s - i)[:, None]
         c = self.coef.index_select(0, i.long())  # [n, 4, D]
         c0, c1, c2, c3 = c.unbind(1)
-        f = ((c3 * t + c2) * t + c1) * t + c0
-        d1 = ((3.0 * c3 * t + 2.0 * c2) * t + c1) * self.inv_step
-        d2 = (6.0 * c3 * t + 2.0 * c2) * (self.inv_step * self.inv_step)
+        f = torch.addcmul(c1, torch.addcmul(c2, c3, t), t)  # Horner with fused steps
+        f = torch.addcmul(c0, f, t)
+        c2x2, c3x3 = c2 * 2.0, c3 * 3.0
+        d1 = torch.addcmul(c1, torch.addcmul(c2x2, c3x3, t), t).mul_(self.inv_step)
+        d2 = torch.addcmul(c2x2, c3x3, t, value=2.0).mul_(self.inv_step * self.inv_step)
         return f, d1, d2
 
 
