@@ -24,18 +24,23 @@ that over the scales, for all filters at once (torch, CPU or CUDA, float64):
    is smooth in sigma; the truncation of the discrete Gaussian at ``epsilon`` makes the
    kernel itself jump by ~1e-9 at a few small scales).
 2. **Coarse grid.** Every type is evaluated on a grid of scales (step ~0.1 for two scales,
-   ~0.02 for one). The centred unit-norm grid models of all separable types form one
-   matrix, so the correlations of a chunk of filters with all of them are one float32
-   matrix product (the grid only picks the start of the refinement).
-3. **Refinement.** Separable types: from the best grid point, a batched trust-region
-   Newton iteration on the squared correlation with exact first and second derivatives
-   of the cubic tables (quadratic convergence, typically 4 steps); one-scale types, and
-   the few separable fits where Newton does not converge (saddles, sigma = 0 of an even
-   objective), use a batched Newton iteration with finite-difference derivatives from a
-   3x3 (or 3-point) stencil whose width shrinks from half a grid step to 1e-4, with the
-   best stencil point kept whenever the quadratic model is not trusted. There is no
-   Python loop over filters; on the CPU, chunks of filters run on ``num_threads`` Python
-   threads with one intra-op thread each.
+   ~0.02 for one). For the separable types the correlation of a centred unit filter with
+   every grid model ``v (x) u`` is ``v^T Z u / ||g_c||``: two float32 products of the 1-D
+   factors (``Z^T V`` for all row factors at once, then one product per type), about a
+   seventh of the multiply-adds of the grid models as one matrix (the grid only picks the
+   start of the refinement, at the vertex of the quadratic through the 3x3 grid
+   neighbourhood of the maximum).
+3. **Refinement.** A batched trust-region Newton iteration on the squared correlation with
+   exact first and second derivatives of the cubic tables (quadratic convergence: most
+   filters need two evaluations; a full Newton step under ``3e-4`` is taken without
+   evaluating it). One-scale types use the same iteration (their derivatives carried as
+   second-order jets through the closed form in alpha). The few fits where Newton does
+   not converge in 5 steps (saddles, sigma = 0 of an even objective, flat ridges) continue
+   by a batched stencil search (finite-difference Newton on a 3x3 or 3-point stencil
+   whose width shrinks from half a grid step to 1e-4) from both the grid point and the
+   Newton's best point, the better end kept. There is no Python loop over filters; on the
+   CPU, chunks of filters run on ``num_threads`` workers with one intra-op thread each
+   (forked processes for large inputs on Linux, threads otherwise).
 4. **Exact values.** At the final scales every model is recomputed exactly with
    ``model_kernel`` and ``a``, ``b``, ``R^2`` come from :func:`linear_shift`.
 
@@ -1532,9 +1537,12 @@ def census(
         stderr is a terminal.
     num_threads : int, optional
         CPU threads during this call: chunks of ``batch_size`` filters run on this many
-        Python threads, each with one torch intra-op thread (``torch.set_num_threads``,
-        restored afterwards; it is process-wide). Default: torch's setting. The results do
-        not depend on it.
+        workers, each with one torch intra-op thread (``torch.set_num_threads``, restored
+        afterwards; it is process-wide). On Linux a census of at least 32,768 filters
+        forks its workers as processes (they inherit the filters and tables; Python
+        threads would share one interpreter lock), otherwise they are threads; 1 runs
+        everything in the calling thread. Default: torch's setting. The results do not
+        depend on it.
     on_invalid : {"record", "raise"}
         What to do with a filter that has nothing to fit (:func:`screen_filters`: a NaN or
         infinite tap, all taps zero, or all taps equal): ``"record"`` (default) fits the
