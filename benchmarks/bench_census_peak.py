@@ -67,13 +67,14 @@ def macs_per_filter(y: np.ndarray) -> float:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    import scalespace_mk.analysis.census as C
+    import scalespace_mk.analysis.scale_objectives as O
+    import scalespace_mk.analysis.scale_search as C
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     k, smax = y.shape[1], y.shape[1] / 2.0
     tps = parse_model_types(DEFAULT_TYPES)
     dev = torch.device("cpu")
-    objs = C._objectives(tps, k, "discgauss", "paper", 1e-8, smax, C.ALPHA_RANGE, dev)
+    objs = O._objectives(tps, k, "discgauss", "paper", 1e-8, smax, O.ALPHA_RANGE, dev)
     yn = y / np.abs(y).reshape(len(y), -1).max(axis=1)[:, None, None]
     yf = torch.as_tensor(yn).reshape(len(y), -1)
     args = (k, "discgauss", "paper", 1e-8, smax, C.ALPHA_RANGE)

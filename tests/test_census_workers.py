@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import scalespace_mk.analysis.census as C
+import scalespace_mk.analysis.scale_search as S
 
 REPO = Path(__file__).resolve().parents[1]
 FORK = sys.platform == "linux"
@@ -39,9 +40,9 @@ def _filters(n: int, k: int = 5, seed: int = 3) -> np.ndarray:
 
 def test_processes_equal_threads_and_one_thread(monkeypatch, two_threads):
     y = _filters(1100)
-    monkeypatch.setattr(C, "_PROCESSES", True)
+    monkeypatch.setattr(S, "_PROCESSES", True)
     procs = C.census(y, batch_size=256)
-    monkeypatch.setattr(C, "_PROCESSES", False)
+    monkeypatch.setattr(S, "_PROCESSES", False)
     threads = C.census(y, batch_size=256)
     one = C.census(y, batch_size=256, num_threads=1)
     for name in ("best", "r2_all", "sigma_x_all", "sigma_y_all", "alpha_all", "a_all", "b_all"):
@@ -51,16 +52,16 @@ def test_processes_equal_threads_and_one_thread(monkeypatch, two_threads):
 
 
 def test_the_choice_of_workers(monkeypatch):
-    monkeypatch.setattr(C, "_PROCESSES", None)
-    assert not C._use_processes(10**6, 1)  # one thread: in this process
-    assert not C._use_processes(C._PROCESS_MIN_FILTERS - 1, 2)  # small: threads
-    assert C._use_processes(C._PROCESS_MIN_FILTERS, 2)
-    monkeypatch.setattr(C, "_PROCESSES", False)
-    assert not C._use_processes(10**6, 2)
+    monkeypatch.setattr(S, "_PROCESSES", None)
+    assert not S._use_processes(10**6, 1)  # one thread: in this process
+    assert not S._use_processes(S._PROCESS_MIN_FILTERS - 1, 2)  # small: threads
+    assert S._use_processes(S._PROCESS_MIN_FILTERS, 2)
+    monkeypatch.setattr(S, "_PROCESSES", False)
+    assert not S._use_processes(10**6, 2)
 
 
 def test_a_worker_that_dies_is_reported_not_waited_for(monkeypatch, two_threads):
-    original = C._fit_chunk
+    original = S._fit_chunk
 
     def dying(tps, objs, yf, *args, **kw):
         if os.getpid() != parent and yf.shape[0] < 256:  # the last (short) chunk
@@ -68,8 +69,8 @@ def test_a_worker_that_dies_is_reported_not_waited_for(monkeypatch, two_threads)
         return original(tps, objs, yf, *args, **kw)
 
     parent = os.getpid()
-    monkeypatch.setattr(C, "_fit_chunk", dying)
-    monkeypatch.setattr(C, "_PROCESSES", True)
+    monkeypatch.setattr(S, "_fit_chunk", dying)
+    monkeypatch.setattr(S, "_PROCESSES", True)
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="census worker process died"):
         C.census(_filters(700), batch_size=256)
@@ -95,8 +96,9 @@ def test_ctrl_c_stops_the_workers(tmp_path):
         # {marker}
         import numpy as np, torch
         import scalespace_mk.analysis.census as C
+        import scalespace_mk.analysis.scale_search as S
         torch.set_num_threads(2)
-        C._PROCESSES = True
+        S._PROCESSES = True
         y = np.random.default_rng(0).standard_normal((400000, 7, 7))
         print("ready", flush=True)
         try:
