@@ -264,7 +264,7 @@ def census(
             filters, family=family, order=order, allow_saturated=allow_saturated, **opts
         )
     check_choice("on_invalid", on_invalid, ON_INVALID)
-    y_in, reason, max_tap, css = _screen_input(filters, "filters")
+    y_in, reason, max_tap, css, y_scaled = _screen_input(filters, "filters", normalise=True)
     n_filters, k = y_in.shape[0], y_in.shape[1]
     if k < 3:
         raise ValueError(f"filters must be at least 3x3 to fit a model; got k = {k}")
@@ -286,10 +286,11 @@ def census(
         idx = int(np.flatnonzero(~valid)[0])
         raise ValueError(_invalid_message("filters", idx, reason[idx], y_in))
     n_all, n_filters = n_filters, int(valid.sum())
-    y_valid = y_in if valid.all() else y_in[valid]  # no copy when every filter is valid
-    scale = max_tap[valid]  # max |tap| from the screening; > 0 and finite for valid filters
-    y = np.ascontiguousarray(y_valid / scale[:, None, None])
-    del y_valid
+    # each filter divided by its max |tap| (from the screening; > 0 and finite for valid
+    # filters); no copy when every filter is valid
+    scale = max_tap[valid]
+    y = y_scaled if valid.all() else y_scaled[valid]
+    del y_scaled
     batch_size = _check_census_memory(tps, k, sigma_max, n_filters, int(batch_size), chosen)
 
     show = progress

@@ -309,16 +309,21 @@ class _Job:
             self.grid = _grid_models(objs, args[4], dev) if len(y) else None
 
     def chunk(self, start: int) -> tuple[int, int, list, list]:
-        """Fit the filters ``start .. start + batch_size``: ``(start, stop, per-type (theta,
-        fit arrays), left-over (type, rows, starts))``."""
+        """Fit the filters ``start .. start + batch_size``: ``(start, stop, (scales [m, T, 2],
+        fit arrays [m, T]), left-over (type, rows, starts))``."""
         stop = min(start + self.batch_size, len(self.y))
         left: list = []
         with torch.no_grad():
             yf = self.y[start:stop].to(self.dev).reshape(stop - start, -1)
             fits = _fit_chunk(self.tps, self.objs, yf, *self.args, pending=left, grid=self.grid)
-        out = [(th.cpu().numpy(), {k: v.cpu().numpy() for k, v in res.items()}) for th, res in fits]
+        # [m, T, 2] scales (one-scale types: sigma_y = sigma_x) and [m, T] fit arrays
+        theta = torch.stack([th.expand(-1, 2) for th, _ in fits], dim=1).cpu().numpy()
+        out = {
+            key: torch.stack([res[key] for _, res in fits], dim=1).cpu().numpy()
+            for key in fits[0][1]
+        }
         rest = [(j, rows.numpy() + start, th0.cpu().numpy()) for j, rows, th0 in left]
-        return start, stop, out, rest
+        return start, stop, (theta, out), rest
 
     def pending(self, j: int, rows: np.ndarray, th0: np.ndarray) -> tuple:
         """The stencil searches of type ``j`` left by the chunks (rows, starts ``[m, S,
@@ -391,9 +396,10 @@ def _fit_all(
             out[key][rows, j] = res[key]
 
     def take_chunk(result: tuple) -> None:
-        start, stop, fits, rest = result
-        for j, (th, res) in enumerate(fits):
-            store(slice(start, stop), j, th, res)
+        start, stop, (th, res), rest = result
+        theta[start:stop] = th
+        for key in out:
+            out[key][start:stop] = res[key]
         for j, rows, th0 in rest:
             pending.setdefault(j, []).append((rows, th0))
         if bar is not None:

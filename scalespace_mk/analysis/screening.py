@@ -50,40 +50,58 @@ def screen_filters(filters: np.ndarray) -> np.ndarray:
     return _screen(filters)[0]
 
 
-def _screen(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _screen(
+    filters: np.ndarray, normalised: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`screen_filters`'s reasons, with what it computes on the way: per filter the
     largest ``|tap|`` (0 where not finite) and the centred sum of squares of the filter
     divided by it (NaN where the filter is zero or not finite), so that :func:`census`
-    need not compute them again."""
+    need not compute them again. ``normalised`` (``[N, k * k]`` float64, optional) receives
+    each fittable filter divided by its largest ``|tap|`` (other rows are left as they are).
+    """
     arr = np.asarray(filters, dtype=np.float64)
     flat = arr.reshape(arr.shape[0], -1)
     reason = np.full(arr.shape[0], None, dtype=object)
     scales = np.zeros(arr.shape[0])
     css = np.full(arr.shape[0], np.nan)
+    p = flat.shape[1]
     for start in range(0, flat.shape[0], _SCREEN_CHUNK):  # bounded temporaries
-        part = flat[start : start + _SCREEN_CHUNK]
+        stop = min(start + _SCREEN_CHUNK, flat.shape[0])
+        part = flat[start:stop]
         finite = np.isfinite(part).all(axis=1)
-        safe = np.where(finite[:, None], part, 0.0)
+        safe = part if finite.all() else np.where(finite[:, None], part, 0.0)
         scale = np.abs(safe).max(axis=1)
         zero = finite & (scale == 0)
         ok = finite & ~zero
-        yn = safe[ok] / scale[ok, None]
-        yc = yn - yn.mean(axis=1, keepdims=True)
-        ss = (yc * yc).sum(axis=1)
-        const = ss <= _CONSTANT_RTOL * (yn * yn).sum(axis=1)
-        here = reason[start : start + _SCREEN_CHUNK]  # a view: writes go to reason
+        every = bool(ok.all())
+        if normalised is not None and every:
+            yn = np.divide(safe, scale[:, None], out=normalised[start:stop])
+        else:
+            yn = safe[ok] / scale[ok, None]
+            if normalised is not None:
+                normalised[start + np.flatnonzero(ok)] = yn
+        mean = yn.mean(axis=1)
+        yc = yn - mean[:, None]
+        ss = np.einsum("ij,ij->i", yc, yc)
+        # sum of squares of yn = ss + P mean^2 (the centred part and the mean, orthogonal)
+        const = ss <= _CONSTANT_RTOL * (ss + p * mean * mean)
+        here = reason[start:stop]  # a view: writes go to reason
         here[~finite] = "non-finite"
         here[zero] = "zero"
         here[np.flatnonzero(ok)[const]] = "constant"
-        scales[start : start + _SCREEN_CHUNK] = scale
+        scales[start:stop] = scale
         css[start + np.flatnonzero(ok)] = ss
     return reason, scales, css
 
 
-def _screen_input(filters: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Filters as float64 ``[N, k, k]`` (shape checked) and their :func:`_screen`."""
+def _screen_input(filters: Any, name: str, normalise: bool = False) -> tuple[np.ndarray, ...]:
+    """Filters as float64 ``[N, k, k]`` (shape checked) and their :func:`_screen`; with
+    ``normalise``, also the filters divided by their largest ``|tap|`` ``[N, k, k]``."""
     arr = check_filters(filters, name, values=False)
-    return (arr, *_screen(arr))
+    if not normalise:
+        return (arr, *_screen(arr))
+    out = np.zeros(arr.shape, dtype=np.float64)
+    return (arr, *_screen(arr, out.reshape(arr.shape[0], -1)), out)
 
 
 def _invalid_message(name: str, idx: int, reason: str, y: np.ndarray) -> str:
