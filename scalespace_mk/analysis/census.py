@@ -75,6 +75,7 @@ from scalespace_mk._checks import (
     check_sigma_max,
     check_size,
 )
+from scalespace_mk._threads import intra_op_threads
 from scalespace_mk.analysis.census_result import CensusResult, scale_statistics
 from scalespace_mk.analysis.linear_shift import LinearShift, _check_tss, _shift_t, linear_shift
 from scalespace_mk.analysis.null import null_filters
@@ -307,7 +308,8 @@ def census(
         torch.set_num_threads(num_threads)
 
     try:
-        objectives = _objectives(tps, k, method, mode, epsilon, sigma_max, lo_hi, dev)
+        with intra_op_threads(1):  # small ops on the tables: OpenMP only waits here
+            objectives = _objectives(tps, k, method, mode, epsilon, sigma_max, lo_hi, dev)
         args = (k, method, mode, epsilon, sigma_max, lo_hi)
         theta, out = _fit_all(y, tps, objectives, args, dev, int(batch_size), bar)
     finally:
