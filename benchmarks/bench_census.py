@@ -1,13 +1,18 @@
 """Census throughput: a million 7x7 filters against today's census and a per-filter scipy fit.
 
-In one run, on seeded filters (half of planted type, half white noise):
+In one run, on seeded filters:
 
-1. **this census** on ``--n`` filters (default 1,000,000, all 8 types) in a subprocess with
-   the default threads (``torch.get_num_threads()``): wall seconds, CPU seconds (user +
-   system of the process), filters per second and per CPU-second, peak resident memory;
+1. **this census** on ``--n`` filters (default 1,000,000, all 8 types) of two sets, the
+   half-planted set below and white noise, in a subprocess with the default threads
+   (``torch.get_num_threads()``), for each ``--workers`` kind (``auto``: the census's own
+   choice, forked processes on Linux for large inputs; ``threads``; ``processes``), and the
+   baseline census on ``--baseline-n`` filters of each set when asked: wall seconds and per
+   million (targets: 30 s half-planted, 60 s white noise), CPU seconds (user + system of the
+   process and its joined workers), filters per CPU-second, peak resident memory of the
+   process and of its largest worker;
 2. **equality** on a reference set (the first ``--ref-n`` filters, default 20,000): this
    census against the **baseline census** (the package at ``--baseline-ref``, default
-   ``ee2b21e``, the last commit before this rewrite, extracted with ``git archive`` into a
+   ``f4b0623``, release 0.3.0, extracted with ``git archive`` into a
    temporary folder and run in a subprocess with that folder first on ``PYTHONPATH``):
    same best type, R^2 of every filter and type within ``1e-6``; and both timed on that
    set on one thread, which gives the per-core speed-up;
@@ -21,6 +26,7 @@ shared: ``uptime`` is printed before and after; compare CPU-second rates when it
 Usage::
 
     python benchmarks/bench_census.py                     # 1,000,000 filters
+    python benchmarks/bench_census.py --baseline-n 1000000  # the baseline on the million too
     python benchmarks/bench_census.py --n 100000 --ref-n 5000 --scipy-n 4
     python benchmarks/bench_census.py --json census.json
 """
@@ -42,23 +48,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: run in a subprocess: census of the filters in argv[1], results to argv[2], stats on stdout
 CHILD = r"""
-import json, sys, time
+import json, os, resource, sys, time
 import numpy as np, torch
-threads = int(sys.argv[3])
+threads, workers = int(sys.argv[3]), sys.argv[4]
 if threads:
     torch.set_num_threads(threads)
 from scalespace_mk.analysis.census import census
+if workers != "auto":
+    try:  # this package: force threads or forked processes
+        import scalespace_mk.analysis.scale_search as search
+        search._PROCESSES = workers == "processes"
+    except ImportError:  # a baseline from before the workers: threads only
+        pass
 y = np.load(sys.argv[1], mmap_mode="r")
 census(np.ascontiguousarray(y[:64]))  # tables, caches
-t0, c0 = time.perf_counter(), time.process_time()
+t0, c0 = time.perf_counter(), os.times()
 res = census(np.ascontiguousarray(y))
-wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+wall, c1 = time.perf_counter() - t0, os.times()
+# CPU of this process and of its (joined) worker processes
+cpu = sum(c1[i] - c0[i] for i in range(4))
 np.savez(sys.argv[2], best=res.best, r2=res.r2_all)
 # VmHWM: the peak resident set of this program (ru_maxrss would keep the parent's
-# high-water mark across fork + exec)
+# high-water mark across fork + exec); the largest worker's peak (shares the parent's pages)
 status = open("/proc/self/status").read().split("VmHWM:")
 peak = int(status[1].split()[0]) / 1024.0 if len(status) > 1 else float("nan")
-print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak, "threads": torch.get_num_threads()}))
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak, "worker_peak_mb": worker,
+                  "threads": torch.get_num_threads()}))
 """
 
 
@@ -88,12 +104,12 @@ def planted_filters(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return gain * g + rng.normal(0.0, 0.1, n)[:, None, None], kind
 
 
-def run_child(path: Path, out: Path, threads: int, pythonpath: str) -> dict:
+def run_child(path: Path, out: Path, threads: int, pythonpath: str, workers: str = "auto") -> dict:
     env = dict(os.environ, PYTHONPATH=pythonpath)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(out), str(threads)],
+        [sys.executable, "-c", CHILD, str(path), str(out), str(threads), workers],
         env=env,
         cwd=path.parent,  # not the checkout: `-c` puts the working directory first on sys.path
         capture_output=True,
@@ -116,39 +132,74 @@ def uptime() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+TARGETS = {"planted": 30.0, "noise": 60.0}  # seconds per million on the idle 2-core machine
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="filters timed (default 1e6)")
     ap.add_argument("--ref-n", type=int, default=20_000, help="reference set (default 2e4)")
     ap.add_argument("--scipy-n", type=int, default=12, help="filters fitted by scipy")
-    ap.add_argument("--baseline-ref", default="ee2b21e", help="git ref of the baseline")
+    ap.add_argument("--baseline-ref", default="f4b0623", help="git ref of the baseline")
+    ap.add_argument(
+        "--baseline-n", type=int, default=0, help="filters the baseline times too (0: none)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="threads of run 1 (0: default)")
+    ap.add_argument(
+        "--workers",
+        default="auto,threads",
+        help="comma-separated worker kinds timed: auto (the census's choice), threads, processes",
+    )
     ap.add_argument("--json", help="write the figures to this JSON file")
     args = ap.parse_args(argv)
-    fig: dict = {"load_before": uptime(), "cpus": os.cpu_count(), "n": args.n}
+    fig: dict = {"load_before": uptime(), "cpus": os.cpu_count(), "n": args.n, "runs": []}
+    fig["baseline"] = args.baseline_ref
     print(f"load average (1, 5, 15 min) before: {fig['load_before']} on {os.cpu_count()} CPUs")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
         y, kind = planted_filters(max(args.n, args.ref_n))
-        np.save(tmpd / "all.npy", y[: args.n])
+        sets = {
+            "planted": y[: args.n],
+            "noise": np.random.default_rng(6).standard_normal((args.n, 7, 7)),
+        }
+        for name, arr in sets.items():
+            np.save(tmpd / f"{name}.npy", arr)
         np.save(tmpd / "ref.npy", y[: args.ref_n])
         ours_path = str(ROOT)
         base_dir = tmpd / "baseline"
         base_dir.mkdir()
         extract_baseline(args.baseline_ref, base_dir)
 
-        # 1. the million
-        big = run_child(tmpd / "all.npy", tmpd / "all_out.npz", args.threads, ours_path)
-        fig["census"] = big
-        print(
-            f"this census, {args.n:,} filters x 8 types, {big['threads']} threads: "
-            f"{big['wall']:.1f} s wall ({args.n / big['wall']:,.0f} filters/s), "
-            f"{big['cpu']:.1f} s CPU ({args.n / big['cpu']:,.0f} filters per CPU-second), "
-            f"peak memory {big['peak_mb']:,.0f} MB   [targets: <= 60 s, <= 2048 MB]"
-        )
-        if args.n >= 1_000_000:
-            print(f"  1,000,000 filters: {big['wall'] * 1e6 / args.n:.1f} s")
+        # 1. the million, half planted and white noise, per worker kind (and the baseline)
+        runs = [(w, ours_path) for w in args.workers.split(",")]
+        if args.baseline_n:
+            runs.append(("baseline", str(base_dir)))
+        for name in sets:
+            for workers, root in runs:
+                path = tmpd / f"{name}.npy"
+                if workers == "baseline" and args.baseline_n < args.n:
+                    np.save(tmpd / f"{name}_b.npy", sets[name][: args.baseline_n])
+                    path = tmpd / f"{name}_b.npy"
+                kind_ = "auto" if workers == "baseline" else workers
+                big = run_child(path, tmpd / "out.npz", args.threads, root, kind_)
+                n = args.baseline_n if workers == "baseline" else args.n
+                per_m = big["wall"] * 1e6 / n
+                big.update(data=name, workers=workers, n=n, wall_per_million=per_m)
+                fig["runs"].append(big)
+                who = f"baseline {args.baseline_ref}" if workers == "baseline" else "this census"
+                print(
+                    f"{who}, {name}, {n:,} filters x 8 types, {big['threads']} threads, "
+                    f"workers {workers}: {big['wall']:.1f} s wall = {per_m:.1f} s per million "
+                    f"({n / big['cpu']:,.0f} filters per CPU-second); peak memory "
+                    f"{big['peak_mb']:,.0f} MB (largest worker {big['worker_peak_mb']:,.0f} MB)"
+                    + (
+                        f"   [target <= {TARGETS[name]:.0f} s per million]"
+                        if name in TARGETS
+                        else ""
+                    ),
+                    flush=True,
+                )
         # 2. equality and per-core speed on the reference set
         new = run_child(tmpd / "ref.npy", tmpd / "ref_new.npz", 1, ours_path)
         old = run_child(tmpd / "ref.npy", tmpd / "ref_old.npz", 1, str(base_dir))
@@ -188,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in range(1, 9):
             reference_fit(y[i], t)
     per = (time.perf_counter() - t0) / max(args.scipy_n, 1)
-    ours_per = big["wall"] / args.n
+    ours_per = fig["runs"][0]["wall"] / fig["runs"][0]["n"]
     fig["scipy_s_per_filter"] = per
     print(
         f"scipy reference_fit (L-BFGS-B, 8 types): {per * 1e3:.0f} ms per filter "

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalespace_mk.analysis import census as census_mod
+from scalespace_mk.analysis import scale_objectives as objectives_mod
+from scalespace_mk.analysis import scale_search as search_mod
 from scalespace_mk.analysis.census import census
 from scalespace_mk.analysis.types import parse_model_types
 from scalespace_mk.scalespace.models import masterkey_model
@@ -36,7 +37,7 @@ def bank() -> np.ndarray:
 
 def test_newton_matches_the_stencil_search(bank, monkeypatch):
     fast = census(bank)
-    monkeypatch.setattr(census_mod, "_NEWTON_ITER", 0)  # every fit left to the stencil search
+    monkeypatch.setattr(search_mod, "_NEWTON_ITER", 0)  # every fit left to the stencil search
     slow = census(bank)
     assert (fast.best == slow.best).all()
     # Newton is never worse by more than 1e-6 and converges to the same maxima
@@ -48,7 +49,7 @@ def test_newton_matches_the_stencil_search(bank, monkeypatch):
 
 def test_newton_derivatives_match_finite_differences():
     tps = parse_model_types((1, 2, 5, 8))
-    objs = census_mod._objectives(
+    objs = objectives_mod._objectives(
         tps, 7, "discgauss", "paper", 1e-8, 3.5, (0.0, 10.0), torch.device("cpu")
     )
     rng = np.random.default_rng(1)
@@ -75,3 +76,66 @@ def test_results_do_not_depend_on_threads_or_chunks(bank):
     np.testing.assert_array_equal(one.best, two.best)
     np.testing.assert_allclose(one.r2_all, two.r2_all, rtol=0, atol=1e-12)
     np.testing.assert_allclose(one.sigma_x_all, two.sigma_x_all, rtol=0, atol=1e-9)
+
+
+def _unfolded(monkeypatch, types, k=7, sigma_max=3.5):
+    """The objectives of ``types`` without symmetry folding (the plain 49-tap forms)."""
+    with monkeypatch.context() as m:
+        m.setattr(objectives_mod, "_mirror_parity", lambda coef: None)
+        m.setattr(objectives_mod, "_square_orbits", lambda table, k: None)
+        return objectives_mod._objectives(
+            types, k, "discgauss", "paper", 1e-8, sigma_max, (0.0, 10.0), torch.device("cpu")
+        )
+
+
+@pytest.mark.parametrize("k", [5, 7])
+def test_symmetry_folding_is_exact(monkeypatch, k):
+    """Folded filters (even/odd factor axes, square orbits of one-scale models) give the
+    R^2, gradient and Hessian of the plain forms, and every separable master key type and
+    the one-scale models are folded (one-sided differences fold their other axis only)."""
+    types = parse_model_types((1, 2, 3, 4, 5, 6, 7, 8, "dxy", "lap"))
+    folded = objectives_mod._objectives(
+        types, k, "discgauss", "paper", 1e-8, 3.5, (0.0, 10.0), torch.device("cpu")
+    )
+    plain = _unfolded(monkeypatch, types, k)
+    rng = np.random.default_rng(7)
+    z = torch.tensor(rng.standard_normal((64, k * k)))
+    z = z - z.mean(1, keepdim=True)
+    z = z / z.norm(dim=1, keepdim=True)
+    th = torch.tensor(rng.uniform(0.0, 3.5, (64, 2)))
+    h = k // 2 + 1
+    for tp, f, p in zip(types, folded, plain, strict=True):
+        if f.dim == 1:
+            orbits = (k // 2 + 1) * (k // 2 + 2) // 2  # 6 for 5x5, 10 for 7x7
+            assert f.onehot is not None and f.reduce(z).shape == (64, orbits)
+            sig = torch.linspace(0.0, 3.5, 41, dtype=torch.float64)
+            torch.testing.assert_close(f.grid(z, sig), p.values(z, sig), rtol=0, atol=1e-13)
+            t1 = th[:, :1]
+            torch.testing.assert_close(f.point(z, t1), p.point(z, t1), rtol=0, atol=1e-13)
+            continue
+        assert f.shape != (k, k) and p.shape == (k, k), tp.label
+        assert h in f.shape
+        z3 = z.reshape(-1, k, k)
+        zr = f.reduce(z3)
+        assert f.reduce(zr) is zr  # already folded: as it is
+        torch.testing.assert_close(f.point(zr, th), p.point(z3, th), rtol=0, atol=1e-13)
+        for a, b in zip(f.newton(zr, th), p.newton(z3, th), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_asymmetric_tables_are_not_folded():
+    """A table with no mirror parity and a model off the square's symmetries stay whole."""
+    coef = torch.tensor(np.random.default_rng(2).standard_normal((5, 4, 7)))
+    assert objectives_mod._mirror_parity(coef) is None
+    assert objectives_mod._mirror_parity(coef + coef.flip(-1)) == 1.0
+    assert objectives_mod._mirror_parity(coef - coef.flip(-1)) == -1.0
+    table = torch.tensor(np.random.default_rng(3).standard_normal((5, 4, 49)))
+    assert objectives_mod._square_orbits(table, 7) is None
+    sym = table.reshape(5, 4, 7, 7)
+    for op in (lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2)):
+        sym = sym + op(sym)
+    sym = sym + sym.flip(-1) + sym.flip(-2) + sym.flip(-1).flip(-2)
+    sym = sym + sym.transpose(-1, -2)
+    onehot, first = objectives_mod._square_orbits(sym.reshape(5, 4, 49), 7)
+    assert onehot.shape == (49, 10) and onehot.sum().item() == 49
+    assert int(onehot.sum(dim=0).max()) == 8 and int(onehot.sum(dim=0).min()) == 1

@@ -33,7 +33,7 @@ print(json.dumps({"used": hwm() - base, "threads": torch.get_num_threads()}))
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
 @pytest.mark.parametrize("k, smax, n", [(7, 3.5, 4000), (11, 5.5, 1500), (9, 8.0, 800)])
 def test_estimate_holds_against_measured_peak(k, smax, n):
-    from scalespace_mk.analysis.census import _census_memory
+    from scalespace_mk.analysis.scale_search import _census_memory
     from scalespace_mk.analysis.types import DEFAULT_TYPES, parse_model_types
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")

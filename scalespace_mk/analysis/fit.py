@@ -1050,7 +1050,7 @@ def fit_filters(
     _check_fit_memory(smax, step, arr.shape[1], arr.shape[0])
     types = resolve_filter_types(filter_types, arr.shape[0])
     refs = resolve_sigma_ref(sigma_ref, types)
-    from scalespace_mk.analysis.census import _invalid_message, screen_filters
+    from scalespace_mk.analysis.screening import _invalid_message, screen_filters
 
     reason = screen_filters(arr)
     bad = np.not_equal(reason, None)

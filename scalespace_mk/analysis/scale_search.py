@@ -1,0 +1,806 @@
+"""The census's search over scales: coarse grid, Newton refinement, workers, exact fits.
+
+For a chunk of filters and every model type (:mod:`scalespace_mk.analysis.scale_objectives`):
+
+1. **Coarse grid.** Two-scale types: the correlation with every grid model ``v (x) u``
+   (step ~0.1 in sigma) is ``v^T Z u / ||g_c||``, two float32 products of the 1-D factors
+   (:class:`_SepGrid`); one-scale types: their closed form on a grid of step ~0.02. The
+   refinement starts at the vertex of the quadratic through the grid neighbourhood of the
+   maximum.
+2. **Refinement.** A batched trust-region Newton iteration with exact derivatives of the
+   cubic tables (:func:`_refine_sep`; one-scale types through :class:`_AsTwoScales`); the
+   few fits it leaves continue by a batched stencil search (:func:`_refine`) from the grid
+   point and from the Newton's best point, the better end kept (:func:`_refine_from`).
+3. **Exact values** at the final scales (:func:`_exact`, the exact kernels of
+   ``model_kernel`` and the closed-form linear shift).
+
+On the CPU the chunks run on ``torch.get_num_threads()`` workers with one intra-op thread
+each (:func:`_fit_all`): forked processes for large inputs on Linux, threads otherwise.
+``_census_memory`` estimates the peak working memory.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import scalespace_mk.limits as limits
+from scalespace_mk.analysis.linear_shift import _TINY, _centred, _shift_t
+from scalespace_mk.analysis.scale_objectives import (
+    _KNOT_STEP,
+    _AsTwoScales,
+    _LapObjective,
+    _SepObjective,
+)
+from scalespace_mk.analysis.types import ModelType
+from scalespace_mk.scalespace.models import model_kernel
+
+_GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
+_GRID_STEP_1D = 0.02  # coarse grid step for one-scale models
+_H_MIN = 1e-4  # smallest finite-difference step of the refinement
+_MAX_ITER = 30
+_NEWTON_ITER = 5  # Newton steps before a filter is left to the stencil search
+_NEWTON_TOL = 1e-7  # a proposed Newton move this short ends the two-scale refinement
+_NEWTON_TAKE = 3e-4  # ... and a full Newton step this short is taken unevaluated, as the last
+_X_TOL = 1e-6  # a trusted Newton step at _H_MIN this short ends the refinement
+_GRID_DTYPE = torch.float32  # precision of the coarse-grid products (argmax only)
+_GRID_CHUNK = 256  # filters per coarse-grid product (one type's [chunk, G*G] block stays in cache)
+_GRID_BLOCK_BYTES = 4 << 20  # ... fewer when that float32 block would pass 4 MB
+_GRID_CHUNK_1D = 512  # filters per one-scale grid evaluation ([chunk, G] float64 in cache)
+
+
+def _newton(fs: torch.Tensor, h: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton step of the quadratic through a 3^dim stencil, and whether it is a maximum."""
+    if dim == 1:
+        fm, f0, fp = fs[:, 0], fs[:, 1], fs[:, 2]
+        grad = (fp - fm) / (2 * h)
+        hess = (fp - 2 * f0 + fm) / (h * h)
+        ok = hess < 0
+        return (-grad / torch.where(ok, hess, -torch.ones_like(hess)))[:, None], ok
+    F = fs.reshape(-1, 3, 3)  # [y, x]
+    f0 = F[:, 1, 1]
+    gx = (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
+    gy = (F[:, 2, 1] - F[:, 0, 1]) / (2 * h)
+    hxx = (F[:, 1, 2] - 2 * f0 + F[:, 1, 0]) / (h * h)
+    hyy = (F[:, 2, 1] - 2 * f0 + F[:, 0, 1]) / (h * h)
+    hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h * h)
+    det = hxx * hyy - hxy * hxy
+    ok = (hxx < 0) & (det > 0)
+    sdet = torch.where(ok, det, torch.ones_like(det))
+    return torch.stack([-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], 1), ok
+
+
+def _refine(obj: Any, z: torch.Tensor, theta: torch.Tensor, h0: float, sigma_max: float):
+    """Maximise the objective from ``theta`` [n, d] for all filters at once; returns theta.
+
+    Each step evaluates a 3^d stencil of half-width h around theta, takes the Newton point
+    of the quadratic through it (clipped to 2 h per coordinate), evaluates it and moves to
+    the best of these points. When the quadratic model is trusted (the Newton point or the
+    centre wins), h shrinks towards the distance just moved (at most by 4, at least to
+    :data:`_H_MIN`); a filter is done after a trusted step at ``_H_MIN`` that moved less
+    than :data:`_X_TOL`, or when it correlates with no model of the type (R^2 < 1e-20).
+    Only unfinished filters are evaluated. The objective is even in each sigma, so the
+    stencil may cross 0 (``|theta|`` is returned).
+    """
+    n, d = theta.shape
+    centre = 3**d // 2
+    offs = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64, device=theta.device)
+    grid_x = offs.repeat(3) if d == 2 else offs
+    grid_y = offs.repeat_interleave(3) if d == 2 else None
+    theta = theta.clone()
+    h = torch.full((n,), h0, dtype=torch.float64, device=theta.device)
+    idx = torch.arange(n, device=theta.device)
+    zs, th, hs = z, theta, h
+    for _ in range(_MAX_ITER):
+        fs = obj.stencil(zs, th, hs)  # [m, 3^d]
+        step, ok = _newton(fs, hs, d)
+        lim = 2.0 * hs[:, None]
+        clipped = (step.abs() > lim).any(dim=1) | ~ok
+        prop = (th + step.clamp(-lim, lim)).clamp(-sigma_max, sigma_max)
+        fp = torch.where(ok, obj.point(zs, prop), -math.inf)
+        f0 = fs[:, centre]
+        best_f, best_s = fs.max(dim=1)
+        stay = best_f <= f0  # ties (e.g. beyond sigma_max) keep the centre
+        best_s = torch.where(stay, centre, best_s)
+        best_f = torch.where(stay, f0, best_f)
+        take_p = fp > best_f
+        moved = hs[:, None] * torch.stack(
+            [grid_x[best_s]] + ([grid_y[best_s]] if d == 2 else []), dim=1
+        )
+        new = torch.where(take_p[:, None], prop, (th + moved).clamp(-sigma_max, sigma_max))
+        trusted = (take_p & ~clipped) | (~take_p & (best_s == centre))
+        dist = (new - th).abs().amax(dim=1)
+        shrunk = torch.minimum(hs / 4.0, torch.maximum(2.0 * dist, hs * hs)).clamp(min=_H_MIN)
+        h_new = torch.where(trusted, shrunk, hs)
+        fin = (trusted & (hs <= _H_MIN * 1.000001) & (dist <= _X_TOL)) | (
+            torch.maximum(best_f, fp) < 1e-20
+        )
+        keep = ~fin
+        if len(idx) < n or not bool(keep.all()):
+            theta[idx] = new
+            h[idx] = h_new
+            idx = idx[keep]
+            if idx.numel() == 0:
+                break
+            zs, th, hs = z.index_select(0, idx), theta.index_select(0, idx), h.index_select(0, idx)
+        else:
+            th, hs = new, h_new
+    if len(idx) == n:
+        theta = th
+    return theta.abs()
+
+
+def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: float, smax: float):
+    """Maximise a two-scale objective from ``theta`` [n, 2] by trust-region Newton steps.
+
+    Every step evaluates ``f``, its gradient and Hessian at the proposal with exact
+    derivatives of the cubic tables (:meth:`_SepObjective.newton`). A proposal that does
+    not lower ``f`` is accepted; otherwise the trust radius (first ``r0``, half the coarse
+    grid step, per coordinate) shrinks by 4. From the accepted point the next proposal is
+    the Newton point (where the Hessian is negative definite) or an ascent step (along the
+    gradient, or either way along a scale of positive curvature), scaled down to the radius
+    (which doubles when such a step is accepted) and clipped to ``[0, smax]``; a scale on a
+    bound whose gradient points out of the range is held there. A filter is done when a
+    full Newton step (negative definite Hessian, within the radius) is below
+    :data:`_NEWTON_TAKE` (converged: that last step is taken without evaluating it, as it
+    lands within about its length squared of the maximum), any proposed move is below
+    :data:`_NEWTON_TOL` where the Hessian is negative definite (converged), the radius is
+    below it, or R^2 < 1e-20; after :data:`_NEWTON_ITER` steps at
+    most. Only unfinished filters are evaluated. Returns the scales and whether each filter
+    converged; the others (saddles, sigma = 0 of an even objective, flat ridges, the few
+    that need more steps) are left to the stencil search :func:`_refine`, from the best
+    point the Newton steps reached (never below the grid start).
+    """
+    n = theta.shape[0]
+    out = theta.clone()
+    converged = torch.zeros(n, dtype=torch.bool, device=theta.device)
+    idx = torch.arange(n, device=theta.device)
+    zs, cur = z3, theta
+    f, g, hm = obj.newton(zs, cur)
+    r = torch.full((n,), r0, dtype=torch.float64, device=theta.device)
+    for _ in range(_NEWTON_ITER):
+        # a scale on a bound with the gradient pointing out stays there (projected Newton)
+        concave = torch.stack([hm[:, 0, 0], hm[:, 1, 1]], dim=1) <= 0
+        free = ~((((cur >= smax) & (g > 0)) | ((cur <= 0.0) & (g < 0))) & concave)
+        g = torch.where(free, g, torch.zeros_like(g))
+        both = free[:, 0] & free[:, 1]
+        hxx = torch.where(free[:, 0], hm[:, 0, 0], -torch.ones_like(f))
+        hyy = torch.where(free[:, 1], hm[:, 1, 1], -torch.ones_like(f))
+        hxy = torch.where(both, hm[:, 0, 1], torch.zeros_like(f))
+        det = hxx * hyy - hxy * hxy
+        nd = (hxx < 0) & (det > 0)
+        sdet = torch.where(nd, det, torch.ones_like(det))
+        newton = torch.stack(
+            [-(hyy * g[:, 0] - hxy * g[:, 1]) / sdet, -(hxx * g[:, 1] - hxy * g[:, 0]) / sdet], 1
+        )
+        gmax = g.abs().amax(dim=1, keepdim=True)
+        ascent = g / torch.where(gmax > 0, gmax, torch.ones_like(gmax)) * r[:, None]
+        # along a scale of positive curvature (e.g. sigma = 0 of an even objective, a saddle
+        # with zero gradient) either direction ascends: go by the radius
+        side = torch.where(cur < 0.5 * smax, 1.0, -1.0)
+        inner = (cur > 0.0) & (cur < smax) & (g != 0)
+        push = torch.where(inner, torch.sign(g), side) * r[:, None]
+        curv = torch.stack([hxx, hyy], dim=1) > 0
+        ascent = torch.where(curv & free, push, ascent)
+        step = torch.where(nd[:, None], newton, ascent)
+        size = step.abs().amax(dim=1)
+        limited = size > r
+        step = step * torch.where(limited, r / torch.where(limited, size, r), 1.0)[:, None]
+        prop = (cur + step).clamp(0.0, smax)
+        move = (prop - cur).abs().amax(dim=1)
+        # a full Newton step this short (negative definite Hessian, within the radius) lands
+        # within ~move^2 of the maximum (quadratic convergence): taken without evaluating it
+        take = (move <= _NEWTON_TAKE) & nd & ~limited
+        conv = take | (move <= _NEWTON_TOL) & nd
+        done = conv | (r <= _NEWTON_TOL) | (f < 1e-20)
+        if bool(done.any()):
+            out[idx] = torch.where(take[:, None], prop, cur)
+            converged[idx] = conv
+            keep = ~done
+            idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
+            f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
+            if idx.numel() == 0:
+                break
+        fp, gp, hp = obj.newton(zs, prop)
+        acc = fp >= f
+        cur = torch.where(acc[:, None], prop, cur)
+        f = torch.where(acc, fp, f)
+        g = torch.where(acc[:, None], gp, g)
+        hm = torch.where(acc[:, None, None], hp, hm)
+        r = torch.where(acc, torch.where(limited, 2.0 * r, r), r / 4.0)
+    else:
+        out[idx] = cur
+    return out, converged
+
+
+def _census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, threads: int
+) -> tuple[float, float]:
+    """Estimated peak working memory of a census, in bytes: ``(fixed, per_filter)`` with
+    ``fixed + per_filter * batch`` the peak for a batch of ``batch`` filters.
+
+    Measured (VmHWM over the imports, 2 threads) and the estimate: see
+    ``tests/test_census_memory.py`` and docs/limits.md. Terms:
+
+    - tables: every knot's kernel is built with one FFT (~24 bytes per knot and FFT sample),
+      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, with 60 %
+      for the temporaries of their construction;
+    - coarse grid of the separable types: the 1-D factors at the grid scales (float64 while
+      built, then float32);
+    - per thread: the grid's first product ``[rows, k, T, G]`` and one type's block ``[rows,
+      G * G]`` (float32, :func:`_grid_rows` filters) and, per filter of the batch, the
+      one-scale grids (``~12`` float64 arrays of ``G1`` values), the refinement and exact
+      models (~``64 k^2`` bytes) and the input's copies and result columns;
+    """
+    from scalespace_mk.scalespace.kernels import fft_length
+
+    knots = sigma_max / _KNOT_STEP + 3
+    n_fft = fft_length(sigma_max, k)
+    tables = 1.6 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
+    g2 = math.ceil(sigma_max / _GRID_STEP_2D) + 1
+    g1 = math.ceil(sigma_max / _GRID_STEP_1D) + 1
+    n_sep = sum(tp.kind == "sep" for tp in tps)
+    n_one = len(tps) - n_sep
+    grid = 2 * 8.0 * k * g2 * n_sep
+    rows = min(_grid_rows(g2 * g2), max(batch, 1))
+    block = 4.0 * rows * g2 * (2 * n_sep * k + 2 * g2) if n_sep else 0.0
+    per_filter = 96.0 * g1 * n_one + 64.0 * k * k * 2 + 400.0 * len(tps)
+    inputs = 3 * 8.0 * k * k * n + 6 * 8.0 * len(tps) * n  # filters (3 copies), results
+    return tables + grid + threads * block + inputs, threads * per_filter
+
+
+def _check_census_memory(
+    tps: Sequence[ModelType], k: int, sigma_max: float, n: int, batch: int, chosen: bool
+) -> int:
+    """The batch size to use within the memory budget, or a MemoryBudgetError.
+
+    The estimate is :func:`_census_memory` with the threads the census will run (one per
+    chunk, at most ``torch.get_num_threads()``); a default batch size shrinks to fit, a
+    chosen one that does not fit is refused, and so is a census whose fixed part (tables,
+    grid, inputs) alone passes the budget, before any work.
+    """
+    rows = max(min(batch, n), 1)
+    threads = max(1, min(torch.get_num_threads(), math.ceil(n / rows)))
+    fixed, per_filter = _census_memory(tps, k, sigma_max, n, rows, threads)
+    what = f"census of {n} filter(s) of size {k} with sigma_max = {sigma_max:g}"
+    limits.check_memory(
+        fixed + per_filter,
+        what,
+        f"lower sigma_max (k / 2 = {k / 2:g} is the default, beyond it a model "
+        "is nearly flat across the filter), or fit fewer filters at a time "
+        "(scalespace_mk.analysis.stream.census_stream, census --out)",
+    )
+    need = fixed + per_filter * rows
+    if need <= limits.memory_budget():
+        return batch
+    fits = int((limits.memory_budget() - fixed) // per_filter)
+    if not chosen and fits >= 1:
+        return fits
+    limits.check_memory(
+        need,
+        f"{what} and batch_size = {batch}",
+        f"lower batch_size (at most {max(fits, 1)} fits) or sigma_max",
+    )
+    return batch  # pragma: no cover - check_memory raised
+
+
+#: CPU chunks run in forked worker processes (Linux) when the census has at least this many
+#: filters and more than one thread; below it, or where fork is not available, in threads
+_PROCESS_MIN_FILTERS = 32768
+#: None: choose as above; True / False: always / never processes (tests and benchmarks)
+_PROCESSES: bool | None = None
+_JOBS: dict[int, _Job] = {}  # the census of each running _fit_all, for forked workers
+
+
+class _Job:
+    """The work of one :func:`_fit_all`: a chunk of filters, or the left-over stencil
+    searches of one type; returns numpy arrays, so that it can run in a forked process."""
+
+    def __init__(self, y: torch.Tensor, tps, objs, args: tuple, dev, batch_size: int) -> None:
+        self.y, self.tps, self.objs, self.args = y, tps, objs, args
+        self.dev, self.batch_size = dev, batch_size
+        with torch.no_grad():
+            self.grid = _grid_models(objs, args[4], dev) if len(y) else None
+
+    def chunk(self, start: int) -> tuple[int, int, list, list]:
+        """Fit the filters ``start .. start + batch_size``: ``(start, stop, (scales [m, T, 2],
+        fit arrays [m, T]), left-over (type, rows, starts))``."""
+        stop = min(start + self.batch_size, len(self.y))
+        left: list = []
+        with torch.no_grad():
+            yf = self.y[start:stop].to(self.dev).reshape(stop - start, -1)
+            fits = _fit_chunk(self.tps, self.objs, yf, *self.args, pending=left, grid=self.grid)
+        # [m, T, 2] scales (one-scale types: sigma_y = sigma_x) and [m, T] fit arrays
+        theta = torch.stack([th.expand(-1, 2) for th, _ in fits], dim=1).cpu().numpy()
+        out = {
+            key: torch.stack([res[key] for _, res in fits], dim=1).cpu().numpy()
+            for key in fits[0][1]
+        }
+        rest = [(j, rows.numpy() + start, th0.cpu().numpy()) for j, rows, th0 in left]
+        return start, stop, (theta, out), rest
+
+    def pending(self, j: int, rows: np.ndarray, th0: np.ndarray) -> tuple:
+        """The stencil searches of type ``j`` left by the chunks (rows, starts ``[m, S,
+        d]``): ``(j, rows, theta, fit arrays)``."""
+        with torch.no_grad():
+            idx = torch.as_tensor(rows)
+            yf = self.y.index_select(0, idx).to(self.dev).reshape(len(rows), -1)
+            th0t = torch.as_tensor(th0, device=self.dev)
+            th, res = _fit_pending(self.tps[j], self.objs[j], yf, th0t, self.args)
+        return j, rows, th.cpu().numpy(), {k: v.cpu().numpy() for k, v in res.items()}
+
+
+def _call_job(token: int, method: str, *a: Any) -> Any:
+    """Run ``method`` of the registered job ``token`` (in a forked worker)."""
+    return getattr(_JOBS[token], method)(*a)
+
+
+def _worker_init() -> None:
+    """A forked census worker: one intra-op thread; Ctrl-C is the parent's to handle (it
+    stops the workers)."""
+    import signal
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _use_processes(n: int, workers: int) -> bool:
+    """Whether the CPU chunks of a census of ``n`` filters on ``workers`` threads run in
+    forked processes (see :data:`_PROCESS_MIN_FILTERS`)."""
+    import multiprocessing as mp
+
+    if workers < 2 or _PROCESSES is False:
+        return False
+    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return False
+    return _PROCESSES is True or (sys.platform == "linux" and n >= _PROCESS_MIN_FILTERS)
+
+
+def _fit_all(
+    y: np.ndarray,
+    tps: Sequence[ModelType],
+    objs: Sequence[Any],
+    args: tuple,
+    dev: torch.device,
+    batch_size: int,
+    bar: Any = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fit all filters ``y`` [N, k, k] chunk by chunk: scales ``[N, T, 2]`` and fit arrays.
+
+    On the CPU the chunks run on up to ``torch.get_num_threads()`` workers, each doing its
+    torch work on one intra-op thread (the small operations of a chunk do not profit from
+    OpenMP, and its waiting stalls on a loaded machine); an input of one chunk (e.g. a
+    layer of a network) thus runs on one thread. The workers are forked processes on Linux
+    for large inputs (:func:`_use_processes`: Python threads would share one interpreter
+    lock between the many small operations), else threads. The filters that the Newton
+    steps leave (:func:`_fit_pending`) are then searched one type per worker. The results
+    do not depend on the number or kind of workers. ``args`` is
+    ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
+    """
+    n, n_t = y.shape[0], len(tps)
+    theta = np.zeros((n, n_t, 2))
+    out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
+    job = _Job(torch.as_tensor(y), tps, objs, args, dev, batch_size)
+    starts = range(0, n, batch_size)
+    pending: dict[int, list] = {}
+
+    def store(rows: Any, j: int, th: np.ndarray, res: dict[str, np.ndarray]) -> None:
+        theta[rows, j, :] = th  # one-scale types: sigma_y = sigma_x
+        for key in out:
+            out[key][rows, j] = res[key]
+
+    def take_chunk(result: tuple) -> None:
+        start, stop, (th, res), rest = result
+        theta[start:stop] = th
+        for key in out:
+            out[key][start:stop] = res[key]
+        for j, rows, th0 in rest:
+            pending.setdefault(j, []).append((rows, th0))
+        if bar is not None:
+            bar.update((stop - start) * n_t)
+
+    def left_over() -> list[tuple]:
+        order = sorted(pending, key=lambda j: -sum(len(r) for r, _ in pending[j]))
+        return [
+            (
+                j,
+                np.concatenate([r for r, _ in pending[j]]),
+                np.concatenate([t for _, t in pending[j]]),
+            )
+            for j in order
+        ]
+
+    if dev.type != "cpu":
+        for start in starts:
+            take_chunk(job.chunk(start))
+        for j, rows, th, res in (job.pending(*p) for p in left_over()):
+            store(rows, j, th, res)
+        return theta, out
+
+    intra = torch.get_num_threads()
+    workers = max(min(intra, len(starts)), 1)
+    torch.set_num_threads(1)
+    try:
+        if _use_processes(n, workers):
+            _fit_processes(job, starts, workers, take_chunk, left_over, store)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                for result in pool.map(job.chunk, starts):
+                    take_chunk(result)
+                # the stencil searches left by the Newton refinement, one type per thread
+                for j, rows, th, res in pool.map(lambda p: job.pending(*p), left_over()):
+                    store(rows, j, th, res)
+    finally:
+        torch.set_num_threads(intra)
+    return theta, out
+
+
+def _fit_processes(job: _Job, starts, workers: int, take_chunk, left_over, store) -> None:
+    """:func:`_fit_all`'s chunks and left-over searches in ``workers`` forked processes
+    (they inherit the filters, tables and grid; results come back as numpy arrays). A
+    worker that dies (e.g. killed for memory) raises ``BrokenProcessPool``; on any error or
+    Ctrl-C the workers are stopped."""
+    import multiprocessing as mp
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import repeat
+
+    token = id(job)
+    _JOBS[token] = job
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init)
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork beside threads: the
+            warnings.simplefilter("ignore", DeprecationWarning)  # workers run only torch code
+            results = pool.map(_call_job, repeat(token), repeat("chunk"), starts)
+        for result in results:
+            take_chunk(result)
+        rest = left_over()
+        if rest:
+            js, rows, th0 = zip(*rest, strict=True)
+            for j, r, th, res in pool.map(
+                _call_job, repeat(token), repeat("pending"), js, rows, th0
+            ):
+                store(r, j, th, res)
+    except BaseException as exc:
+        procs = getattr(pool, "_processes", None) or {}  # no public way before 3.14
+        for proc in list(procs.values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        from concurrent.futures.process import BrokenProcessPool
+
+        if isinstance(exc, BrokenProcessPool):
+            raise RuntimeError(
+                "a census worker process died (killed for memory, or by a signal): run the "
+                "census with fewer threads (num_threads=1 runs it in this process) or a "
+                "smaller batch_size, or stream it (census_stream, census --out)"
+            ) from exc
+        raise
+    finally:
+        _JOBS.pop(token, None)
+    pool.shutdown(wait=True)
+
+
+def _coarse_grid(sigma_max: float, dim: int, dev: torch.device) -> tuple[torch.Tensor, float]:
+    """Coarse grid of scales ``[G]`` of a ``dim``-scale search and its half step."""
+    gstep = _GRID_STEP_2D if dim == 2 else _GRID_STEP_1D
+    n_grid = max(int(math.ceil(sigma_max / gstep)), 2)
+    sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
+    return sig, 0.5 * sigma_max / n_grid
+
+
+class _SepGrid:
+    """The coarse grid of the separable types, held as their 1-D factors.
+
+    The correlation of a centred unit filter ``z`` with the grid model ``g = v(sig[iy])
+    (x) u(sig[ix])`` of type ``t`` is ``<z, g> / ||g_c||`` (``z`` is centred, so ``<z, g_c> =
+    <z, g>``; the tabulated factors have unit norm, so ``||g_c||^2 = 1 - (sum u sum v)^2 /
+    k^2``). ``<z, g> = v^T Z u`` is computed in two products: ``Y = Z^T V`` for the
+    distinct row factors of all types at once, then ``Y_fy^T U_fx`` per type (a product of
+    inner dimension ``k``): about ``k^2 F G + T k G^2`` multiply-adds per filter instead of
+    ``T k^2 G^2`` for the grid models as one matrix. Built once per census, in
+    :data:`_GRID_DTYPE` (the grid only picks the start of the float64 refinement).
+
+    Attributes: ``v`` ``[k, Fy * G]`` (distinct row factors, unit norm), ``u`` ``[Fx, k, G]``
+    (distinct column factors), ``pairs`` (``(fx, fy)`` of each type), ``scale`` (per type
+    ``[G * G]``, index ``iy * G + ix``: ``1 / ||g_c||``, 0 where ``g`` is constant; None
+    where it is 1 everywhere).
+    """
+
+    def __init__(self, objs: Sequence[_SepObjective], sig: torch.Tensor) -> None:
+        k = objs[0].k
+        self.k, self.g = k, sig.shape[0]
+        xs: dict[int, torch.Tensor] = {}
+        ys: dict[int, torch.Tensor] = {}
+        self.pairs: list[tuple[int, int]] = []
+        self.scale: list[torch.Tensor | None] = []
+        for obj in objs:  # factors shared by types (cached tables) are computed once
+            if id(obj.ux.coef) not in xs:
+                xs[id(obj.ux.coef)] = obj.ux(sig)  # [G, k] float64, unit rows
+            if id(obj.vy.coef) not in ys:
+                ys[id(obj.vy.coef)] = obj.vy(sig)
+            u, v = xs[id(obj.ux.coef)], ys[id(obj.vy.coef)]
+            self.pairs.append((list(xs).index(id(obj.ux.coef)), list(ys).index(id(obj.vy.coef))))
+            prod = v.sum(dim=1)[:, None] * u.sum(dim=1)[None, :]  # [G (iy), G (ix)]
+            den = 1.0 - prod * prod / (k * k)
+            inv = torch.where(den > _TINY, den.clamp(min=_TINY).rsqrt(), torch.zeros_like(den))
+            inv = inv.reshape(-1).to(_GRID_DTYPE)
+            self.scale.append(None if bool((inv == 1.0).all()) else inv)
+        self.u = torch.stack([u.T for u in xs.values()]).to(_GRID_DTYPE).contiguous()
+        self.v = torch.cat([v.T for v in ys.values()], dim=1).to(_GRID_DTYPE).contiguous()
+        self.n_rows = len(ys)
+
+
+def _grid_models(objs: Sequence[Any], sigma_max: float, dev: torch.device) -> _SepGrid | None:
+    """:class:`_SepGrid` of the separable objectives on the coarse grid (None when there is
+    none): built once per census, shared by the chunks and threads."""
+    sep = [obj for obj in objs if obj.dim == 2]
+    if not sep:
+        return None
+    sig2, _ = _coarse_grid(sigma_max, 2, dev)
+    return _SepGrid(sep, sig2)
+
+
+def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index ``iy * G + ix`` of the largest ``|<z, g_c>| / ||g_c||`` per filter and
+    separable type, ``[n, T]`` (the first in that order on ties), and the values on the
+    3x3 grid neighbourhood of each maximum, ``[n, T, 9]`` (index ``3 dy + dx``; mirrored at
+    both ends of the grid, as the objective is).
+
+    In :data:`_GRID_DTYPE`, over chunks of :data:`_GRID_CHUNK` filters whose ``[chunk, G *
+    G]`` block per type stays in cache.
+    """
+    n, k, g = zf.shape[0], grid.k, grid.g
+    out = torch.empty(n, len(grid.pairs), dtype=torch.long, device=zf.device)
+    near = torch.empty(n, len(grid.pairs), 9, dtype=_GRID_DTYPE, device=zf.device)
+    off = torch.tensor([-1, 0, 1], device=zf.device)
+    rows = _grid_rows(g * g)
+    for start in range(0, n, rows):
+        z = zf[start : start + rows].to(_GRID_DTYPE).view(-1, k, k)
+        m = z.shape[0]
+        # Y[m, c, (fy, iy)] = sum_r z[m, r, c] v_fy[r, iy], then [fy, m, iy, c]
+        y = torch.matmul(z.transpose(1, 2).reshape(m * k, k), grid.v)
+        y = y.view(m, k, grid.n_rows, g).permute(2, 0, 3, 1).contiguous()
+        for t, (fx, fy) in enumerate(grid.pairs):
+            corr = torch.matmul(y[fy].view(m * g, k), grid.u[fx])  # [m * G (iy), G (ix)]
+            if grid.scale[t] is not None:
+                corr.view(m, g * g).mul_(grid.scale[t])
+            corr = corr.abs_().view(m, g, g)
+            # the first maximum in row-major order: the row of the maximum, then its column
+            # (torch's argmax over a long row is far slower than amax on the CPU)
+            iy = corr.amax(dim=2).argmax(dim=1)  # [m]
+            row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
+            ix = row.argmax(dim=1)
+            out[start : start + m, t] = iy * g + ix
+            ny, nx = (iy[:, None] + off).abs_(), (ix[:, None] + off).abs_()
+            ny = torch.minimum(ny, 2 * (g - 1) - ny)
+            nx = torch.minimum(nx, 2 * (g - 1) - nx)
+            idx = (ny[:, :, None] * g + nx[:, None, :]).view(m, 9)
+            near[start : start + m, t] = corr.view(m, g * g).gather(1, idx)
+    return out, near
+
+
+def _grid_start(
+    best: torch.Tensor, near: torch.Tensor, sig: torch.Tensor, sigma_max: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid points ``[n, 2]`` (sigma_x, sigma_y) of the indices ``best`` [n] and the start of
+    the Newton refinement: the vertex of the quadratic through the grid values of R^2 on
+    the 3x3 neighbourhood ``near`` [n, 9], where it is a maximum within one grid step (else
+    the grid point)."""
+    g = sig.shape[0]
+    point = torch.stack([sig[best % g], sig[best // g]], dim=1)
+    step_g = float(sig[1] - sig[0])
+    fs = near.to(torch.float64).square()
+    h = torch.full((fs.shape[0],), step_g, dtype=torch.float64, device=fs.device)
+    step, ok = _newton(fs, h, 2)
+    ok = ok & (step.abs() <= step_g).all(dim=1)
+    return point, torch.where(ok[:, None], point + step, point).clamp(0.0, sigma_max)
+
+
+def _grid_start_1d(
+    obj: _LapObjective, z: torch.Tensor, sig: torch.Tensor, sigma_max: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid maxima ``[n, 1]`` of a one-scale objective for filters ``z`` (as it reads them)
+    on the grid ``sig`` [G], and the start of its Newton refinement: the vertex of the
+    parabola through the maximum and its two neighbours (mirrored at both ends of the
+    grid, as the objective is), where it is a maximum within one grid step (else the grid
+    point). The grid is evaluated :data:`_GRID_CHUNK_1D` filters at a time (its ``[rows,
+    G]`` temporaries stay in cache)."""
+    n, g = z.shape[0], sig.shape[0]
+    best = torch.empty(n, dtype=torch.long, device=z.device)
+    near = torch.empty(n, 3, dtype=torch.float64, device=z.device)
+    off = torch.tensor([-1, 0, 1], device=z.device)
+    for start in range(0, n, _GRID_CHUNK_1D):
+        values = obj.grid(z[start : start + _GRID_CHUNK_1D], sig)  # [rows, G]
+        b = values.argmax(dim=1)
+        idx = (b[:, None] + off).abs_()
+        idx = torch.minimum(idx, 2 * (g - 1) - idx)
+        best[start : start + _GRID_CHUNK_1D] = b
+        near[start : start + _GRID_CHUNK_1D] = values.gather(1, idx)
+    step_g = float(sig[1] - sig[0])
+    h = torch.full((n,), step_g, dtype=torch.float64, device=z.device)
+    step, ok = _newton(near, h, 1)
+    point = sig[best][:, None]
+    ok = ok & (step[:, 0].abs() <= step_g)
+    return point, torch.where(ok[:, None], point + step, point).clamp(0.0, sigma_max)
+
+
+def _grid_rows(columns: int) -> int:
+    """Filters per coarse-grid product: :data:`_GRID_CHUNK`, fewer when one type's ``[rows,
+    columns]`` float32 block would pass :data:`_GRID_BLOCK_BYTES` (large k or sigma_max)."""
+    return int(max(1, min(_GRID_CHUNK, _GRID_BLOCK_BYTES // (4 * max(columns, 1)))))
+
+
+def _fit_chunk(
+    tps: Sequence[ModelType],
+    objs: Sequence[Any],
+    yf: torch.Tensor,
+    k: int,
+    method: str,
+    mode: str,
+    epsilon: float,
+    sigma_max: float,
+    alpha_range: tuple[float, float],
+    pending: list | None = None,
+    grid: _SepGrid | None = None,
+) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Fit every type to the flattened filters ``yf`` [n, k*k]: per type (scales, exact fit).
+
+    The coarse grids of all separable types are searched by one matrix product
+    (:func:`_grid_argmax`), the one-scale types by their own closed form; each type is then
+    refined (:func:`_refine_sep`, :func:`_refine`) and evaluated exactly (:func:`_exact`).
+    The few filters that the Newton refinement leaves to the stencil search are refined
+    here, or, when a list ``pending`` is given, appended to it as ``(type column, rows,
+    start scales)`` for :func:`_fit_pending` (one stencil search for all chunks: its cost
+    is mostly per step, not per filter). ``grid`` is :func:`_grid_models` of ``objs`` when
+    the caller built it once for all chunks (it is the same for every chunk).
+    """
+    centred = _centred(yf)  # shared by the exact fits of all types
+    zf = centred[1] / centred[2].sqrt()[:, None]
+    z3 = zf.reshape(-1, k, k)
+    dev = yf.device
+    sig2, h2 = _coarse_grid(sigma_max, 2, dev)
+    sep = [j for j, obj in enumerate(objs) if obj.dim == 2]
+    start2: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    if sep:
+        if grid is None:
+            grid = _grid_models(objs, sigma_max, dev)
+        best, near = _grid_argmax(zf, grid)
+        for col, j in enumerate(sep):
+            start2[j] = _grid_start(best[:, col], near[:, col], sig2, sigma_max)
+    fits = []
+    for j, (tp, obj) in enumerate(zip(tps, objs, strict=True)):
+        if obj.dim == 2:
+            th0, th1 = start2.pop(j)  # the grid point and the quadratic's vertex near it
+            zr = obj.reduce(z3)  # folded once per type
+            th, conv = _refine_sep(obj, zr, th1, h2, sigma_max)
+            rest = torch.nonzero(~conv)[:, 0]
+            starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 2]
+            if rest.numel() and pending is not None:
+                pending.append((j, rest.cpu(), starts[rest]))
+            elif rest.numel():
+                th[rest] = _refine_from(obj, zr[rest], starts[rest], h2, sigma_max)
+        else:
+            sig1, h1 = _coarse_grid(sigma_max, 1, dev)
+            z1 = obj.reduce(zf)
+            th0, th1 = _grid_start_1d(obj, z1, sig1, sigma_max)
+            th, conv = _refine_sep(_AsTwoScales(obj), z1, F.pad(th1, (0, 1)), h1, sigma_max)
+            th = th[:, :1].contiguous()
+            rest = torch.nonzero(~conv)[:, 0]
+            starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 1]
+            if rest.numel() and pending is not None:
+                pending.append((j, rest.cpu(), starts[rest]))
+            elif rest.numel():
+                th[rest] = _refine_from(obj, z1[rest], starts[rest], h1, sigma_max)
+        fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range, centred)))
+    return fits
+
+
+def _fit_pending(
+    tp: ModelType, obj: Any, yf: torch.Tensor, th0: torch.Tensor, args: tuple
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stencil search and exact fit of filters ``yf`` of one type from the starts ``th0``
+    ``[m, S, d]`` (:func:`_refine_from`; ``d`` the objective's number of scales).
+
+    ``args`` is ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
+    """
+    sigma_max = args[4]
+    zc = yf - yf.mean(dim=1, keepdim=True)
+    z = obj.reduce(zc / zc.norm(dim=1, keepdim=True))  # [m, k*k] -> as the objective reads
+    _, h0 = _coarse_grid(sigma_max, obj.dim, yf.device)
+    th = _refine_from(obj, z, th0, h0, sigma_max)
+    return th, _exact(tp, th, yf, *args[:4], args[5])
+
+
+def _refine_from(
+    obj: Any, z: torch.Tensor, starts: torch.Tensor, h0: float, sigma_max: float
+) -> torch.Tensor:
+    """The stencil search (:func:`_refine`) of each filter ``z`` [m, ...] from each of its
+    starts ``[m, S, d]`` (the grid point and the Newton's best point), in one batch: the
+    scales ``[m, d]`` of the best end point. On flat ridges the search stops where its
+    steps become too small to matter, which depends on where it starts; the best of two
+    starts is never below either."""
+    m, n_s, d = starts.shape
+    zz = z.repeat_interleave(n_s, dim=0)
+    th = _refine(obj, zz, starts.reshape(m * n_s, d), h0, sigma_max)
+    f = obj.point(zz, th).reshape(m, n_s)
+    pick = f.argmax(dim=1)  # the first start on ties
+    return th.reshape(m, n_s, d)[torch.arange(m, device=th.device), pick]
+
+
+def _exact(
+    tp: ModelType,
+    th: torch.Tensor,
+    yf: torch.Tensor,
+    k: int,
+    method: str,
+    mode: str,
+    epsilon: float,
+    alpha_range: tuple[float, float],
+    centred: tuple[torch.Tensor, ...] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Exact models at the found scales and their linear shifts (``a, b, r2, rss, alpha``);
+    ``centred`` is :func:`_centred` of ``yf`` when the caller has it."""
+    n = yf.shape[0]
+    kw = dict(size=k, method=method, mode=mode, epsilon=epsilon)
+    nan = torch.full((n,), math.nan, dtype=torch.float64, device=yf.device)
+    with torch.no_grad():
+        if tp.kind == "sep":
+            g = model_kernel(tp.name, th[:, 0], th[:, 1], **kw).reshape(n, -1)
+            res = _shift_t(yf, g, centred)
+            alpha = nan
+        elif tp.kind == "iso":
+            g = model_kernel(tp.name, th[:, 0], **kw).reshape(n, -1)
+            res = _shift_t(yf, g, centred)
+            alpha = nan
+        else:
+            ones = torch.ones_like(th[:, 0])
+            mk1 = model_kernel(tp.name, th[:, 0], alpha=ones, **kw).reshape(n, -1)
+            delta = torch.zeros(k * k, dtype=torch.float64, device=yf.device)
+            delta[(k * k) // 2] = 1.0
+            lap = delta - mk1
+            alpha = _best_alpha(yf, delta, lap, alpha_range)
+            g = delta - alpha[:, None] * lap  # K - alpha L: the model at alpha (linear in it)
+            res = _shift_t(yf, g, centred)
+    return {"a": res.a, "b": res.b, "r2": res.r2, "rss": res.rss, "alpha": alpha}
+
+
+def _best_alpha(
+    yf: torch.Tensor, delta: torch.Tensor, lap: torch.Tensor, alpha_range: tuple[float, float]
+) -> torch.Tensor:
+    """Closed-form alpha of ``y ~ a (K - alpha L) + b`` within ``alpha_range``: [n]."""
+    yc = yf - yf.mean(dim=1, keepdim=True)
+    kc = delta - delta.mean()
+    lc = lap - lap.mean(dim=1, keepdim=True)
+    kk = (kc * kc).sum()
+    ll = (lc * lc).sum(dim=1)
+    kl = (lc * kc).sum(dim=1)
+    yk = (yc * kc).sum(dim=1)
+    yl = (yc * lc).sum(dim=1)
+    det = kk * ll - kl * kl
+    okd = det > 1e-12 * kk * ll
+    sdet = torch.where(okd, det, torch.ones_like(det))
+    ca = (ll * yk - kl * yl) / sdet
+    cl = (kk * yl - kl * yk) / sdet
+    lo, hi = alpha_range
+    a_u = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
+    inside = okd & (ca != 0) & (a_u >= lo) & (a_u <= hi)
+
+    def explained(al: float) -> torch.Tensor:
+        num = yk - al * yl
+        den = kk - 2.0 * al * kl + al * al * ll
+        return num * num / den
+
+    a_b = torch.where(
+        explained(lo) >= explained(hi),
+        torch.full_like(ll, lo),
+        torch.full_like(ll, hi),
+    )
+    return torch.where(inside, a_u, a_b)

@@ -1,0 +1,128 @@
+"""The census's CPU workers: forked processes for large inputs, threads otherwise.
+
+Processes and threads give identical results; a worker that dies is reported, not waited
+for; Ctrl-C stops the workers with the census.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import scalespace_mk.analysis.census as C
+import scalespace_mk.analysis.scale_search as S
+
+REPO = Path(__file__).resolve().parents[1]
+FORK = sys.platform == "linux"
+pytestmark = pytest.mark.skipif(not FORK, reason="forked census workers run on Linux only")
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _filters(n: int, k: int = 5, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, k, k))
+
+
+def test_processes_equal_threads_and_one_thread(monkeypatch, two_threads):
+    y = _filters(1100)
+    monkeypatch.setattr(S, "_PROCESSES", True)
+    procs = C.census(y, batch_size=256)
+    monkeypatch.setattr(S, "_PROCESSES", False)
+    threads = C.census(y, batch_size=256)
+    one = C.census(y, batch_size=256, num_threads=1)
+    for name in ("best", "r2_all", "sigma_x_all", "sigma_y_all", "alpha_all", "a_all", "b_all"):
+        a, b, c = (getattr(r, name) for r in (procs, threads, one))
+        assert np.array_equal(a, b, equal_nan=True), name
+        assert np.array_equal(a, c, equal_nan=True), name
+
+
+def test_the_choice_of_workers(monkeypatch):
+    monkeypatch.setattr(S, "_PROCESSES", None)
+    assert not S._use_processes(10**6, 1)  # one thread: in this process
+    assert not S._use_processes(S._PROCESS_MIN_FILTERS - 1, 2)  # small: threads
+    assert S._use_processes(S._PROCESS_MIN_FILTERS, 2)
+    monkeypatch.setattr(S, "_PROCESSES", False)
+    assert not S._use_processes(10**6, 2)
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(monkeypatch, two_threads):
+    original = S._fit_chunk
+
+    def dying(tps, objs, yf, *args, **kw):
+        if os.getpid() != parent and yf.shape[0] < 256:  # the last (short) chunk
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(tps, objs, yf, *args, **kw)
+
+    parent = os.getpid()
+    monkeypatch.setattr(S, "_fit_chunk", dying)
+    monkeypatch.setattr(S, "_PROCESSES", True)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="census worker process died"):
+        C.census(_filters(700), batch_size=256)
+    assert time.monotonic() - t0 < 60
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_ctrl_c_stops_the_workers(tmp_path):
+    marker = f"census-workers-test-{os.getpid()}-{time.monotonic_ns()}"
+    code = textwrap.dedent(
+        f"""
+        # {marker}
+        import numpy as np, torch
+        import scalespace_mk.analysis.census as C
+        import scalespace_mk.analysis.scale_search as S
+        torch.set_num_threads(2)
+        S._PROCESSES = True
+        y = np.random.default_rng(0).standard_normal((400000, 7, 7))
+        print("ready", flush=True)
+        try:
+            C.census(y, batch_size=4096)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(3.0)  # the workers are forked and busy
+    assert len(_alive(marker)) >= 2
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "interrupted" in out, err
+    deadline = time.monotonic() + 10
+    while _alive(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _alive(marker) == []
