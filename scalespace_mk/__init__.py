@@ -33,7 +33,7 @@ from scalespace_mk._threads import threads
 
 _apply_import_policy()
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: subpackages and modules loaded as attributes on first use
 _SUBMODULES = (
