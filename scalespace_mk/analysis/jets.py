@@ -60,6 +60,7 @@ from scalespace_mk._checks import (
 )
 from scalespace_mk._display import Tabular
 from scalespace_mk._json import number as _json_number
+from scalespace_mk.analysis.jets_search import Search, run_chunks
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.jets import (
     JET_ORDERS,
@@ -696,14 +697,35 @@ def family_census(
         gamma,
         dev,
     )
-    step = _GRID_STEP_2 if two else _GRID_STEP_1
-    n_grid = max(int(math.ceil(sigma_max / step)), 2)
-    sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
+    search = Search(
+        family,
+        order,
+        [jet_indices(order)[m] for m in _members(family, order)],
+        k,
+        two,
+        mode,
+        fam.kw["eps1d"],
+        sigma_max,
+        fam.kw["n_fft"],
+        _GRID_STEP_2 if two else _GRID_STEP_1,
+        dev,
+    )
     names = ("theta", "gain") if family == "oriented" else coefficient_names(order)
     out_s = np.zeros((n_filters, 2))
     out_c = np.zeros((n_filters, len(names)))
     out_b = np.zeros(n_filters)
     out_rss = np.zeros(n_filters)
+
+    def work(start: int, stop: int) -> None:
+        yt = torch.as_tensor(flat[start:stop], device=dev)
+        zc = yt - yt.mean(1, keepdim=True)
+        z = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
+        sx, sy = search.search(z)
+        res = _exact(fam, yt, sx, sy)
+        out_s[start:stop, 0] = sx.cpu().numpy()
+        out_s[start:stop, 1] = sy.cpu().numpy()
+        for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
+            arr[start:stop] = res[key].cpu().numpy()
 
     show = progress if progress is not None else n_filters >= 20_000 and sys.stderr.isatty()
     from scalespace_mk._progress import progress as _progress
@@ -712,24 +734,14 @@ def family_census(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        starts = range(0, n_filters, int(batch_size))
-        for start in _progress(starts, desc=f"{family} census", unit="batch", enabled=show):
-            stop = min(start + int(batch_size), n_filters)
-            yt = torch.as_tensor(flat[start:stop], device=dev)
-            zc = yt - yt.mean(1, keepdim=True)
-            z = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
-            with torch.no_grad():
-                r2g, gx, gy = _grid(fam, z, sig, two)
-                f0, best = r2g.max(1)
-                th = torch.stack([gx[best], gy[best]], 1) if two else gx[best][:, None]
-                th = _refine(fam, z, th, f0, 0.5 * step, sigma_max)
-                sx = th[:, 0]
-                sy = th[:, 1] if two else sx
-                res = _exact(fam, yt, sx, sy)
-            out_s[start:stop, 0] = sx.cpu().numpy()
-            out_s[start:stop, 1] = sy.cpu().numpy()
-            for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
-                arr[start:stop] = res[key].cpu().numpy()
+        with torch.no_grad():
+            search.grid_models()  # once, before the threads share it
+        chunks = run_chunks(n_filters, int(batch_size), work, dev)
+        n_chunks = -(-n_filters // int(batch_size))
+        for _ in _progress(
+            chunks, desc=f"{family} census", total=n_chunks, unit="batch", enabled=show
+        ):
+            pass
     finally:
         if num_threads is not None:
             torch.set_num_threads(threads_before)

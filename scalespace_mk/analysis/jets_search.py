@@ -1,0 +1,449 @@
+"""The scale search of the family census (:mod:`scalespace_mk.analysis.jets`) on fast internals.
+
+For given scales the family's coefficients are a closed-form least-squares problem, so only
+the scales are searched: ``sigma`` (N-jet, oriented order 1), ``(sigma_x, sigma_y)``
+(anisotropic N-jet) or ``(sigma, theta)`` (oriented order 2). The search never builds an
+exact kernel:
+
+1. **Tables.** The 1-D factors ``u_i(sigma) = delta^i T / n(sigma)``, ``i = 0..N``
+   (:func:`scalespace_mk.scalespace.jets.jet_axis_rows`; ``n`` the norm of all ``N + 1`` rows
+   together, one factor per scale, so the members keep their ratios) are tabulated once per
+   (order, k, mode, epsilon, sigma_max) at knots 0.001 apart in sigma and read back by
+   piecewise-cubic interpolation with exact first and second derivatives
+   (:mod:`scalespace_mk.analysis.tables`; cached). The rows along y are the rows along x
+   flipped (y up). A factor common to all members changes neither the span of the family
+   nor the oriented combinations, so R^2 is that of the raw members.
+2. **Grid.** Every filter against every grid point in one float32 matrix product: per grid
+   point the centred members' orthonormal basis ``L^-1 B_c`` (``L L^T = B_c B_c^T``), so
+   ``R^2 = ||L^-1 B_c z||^2`` for the centred unit filter ``z``; for oriented order 2 the
+   unit centred ``delta_phiphi T`` at 64 angles. Grid steps as before (0.05 in sigma for one
+   scale, 0.125 per axis for two, 64 angles on [0, pi)); the grid only picks the start.
+3. **Newton.** A trust-region Newton ascent in float64 with the exact gradient and Hessian
+   of the interpolated objective: with ``p = B_c z``, ``G = B_c B_c^T`` and ``q = G^-1 p``,
+   ``R^2 = p.q``, ``dR^2 = 2 dp.q - q^T dG q`` and
+   ``d2R^2 = 2 d2p.q - q^T d2G q + 2 (dp - dG q)^T G^-1 (dp - dG q)``; every ``p`` and ``G``
+   term comes from 1-D products of ``u, u', u''`` and ``v, v', v''``
+   (``<v_a (x) u_a, v_b (x) u_b> = (v_a.v_b)(u_a.u_b)``, minus the mean term). Oriented
+   order 2 maximises ``f = (w.p)^2 / (w^T G w)``, ``w = (cos^2, 2 cos sin, sin^2)(theta)``,
+   jointly in ``(sigma, theta)``. A filter stops when the Newton move is below
+   :data:`_NEWTON_TOL` where the Hessian is negative definite (a convergence test, not a
+   fixed number of steps), after :data:`_MAX_ITER` steps at most (then its best point is
+   kept). A scale on a bound (0 or ``sigma_max``) whose gradient points out is held there.
+
+The exact members are built only at the final scales (:func:`scalespace_mk.analysis.jets._exact`).
+Chunks of filters run on a thread pool, each on one intra-op thread
+(:func:`run_chunks`); the result does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+
+from scalespace_mk.analysis.tables import _cubic_coefficients, _Interp, _knots
+from scalespace_mk.scalespace.jets import jet_axis_rows, oriented_weights
+
+__all__: list[str] = []
+
+_N_THETA = 64  # grid of theta on [0, pi) for oriented order 2 (as the exact fit's)
+_MAX_ITER = 40  # Newton steps at most
+_NEWTON_TOL = 1e-9  # a proposed Newton move this short (in sigma, or theta) ends the search
+_JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at large sigma)
+_GRID_DTYPE = torch.float32  # precision of the grid products (argmax only)
+_GRID_ROWS = 1024  # filters per grid product
+_GRID_MAX_BYTES = 256 << 20  # largest grid matrix (a coarser grid beyond: large k, sigma_max)
+_GRID_BLOCK_BYTES = 64 << 20  # largest [rows, columns] block of a grid product
+_TINY = 1e-14  # ||g_c||^2 of a unit-norm model below this counts as constant
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_table(order: int, k: int, mode: str, eps1d: float, sigma_max: float, n_fft: int):
+    """Cubic coefficients ``[J, 4, (N + 1) k]`` of the 1-D factors ``delta^i T``, ``i = 0..N``,
+    divided by one norm per scale (that of all N + 1 rows together; CPU, cached)."""
+    knots, _ = _knots(sigma_max)
+    s = torch.as_tensor(knots)
+    with torch.no_grad():
+        u, _ = jet_axis_rows(s, s[:1], order, k, mode=mode, n_fft=n_fft, eps1d=eps1d)
+    # one norm per scale for all orders (members keep their ratios: oriented weights hold)
+    nrm = u.flatten(1).norm(dim=1)[:, None, None]
+    u = u / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+    return _cubic_coefficients(u.reshape(len(knots), -1))
+
+
+class Search:
+    """Interpolated objective of one family on one device, its grid and its Newton search.
+
+    Parameters
+    ----------
+    family, order : str, int
+        ``"njet"`` (order 1-4) or ``"oriented"`` (1, 2).
+    members : sequence of (int, int)
+        The jet members ``(i, j)`` (``delta_x^i delta_y^j``) the family combines.
+    k : int
+        Filter size.
+    two : bool
+        Two scales (anisotropic N-jet).
+    mode, eps1d, sigma_max, n_fft
+        As the exact members of :class:`scalespace_mk.analysis.jets._Family` use them.
+    step : float
+        Grid step in sigma.
+    device : torch.device
+    """
+
+    def __init__(
+        self,
+        family: str,
+        order: int,
+        members: Iterable[tuple[int, int]],
+        k: int,
+        two: bool,
+        mode: str,
+        eps1d: float,
+        sigma_max: float,
+        n_fft: int,
+        step: float,
+        device: torch.device,
+    ) -> None:
+        idx = torch.tensor(list(members), dtype=torch.int64, device=device)
+        self.ii, self.jj = idx[:, 0], idx[:, 1]
+        self.m = idx.shape[0]
+        self.n1 = order + 1
+        self.k, self.kk = k, float(k * k)
+        self.two = two
+        self.oriented2 = (family, order) == ("oriented", 2)
+        self.sigma_max = sigma_max
+        coef = _axis_table(order, k, mode, eps1d, sigma_max, n_fft)
+        self.rows = _Interp(coef.to(device), _knots(sigma_max)[1], sigma_max)
+        self.dim = 2 if (two or self.oriented2) else 1
+        n_grid = max(int(math.ceil(sigma_max / step)), 2)
+        # a grid matrix past _GRID_MAX_BYTES (large k and sigma_max) gets a coarser grid
+        group = _N_THETA if self.oriented2 else self.m
+        fit = _GRID_MAX_BYTES // (4 * k * k * group)
+        fit = int(math.isqrt(fit)) if two else int(fit)
+        n_grid = max(min(n_grid, fit - 1), 2)
+        self.sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=device)
+        self.h = 0.5 * sigma_max / n_grid  # half the grid step: first trust radius
+        self.theta = torch.arange(_N_THETA, dtype=torch.float64, device=device) * (
+            math.pi / _N_THETA
+        )
+        self.models: torch.Tensor | None = None  # the grid matrix, built once (grid_models)
+
+    # ----------------------------------------------------------------------------------
+    # grid
+
+    def grid_models(self) -> torch.Tensor:
+        """The grid as one matrix ``[k*k, columns]`` (float32; built once, shared by threads).
+
+        N-jet and oriented order 1: per grid point (index ``iy * G + ix`` for two scales) the
+        ``M`` rows of ``L^-1 B_c``; oriented order 2: per (scale, angle) (index
+        ``g * 64 + t``) the unit centred ``sum_a w_a(theta) B_a``.
+        """
+        if self.models is not None:
+            return self.models
+        k, kk = self.k, int(self.kk)
+        u = self.rows(self.sig).reshape(-1, self.n1, k)  # [G, N+1, k]
+        ui, vj = u[:, self.ii], u.flip(-1)[:, self.jj]  # [G, M, k]
+        g = u.shape[0]
+        blocks = []
+        for iy in range(g if self.two else 1):  # one row of the grid at a time (memory)
+            if self.two:  # [Gx, M, k, k] at sigma_y = sig[iy]
+                b = vj[iy, None, :, :, None] * ui[:, :, None, :]
+            else:
+                b = vj[:, :, :, None] * ui[:, :, None, :]
+            blocks.append(self._block(b.reshape(-1, self.m, kk)))
+        self.models = torch.cat(blocks, 1).contiguous()
+        return self.models
+
+    def _block(self, b: torch.Tensor) -> torch.Tensor:
+        """Grid columns ``[k*k, S * group]`` (float32) of members ``b`` [S, M, k*k]."""
+        bc = b - b.mean(-1, keepdim=True)
+        if self.oriented2:
+            w = oriented_weights(2, self.theta)  # [T, 3]
+            g = torch.einsum("tm,smp->stp", w, bc).reshape(-1, bc.shape[-1])
+            raw = torch.einsum("tm,smp->stp", w, b).reshape(-1, bc.shape[-1])
+            nrm = (g * g).sum(-1)
+            ok = nrm > _TINY * (raw * raw).sum(-1)
+            g = g * torch.where(ok, nrm.clamp(min=1e-300).rsqrt(), torch.zeros_like(nrm))[:, None]
+            return g.T.to(_GRID_DTYPE)
+        gram = bc @ bc.transpose(-1, -2)
+        tr = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1).clamp(min=1e-300)
+        eye = torch.eye(self.m, dtype=gram.dtype, device=gram.device)
+        chol, _ = torch.linalg.cholesky_ex(gram + (_JITTER * tr)[:, None, None] * eye)
+        basis = torch.linalg.solve_triangular(chol, bc, upper=False)  # [S, M, P]
+        return basis.reshape(-1, bc.shape[-1]).T.to(_GRID_DTYPE)
+
+    def start(self, zf: torch.Tensor) -> torch.Tensor:
+        """Start of the search per unit centred filter ``zf`` [n, k*k]: ``[n, dim]``."""
+        models = self.grid_models()
+        g = self.sig.shape[0]
+        group = _N_THETA if self.oriented2 else self.m
+        out = torch.empty(zf.shape[0], dtype=torch.long, device=zf.device)
+        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * models.shape[1]))))
+        for s in range(0, zf.shape[0], rows):
+            c = torch.matmul(zf[s : s + rows].to(_GRID_DTYPE), models).square_()
+            if self.oriented2:
+                out[s : s + rows] = c.argmax(1)
+            else:
+                out[s : s + rows] = c.view(c.shape[0], -1, group).sum(-1).argmax(1)
+        if self.oriented2:
+            return torch.stack([self.sig[out // _N_THETA], self.theta[out % _N_THETA]], 1)
+        if self.two:
+            return torch.stack([self.sig[out % g], self.sig[out // g]], 1)
+        return self.sig[out][:, None]
+
+    # ----------------------------------------------------------------------------------
+    # the objective, its gradient and Hessian
+
+    def _factors(self, s: torch.Tensor) -> torch.Tensor:
+        """``u, u', u''`` at scales ``[n]``: ``[n, 3 (N + 1), k]`` (derivative-major)."""
+        f, d1, d2 = self.rows.derivs(s)
+        return torch.stack([f, d1, d2], 1).reshape(s.shape[0], 3 * self.n1, self.k)
+
+    def _terms(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor):
+        """``p`` and ``G`` of the members with their derivatives in (sigma_x, sigma_y).
+
+        Returns ``pz(dx, dy)`` -> ``[n, M]`` and ``cross(a, b)`` -> ``[n, M, M]``: the
+        centred inner products ``<d^a B, d^b B>`` for derivative orders ``a = (dx, dy)``.
+        """
+        u = self._factors(sx)
+        v = self._factors(sy).flip(-1)  # rows top to bottom
+        pz = torch.matmul(v, torch.matmul(z3, u.transpose(1, 2)))  # [n, 3(N+1) (v), 3(N+1) (u)]
+        uu = torch.matmul(u, u.transpose(1, 2))
+        vv = torch.matmul(v, v.transpose(1, 2))
+        su, sv = u.sum(-1), v.sum(-1)
+        n1, ii, jj, kk = self.n1, self.ii, self.jj, self.kk
+
+        def p(a: tuple[int, int]) -> torch.Tensor:
+            return pz[:, a[1] * n1 + jj, a[0] * n1 + ii]
+
+        def cross(a: tuple[int, int], b: tuple[int, int]) -> torch.Tensor:
+            ua, va = a[0] * n1 + ii, a[1] * n1 + jj
+            ub, vb = b[0] * n1 + ii, b[1] * n1 + jj
+            prod = vv[:, va][:, :, vb] * uu[:, ua][:, :, ub]
+            ma, mb = su[:, ua] * sv[:, va], su[:, ub] * sv[:, vb]
+            return prod - ma[:, :, None] * mb[:, None, :] / kk
+
+        return p, cross
+
+    def _scale_terms(self, z3: torch.Tensor, th: torch.Tensor):
+        """``p [n, M]``, ``G [n, M, M]`` and their derivatives in the scale coordinates:
+        ``dp [n, d, M]``, ``dG [n, d, M, M]``, ``d2p [n, d, d, M]``, ``d2G [n, d, d, M, M]``
+        (``d`` = 2 for two scales, else 1: the one scale moves both factors)."""
+        sx = th[:, 0]
+        sy = th[:, 1] if self.two else sx
+        p, c = self._terms(z3, sx, sy)
+        o, x, y, xx, yy, xy = (0, 0), (1, 0), (0, 1), (2, 0), (0, 2), (1, 1)
+
+        def sym(a: torch.Tensor) -> torch.Tensor:
+            return a + a.transpose(-1, -2)
+
+        g0 = c(o, o)
+        px, py = p(x), p(y)
+        gx, gy = sym(c(x, o)), sym(c(y, o))
+        pxx, pyy, pxy = p(xx), p(yy), p(xy)
+        cxy = c(x, y)
+        gxx = sym(c(xx, o)) + 2.0 * c(x, x)
+        gyy = sym(c(yy, o)) + 2.0 * c(y, y)
+        gxy = sym(c(xy, o)) + sym(cxy)
+        if self.two:
+            dp = torch.stack([px, py], 1)
+            dg = torch.stack([gx, gy], 1)
+            d2p = torch.stack([torch.stack([pxx, pxy], 1), torch.stack([pxy, pyy], 1)], 1)
+            d2g = torch.stack([torch.stack([gxx, gxy], 1), torch.stack([gxy, gyy], 1)], 1)
+        else:  # d/ds = d/dx + d/dy
+            dp = (px + py)[:, None]
+            dg = (gx + gy)[:, None]
+            d2p = (pxx + 2.0 * pxy + pyy)[:, None, None]
+            d2g = (gxx + 2.0 * gxy + gyy)[:, None, None]
+        return p(o), g0, dp, dg, d2p, d2g
+
+    def objective(
+        self, z3: torch.Tensor, th: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """R^2 of unit centred filters ``z3`` [n, k, k] at ``th`` [n, dim], its gradient
+        ``[n, dim]`` and Hessian ``[n, dim, dim]`` (exact, of the interpolated members)."""
+        p, g, dp, dg, d2p, d2g = self._scale_terms(z3, th)
+        if self.oriented2:
+            return self._oriented(p, g, dp[:, 0], dg[:, 0], d2p[:, 0, 0], d2g[:, 0, 0], th[:, 1])
+        tr = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1).clamp(min=1e-300)
+        eye = torch.eye(self.m, dtype=g.dtype, device=g.device)
+        chol, _ = torch.linalg.cholesky_ex(g + (_JITTER * tr)[:, None, None] * eye)
+        q = torch.cholesky_solve(p[:, :, None], chol)[:, :, 0]
+        f = (p * q).sum(-1)
+        r = dp - torch.einsum("ndab,nb->nda", dg, q)
+        grad = 2.0 * (dp * q[:, None]).sum(-1) - torch.einsum("ndab,na,nb->nd", dg, q, q)
+        gir = torch.cholesky_solve(r.transpose(1, 2), chol)  # [n, M, d]
+        hess = (
+            2.0 * torch.einsum("ndem,nm->nde", d2p, q)
+            - torch.einsum("ndeab,na,nb->nde", d2g, q, q)
+            + 2.0 * torch.matmul(r, gir)
+        )
+        return f, grad, hess
+
+    @staticmethod
+    def _oriented(p, g, ps, gs, pss, gss, theta):
+        """``f = (w.p)^2 / (w^T G w)`` in ``(sigma, theta)``: value, gradient, Hessian."""
+        c2, s2 = torch.cos(2.0 * theta), torch.sin(2.0 * theta)
+        w = oriented_weights(2, theta)
+        wt = torch.stack([-s2, 2.0 * c2, s2], 1)
+        wtt = torch.stack([-2.0 * c2, -4.0 * s2, 2.0 * c2], 1)
+
+        def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return (a * b).sum(-1)
+
+        def quad(a: torch.Tensor, m: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.einsum("na,nab,nb->n", a, m, b)
+
+        num = dot(w, p)
+        n_s, n_t = dot(w, ps), dot(wt, p)
+        n_ss, n_st, n_tt = dot(w, pss), dot(wt, ps), dot(wtt, p)
+        den = quad(w, g, w)
+        d_s, d_t = quad(w, gs, w), 2.0 * quad(wt, g, w)
+        d_ss, d_st = quad(w, gss, w), 2.0 * quad(wt, gs, w)
+        d_tt = 2.0 * quad(wtt, g, w) + 2.0 * quad(wt, g, wt)
+        ok = den > 0
+        den = torch.where(ok, den, torch.ones_like(den))
+        f = torch.where(ok, num * num / den, torch.zeros_like(den))
+        gs_ = (2.0 * num * n_s - f * d_s) / den
+        gt_ = (2.0 * num * n_t - f * d_t) / den
+        hss = (2.0 * (n_s * n_s + num * n_ss) - 2.0 * gs_ * d_s - f * d_ss) / den
+        htt = (2.0 * (n_t * n_t + num * n_tt) - 2.0 * gt_ * d_t - f * d_tt) / den
+        hst = (2.0 * (n_s * n_t + num * n_st) - gs_ * d_t - gt_ * d_s - f * d_st) / den
+        grad = torch.stack([gs_, gt_], 1)
+        hess = torch.stack([torch.stack([hss, hst], 1), torch.stack([hst, htt], 1)], 1)
+        return f, grad, hess
+
+    # ----------------------------------------------------------------------------------
+    # Newton
+
+    def refine(self, z3: torch.Tensor, th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trust-region Newton ascent from ``th`` [n, dim] for all filters at once.
+
+        Returns the scales (theta in ``[0, pi)`` for oriented order 2) and whether each
+        filter converged (see the module docstring).
+        """
+        n, d = th.shape
+        dev, dt = th.device, th.dtype
+        inf = math.inf
+        lo = torch.tensor([0.0, 0.0 if self.two else -inf][:d], dtype=dt, device=dev)
+        hi = torch.tensor(
+            [self.sigma_max, self.sigma_max if self.two else inf][:d], dtype=dt, device=dev
+        )
+        unit = torch.tensor(
+            [self.h, self.h if self.two else math.pi / _N_THETA / 2][:d], dtype=dt, device=dev
+        )
+        bounded = torch.isfinite(hi)
+        eye_neg = -torch.eye(d, dtype=dt, device=dev)
+        out = th.clone()
+        converged = torch.zeros(n, dtype=torch.bool, device=dev)
+        idx = torch.arange(n, device=dev)
+        zs, cur = z3, th
+        f, g, hm = self.objective(zs, cur)
+        r = torch.ones(n, dtype=dt, device=dev)  # trust radius in units of `unit`
+        for _ in range(_MAX_ITER):
+            # a scale on a bound stays there when the gradient points out (at 0, where the
+            # even objective's gradient vanishes, only when it is also concave there)
+            diag = torch.diagonal(hm, dim1=-2, dim2=-1)
+            held = ((cur >= hi) & (g > 0)) | ((cur <= lo) & (g < 0) & (diag <= 0))
+            free = ~held
+            # in units of the first radius per coordinate (sigma and theta differ)
+            gs = torch.where(free, g, torch.zeros_like(g)) * unit
+            hs = hm * (unit[:, None] * unit[None, :])
+            pair = free[:, :, None] & free[:, None, :]
+            hs = torch.where(pair, hs, eye_neg)
+            if d == 1:
+                lam, vec = hs[:, 0], torch.ones_like(hs)
+            else:
+                lam, vec = torch.linalg.eigh(hs)  # columns: eigenvectors
+            ge = (vec * gs[:, :, None]).sum(1)  # gradient along each eigenvector
+            nd = (lam < 0).all(1)
+            # Newton along directions of negative curvature; along the others (a saddle,
+            # sigma = 0 of an even objective) either way ascends: go by the radius, uphill,
+            # or inwards where the gradient vanishes
+            side = torch.where(bounded & (cur >= 0.5 * hi), -1.0, 1.0).to(dt)
+            inward = torch.where((vec * side[:, :, None]).sum(1) >= 0, 1.0, -1.0).to(dt)
+            sgn = torch.where(ge != 0, torch.sign(ge), inward)
+            # ... never out of the range at a bound (the gradient of an even objective at
+            # sigma = 0 is interpolation noise): there the other way
+            way = vec * sgn[:, None, :]  # [n, coordinate, direction]
+            out_lo = (cur <= lo)[:, :, None] & (way < -1e-3)
+            out_hi = (cur >= hi)[:, :, None] & (way > 1e-3)
+            sgn = torch.where((out_lo | out_hi).any(1), -sgn, sgn)
+            neg = lam < 0
+            comp = torch.where(neg, -ge / torch.where(neg, lam, -1.0), sgn * r[:, None])
+            step = torch.where(free, (vec * comp[:, None, :]).sum(2), torch.zeros_like(g))
+            size = step.abs().amax(1)
+            limited = size > r
+            step = step * torch.where(limited, r / torch.where(limited, size, r), 1.0)[:, None]
+            step = step * unit
+            prop = torch.minimum(torch.maximum(cur + step, lo), hi)
+            move = (prop - cur).abs().amax(1)
+            conv = (move <= _NEWTON_TOL) & nd
+            done = conv | (r * unit.min() <= _NEWTON_TOL) | (f < 1e-20)
+            if bool(done.any()):
+                out[idx] = cur
+                converged[idx] = conv
+                keep = ~done
+                idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
+                f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
+                if idx.numel() == 0:
+                    break
+            fp, gp, hp = self.objective(zs, prop)
+            acc = fp >= f
+            cur = torch.where(acc[:, None], prop, cur)
+            f = torch.where(acc, fp, f)
+            g = torch.where(acc[:, None], gp, g)
+            hm = torch.where(acc[:, None, None], hp, hm)
+            r = torch.where(acc, torch.where(limited, 2.0 * r, r), r / 4.0)
+        else:
+            out[idx] = cur
+        if self.oriented2:
+            out[:, 1] = torch.remainder(out[:, 1], math.pi)
+        return out, converged
+
+    def search(self, z3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid start and Newton refinement for unit centred filters ``z3`` [n, k, k]:
+        the scales ``(sigma_x, sigma_y)`` ``[n]`` each (equal for one scale)."""
+        th0 = self.start(z3.reshape(z3.shape[0], -1))
+        th, _ = self.refine(z3, th0)
+        sx = th[:, 0]
+        sy = th[:, 1] if self.two else sx
+        return sx, sy
+
+
+def run_chunks(
+    n: int, batch_size: int, work: Callable[[int, int], Any], device: torch.device
+) -> Iterator[int]:
+    """Run ``work(start, stop)`` over chunks of ``batch_size`` of ``n`` rows; yield each
+    chunk's rows as it finishes (in order).
+
+    On the CPU the chunks run on up to ``torch.get_num_threads()`` Python threads, each
+    doing its torch work on one intra-op thread (the small operations of a chunk do not
+    profit from OpenMP), as :func:`scalespace_mk.analysis.census.census` does; the chunks,
+    and so the results, do not depend on the number of threads.
+    """
+    starts = range(0, n, batch_size)
+
+    def run(start: int) -> int:
+        stop = min(start + batch_size, n)
+        with torch.no_grad():
+            work(start, stop)
+        return stop - start
+
+    if device.type != "cpu":
+        for start in starts:
+            yield run(start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    intra = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(min(intra, len(starts)), 1)) as pool:
+            yield from pool.map(run, starts)
+    finally:
+        torch.set_num_threads(intra)
