@@ -52,6 +52,8 @@ __all__: list[str] = []
 _N_THETA = 64  # grid of theta on [0, pi) for oriented order 2 (as the exact fit's)
 _MAX_ITER = 40  # Newton steps at most
 _NEWTON_TOL = 1e-9  # a proposed Newton move this short (in sigma, or theta) ends the search
+_GAIN_TOL = 1e-15  # ... as does a Newton step promising at most this much more R^2
+_STALL_GAIN = 1e-11  # ... or a rejected full Newton step that promised at most this
 _JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at large sigma)
 _GRID_DTYPE = torch.float32  # precision of the grid products (argmax only)
 _GRID_ROWS = 1024  # filters per grid product
@@ -72,6 +74,103 @@ def _axis_table(order: int, k: int, mode: str, eps1d: float, sigma_max: float, n
     nrm = u.flatten(1).norm(dim=1)[:, None, None]
     u = u / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
     return _cubic_coefficients(u.reshape(len(knots), -1))
+
+
+_O, _X, _Y, _XX, _YY, _XY = (0, 0), (1, 0), (0, 1), (2, 0), (0, 2), (1, 1)  # (d/dx, d/dy)
+
+
+class _Parts:
+    """The family's members and their scale derivatives at one point per filter, as 1-D
+    factors.
+
+    ``u[:, d, i]`` is the d-th derivative in sigma_x of the factor ``delta_x^i T`` (taps
+    left to right), ``v[:, d, j]`` that in sigma_y of ``delta_y^j T`` (rows top to bottom):
+    member ``a = (i, j)`` differentiated ``(dx, dy)`` times is ``v[:, dy, j] (x) u[:, dx, i]``.
+    Every quantity of the search is an inner product of such outer products, computed
+    without forming the members (and in few batched products: small matrices cost per
+    matrix): ``p`` (the filter's projections), ``G`` (their Gram matrix), the images
+    ``sum_a c_a d^a B_a`` and their centred inner products. ``same``: one scale (``v`` is
+    ``u`` flipped, so their inner products agree).
+    """
+
+    def __init__(self, u, v, z3, ii, jj, same: bool) -> None:
+        n, _, n1, k = u.shape
+        self.n1, self.k, self.kk, self.ii, self.jj, self.same = n1, k, float(k * k), ii, jj, same
+        self.su, self.sv = u.sum(-1), v.sum(-1)  # [n, 3, N+1]
+        self.ua, self.va = u.reshape(n, 3 * n1, k), v.reshape(n, 3 * n1, k)
+        zu = torch.matmul(z3, self.ua.transpose(1, 2))  # [n, k, 3(N+1)]
+        self.pz = torch.matmul(self.va, zu)  # [n, 3(N+1) (dy, j), 3(N+1) (dx, i)]
+        self.ut = u.permute(0, 2, 1, 3).reshape(n, n1, 3 * k)  # [n, i, (dx, c)]
+        self.vt = v.permute(0, 2, 1, 3).reshape(n, n1, 3 * k).transpose(1, 2)  # [n, (dy, r), j]
+        self._sums: dict = {}  # sums of the images (each used in several inner products)
+
+    def _at(self, w: torch.Tensor, a: tuple[int, int]) -> torch.Tensor:
+        """Entries ``(dy, j_m), (dx, i_m)`` of a ``[n, 3(N+1), 3(N+1)]`` matrix: ``[n, M]``."""
+        return w[:, a[1] * self.n1 + self.jj, a[0] * self.n1 + self.ii]
+
+    def p(self, a: tuple[int, int]) -> torch.Tensor:
+        """``<z, d^a B_m>`` ``[n, M]`` of the centred filters."""
+        return self._at(self.pz, a)
+
+    def gram(self) -> torch.Tensor:
+        """``G = <B_a, B_b>_c`` ``[n, M, M]`` (centred members)."""
+        n1, ii, jj = self.n1, self.ii, self.jj
+        u0 = self.ua[:, :n1]
+        uu = torch.matmul(u0, u0.transpose(1, 2))
+        if self.same:
+            vv = uu
+        else:
+            v0 = self.va[:, :n1]
+            vv = torch.matmul(v0, v0.transpose(1, 2))
+        m = self.su[:, 0, ii] * self.sv[:, 0, jj]
+        g = uu[:, ii][:, :, ii] * vv[:, jj][:, :, jj]
+        return g - m[:, :, None] * m[:, None, :] / self.kk
+
+    def images(self, c: torch.Tensor) -> torch.Tensor:
+        """``sum_m c_m d^a B_m`` for all ``a``: ``[n, 3k, 3k]``, block ``(dy, dx)`` (see
+        :meth:`block`), for coefficients ``c`` [n, M]."""
+        q = c.new_zeros(c.shape[0], self.n1, self.n1)
+        q[:, self.jj, self.ii] = c
+        return torch.matmul(self.vt, torch.matmul(q, self.ut))
+
+    def block(self, im: torch.Tensor, a: tuple[int, int]) -> torch.Tensor:
+        """The image ``[n, k, k]`` of derivative orders ``a = (dx, dy)`` in :meth:`images`."""
+        k = self.k
+        return im[:, a[1] * k : (a[1] + 1) * k, a[0] * k : (a[0] + 1) * k]
+
+    def projections(self, img: torch.Tensor) -> torch.Tensor:
+        """``<d^a B_m, img>`` (uncentred) for all ``a``: ``[n, 3(N+1), 3(N+1)]`` (read with
+        :meth:`project`)."""
+        return torch.matmul(torch.matmul(self.va, img), self.ua.transpose(1, 2))
+
+    def project(self, w: torch.Tensor, img: torch.Tensor, a: tuple[int, int]) -> torch.Tensor:
+        """``<d^a B_m, img>_c`` ``[n, M]`` from ``w = projections(img)``."""
+        mean = self.sv[:, a[1], self.jj] * self.su[:, a[0], self.ii]
+        return self._at(w, a) - mean * img.sum((1, 2))[:, None] / self.kk
+
+    def project0(self, imgs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``<B_m, img>_c`` ``[n, M]`` of several images ``[n, k, k]`` (two products)."""
+        n, k, n1, big = imgs[0].shape[0], self.k, self.n1, len(imgs)
+        w = torch.matmul(self.va[:, :n1], torch.cat(imgs, 2))  # [n, N+1, L k]
+        w = w.reshape(n, n1, big, k).transpose(1, 2).reshape(n, big * n1, k)
+        w = torch.matmul(w, self.ua[:, :n1].transpose(1, 2)).reshape(n, big, n1, n1)
+        mean = self.sv[:, 0, self.jj] * self.su[:, 0, self.ii] / self.kk
+        return [
+            w[:, i, self.jj, self.ii] - mean * img.sum((1, 2))[:, None]
+            for i, img in enumerate(imgs)
+        ]
+
+    def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Centred inner product ``<a, b>_c`` ``[n]`` of images ``[n, k, k]``."""
+        sa, sb = self._sum(a), self._sum(b)
+        return (a * b).sum((1, 2)) - sa * sb / self.kk
+
+    def _sum(self, a: torch.Tensor) -> torch.Tensor:
+        key = (a.data_ptr(), a.storage_offset(), a.shape)
+        got = self._sums.get(key)
+        if got is None:
+            got = self._sums[key] = a.sum((1, 2))
+        return got
 
 
 class Search:
@@ -199,112 +298,102 @@ class Search:
     # the objective, its gradient and Hessian
 
     def _factors(self, s: torch.Tensor) -> torch.Tensor:
-        """``u, u', u''`` at scales ``[n]``: ``[n, 3 (N + 1), k]`` (derivative-major)."""
+        """``u, u', u''`` at scales ``[n]``: ``[n, 3, N + 1, k]``."""
         f, d1, d2 = self.rows.derivs(s)
-        return torch.stack([f, d1, d2], 1).reshape(s.shape[0], 3 * self.n1, self.k)
+        return torch.stack([f, d1, d2], 1).reshape(s.shape[0], 3, self.n1, self.k)
 
-    def _terms(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor):
-        """``p`` and ``G`` of the members with their derivatives in (sigma_x, sigma_y).
-
-        Returns ``pz(dx, dy)`` -> ``[n, M]`` and ``cross(a, b)`` -> ``[n, M, M]``: the
-        centred inner products ``<d^a B, d^b B>`` for derivative orders ``a = (dx, dy)``.
-        """
-        u = self._factors(sx)
-        v = self._factors(sy).flip(-1)  # rows top to bottom
-        pz = torch.matmul(v, torch.matmul(z3, u.transpose(1, 2)))  # [n, 3(N+1) (v), 3(N+1) (u)]
-        uu = torch.matmul(u, u.transpose(1, 2))
-        vv = torch.matmul(v, v.transpose(1, 2))
-        su, sv = u.sum(-1), v.sum(-1)
-        n1, ii, jj, kk = self.n1, self.ii, self.jj, self.kk
-
-        def p(a: tuple[int, int]) -> torch.Tensor:
-            return pz[:, a[1] * n1 + jj, a[0] * n1 + ii]
-
-        def cross(a: tuple[int, int], b: tuple[int, int]) -> torch.Tensor:
-            ua, va = a[0] * n1 + ii, a[1] * n1 + jj
-            ub, vb = b[0] * n1 + ii, b[1] * n1 + jj
-            prod = vv[:, va][:, :, vb] * uu[:, ua][:, :, ub]
-            ma, mb = su[:, ua] * sv[:, va], su[:, ub] * sv[:, vb]
-            return prod - ma[:, :, None] * mb[:, None, :] / kk
-
-        return p, cross
-
-    def _scale_terms(self, z3: torch.Tensor, th: torch.Tensor):
-        """``p [n, M]``, ``G [n, M, M]`` and their derivatives in the scale coordinates:
-        ``dp [n, d, M]``, ``dG [n, d, M, M]``, ``d2p [n, d, d, M]``, ``d2G [n, d, d, M, M]``
-        (``d`` = 2 for two scales, else 1: the one scale moves both factors)."""
+    def _parts(self, z3: torch.Tensor, th: torch.Tensor) -> _Parts:
         sx = th[:, 0]
-        sy = th[:, 1] if self.two else sx
-        p, c = self._terms(z3, sx, sy)
-        o, x, y, xx, yy, xy = (0, 0), (1, 0), (0, 1), (2, 0), (0, 2), (1, 1)
-
-        def sym(a: torch.Tensor) -> torch.Tensor:
-            return a + a.transpose(-1, -2)
-
-        g0 = c(o, o)
-        px, py = p(x), p(y)
-        gx, gy = sym(c(x, o)), sym(c(y, o))
-        pxx, pyy, pxy = p(xx), p(yy), p(xy)
-        cxy = c(x, y)
-        gxx = sym(c(xx, o)) + 2.0 * c(x, x)
-        gyy = sym(c(yy, o)) + 2.0 * c(y, y)
-        gxy = sym(c(xy, o)) + sym(cxy)
-        if self.two:
-            dp = torch.stack([px, py], 1)
-            dg = torch.stack([gx, gy], 1)
-            d2p = torch.stack([torch.stack([pxx, pxy], 1), torch.stack([pxy, pyy], 1)], 1)
-            d2g = torch.stack([torch.stack([gxx, gxy], 1), torch.stack([gxy, gyy], 1)], 1)
-        else:  # d/ds = d/dx + d/dy
-            dp = (px + py)[:, None]
-            dg = (gx + gy)[:, None]
-            d2p = (pxx + 2.0 * pxy + pyy)[:, None, None]
-            d2g = (gxx + 2.0 * gxy + gyy)[:, None, None]
-        return p(o), g0, dp, dg, d2p, d2g
+        u = self._factors(sx)
+        v = self._factors(th[:, 1]) if self.two else u
+        return _Parts(u, v.flip(-1), z3, self.ii, self.jj, not self.two)
 
     def objective(
         self, z3: torch.Tensor, th: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """R^2 of unit centred filters ``z3`` [n, k, k] at ``th`` [n, dim], its gradient
         ``[n, dim]`` and Hessian ``[n, dim, dim]`` (exact, of the interpolated members)."""
-        p, g, dp, dg, d2p, d2g = self._scale_terms(z3, th)
+        pt = self._parts(z3, th)
         if self.oriented2:
-            return self._oriented(p, g, dp[:, 0], dg[:, 0], d2p[:, 0, 0], d2g[:, 0, 0], th[:, 1])
+            return self._oriented(pt, th[:, 1])
+        g = pt.gram()
+        p = pt.p(_O)
         tr = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1).clamp(min=1e-300)
         eye = torch.eye(self.m, dtype=g.dtype, device=g.device)
         chol, _ = torch.linalg.cholesky_ex(g + (_JITTER * tr)[:, None, None] * eye)
         q = torch.cholesky_solve(p[:, :, None], chol)[:, :, 0]
         f = (p * q).sum(-1)
-        r = dp - torch.einsum("ndab,nb->nda", dg, q)
-        grad = 2.0 * (dp * q[:, None]).sum(-1) - torch.einsum("ndab,na,nb->nd", dg, q, q)
+        ims = pt.images(q)
+        im = {a: pt.block(ims, a) for a in (_O, _X, _Y, _XX, _YY, _XY)}
+
+        def form(a: tuple[int, int], b: tuple[int, int]) -> torch.Tensor:
+            return pt.inner(im[a], im[b])  # q^T <d^a B, d^b B> q
+
+        # q^T d2G q (<d2 B_a, B_b> + <B_a, d2 B_b> + cross terms)
+        gxx = 2.0 * (form(_XX, _O) + form(_X, _X))
+        gyy = 2.0 * (form(_YY, _O) + form(_Y, _Y))
+        gxy = 2.0 * (form(_XY, _O) + form(_X, _Y))
+        # dG q: (dG q)_a = <d B_a, sum_b q_b B_b> + <B_a, sum_b q_b d B_b>
+        w = pt.projections(im[_O])
+        bx, by = pt.project0([im[_X], im[_Y]])
+        dgx = pt.project(w, im[_O], _X) + bx
+        dgy = pt.project(w, im[_O], _Y) + by
+        px, py, pxx, pyy, pxy = pt.p(_X), pt.p(_Y), pt.p(_XX), pt.p(_YY), pt.p(_XY)
+        if self.two:
+            dgq = torch.stack([dgx, dgy], 1)
+            dp = torch.stack([px, py], 1)  # [n, 2, M]
+            d2p = torch.stack([torch.stack([pxx, pxy], 1), torch.stack([pxy, pyy], 1)], 1)
+            qd2gq = torch.stack([torch.stack([gxx, gxy], 1), torch.stack([gxy, gyy], 1)], 1)
+        else:  # d/ds = d/dx + d/dy
+            dgq = (dgx + dgy)[:, None]
+            dp = (px + py)[:, None]
+            d2p = (pxx + 2.0 * pxy + pyy)[:, None, None]
+            qd2gq = (gxx + 2.0 * gxy + gyy)[:, None, None]
+        r = dp - dgq  # [n, d, M]
+        grad = 2.0 * (dp * q[:, None]).sum(-1) - (dgq * q[:, None]).sum(-1)
         gir = torch.cholesky_solve(r.transpose(1, 2), chol)  # [n, M, d]
-        hess = (
-            2.0 * torch.einsum("ndem,nm->nde", d2p, q)
-            - torch.einsum("ndeab,na,nb->nde", d2g, q, q)
-            + 2.0 * torch.matmul(r, gir)
-        )
+        hess = 2.0 * (d2p * q[:, None, None]).sum(-1) - qd2gq + 2.0 * torch.matmul(r, gir)
         return f, grad, hess
 
     @staticmethod
-    def _oriented(p, g, ps, gs, pss, gss, theta):
+    def _oriented(pt: _Parts, theta: torch.Tensor):
         """``f = (w.p)^2 / (w^T G w)`` in ``(sigma, theta)``: value, gradient, Hessian."""
         c2, s2 = torch.cos(2.0 * theta), torch.sin(2.0 * theta)
         w = oriented_weights(2, theta)
-        wt = torch.stack([-s2, 2.0 * c2, s2], 1)
+        wt = torch.stack([-s2, 2.0 * c2, s2], 1)  # d w / d theta
         wtt = torch.stack([-2.0 * c2, -4.0 * s2, 2.0 * c2], 1)
+        p, ps = pt.p(_O), pt.p(_X) + pt.p(_Y)
+        pss = pt.p(_XX) + 2.0 * pt.p(_XY) + pt.p(_YY)
+        iw_, it_ = pt.images(w), pt.images(wt)
+        iw = {a: pt.block(iw_, a) for a in (_O, _X, _Y, _XX, _YY, _XY)}
+        it = {a: pt.block(it_, a) for a in (_O, _X, _Y)}
+        itt = pt.block(pt.images(wtt), _O)
+        inner = pt.inner
 
         def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return (a * b).sum(-1)
 
-        def quad(a: torch.Tensor, m: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return torch.einsum("na,nab,nb->n", a, m, b)
-
         num = dot(w, p)
         n_s, n_t = dot(w, ps), dot(wt, p)
         n_ss, n_st, n_tt = dot(w, pss), dot(wt, ps), dot(wtt, p)
-        den = quad(w, g, w)
-        d_s, d_t = quad(w, gs, w), 2.0 * quad(wt, g, w)
-        d_ss, d_st = quad(w, gss, w), 2.0 * quad(wt, gs, w)
-        d_tt = 2.0 * quad(wtt, g, w) + 2.0 * quad(wt, g, wt)
+        den = inner(iw[_O], iw[_O])
+        d_s = 2.0 * (inner(iw[_X], iw[_O]) + inner(iw[_Y], iw[_O]))
+        d_t = 2.0 * inner(it[_O], iw[_O])
+        d_ss = 2.0 * (
+            inner(iw[_XX], iw[_O])
+            + inner(iw[_YY], iw[_O])
+            + 2.0 * inner(iw[_XY], iw[_O])
+            + inner(iw[_X], iw[_X])
+            + inner(iw[_Y], iw[_Y])
+            + 2.0 * inner(iw[_X], iw[_Y])
+        )
+        d_st = 2.0 * (
+            inner(it[_X], iw[_O])
+            + inner(iw[_X], it[_O])
+            + inner(it[_Y], iw[_O])
+            + inner(iw[_Y], it[_O])
+        )
+        d_tt = 2.0 * inner(itt, iw[_O]) + 2.0 * inner(it[_O], it[_O])
         ok = den > 0
         den = torch.where(ok, den, torch.ones_like(den))
         f = torch.where(ok, num * num / den, torch.zeros_like(den))
@@ -344,6 +433,7 @@ class Search:
         zs, cur = z3, th
         f, g, hm = self.objective(zs, cur)
         r = torch.ones(n, dtype=dt, device=dev)  # trust radius in units of `unit`
+        stalled = torch.zeros(n, dtype=torch.bool, device=dev)
         for _ in range(_MAX_ITER):
             # a scale on a bound stays there when the gradient points out (at 0, where the
             # even objective's gradient vanishes, only when it is also concave there)
@@ -382,7 +472,9 @@ class Search:
             step = step * unit
             prop = torch.minimum(torch.maximum(cur + step, lo), hi)
             move = (prop - cur).abs().amax(1)
-            conv = (move <= _NEWTON_TOL) & nd
+            # converged: the move, or the gain the quadratic model still promises, is tiny
+            gain = 0.5 * (ge * ge / torch.where(neg, -lam, 1.0)).sum(1)
+            conv = (((move <= _NEWTON_TOL) | (gain <= _GAIN_TOL)) & nd) | stalled
             done = conv | (r * unit.min() <= _NEWTON_TOL) | (f < 1e-20)
             if bool(done.any()):
                 out[idx] = cur
@@ -390,10 +482,14 @@ class Search:
                 keep = ~done
                 idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
                 f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
+                nd, gain = nd[keep], gain[keep]
                 if idx.numel() == 0:
                     break
             fp, gp, hp = self.objective(zs, prop)
             acc = fp >= f
+            # a full Newton step that promised almost nothing and lost: the objective's
+            # rounding noise (about 1e-13 for high orders) is reached
+            stalled = ~acc & nd & ~limited & (gain <= _STALL_GAIN)
             cur = torch.where(acc[:, None], prop, cur)
             f = torch.where(acc, fp, f)
             g = torch.where(acc[:, None], gp, g)
