@@ -705,8 +705,9 @@ def family_census(
 
 def _exact(fam: _Family, y: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> dict:
     """Closed-form coefficients, offset and RSS of raw filters ``y`` [n, P] at their scales."""
-    basis = fam.basis(sx, sy)  # [n, M, P]
-    chol = fam.gram(*fam.axes(sx, sy))
+    u, v = fam.axes(sx, sy)  # [n, N+1, k]: the exact 1-D factors, once
+    basis = (v[:, fam.jj, :, None] * u[:, fam.ii, None, :]).reshape(y.shape[0], -1, y.shape[1])
+    chol = fam.gram(u, v)
     ym = y.mean(1, keepdim=True)
     p = torch.einsum("nmp,np->nm", basis, y - ym)
     if fam.w_grid is not None:  # oriented order 2: theta from the unit filters, then (gain, b)

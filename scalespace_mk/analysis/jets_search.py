@@ -58,7 +58,7 @@ _JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at lar
 _GRID_DTYPE = torch.float32  # precision of the grid products (argmax only)
 _GRID_ROWS = 1024  # filters per grid product
 _GRID_MAX_BYTES = 256 << 20  # largest grid matrix (a coarser grid beyond: large k, sigma_max)
-_GRID_BLOCK_BYTES = 64 << 20  # largest [rows, columns] block of a grid product
+_GRID_BLOCK_BYTES = 1 << 20  # largest [rows, columns] block of a grid product (stays in cache)
 _TINY = 1e-14  # ||g_c||^2 of a unit-norm model below this counts as constant
 
 
@@ -220,7 +220,7 @@ class Search:
         self.dim = 2 if (two or self.oriented2) else 1
         n_grid = max(int(math.ceil(sigma_max / step)), 2)
         # a grid matrix past _GRID_MAX_BYTES (large k and sigma_max) gets a coarser grid
-        group = _N_THETA if self.oriented2 else self.m
+        group = self.m
         fit = _GRID_MAX_BYTES // (4 * k * k * group)
         fit = int(math.isqrt(fit)) if two else int(fit)
         n_grid = max(min(n_grid, fit - 1), 2)
@@ -238,8 +238,8 @@ class Search:
         """The grid as one matrix ``[k*k, columns]`` (float32; built once, shared by threads).
 
         N-jet and oriented order 1: per grid point (index ``iy * G + ix`` for two scales) the
-        ``M`` rows of ``L^-1 B_c``; oriented order 2: per (scale, angle) (index
-        ``g * 64 + t``) the unit centred ``sum_a w_a(theta) B_a``.
+        ``M`` rows of ``L^-1 B_c``; oriented order 2: per scale the 3 centred members
+        ``B_c`` (with ``1 / (w^T G w)`` per scale and angle, index ``g * 64 + t``).
         """
         if self.models is not None:
             return self.models
@@ -260,14 +260,15 @@ class Search:
     def _block(self, b: torch.Tensor) -> torch.Tensor:
         """Grid columns ``[k*k, S * group]`` (float32) of members ``b`` [S, M, k*k]."""
         bc = b - b.mean(-1, keepdim=True)
-        if self.oriented2:
+        if self.oriented2:  # the centred members, and 1 / (w^T G w) per (scale, angle)
             w = oriented_weights(2, self.theta)  # [T, 3]
-            g = torch.einsum("tm,smp->stp", w, bc).reshape(-1, bc.shape[-1])
-            raw = torch.einsum("tm,smp->stp", w, b).reshape(-1, bc.shape[-1])
-            nrm = (g * g).sum(-1)
-            ok = nrm > _TINY * (raw * raw).sum(-1)
-            g = g * torch.where(ok, nrm.clamp(min=1e-300).rsqrt(), torch.zeros_like(nrm))[:, None]
-            return g.T.to(_GRID_DTYPE)
+            den = torch.einsum("tm,smp,tn,snp->st", w, bc, w, bc)
+            raw = torch.einsum("tm,smp->stp", w, b).square().sum(-1)
+            ok = den > _TINY * raw
+            inv = torch.where(ok, 1.0 / den.clamp(min=1e-300), torch.zeros_like(den))
+            self.inv_den = inv.reshape(-1, _N_THETA).to(_GRID_DTYPE)
+            self.w_grid = w.T.to(_GRID_DTYPE).contiguous()  # [3, T]
+            return bc.reshape(-1, bc.shape[-1]).T.to(_GRID_DTYPE)
         gram = bc @ bc.transpose(-1, -2)
         tr = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1).clamp(min=1e-300)
         eye = torch.eye(self.m, dtype=gram.dtype, device=gram.device)
@@ -279,15 +280,16 @@ class Search:
         """Start of the search per unit centred filter ``zf`` [n, k*k]: ``[n, dim]``."""
         models = self.grid_models()
         g = self.sig.shape[0]
-        group = _N_THETA if self.oriented2 else self.m
         out = torch.empty(zf.shape[0], dtype=torch.long, device=zf.device)
-        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * models.shape[1]))))
+        cols = g * _N_THETA if self.oriented2 else models.shape[1]
+        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * cols))))
         for s in range(0, zf.shape[0], rows):
-            c = torch.matmul(zf[s : s + rows].to(_GRID_DTYPE), models).square_()
-            if self.oriented2:
-                out[s : s + rows] = c.argmax(1)
+            c = torch.matmul(zf[s : s + rows].to(_GRID_DTYPE), models)
+            if self.oriented2:  # (w.p)^2 / (w^T G w) at every (scale, angle)
+                num = torch.matmul(c.view(-1, g, 3), self.w_grid).square_()  # [c, G, T]
+                out[s : s + rows] = (num * self.inv_den).view(num.shape[0], -1).argmax(1)
             else:
-                out[s : s + rows] = c.view(c.shape[0], -1, group).sum(-1).argmax(1)
+                out[s : s + rows] = c.square_().view(c.shape[0], -1, self.m).sum(-1).argmax(1)
         if self.oriented2:
             return torch.stack([self.sig[out // _N_THETA], self.theta[out % _N_THETA]], 1)
         if self.two:
