@@ -52,7 +52,7 @@ __all__: list[str] = []
 _N_THETA = 64  # grid of theta on [0, pi) for oriented order 2 (as the exact fit's)
 _MAX_ITER = 40  # Newton steps at most
 _NEWTON_TOL = 1e-9  # a proposed Newton move this short (in sigma, or theta) ends the search
-_GAIN_TOL = 1e-15  # ... as does a Newton step promising at most this much more R^2
+_GAIN_TOL = 1e-13  # ... as does a Newton step promising at most this much more R^2
 _STALL_GAIN = 1e-11  # ... or a rejected full Newton step that promised at most this
 _JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at large sigma)
 _GRID_DTYPE = torch.float32  # precision of the grid products (argmax only)
@@ -173,6 +173,23 @@ class _Parts:
         return got
 
 
+def _neighbour(i: torch.Tensor, d: int, n: int, wrap: bool) -> torch.Tensor:
+    """Index ``i + d`` on a grid of ``n`` points: periodic, or reflected at both ends."""
+    j = i + d
+    if wrap:
+        return torch.remainder(j, n)
+    j = torch.where(j < 0, -j, j)
+    return torch.where(j > n - 1, 2 * (n - 1) - j, j).clamp(0, n - 1)
+
+
+def _vertex(fm: torch.Tensor, f0: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Offset (in steps, within +-1/2) of the vertex of the parabola through three values."""
+    curv = fp - 2.0 * f0 + fm
+    ok = curv < 0
+    off = (fm - fp) / (2.0 * torch.where(ok, curv, -torch.ones_like(curv)))
+    return torch.where(ok, off, torch.zeros_like(off)).clamp(-0.5, 0.5)
+
+
 class Search:
     """Interpolated objective of one family on one device, its grid and its Newton search.
 
@@ -277,24 +294,51 @@ class Search:
         return basis.reshape(-1, bc.shape[-1]).T.to(_GRID_DTYPE)
 
     def start(self, zf: torch.Tensor) -> torch.Tensor:
-        """Start of the search per unit centred filter ``zf`` [n, k*k]: ``[n, dim]``."""
+        """Start of the search per unit centred filter ``zf`` [n, k*k]: ``[n, dim]``.
+
+        The best grid point, moved to the vertex of the parabola through it and its two
+        neighbours along each axis (at most half a step; the scales reflect at 0 and
+        ``sigma_max``, theta is periodic): the Newton search then starts close.
+        """
         models = self.grid_models()
         g = self.sig.shape[0]
-        out = torch.empty(zf.shape[0], dtype=torch.long, device=zf.device)
-        cols = g * _N_THETA if self.oriented2 else models.shape[1]
-        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * cols))))
+        # the grid as [A, B]: (1, sigma), (sigma_y, sigma_x) or (sigma, theta)
+        a_n, b_n = (g, _N_THETA) if self.oriented2 else ((g, g) if self.two else (1, g))
+        out = torch.empty(zf.shape[0], 2, dtype=torch.float64, device=zf.device)
+        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * a_n * b_n * self.m))))
         for s in range(0, zf.shape[0], rows):
             c = torch.matmul(zf[s : s + rows].to(_GRID_DTYPE), models)
             if self.oriented2:  # (w.p)^2 / (w^T G w) at every (scale, angle)
                 num = torch.matmul(c.view(-1, g, 3), self.w_grid).square_()  # [c, G, T]
-                out[s : s + rows] = (num * self.inv_den).view(num.shape[0], -1).argmax(1)
+                vals = (num * self.inv_den).view(num.shape[0], -1)
             else:
-                out[s : s + rows] = c.square_().view(c.shape[0], -1, self.m).sum(-1).argmax(1)
-        if self.oriented2:
-            return torch.stack([self.sig[out // _N_THETA], self.theta[out % _N_THETA]], 1)
-        if self.two:
-            return torch.stack([self.sig[out % g], self.sig[out // g]], 1)
-        return self.sig[out][:, None]
+                vals = c.square_().view(c.shape[0], -1, self.m).sum(-1)
+            best = vals.argmax(1)
+            ia, ib = best // b_n, best % b_n
+            wrap_b = self.oriented2
+
+            def at(i: torch.Tensor, j: torch.Tensor, vals=vals) -> torch.Tensor:
+                return vals.gather(1, (i * b_n + j)[:, None])[:, 0].double()
+
+            f0 = at(ia, ib)
+            off_b = _vertex(at(ia, _neighbour(ib, -1, b_n, wrap_b)), f0,
+                            at(ia, _neighbour(ib, 1, b_n, wrap_b)))  # fmt: skip
+            if a_n > 1:
+                off_a = _vertex(at(_neighbour(ia, -1, a_n, False), ib), f0,
+                                at(_neighbour(ia, 1, a_n, False), ib))  # fmt: skip
+            else:
+                off_a = torch.zeros_like(off_b)
+            step = 2.0 * self.h
+            if self.oriented2:
+                th0 = self.sig[ia] + off_a * step
+                th1 = self.theta[ib] + off_b * (math.pi / _N_THETA)
+            else:
+                th0 = self.sig[ib] + off_b * step
+                th1 = self.sig[ia] + off_a * step
+                th1 = th1.clamp(0.0, self.sigma_max)
+            out[s : s + rows, 0] = th0.clamp(0.0, self.sigma_max)
+            out[s : s + rows, 1] = th1
+        return out[:, : self.dim]
 
     # ----------------------------------------------------------------------------------
     # the objective, its gradient and Hessian
