@@ -102,7 +102,6 @@ class _Parts:
         self.pz = torch.matmul(self.va, zu)  # [n, 3(N+1) (dy, j), 3(N+1) (dx, i)]
         self.ut = u.permute(0, 2, 1, 3).reshape(n, n1, 3 * k)  # [n, i, (dx, c)]
         self.vt = v.permute(0, 2, 1, 3).reshape(n, n1, 3 * k).transpose(1, 2)  # [n, (dy, r), j]
-        self._sums: dict = {}  # sums of the images (each used in several inner products)
 
     def _at(self, w: torch.Tensor, a: tuple[int, int]) -> torch.Tensor:
         """Entries ``(dy, j_m), (dx, i_m)`` of a ``[n, 3(N+1), 3(N+1)]`` matrix: ``[n, M]``."""
@@ -126,17 +125,18 @@ class _Parts:
         g = uu[:, ii][:, :, ii] * vv[:, jj][:, :, jj]
         return g - m[:, :, None] * m[:, None, :] / self.kk
 
-    def images(self, c: torch.Tensor) -> torch.Tensor:
-        """``sum_m c_m d^a B_m`` for all ``a``: ``[n, 3k, 3k]``, block ``(dy, dx)`` (see
-        :meth:`block`), for coefficients ``c`` [n, M]."""
-        q = c.new_zeros(c.shape[0], self.n1, self.n1)
-        q[:, self.jj, self.ii] = c
-        return torch.matmul(self.vt, torch.matmul(q, self.ut))
-
-    def block(self, im: torch.Tensor, a: tuple[int, int]) -> torch.Tensor:
-        """The image ``[n, k, k]`` of derivative orders ``a = (dx, dy)`` in :meth:`images`."""
-        k = self.k
-        return im[:, a[1] * k : (a[1] + 1) * k, a[0] * k : (a[0] + 1) * k]
+    def images(self, cs: list[torch.Tensor]) -> _Images:
+        """The images ``sum_m c_m d^a B_m`` of coefficient vectors ``cs`` ([n, M] each) for
+        every derivative order ``a`` (two products for all of them)."""
+        n, n1, k, big = cs[0].shape[0], self.n1, self.k, len(cs)
+        q = cs[0].new_zeros(n, big, n1, n1)
+        for i, c in enumerate(cs):
+            q[:, i, self.jj, self.ii] = c
+        qu = torch.matmul(q.reshape(n, big * n1, n1), self.ut)  # [n, L (N+1), 3k]
+        qu = qu.reshape(n, big, n1, 3 * k).transpose(1, 2).reshape(n, n1, big * 3 * k)
+        im = torch.matmul(self.vt, qu)  # [n, 3k (dy, r), L 3k (l, dx, c)]
+        im = im.reshape(n, 3, k, big, 3, k).permute(0, 3, 1, 4, 2, 5)
+        return _Images(im.reshape(n, big * 9, k * k), self.kk)
 
     def projections(self, img: torch.Tensor) -> torch.Tensor:
         """``<d^a B_m, img>`` (uncentred) for all ``a``: ``[n, 3(N+1), 3(N+1)]`` (read with
@@ -160,17 +160,26 @@ class _Parts:
             for i, img in enumerate(imgs)
         ]
 
-    def inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Centred inner product ``<a, b>_c`` ``[n]`` of images ``[n, k, k]``."""
-        sa, sb = self._sum(a), self._sum(b)
-        return (a * b).sum((1, 2)) - sa * sb / self.kk
 
-    def _sum(self, a: torch.Tensor) -> torch.Tensor:
-        key = (a.data_ptr(), a.storage_offset(), a.shape)
-        got = self._sums.get(key)
-        if got is None:
-            got = self._sums[key] = a.sum((1, 2))
-        return got
+class _Images:
+    """Images ``[n, L * 9, k * k]`` (row ``9 l + 3 dy + dx``) and their centred Gram matrix."""
+
+    def __init__(self, flat: torch.Tensor, kk: float) -> None:
+        self.flat, self.kk = flat, kk
+        self._gram: torch.Tensor | None = None
+        self.sums = flat.sum(-1)
+
+    def __call__(self, a: tuple[int, int], l: int = 0) -> torch.Tensor:  # noqa: E741
+        """Image ``[n, k, k]`` of vector ``l`` differentiated ``a = (dx, dy)``."""
+        k = int(round(math.sqrt(self.flat.shape[-1])))
+        return self.flat[:, 9 * l + 3 * a[1] + a[0]].reshape(-1, k, k)
+
+    def inner(self, a: tuple[int, int], b: tuple[int, int], la: int = 0, lb: int = 0):
+        """Centred inner product ``[n]`` of images ``(a, la)`` and ``(b, lb)``."""
+        if self._gram is None:
+            self._gram = torch.matmul(self.flat, self.flat.transpose(1, 2))
+        i, j = 9 * la + 3 * a[1] + a[0], 9 * lb + 3 * b[1] + b[0]
+        return self._gram[:, i, j] - self.sums[:, i] * self.sums[:, j] / self.kk
 
 
 def _neighbour(i: torch.Tensor, d: int, n: int, wrap: bool) -> torch.Tensor:
@@ -369,21 +378,21 @@ class Search:
         chol, _ = torch.linalg.cholesky_ex(g + (_JITTER * tr)[:, None, None] * eye)
         q = torch.cholesky_solve(p[:, :, None], chol)[:, :, 0]
         f = (p * q).sum(-1)
-        ims = pt.images(q)
-        im = {a: pt.block(ims, a) for a in (_O, _X, _Y, _XX, _YY, _XY)}
+        im = pt.images([q])
 
         def form(a: tuple[int, int], b: tuple[int, int]) -> torch.Tensor:
-            return pt.inner(im[a], im[b])  # q^T <d^a B, d^b B> q
+            return im.inner(a, b)  # q^T <d^a B, d^b B> q
 
         # q^T d2G q (<d2 B_a, B_b> + <B_a, d2 B_b> + cross terms)
         gxx = 2.0 * (form(_XX, _O) + form(_X, _X))
         gyy = 2.0 * (form(_YY, _O) + form(_Y, _Y))
         gxy = 2.0 * (form(_XY, _O) + form(_X, _Y))
         # dG q: (dG q)_a = <d B_a, sum_b q_b B_b> + <B_a, sum_b q_b d B_b>
-        w = pt.projections(im[_O])
-        bx, by = pt.project0([im[_X], im[_Y]])
-        dgx = pt.project(w, im[_O], _X) + bx
-        dgy = pt.project(w, im[_O], _Y) + by
+        i0 = im(_O)
+        w = pt.projections(i0)
+        bx, by = pt.project0([im(_X), im(_Y)])
+        dgx = pt.project(w, i0, _X) + bx
+        dgy = pt.project(w, i0, _Y) + by
         px, py, pxx, pyy, pxy = pt.p(_X), pt.p(_Y), pt.p(_XX), pt.p(_YY), pt.p(_XY)
         if self.two:
             dgq = torch.stack([dgx, dgy], 1)
@@ -410,11 +419,10 @@ class Search:
         wtt = torch.stack([-2.0 * c2, -4.0 * s2, 2.0 * c2], 1)
         p, ps = pt.p(_O), pt.p(_X) + pt.p(_Y)
         pss = pt.p(_XX) + 2.0 * pt.p(_XY) + pt.p(_YY)
-        iw_, it_ = pt.images(w), pt.images(wt)
-        iw = {a: pt.block(iw_, a) for a in (_O, _X, _Y, _XX, _YY, _XY)}
-        it = {a: pt.block(it_, a) for a in (_O, _X, _Y)}
-        itt = pt.block(pt.images(wtt), _O)
-        inner = pt.inner
+        im = pt.images([w, wt, wtt])  # vectors 0, 1, 2
+
+        def inner(a: tuple[int, int], b: tuple[int, int], la: int = 0, lb: int = 0):
+            return im.inner(a, b, la, lb)
 
         def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return (a * b).sum(-1)
@@ -422,24 +430,21 @@ class Search:
         num = dot(w, p)
         n_s, n_t = dot(w, ps), dot(wt, p)
         n_ss, n_st, n_tt = dot(w, pss), dot(wt, ps), dot(wtt, p)
-        den = inner(iw[_O], iw[_O])
-        d_s = 2.0 * (inner(iw[_X], iw[_O]) + inner(iw[_Y], iw[_O]))
-        d_t = 2.0 * inner(it[_O], iw[_O])
+        den = inner(_O, _O)
+        d_s = 2.0 * (inner(_X, _O) + inner(_Y, _O))
+        d_t = 2.0 * inner(_O, _O, 1, 0)
         d_ss = 2.0 * (
-            inner(iw[_XX], iw[_O])
-            + inner(iw[_YY], iw[_O])
-            + 2.0 * inner(iw[_XY], iw[_O])
-            + inner(iw[_X], iw[_X])
-            + inner(iw[_Y], iw[_Y])
-            + 2.0 * inner(iw[_X], iw[_Y])
+            inner(_XX, _O)
+            + inner(_YY, _O)
+            + 2.0 * inner(_XY, _O)
+            + inner(_X, _X)
+            + inner(_Y, _Y)
+            + 2.0 * inner(_X, _Y)
         )
         d_st = 2.0 * (
-            inner(it[_X], iw[_O])
-            + inner(iw[_X], it[_O])
-            + inner(it[_Y], iw[_O])
-            + inner(iw[_Y], it[_O])
+            inner(_X, _O, 1, 0) + inner(_X, _O, 0, 1) + inner(_Y, _O, 1, 0) + inner(_Y, _O, 0, 1)
         )
-        d_tt = 2.0 * inner(itt, iw[_O]) + 2.0 * inner(it[_O], it[_O])
+        d_tt = 2.0 * inner(_O, _O, 2, 0) + 2.0 * inner(_O, _O, 1, 1)
         ok = den > 0
         den = torch.where(ok, den, torch.ones_like(den))
         f = torch.where(ok, num * num / den, torch.zeros_like(den))
