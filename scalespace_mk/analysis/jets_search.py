@@ -317,26 +317,24 @@ class Search:
         rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * a_n * b_n * self.m))))
         for s in range(0, zf.shape[0], rows):
             c = torch.matmul(zf[s : s + rows].to(_GRID_DTYPE), models)
-            if self.oriented2:  # (w.p)^2 / (w^T G w) at every (scale, angle)
-                num = torch.matmul(c.view(-1, g, 3), self.w_grid).square_()  # [c, G, T]
-                vals = (num * self.inv_den).view(num.shape[0], -1)
+            if self.oriented2:
+                ia, ib, off_a, off_b = self._start_oriented(c, g)
             else:
                 vals = c.square_().view(c.shape[0], -1, self.m).sum(-1)
-            best = vals.argmax(1)
-            ia, ib = best // b_n, best % b_n
-            wrap_b = self.oriented2
+                best = vals.argmax(1)
+                ia, ib = best // b_n, best % b_n
 
-            def at(i: torch.Tensor, j: torch.Tensor, vals=vals) -> torch.Tensor:
-                return vals.gather(1, (i * b_n + j)[:, None])[:, 0].double()
+                def at(i: torch.Tensor, j: torch.Tensor, vals=vals) -> torch.Tensor:
+                    return vals.gather(1, (i * b_n + j)[:, None])[:, 0].double()
 
-            f0 = at(ia, ib)
-            off_b = _vertex(at(ia, _neighbour(ib, -1, b_n, wrap_b)), f0,
-                            at(ia, _neighbour(ib, 1, b_n, wrap_b)))  # fmt: skip
-            if a_n > 1:
-                off_a = _vertex(at(_neighbour(ia, -1, a_n, False), ib), f0,
-                                at(_neighbour(ia, 1, a_n, False), ib))  # fmt: skip
-            else:
-                off_a = torch.zeros_like(off_b)
+                f0 = at(ia, ib)
+                off_b = _vertex(at(ia, _neighbour(ib, -1, b_n, False)), f0,
+                                at(ia, _neighbour(ib, 1, b_n, False)))  # fmt: skip
+                if a_n > 1:
+                    off_a = _vertex(at(_neighbour(ia, -1, a_n, False), ib), f0,
+                                    at(_neighbour(ia, 1, a_n, False), ib))  # fmt: skip
+                else:
+                    off_a = torch.zeros_like(off_b)
             step = 2.0 * self.h
             if self.oriented2:
                 th0 = self.sig[ia] + off_a * step
@@ -348,6 +346,31 @@ class Search:
             out[s : s + rows, 0] = th0.clamp(0.0, self.sigma_max)
             out[s : s + rows, 1] = th1
         return out[:, : self.dim]
+
+    def _start_oriented(self, c: torch.Tensor, g: int):
+        """Oriented order 2: the best scale of the profile ``max_theta R^2`` (each scale's
+        best angle refined by a parabola, as the exact fit finds theta), its angle, and the
+        parabolic offsets along sigma (of the profile) and theta."""
+        num = torch.matmul(c.view(-1, g, 3), self.w_grid).square_()  # [c, G, T]
+        vals = (num * self.inv_den).double()
+        t = _N_THETA
+        f0, arg = vals.max(2)  # [c, G]
+        fm = vals.gather(2, _neighbour(arg, -1, t, True)[:, :, None])[:, :, 0]
+        fp = vals.gather(2, _neighbour(arg, 1, t, True)[:, :, None])[:, :, 0]
+        curv = fp - 2.0 * f0 + fm
+        ok = curv < 0
+        lift = (fp - fm) ** 2 / (8.0 * torch.where(ok, -curv, torch.ones_like(curv)))
+        prof = f0 + torch.where(ok, lift.clamp(max=0.5 * (fp - fm).abs()), 0.0)
+        ia = prof.argmax(1)
+        ib = arg.gather(1, ia[:, None])[:, 0]
+
+        def at(v: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+            return v.gather(1, i[:, None])[:, 0]
+
+        off_b = _vertex(at(fm, ia), at(f0, ia), at(fp, ia))
+        off_a = _vertex(at(prof, _neighbour(ia, -1, g, False)), at(prof, ia),
+                        at(prof, _neighbour(ia, 1, g, False)))  # fmt: skip
+        return ia, ib, off_a, off_b
 
     # ----------------------------------------------------------------------------------
     # the objective, its gradient and Hessian
