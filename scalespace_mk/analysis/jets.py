@@ -507,7 +507,7 @@ def family_census(
         ``"cpu"`` (default) or ``"cuda"``; arithmetic is float64 (the grid that picks the
         start of the search: float32).
     batch_size : int, optional
-        Filters per batch (default 4096 on CPU, 65536 on CUDA); on the CPU the batches run
+        Filters per batch (default 2048 on CPU, 65536 on CUDA); on the CPU the batches run
         on ``torch.get_num_threads()`` threads at once. The result does not depend on the
         number of threads.
     progress : bool, optional
@@ -611,7 +611,7 @@ def family_census(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available; use 'cpu'")
     if batch_size is None:
-        batch_size = 65536 if dev.type == "cuda" else 4096
+        batch_size = 65536 if dev.type == "cuda" else 2048
     check_batch_size(batch_size)
     check_num_threads(num_threads)
 

@@ -58,7 +58,7 @@ _JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at lar
 _GRID_DTYPE = torch.float32  # precision of the grid products (argmax only)
 _GRID_ROWS = 1024  # filters per grid product
 _GRID_MAX_BYTES = 256 << 20  # largest grid matrix (a coarser grid beyond: large k, sigma_max)
-_GRID_BLOCK_BYTES = 1 << 20  # largest [rows, columns] block of a grid product (stays in cache)
+_GRID_BLOCK_BYTES = 4 << 20  # largest [rows, columns] block of a grid product (stays in cache)
 _TINY = 1e-14  # ||g_c||^2 of a unit-norm model below this counts as constant
 
 
@@ -162,11 +162,11 @@ class _Parts:
 
 
 class _Images:
-    """Images ``[n, L * 9, k * k]`` (row ``9 l + 3 dy + dx``) and their centred Gram matrix."""
+    """Images ``[n, L * 9, k * k]`` (row ``9 l + 3 dy + dx``) and their centred inner
+    products (only those asked for: a handful of the ``(9 L)^2``)."""
 
     def __init__(self, flat: torch.Tensor, kk: float) -> None:
         self.flat, self.kk = flat, kk
-        self._gram: torch.Tensor | None = None
         self.sums = flat.sum(-1)
 
     def __call__(self, a: tuple[int, int], l: int = 0) -> torch.Tensor:  # noqa: E741
@@ -176,10 +176,9 @@ class _Images:
 
     def inner(self, a: tuple[int, int], b: tuple[int, int], la: int = 0, lb: int = 0):
         """Centred inner product ``[n]`` of images ``(a, la)`` and ``(b, lb)``."""
-        if self._gram is None:
-            self._gram = torch.matmul(self.flat, self.flat.transpose(1, 2))
         i, j = 9 * la + 3 * a[1] + a[0], 9 * lb + 3 * b[1] + b[0]
-        return self._gram[:, i, j] - self.sums[:, i] * self.sums[:, j] / self.kk
+        dot = (self.flat[:, i] * self.flat[:, j]).sum(-1)
+        return dot - self.sums[:, i] * self.sums[:, j] / self.kk
 
 
 def _neighbour(i: torch.Tensor, d: int, n: int, wrap: bool) -> torch.Tensor:
@@ -314,7 +313,8 @@ class Search:
         # the grid as [A, B]: (1, sigma), (sigma_y, sigma_x) or (sigma, theta)
         a_n, b_n = (g, _N_THETA) if self.oriented2 else ((g, g) if self.two else (1, g))
         out = torch.empty(zf.shape[0], 2, dtype=torch.float64, device=zf.device)
-        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * a_n * b_n * self.m))))
+        cols = a_n * b_n * (1 if self.oriented2 else self.m)  # floats per filter
+        rows = int(max(1, min(_GRID_ROWS, _GRID_BLOCK_BYTES // (4 * cols))))
         for s in range(0, zf.shape[0], rows):
             c = torch.matmul(zf[s : s + rows].to(_GRID_DTYPE), models)
             if self.oriented2:
@@ -352,11 +352,12 @@ class Search:
         best angle refined by a parabola, as the exact fit finds theta), its angle, and the
         parabolic offsets along sigma (of the profile) and theta."""
         num = torch.matmul(c.view(-1, g, 3), self.w_grid).square_()  # [c, G, T]
-        vals = (num * self.inv_den).double()
+        vals = num.mul_(self.inv_den)
         t = _N_THETA
         f0, arg = vals.max(2)  # [c, G]
         fm = vals.gather(2, _neighbour(arg, -1, t, True)[:, :, None])[:, :, 0]
         fp = vals.gather(2, _neighbour(arg, 1, t, True)[:, :, None])[:, :, 0]
+        f0, fm, fp = f0.double(), fm.double(), fp.double()
         curv = fp - 2.0 * f0 + fm
         ok = curv < 0
         lift = (fp - fm) ** 2 / (8.0 * torch.where(ok, -curv, torch.ones_like(curv)))
