@@ -16,8 +16,11 @@ exact kernel:
 2. **Grid.** Every filter against every grid point in one float32 matrix product: per grid
    point the centred members' orthonormal basis ``L^-1 B_c`` (``L L^T = B_c B_c^T``), so
    ``R^2 = ||L^-1 B_c z||^2`` for the centred unit filter ``z``; for oriented order 2 the
-   unit centred ``delta_phiphi T`` at 64 angles. Grid steps as before (0.05 in sigma for one
-   scale, 0.125 per axis for two, 64 angles on [0, pi)); the grid only picks the start.
+   three centred members per scale and ``1 / (w^T G w)`` per (scale, angle), each scale's
+   best angle refined by a parabola (the profile ``max_theta R^2`` that the exact fit
+   maximises). Grid steps as before (0.05 in sigma for one scale, 0.125 per axis for two,
+   64 angles on [0, pi)). The start is the best grid point moved to the vertex of the
+   parabola through its neighbours (at most half a step per axis).
 3. **Newton.** A trust-region Newton ascent in float64 with the exact gradient and Hessian
    of the interpolated objective: with ``p = B_c z``, ``G = B_c B_c^T`` and ``q = G^-1 p``,
    ``R^2 = p.q``, ``dR^2 = 2 dp.q - q^T dG q`` and
@@ -25,10 +28,14 @@ exact kernel:
    term comes from 1-D products of ``u, u', u''`` and ``v, v', v''``
    (``<v_a (x) u_a, v_b (x) u_b> = (v_a.v_b)(u_a.u_b)``, minus the mean term). Oriented
    order 2 maximises ``f = (w.p)^2 / (w^T G w)``, ``w = (cos^2, 2 cos sin, sin^2)(theta)``,
-   jointly in ``(sigma, theta)``. A filter stops when the Newton move is below
-   :data:`_NEWTON_TOL` where the Hessian is negative definite (a convergence test, not a
-   fixed number of steps), after :data:`_MAX_ITER` steps at most (then its best point is
-   kept). A scale on a bound (0 or ``sigma_max``) whose gradient points out is held there.
+   jointly in ``(sigma, theta)``. A filter stops (a convergence test, not a fixed number of
+   steps) where the Hessian is negative definite and the Newton move is below
+   :data:`_NEWTON_TOL` or promises at most :data:`_GAIN_TOL` more R^2, or a full Newton
+   step promising at most :data:`_STALL_GAIN` lost (the rounding level of the objective),
+   and after :data:`_MAX_ITER` steps at most (then its best point is kept). Off the
+   concave region the step goes by the trust radius along directions of positive
+   curvature (e.g. ``sigma = 0``, where the objective is even in sigma), inwards at a
+   bound; a scale on a bound whose gradient points out is held there.
 
 The exact members are built only at the final scales (:func:`scalespace_mk.analysis.jets._exact`).
 Chunks of filters run on a thread pool, each on one intra-op thread
@@ -54,6 +61,8 @@ _MAX_ITER = 40  # Newton steps at most
 _NEWTON_TOL = 1e-9  # a proposed Newton move this short (in sigma, or theta) ends the search
 _GAIN_TOL = 1e-13  # ... as does a Newton step promising at most this much more R^2
 _STALL_GAIN = 1e-11  # ... or a rejected full Newton step that promised at most this
+_ANGLE_ROUNDS = 2  # oriented order 2: searches again from the other angle at most this often
+_BRANCH_TOL = 1e-3  # ... when its grid estimate is within this share of the converged R^2
 _JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at large sigma)
 _GRID_DTYPE = torch.float32  # precision of the grid products (argmax only)
 _GRID_ROWS = 1024  # filters per grid product
@@ -62,7 +71,7 @@ _GRID_BLOCK_BYTES = 4 << 20  # largest [rows, columns] block of a grid product (
 _TINY = 1e-14  # ||g_c||^2 of a unit-norm model below this counts as constant
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _axis_table(order: int, k: int, mode: str, eps1d: float, sigma_max: float, n_fft: int):
     """Cubic coefficients ``[J, 4, (N + 1) k]`` of the 1-D factors ``delta^i T``, ``i = 0..N``,
     divided by one norm per scale (that of all N + 1 rows together; CPU, cached)."""
@@ -484,10 +493,12 @@ class Search:
     # ----------------------------------------------------------------------------------
     # Newton
 
-    def refine(self, z3: torch.Tensor, th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def refine(
+        self, z3: torch.Tensor, th: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Trust-region Newton ascent from ``th`` [n, dim] for all filters at once.
 
-        Returns the scales (theta in ``[0, pi)`` for oriented order 2) and whether each
+        Returns the scales (theta in ``[0, pi)`` for oriented order 2), R^2 there and whether each
         filter converged (see the module docstring).
         """
         n, d = th.shape
@@ -503,6 +514,7 @@ class Search:
         bounded = torch.isfinite(hi)
         eye_neg = -torch.eye(d, dtype=dt, device=dev)
         out = th.clone()
+        out_f = torch.zeros(n, dtype=dt, device=dev)
         converged = torch.zeros(n, dtype=torch.bool, device=dev)
         idx = torch.arange(n, device=dev)
         zs, cur = z3, th
@@ -553,6 +565,7 @@ class Search:
             done = conv | (r * unit.min() <= _NEWTON_TOL) | (f < 1e-20)
             if bool(done.any()):
                 out[idx] = cur
+                out_f[idx] = f
                 converged[idx] = conv
                 keep = ~done
                 idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
@@ -572,15 +585,58 @@ class Search:
             r = torch.where(acc, torch.where(limited, 2.0 * r, r), r / 4.0)
         else:
             out[idx] = cur
+            out_f[idx] = f
         if self.oriented2:
             out[:, 1] = torch.remainder(out[:, 1], math.pi)
-        return out, converged
+        return out, out_f, converged
+
+    def _other_branch(self, z3: torch.Tensor, th: torch.Tensor):
+        """Oriented order 2 at ``th`` [n, 2] (sigma, theta): the best local maximum in theta
+        among the 64 angles away from theta (more than 2 steps), refined by a parabola,
+        and its R^2 (-inf where there is none)."""
+        pt = self._parts(z3, th)
+        p, g = pt.p(_O), pt.gram()
+        w = oriented_weights(2, self.theta)  # [T, 3]
+        num = torch.matmul(p, w.T).square()
+        den = torch.einsum("tm,nmk,tk->nt", w, g, w)
+        vals = torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(num))
+        t = _N_THETA
+        here = torch.round(th[:, 1] / (math.pi / t)).long()[:, None]
+        steps = torch.remainder(torch.arange(t, device=th.device)[None, :] - here, t)
+        near = torch.minimum(steps, t - steps) <= 2
+        f0, arg = vals.masked_fill(near, -math.inf).max(1)
+        fm = vals.gather(1, _neighbour(arg, -1, t, True)[:, None])[:, 0]
+        fp = vals.gather(1, _neighbour(arg, 1, t, True)[:, None])[:, 0]
+        peak = (f0 >= fm) & (f0 >= fp)
+        curv = fp - 2.0 * f0 + fm
+        lift = (fp - fm) ** 2 / (8.0 * torch.where(curv < 0, -curv, torch.ones_like(curv)))
+        fl = torch.where(peak, f0 + torch.where(curv < 0, lift, 0.0), -math.inf)
+        return self.theta[arg] + _vertex(fm, f0, fp) * (math.pi / t), fl
+
+    def _other_angles(self, z3: torch.Tensor, th: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """Oriented order 2: R^2 can have two maxima in theta. Where the other one comes
+        near the converged R^2 at its scale, search again from it and keep the better
+        optimum: the exact fit takes the best angle at the final scale, so the scale must
+        be the best of the profile ``max_theta R^2``, not of one branch."""
+        for _ in range(_ANGLE_ROUNDS):
+            theta, fo = self._other_branch(z3, th)
+            redo = torch.nonzero(fo > f - _BRANCH_TOL * f.abs())[:, 0]
+            if redo.numel() == 0:
+                break
+            start = torch.stack([th[redo, 0], theta[redo]], 1)
+            th2, f2, _ = self.refine(z3[redo], start)
+            better = f2 > f[redo]
+            th[redo[better]] = th2[better]
+            f[redo[better]] = f2[better]
+        return th
 
     def search(self, z3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid start and Newton refinement for unit centred filters ``z3`` [n, k, k]:
         the scales ``(sigma_x, sigma_y)`` ``[n]`` each (equal for one scale)."""
         th0 = self.start(z3.reshape(z3.shape[0], -1))
-        th, _ = self.refine(z3, th0)
+        th, f, _ = self.refine(z3, th0)
+        if self.oriented2:
+            th = self._other_angles(z3, th, f)
         sx = th[:, 0]
         sy = th[:, 1] if self.two else sx
         return sx, sy
