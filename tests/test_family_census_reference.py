@@ -1,9 +1,9 @@
 """The family census (N-jet, oriented) against its own results at commit f4b0623, before its
 scale search moved to cubic tables and Newton steps (analysis/jets_search.py).
 
-tests/data/family_reference_f4b0623.npz holds, for 46 configurations (N-jet orders 1-4 with
-one scale, orders 1-3 with two, oriented orders 1 and 2, "full" mode, normalised members,
-a smaller sigma_max) on seeded planted and white-noise 5x5 and 7x7 filters
+tests/data/family_reference_f4b0623.npz holds, for 44 configurations and 7,450 fits (N-jet
+orders 1-4 with one scale, orders 1-3 with two, oriented orders 1 and 2, "full" mode,
+normalised members, a smaller sigma_max) on seeded planted and white-noise 5x5 and 7x7 filters
 (``benchmarks/family_reference.py``, which wrote it), the scales, coefficients, offset and
 R^2 of every filter, and the curvature of the exact R^2 in the scales at the reference
 optimum. Required of this census:
