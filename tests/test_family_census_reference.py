@@ -187,3 +187,22 @@ def test_interpolated_objective_and_its_derivatives_are_exact(case, sx, sy, thet
         fp, fm = exact(th + e), exact(th - e)
         assert float(g[0, a]) == pytest.approx((fp - fm) / (2 * step), abs=1e-6)
         assert float(h[0, a, a]) == pytest.approx((fp - 2 * exact(th) + fm) / step**2, abs=2e-3)
+
+
+def test_the_tables_module_agrees_with_the_census_helpers():
+    """analysis.tables repeats census's table helpers (census calls jets, so jets_search
+    cannot import census): the two must not drift apart."""
+    from scalespace_mk.analysis import census, tables
+
+    assert tables._KNOT_STEP == census._KNOT_STEP
+    for smax in (1.5, 3.5, 7.25):
+        a, b = tables._knots(smax), census._knots(smax)
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    table = torch.as_tensor(np.random.default_rng(3).standard_normal((40, 5)))
+    ca, cb = tables._cubic_coefficients(table), census._cubic_coefficients(table)
+    assert torch.equal(ca, cb)
+    s = torch.linspace(-0.3, 3.9, 57, dtype=torch.float64)
+    ia, ib = tables._Interp(ca, 0.1, 3.7), census._Interp(cb, 0.1, 3.7)
+    assert torch.equal(ia(s), ib(s))
+    for x, y in zip(ia.derivs(s.clamp(0, 3.7)), ib.derivs(s.clamp(0, 3.7)), strict=True):
+        assert torch.equal(x, y)
