@@ -79,14 +79,7 @@ from scalespace_mk._threads import intra_op_threads
 from scalespace_mk.analysis.census_result import CensusResult, scale_statistics
 from scalespace_mk.analysis.linear_shift import LinearShift, _check_tss, _shift_t, linear_shift
 from scalespace_mk.analysis.null import null_filters
-from scalespace_mk.analysis.scale_objectives import (  # noqa: F401 (_Interp .. for jets)
-    _KNOT_STEP,
-    ALPHA_RANGE,
-    _cubic_coefficients,
-    _Interp,
-    _knots,
-    _objectives,
-)
+from scalespace_mk.analysis.scale_objectives import ALPHA_RANGE, _objectives
 from scalespace_mk.analysis.scale_search import _check_census_memory, _fit_all
 from scalespace_mk.analysis.screening import (
     INVALID_REASONS,

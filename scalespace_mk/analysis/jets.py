@@ -17,14 +17,19 @@ and ``R^2 = p^T G^-1 p / ||y_c||^2``. Only the scales are searched, for all filt
 once. The members are separable, ``B_ij = v_j (x) u_i``, so ``G`` and ``p`` come from 1-D
 products: ``<B_a, B_b> = <v_a, v_b> <u_a, u_b>`` (minus the mean term) and
 ``p_a = v_a^T Y u_a``; ``R^2 = ||L^-1 p||^2`` with the Cholesky factor ``L L^T = G``. The
-scales are searched on a grid (all filters against all grid scales in a few batched
-products), then by batched parabolic (Newton) refinement with exact members at every trial
-scale. No Python loop over filters.
+scales are searched by :mod:`scalespace_mk.analysis.jets_search`: cubic tables of the 1-D
+factors in sigma (built once, cached), all filters against a grid of scales in one float32
+matrix product, then a trust-region Newton ascent with the exact gradient and Hessian of
+the interpolated R^2, stopped on convergence; the exact members are built only at the
+final scales. Chunks of filters run on a thread pool (one intra-op thread each; the result
+does not depend on the number of threads). No Python loop over filters.
 
 Oriented order 1 is the jet restricted to ``(dx, dy)``: ``theta = atan2(c_y, c_x)`` and
-``gain = hypot(c_x, c_y)`` in closed form. Oriented order 2 is not linear in theta: for each
-trial scale ``R^2(theta) = (w.p)^2 / (w^T G w)`` with ``w = (cos^2, 2 cos sin, sin^2)`` is
-maximised over theta by a grid of 64 angles on ``[0, pi)`` and parabolic refinement.
+``gain = hypot(c_x, c_y)`` in closed form. Oriented order 2 is not linear in theta:
+``R^2(sigma, theta) = (w.p)^2 / (w^T G w)`` with ``w = (cos^2, 2 cos sin, sin^2)`` is
+searched jointly in (sigma, theta) (grid of 64 angles on ``[0, pi)``, then Newton); at the
+final scale theta is found again on the exact members (the 64 angles and parabolic
+refinement).
 
 **Fair comparison.** More parameters always fit better, so next to ``R^2`` every filter gets
 the adjusted ``R^2_adj = 1 - (1 - R^2) (P - 1) / (P - q)`` with ``P`` taps and ``q`` free
@@ -60,6 +65,7 @@ from scalespace_mk._checks import (
 )
 from scalespace_mk._display import Tabular
 from scalespace_mk._json import number as _json_number
+from scalespace_mk.analysis.jets_search import Search, run_chunks
 from scalespace_mk.scalespace import kernels as _kernels
 from scalespace_mk.scalespace.jets import (
     JET_ORDERS,
@@ -86,7 +92,6 @@ FAMILIES = ("njet", "oriented")
 _GRID_STEP_1 = 0.05  # grid step in sigma, one scale
 _GRID_STEP_2 = 0.125  # grid step per axis, two scales
 _N_THETA = 64  # grid of theta on [0, pi) for oriented order 2
-_REFINE_ITERS = 8  # parabolic refinement steps (the stencil shrinks by 4 each step)
 _JITTER = 1e-13  # relative ridge on the Gram matrices (collinear members at large sigma)
 
 
@@ -244,84 +249,6 @@ class _Family:
         u, v = self.axes(sx, sy)  # [n, S, N+1, k]
         p = self.project(torch.einsum("nrc,nsic->nsir", z3, u), v, "nsir,nsjr->nsij")
         return self.explained(p, self.gram(u, v))
-
-
-# --------------------------------------------------------------------------------------
-# search: grid, then parabolic refinement
-
-
-def _grid(fam: _Family, z3: torch.Tensor, sig: torch.Tensor, two: bool):
-    """R^2 of every filter at every grid point: ``[n, G]`` and the grid's (sx, sy) [G]."""
-    u, v = fam.axes(sig, sig)  # [g, N+1, k]
-    w = torch.einsum("nrc,aic->nair", z3, u)  # [n, g (x), N+1, k]
-    if two:  # all pairs, index iy * g + ix
-        p = fam.project(w, v, "nair,bjr->nbaij").flatten(1, 2)
-        chol = fam.gram(u[None], v[:, None]).flatten(0, 1)
-        sx, sy = sig.repeat(sig.shape[0]), sig.repeat_interleave(sig.shape[0])
-    else:
-        p = fam.project(w, v, "nair,ajr->naij")
-        chol, sx, sy = fam.gram(u, v), sig, sig
-    r2, _ = fam.explained(p, chol)
-    return r2, sx, sy
-
-
-def _refine(
-    fam: _Family, z: torch.Tensor, th: torch.Tensor, f0: torch.Tensor, h0: float, sigma_max: float
-) -> torch.Tensor:
-    """Batched parabolic refinement of the scales ``th`` [n, d] from R^2 ``f0`` [n].
-
-    Each step evaluates the stencil ``th + h {-1, 0, 1}^d``, takes the vertex of the
-    quadratic through it (the Newton step, clipped to ``h`` per coordinate; towards the best
-    stencil point when the quadratic is not concave), evaluates that point and keeps the best
-    of all. ``h`` shrinks by 4 every step for one scale (to ~4e-7) and by 2 for two (coupled
-    scales need more steps; to ~4e-9). The objective is even in each scale and mirrored at
-    ``sigma_max``.
-    """
-    n, d = th.shape
-    o = torch.tensor([-1.0, 0.0, 1.0], dtype=th.dtype, device=th.device)
-    offs = o[:, None] if d == 1 else torch.stack(torch.meshgrid(o, o, indexing="ij"), -1)
-    offs = offs.reshape(-1, d)  # [3^d, d]; the centre is row 3^d // 2
-    others = torch.tensor([i for i in range(3**d) if i != 3**d // 2], device=th.device)
-    offs = offs[others]  # [3^d - 1, d]
-    h = h0
-    iters, shrink = (_REFINE_ITERS, 4.0) if d == 1 else (3 * _REFINE_ITERS, 2.0)
-    for _ in range(iters):
-        pts = (th[:, None, :] + h * offs).abs()
-        pts = torch.where(pts > sigma_max, 2 * sigma_max - pts, pts)  # mirror at the bound
-        f, _ = fam.at(z, pts[..., 0], pts[..., d - 1])
-        full = torch.cat([f[:, : len(others) // 2], f0[:, None], f[:, len(others) // 2 :]], 1)
-        step = _newton_step(full, h, d)
-        cand = (th + step).abs().clamp(max=sigma_max)
-        fc, _ = fam.at(z, cand[:, :1], cand[:, d - 1 : d])
-        values = torch.cat([f0[:, None], f, fc], 1)
-        points = torch.cat([th[:, None, :], pts, cand[:, None, :]], 1)
-        f0, pick = values.max(1)
-        th = points.gather(1, pick[:, None, None].expand(n, 1, d))[:, 0]
-        h = h / shrink
-    return th
-
-
-def _newton_step(full: torch.Tensor, h: float, d: int) -> torch.Tensor:
-    """Step to the vertex of the quadratic through a 3^d stencil (values ``[n, 3^d]``)."""
-    if d == 1:
-        fm, f0, fp = full.unbind(1)
-        curv = fp - 2 * f0 + fm
-        toward = torch.where(fp > fm, h, -h) * (torch.maximum(fp, fm) > f0)
-        safe = torch.where(curv < 0, curv, -torch.ones_like(curv))
-        return torch.where(curv < 0, (h * (fm - fp) / (2 * safe)).clamp(-h, h), toward)[:, None]
-    F = full.reshape(-1, 3, 3)  # [x offset, y offset]
-    f0 = F[:, 1, 1]
-    gx, gy = (F[:, 2, 1] - F[:, 0, 1]) / (2 * h), (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
-    hxx = (F[:, 2, 1] - 2 * f0 + F[:, 0, 1]) / h**2
-    hyy = (F[:, 1, 2] - 2 * f0 + F[:, 1, 0]) / h**2
-    hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h**2)
-    det = hxx * hyy - hxy * hxy
-    ok = (hxx < 0) & (det > 0)
-    sdet = torch.where(ok, det, torch.ones_like(det))
-    newton = torch.stack([-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], 1)
-    best = full.argmax(1)
-    toward = torch.stack([(best // 3 - 1) * h, (best % 3 - 1) * h], 1).to(full.dtype)
-    return torch.where(ok[:, None], newton.clamp(-h, h), toward)
 
 
 # --------------------------------------------------------------------------------------
@@ -577,13 +504,17 @@ def family_census(
         Fit even when the family has at least ``k * k - 1`` free parameters (it then
         explains any filter; the adjusted R^2 is NaN where undefined).
     device : str or torch.device, optional
-        ``"cpu"`` (default) or ``"cuda"``; arithmetic is float64.
+        ``"cpu"`` (default) or ``"cuda"``; arithmetic is float64 (the grid that picks the
+        start of the search: float32).
     batch_size : int, optional
-        Filters per batch (default 4096 on CPU, 65536 on CUDA).
+        Filters per batch (default 2048 on CPU, 65536 on CUDA); on the CPU the batches run
+        on ``torch.get_num_threads()`` threads at once. The result does not depend on the
+        number of threads.
     progress : bool, optional
         Progress on stderr (default: for >= 20,000 filters on a terminal).
     num_threads : int, optional
-        torch CPU threads during the call (restored afterwards).
+        torch CPU threads during the call (restored afterwards): the batches that run at
+        once, each on one intra-op thread.
     invalid : array_like of object [N], optional
         Why each filter cannot be fitted (``"zero"``, ``"constant"``, ``"non-finite"``; None
         for a filter that can), as
@@ -680,7 +611,7 @@ def family_census(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available; use 'cpu'")
     if batch_size is None:
-        batch_size = 65536 if dev.type == "cuda" else 4096
+        batch_size = 65536 if dev.type == "cuda" else 2048
     check_batch_size(batch_size)
     check_num_threads(num_threads)
 
@@ -696,14 +627,35 @@ def family_census(
         gamma,
         dev,
     )
-    step = _GRID_STEP_2 if two else _GRID_STEP_1
-    n_grid = max(int(math.ceil(sigma_max / step)), 2)
-    sig = torch.linspace(0.0, sigma_max, n_grid + 1, dtype=torch.float64, device=dev)
+    search = Search(
+        family,
+        order,
+        [jet_indices(order)[m] for m in _members(family, order)],
+        k,
+        two,
+        mode,
+        fam.kw["eps1d"],
+        sigma_max,
+        fam.kw["n_fft"],
+        _GRID_STEP_2 if two else _GRID_STEP_1,
+        dev,
+    )
     names = ("theta", "gain") if family == "oriented" else coefficient_names(order)
     out_s = np.zeros((n_filters, 2))
     out_c = np.zeros((n_filters, len(names)))
     out_b = np.zeros(n_filters)
     out_rss = np.zeros(n_filters)
+
+    def work(start: int, stop: int) -> None:
+        yt = torch.as_tensor(flat[start:stop], device=dev)
+        zc = yt - yt.mean(1, keepdim=True)
+        z = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
+        sx, sy = search.search(z)
+        res = _exact(fam, yt, sx, sy)
+        out_s[start:stop, 0] = sx.cpu().numpy()
+        out_s[start:stop, 1] = sy.cpu().numpy()
+        for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
+            arr[start:stop] = res[key].cpu().numpy()
 
     show = progress if progress is not None else n_filters >= 20_000 and sys.stderr.isatty()
     from scalespace_mk._progress import progress as _progress
@@ -712,24 +664,14 @@ def family_census(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        starts = range(0, n_filters, int(batch_size))
-        for start in _progress(starts, desc=f"{family} census", unit="batch", enabled=show):
-            stop = min(start + int(batch_size), n_filters)
-            yt = torch.as_tensor(flat[start:stop], device=dev)
-            zc = yt - yt.mean(1, keepdim=True)
-            z = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
-            with torch.no_grad():
-                r2g, gx, gy = _grid(fam, z, sig, two)
-                f0, best = r2g.max(1)
-                th = torch.stack([gx[best], gy[best]], 1) if two else gx[best][:, None]
-                th = _refine(fam, z, th, f0, 0.5 * step, sigma_max)
-                sx = th[:, 0]
-                sy = th[:, 1] if two else sx
-                res = _exact(fam, yt, sx, sy)
-            out_s[start:stop, 0] = sx.cpu().numpy()
-            out_s[start:stop, 1] = sy.cpu().numpy()
-            for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
-                arr[start:stop] = res[key].cpu().numpy()
+        with torch.no_grad():
+            search.grid_models()  # once, before the threads share it
+        chunks = run_chunks(n_filters, int(batch_size), work, dev)
+        n_chunks = -(-n_filters // int(batch_size))
+        for _ in _progress(
+            chunks, desc=f"{family} census", total=n_chunks, unit="batch", enabled=show
+        ):
+            pass
     finally:
         if num_threads is not None:
             torch.set_num_threads(threads_before)
@@ -763,8 +705,9 @@ def family_census(
 
 def _exact(fam: _Family, y: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> dict:
     """Closed-form coefficients, offset and RSS of raw filters ``y`` [n, P] at their scales."""
-    basis = fam.basis(sx, sy)  # [n, M, P]
-    chol = fam.gram(*fam.axes(sx, sy))
+    u, v = fam.axes(sx, sy)  # [n, N+1, k]: the exact 1-D factors, once
+    basis = (v[:, fam.jj, :, None] * u[:, fam.ii, None, :]).reshape(y.shape[0], -1, y.shape[1])
+    chol = fam.gram(u, v)
     ym = y.mean(1, keepdim=True)
     p = torch.einsum("nmp,np->nm", basis, y - ym)
     if fam.w_grid is not None:  # oriented order 2: theta from the unit filters, then (gain, b)

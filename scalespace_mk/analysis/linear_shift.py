@@ -21,6 +21,7 @@ __all__ = ["LinearShift", "linear_shift"]
 
 _TINY = 1e-14  # ||g_c||^2 (of a unit-norm model) below this counts as a constant model
 
+
 class LinearShift(NamedTuple):
     """Least-squares gain and offset of ``y ~ a g + b`` (arrays of shape [N] or scalars)."""
 

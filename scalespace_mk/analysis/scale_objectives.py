@@ -5,7 +5,8 @@ squared correlation of a centred unit filter with them, with exact derivatives.
 2d, ...`` (``d`` ~ 0.001) with :func:`scalespace_mk.scalespace.models.model_kernel`.
 Separable models ``g = v(sigma_y) (x) u(sigma_x)`` are stored as their two unit-norm 1-D
 factors; between knots they are interpolated by 4-point cubic Lagrange interpolation
-(:class:`_Interp`, with the exact first and second derivatives of the cubic).
+(:mod:`scalespace_mk.analysis.tables`, with the exact first and second derivatives of the
+cubic).
 
 **Objectives.** ``_SepObjective`` (two scales; an axis whose factor is even or odd about
 the centre is folded, 7 -> 4 taps) and ``_LapObjective`` (one scale: ``"lap"`` and model 7
@@ -27,20 +28,13 @@ import numpy as np
 import torch
 
 from scalespace_mk.analysis.linear_shift import _TINY
+from scalespace_mk.analysis.tables import _cubic_coefficients, _Interp, _knots
 from scalespace_mk.scalespace.models import model_kernel, parse_model
 
 #: Default range of the Laplacian weight ``alpha`` of type 7 (``K - alpha nabla5 T``).
 ALPHA_RANGE: tuple[float, float] = (0.0, 10.0)
 
-_KNOT_STEP = 0.001  # table resolution in sigma (cubic interpolation error ~1e-12)
 _S_REF = 1.0  # scale of the other axis when a 1-D factor is read off a 2-D model
-
-
-def _knots(sigma_max: float) -> tuple[np.ndarray, float]:
-    """Knots ``|j| d`` for ``j = -1 .. J + 1`` with ``J d = sigma_max``."""
-    n = max(int(math.ceil(sigma_max / _KNOT_STEP)), 2)
-    step = sigma_max / n
-    return np.abs(np.arange(-1, n + 2, dtype=np.float64)) * step, step
 
 
 def _factor_name(name: str, axis: str) -> str:
@@ -94,73 +88,6 @@ def _table(
     norms = raw.norm(dim=1)
     table = raw / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
     return _cubic_coefficients(table), _cubic_coefficients(norms[:, None])
-
-
-#: cubic Lagrange interpolation through nodes -1, 0, 1, 2 as a polynomial in t:
-#: coefficients of 1, t, t^2, t^3 (rows) from the four node values (columns)
-_LAGRANGE = (
-    (0.0, 1.0, 0.0, 0.0),
-    (-1.0 / 3.0, -0.5, 1.0, -1.0 / 6.0),
-    (0.5, -1.0, 0.5, 0.0),
-    (-1.0 / 6.0, 0.5, -0.5, 1.0 / 6.0),
-)
-
-
-def _cubic_coefficients(table: torch.Tensor) -> torch.Tensor:
-    """Polynomial coefficients ``[J, 4, D]`` of the cubic on each interval of a table.
-
-    ``table`` is ``[J + 3, D]`` with rows at the knots ``-1, 0, .., J + 1`` (times the step;
-    the models are even in sigma, so knot -1 holds the value at +step). Interval ``i``
-    (between knots i and i + 1) gets the cubic through knots ``i - 1 .. i + 2`` as
-    ``c0 + c1 t + c2 t^2 + c3 t^3`` in ``t`` in [0, 1].
-    """
-    lag = torch.tensor(_LAGRANGE, dtype=table.dtype, device=table.device)
-    windows = table.unfold(0, 4, 1)  # [J, D, 4]: rows i-1..i+2 for interval i
-    return torch.einsum("cj,idj->icd", lag, windows).contiguous()
-
-
-class _Interp:
-    """Piecewise-cubic (4-point Lagrange) interpolation in sigma of a tabulated model part.
-
-    Calling it with scales ``[...]`` returns ``[..., D]``; the table is extended evenly
-    about 0 and about ``sigma_max`` (scales beyond it are mirrored back).
-    """
-
-    def __init__(self, coef: torch.Tensor, step: float, sigma_max: float) -> None:
-        self.coef = coef  # [J, 4, D] from _cubic_coefficients
-        self.inv_step = 1.0 / step
-        self.sigma_max = sigma_max
-        self.n = coef.shape[0]
-
-    def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.abs()
-        # mirror at sigma_max as at 0: a maximum on the bound becomes a stationary point,
-        # so the finite differences along the other scale stay exact there
-        s = torch.where(s > self.sigma_max, 2.0 * self.sigma_max - s, s).clamp(min=0.0)
-        s = s * self.inv_step
-        i = s.floor().clamp(max=self.n - 1)
-        t = (s - i)[..., None]
-        c = self.coef.index_select(0, i.long().reshape(-1)).reshape(*s.shape, 4, -1)
-        f = torch.addcmul(c[..., 2, :], c[..., 3, :], t)  # Horner: c0 + t (c1 + t (c2 + t c3))
-        f = torch.addcmul(c[..., 1, :], f, t)
-        return torch.addcmul(c[..., 0, :], f, t)
-
-    def derivs(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Value, first and second derivative in sigma at scales ``[n]`` in [0, sigma_max].
-
-        Each ``[n, D]``: the exact derivatives of the piecewise cubic.
-        """
-        s = sigma.clamp(0.0, self.sigma_max) * self.inv_step
-        i = s.floor().clamp(max=self.n - 1)
-        t = (s - i)[:, None]
-        c = self.coef.index_select(0, i.long())  # [n, 4, D]
-        c0, c1, c2, c3 = c.unbind(1)
-        f = torch.addcmul(c1, torch.addcmul(c2, c3, t), t)  # Horner with fused steps
-        f = torch.addcmul(c0, f, t)
-        c2x2, c3x3 = c2 * 2.0, c3 * 3.0
-        d1 = torch.addcmul(c1, torch.addcmul(c2x2, c3x3, t), t).mul_(self.inv_step)
-        d2 = torch.addcmul(c2x2, c3x3, t, value=2.0).mul_(self.inv_step * self.inv_step)
-        return f, d1, d2
 
 
 # --------------------------------------------------------------------------------------

@@ -32,12 +32,8 @@ import torch.nn.functional as F
 
 import scalespace_mk.limits as limits
 from scalespace_mk.analysis.linear_shift import _TINY, _centred, _shift_t
-from scalespace_mk.analysis.scale_objectives import (
-    _KNOT_STEP,
-    _AsTwoScales,
-    _LapObjective,
-    _SepObjective,
-)
+from scalespace_mk.analysis.scale_objectives import _AsTwoScales, _LapObjective, _SepObjective
+from scalespace_mk.analysis.tables import _KNOT_STEP
 from scalespace_mk.analysis.types import ModelType
 from scalespace_mk.scalespace.models import model_kernel
 
