@@ -85,7 +85,7 @@ def macs_per_filter(y: np.ndarray) -> float:
     objs = O._objectives(tps, k, "discgauss", "paper", 1e-8, smax, O.ALPHA_RANGE, dev)
     yn = y / np.abs(y).reshape(len(y), -1).max(axis=1)[:, None, None]
     yf = torch.as_tensor(yn).reshape(len(y), -1)
-    args = (k, "discgauss", "paper", 1e-8, smax, C.ALPHA_RANGE)
+    args = (k, "discgauss", "paper", 1e-8, smax, O.ALPHA_RANGE)
     with torch.no_grad():
         grid = C._grid_models(objs, smax, dev)
         with FlopCounterMode(display=False) as counter:
