@@ -1,4 +1,4 @@
-"""The census's CPU workers: forked processes for large inputs, threads otherwise.
+"""The censuses' CPU workers: forked processes for large inputs, threads otherwise.
 
 Processes and threads give identical results; a worker that dies is reported, not waited
 for; Ctrl-C stops the workers with the census.
@@ -20,6 +20,7 @@ import torch
 
 import scalespace_mk.analysis.census as C
 import scalespace_mk.analysis.scale_search as S
+import scalespace_mk.analysis.workers as W
 
 REPO = Path(__file__).resolve().parents[1]
 FORK = sys.platform == "linux"
@@ -40,9 +41,9 @@ def _filters(n: int, k: int = 5, seed: int = 3) -> np.ndarray:
 
 def test_processes_equal_threads_and_one_thread(monkeypatch, two_threads):
     y = _filters(1100)
-    monkeypatch.setattr(S, "_PROCESSES", True)
+    monkeypatch.setattr(W, "_PROCESSES", True)
     procs = C.census(y, batch_size=256)
-    monkeypatch.setattr(S, "_PROCESSES", False)
+    monkeypatch.setattr(W, "_PROCESSES", False)
     threads = C.census(y, batch_size=256)
     one = C.census(y, batch_size=256, num_threads=1)
     for name in ("best", "r2_all", "sigma_x_all", "sigma_y_all", "alpha_all", "a_all", "b_all"):
@@ -52,12 +53,12 @@ def test_processes_equal_threads_and_one_thread(monkeypatch, two_threads):
 
 
 def test_the_choice_of_workers(monkeypatch):
-    monkeypatch.setattr(S, "_PROCESSES", None)
-    assert not S._use_processes(10**6, 1)  # one thread: in this process
-    assert not S._use_processes(S._PROCESS_MIN_FILTERS - 1, 2)  # small: threads
-    assert S._use_processes(S._PROCESS_MIN_FILTERS, 2)
-    monkeypatch.setattr(S, "_PROCESSES", False)
-    assert not S._use_processes(10**6, 2)
+    monkeypatch.setattr(W, "_PROCESSES", None)
+    assert not W.use_processes(10**6, 1)  # one thread: in this process
+    assert not W.use_processes(W.PROCESS_MIN_ROWS - 1, 2)  # small: threads
+    assert W.use_processes(W.PROCESS_MIN_ROWS, 2)
+    monkeypatch.setattr(W, "_PROCESSES", False)
+    assert not W.use_processes(10**6, 2)
 
 
 def test_a_worker_that_dies_is_reported_not_waited_for(monkeypatch, two_threads):
@@ -70,9 +71,9 @@ def test_a_worker_that_dies_is_reported_not_waited_for(monkeypatch, two_threads)
 
     parent = os.getpid()
     monkeypatch.setattr(S, "_fit_chunk", dying)
-    monkeypatch.setattr(S, "_PROCESSES", True)
+    monkeypatch.setattr(W, "_PROCESSES", True)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="census worker process died"):
+    with pytest.raises(RuntimeError, match="worker process died"):
         C.census(_filters(700), batch_size=256)
     assert time.monotonic() - t0 < 60
 
@@ -96,9 +97,9 @@ def test_ctrl_c_stops_the_workers(tmp_path):
         # {marker}
         import numpy as np, torch
         import scalespace_mk.analysis.census as C
-        import scalespace_mk.analysis.scale_search as S
+        import scalespace_mk.analysis.workers as W
         torch.set_num_threads(2)
-        S._PROCESSES = True
+        W._PROCESSES = True
         y = np.random.default_rng(0).standard_normal((400000, 7, 7))
         print("ready", flush=True)
         try:
@@ -126,3 +127,14 @@ def test_ctrl_c_stops_the_workers(tmp_path):
     while _alive(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _alive(marker) == []
+
+
+@pytest.mark.parametrize("family, order", [("njet", 2), ("oriented", 2)])
+def test_family_census_processes_equal_threads(monkeypatch, two_threads, family, order):
+    y = _filters(700, k=7, seed=4)
+    monkeypatch.setattr(W, "_PROCESSES", True)
+    procs = C.census(y, family=family, order=order, batch_size=256)
+    monkeypatch.setattr(W, "_PROCESSES", False)
+    threads = C.census(y, family=family, order=order, batch_size=256)
+    for name in ("sigma_x", "sigma_y", "coefficients", "b", "r2"):
+        assert np.array_equal(getattr(procs, name), getattr(threads, name)), name

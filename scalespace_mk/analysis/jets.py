@@ -508,8 +508,9 @@ def family_census(
         start of the search: float32).
     batch_size : int, optional
         Filters per batch (default 2048 on CPU, 65536 on CUDA); on the CPU the batches run
-        on ``torch.get_num_threads()`` threads at once. The result does not depend on the
-        number of threads.
+        on ``torch.get_num_threads()`` workers at once (forked processes on Linux for at
+        least 32,768 filters, threads otherwise: :mod:`scalespace_mk.analysis.workers`). The
+        result does not depend on the number or kind of workers.
     progress : bool, optional
         Progress on stderr (default: for >= 20,000 filters on a terminal).
     num_threads : int, optional
@@ -646,16 +647,14 @@ def family_census(
     out_b = np.zeros(n_filters)
     out_rss = np.zeros(n_filters)
 
-    def work(start: int, stop: int) -> None:
+    def work(start: int, stop: int) -> tuple:  # returns arrays: it may run in a fork
         yt = torch.as_tensor(flat[start:stop], device=dev)
         zc = yt - yt.mean(1, keepdim=True)
         z = (zc / zc.norm(dim=1, keepdim=True)).reshape(-1, k, k)
         sx, sy = search.search(z)
         res = _exact(fam, yt, sx, sy)
-        out_s[start:stop, 0] = sx.cpu().numpy()
-        out_s[start:stop, 1] = sy.cpu().numpy()
-        for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
-            arr[start:stop] = res[key].cpu().numpy()
+        cols = {key: res[key].cpu().numpy() for key in ("coef", "b", "rss")}
+        return start, stop, sx.cpu().numpy(), sy.cpu().numpy(), cols
 
     show = progress if progress is not None else n_filters >= 20_000 and sys.stderr.isatty()
     from scalespace_mk._progress import progress as _progress
@@ -668,10 +667,12 @@ def family_census(
             search.grid_models()  # once, before the threads share it
         chunks = run_chunks(n_filters, int(batch_size), work, dev)
         n_chunks = -(-n_filters // int(batch_size))
-        for _ in _progress(
+        for start, stop, sx, sy, cols in _progress(
             chunks, desc=f"{family} census", total=n_chunks, unit="batch", enabled=show
         ):
-            pass
+            out_s[start:stop, 0], out_s[start:stop, 1] = sx, sy
+            for key, arr in (("coef", out_c), ("b", out_b), ("rss", out_rss)):
+                arr[start:stop] = cols[key]
     finally:
         if num_threads is not None:
             torch.set_num_threads(threads_before)

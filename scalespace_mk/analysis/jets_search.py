@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from scalespace_mk.analysis.tables import _cubic_coefficients, _Interp, _knots
+from scalespace_mk.analysis.workers import map_chunks, use_processes
 from scalespace_mk.scalespace.jets import jet_axis_rows, oriented_weights
 
 __all__: list[str] = []
@@ -644,33 +645,26 @@ class Search:
 
 def run_chunks(
     n: int, batch_size: int, work: Callable[[int, int], Any], device: torch.device
-) -> Iterator[int]:
+) -> Iterator[Any]:
     """Run ``work(start, stop)`` over chunks of ``batch_size`` of ``n`` rows; yield each
-    chunk's rows as it finishes (in order).
+    chunk's result as it finishes (in order).
 
-    On the CPU the chunks run on up to ``torch.get_num_threads()`` Python threads, each
-    doing its torch work on one intra-op thread (the small operations of a chunk do not
-    profit from OpenMP), as :func:`scalespace_mk.analysis.census.census` does; the chunks,
-    and so the results, do not depend on the number of threads.
+    On the CPU the chunks run on up to ``torch.get_num_threads()`` workers, each doing its
+    torch work on one intra-op thread (:func:`scalespace_mk.analysis.workers.map_chunks`:
+    forked processes for large inputs on Linux, threads otherwise, as the 8-type census
+    does); ``work`` returns its results (numpy arrays) and writes nothing. The chunks, and
+    so the results, do not depend on the number or kind of workers.
     """
     starts = range(0, n, batch_size)
 
-    def run(start: int) -> int:
-        stop = min(start + batch_size, n)
+    def run(start: int) -> Any:
         with torch.no_grad():
-            work(start, stop)
-        return stop - start
+            return work(start, min(start + batch_size, n))
 
     if device.type != "cpu":
         for start in starts:
             yield run(start)
         return
-    from concurrent.futures import ThreadPoolExecutor
-
-    intra = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max(min(intra, len(starts)), 1)) as pool:
-            yield from pool.map(run, starts)
-    finally:
-        torch.set_num_threads(intra)
+    workers = max(min(torch.get_num_threads(), len(starts)), 1)
+    processes = use_processes(n, workers)
+    yield from map_chunks(run, ((s,) for s in starts), workers, processes)

@@ -22,7 +22,6 @@ each (:func:`_fit_all`): forked processes for large inputs on Linux, threads oth
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from scalespace_mk.analysis.linear_shift import _TINY, _centred, _shift_t
 from scalespace_mk.analysis.scale_objectives import _AsTwoScales, _LapObjective, _SepObjective
 from scalespace_mk.analysis.tables import _KNOT_STEP
 from scalespace_mk.analysis.types import ModelType
+from scalespace_mk.analysis.workers import map_chunks, use_processes
 from scalespace_mk.scalespace.models import model_kernel
 
 _GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
@@ -286,14 +286,6 @@ def _check_census_memory(
     return batch  # pragma: no cover - check_memory raised
 
 
-#: CPU chunks run in forked worker processes (Linux) when the census has at least this many
-#: filters and more than one thread; below it, or where fork is not available, in threads
-_PROCESS_MIN_FILTERS = 32768
-#: None: choose as above; True / False: always / never processes (tests and benchmarks)
-_PROCESSES: bool | None = None
-_JOBS: dict[int, _Job] = {}  # the census of each running _fit_all, for forked workers
-
-
 class _Job:
     """The work of one :func:`_fit_all`: a chunk of filters, or the left-over stencil
     searches of one type; returns numpy arrays, so that it can run in a forked process."""
@@ -332,32 +324,6 @@ class _Job:
         return j, rows, th.cpu().numpy(), {k: v.cpu().numpy() for k, v in res.items()}
 
 
-def _call_job(token: int, method: str, *a: Any) -> Any:
-    """Run ``method`` of the registered job ``token`` (in a forked worker)."""
-    return getattr(_JOBS[token], method)(*a)
-
-
-def _worker_init() -> None:
-    """A forked census worker: one intra-op thread; Ctrl-C is the parent's to handle (it
-    stops the workers)."""
-    import signal
-
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _use_processes(n: int, workers: int) -> bool:
-    """Whether the CPU chunks of a census of ``n`` filters on ``workers`` threads run in
-    forked processes (see :data:`_PROCESS_MIN_FILTERS`)."""
-    import multiprocessing as mp
-
-    if workers < 2 or _PROCESSES is False:
-        return False
-    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
-        return False
-    return _PROCESSES is True or (sys.platform == "linux" and n >= _PROCESS_MIN_FILTERS)
-
-
 def _fit_all(
     y: np.ndarray,
     tps: Sequence[ModelType],
@@ -373,8 +339,8 @@ def _fit_all(
     torch work on one intra-op thread (the small operations of a chunk do not profit from
     OpenMP, and its waiting stalls on a loaded machine); an input of one chunk (e.g. a
     layer of a network) thus runs on one thread. The workers are forked processes on Linux
-    for large inputs (:func:`_use_processes`: Python threads would share one interpreter
-    lock between the many small operations), else threads. The filters that the Newton
+    for large inputs, else threads (:mod:`scalespace_mk.analysis.workers`). The filters
+    that the Newton
     steps leave (:func:`_fit_pending`) are then searched one type per worker. The results
     do not depend on the number or kind of workers. ``args`` is
     ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
@@ -419,69 +385,14 @@ def _fit_all(
             store(rows, j, th, res)
         return theta, out
 
-    intra = torch.get_num_threads()
-    workers = max(min(intra, len(starts)), 1)
-    torch.set_num_threads(1)
-    try:
-        if _use_processes(n, workers):
-            _fit_processes(job, starts, workers, take_chunk, left_over, store)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(workers) as pool:
-                for result in pool.map(job.chunk, starts):
-                    take_chunk(result)
-                # the stencil searches left by the Newton refinement, one type per thread
-                for j, rows, th, res in pool.map(lambda p: job.pending(*p), left_over()):
-                    store(rows, j, th, res)
-    finally:
-        torch.set_num_threads(intra)
+    workers = max(min(torch.get_num_threads(), len(starts)), 1)
+    processes = use_processes(n, workers)
+    for result in map_chunks(job.chunk, ((s,) for s in starts), workers, processes):
+        take_chunk(result)
+    # the stencil searches left by the Newton refinement, one type per worker
+    for j, rows, th, res in map_chunks(job.pending, left_over(), workers, processes):
+        store(rows, j, th, res)
     return theta, out
-
-
-def _fit_processes(job: _Job, starts, workers: int, take_chunk, left_over, store) -> None:
-    """:func:`_fit_all`'s chunks and left-over searches in ``workers`` forked processes
-    (they inherit the filters, tables and grid; results come back as numpy arrays). A
-    worker that dies (e.g. killed for memory) raises ``BrokenProcessPool``; on any error or
-    Ctrl-C the workers are stopped."""
-    import multiprocessing as mp
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor
-    from itertools import repeat
-
-    token = id(job)
-    _JOBS[token] = job
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init)
-    try:
-        with warnings.catch_warnings():  # Python >= 3.12 warns on fork beside threads: the
-            warnings.simplefilter("ignore", DeprecationWarning)  # workers run only torch code
-            results = pool.map(_call_job, repeat(token), repeat("chunk"), starts)
-        for result in results:
-            take_chunk(result)
-        rest = left_over()
-        if rest:
-            js, rows, th0 = zip(*rest, strict=True)
-            for j, r, th, res in pool.map(
-                _call_job, repeat(token), repeat("pending"), js, rows, th0
-            ):
-                store(r, j, th, res)
-    except BaseException as exc:
-        procs = getattr(pool, "_processes", None) or {}  # no public way before 3.14
-        for proc in list(procs.values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        from concurrent.futures.process import BrokenProcessPool
-
-        if isinstance(exc, BrokenProcessPool):
-            raise RuntimeError(
-                "a census worker process died (killed for memory, or by a signal): run the "
-                "census with fewer threads (num_threads=1 runs it in this process) or a "
-                "smaller batch_size, or stream it (census_stream, census --out)"
-            ) from exc
-        raise
-    finally:
-        _JOBS.pop(token, None)
-    pool.shutdown(wait=True)
 
 
 def _coarse_grid(sigma_max: float, dim: int, dev: torch.device) -> tuple[torch.Tensor, float]:
