@@ -225,7 +225,7 @@ def _census_memory(
     ``tests/test_census_memory.py`` and docs/limits.md. Terms:
 
     - tables: every knot's kernel is built with one FFT (~24 bytes per knot and FFT sample),
-      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, with 60 %
+      the cubic coefficients of the one-scale models' 2-D tables ``[J, 4, k*k]``, doubled
       for the temporaries of their construction;
     - coarse grid of the separable types: the 1-D factors at the grid scales (float64 while
       built, then float32);
@@ -238,7 +238,7 @@ def _census_memory(
 
     knots = sigma_max / _KNOT_STEP + 3
     n_fft = fft_length(sigma_max, k)
-    tables = 1.6 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
+    tables = 2.0 * knots * (24 * n_fft + 3 * 4 * 8 * k * k)
     g2 = math.ceil(sigma_max / _GRID_STEP_2D) + 1
     g1 = math.ceil(sigma_max / _GRID_STEP_1D) + 1
     n_sep = sum(tp.kind == "sep" for tp in tps)
