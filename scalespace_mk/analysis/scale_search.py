@@ -34,7 +34,7 @@ from scalespace_mk.analysis.linear_shift import _TINY, _centred, _shift_t
 from scalespace_mk.analysis.scale_objectives import _AsTwoScales, _LapObjective, _SepObjective
 from scalespace_mk.analysis.tables import _KNOT_STEP
 from scalespace_mk.analysis.types import ModelType
-from scalespace_mk.analysis.workers import map_chunks, use_processes
+from scalespace_mk.analysis.workers import Workers, use_processes
 from scalespace_mk.scalespace.models import model_kernel
 
 _GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
@@ -386,12 +386,12 @@ def _fit_all(
         return theta, out
 
     workers = max(min(torch.get_num_threads(), len(starts)), 1)
-    processes = use_processes(n, workers)
-    for result in map_chunks(job.chunk, ((s,) for s in starts), workers, processes):
-        take_chunk(result)
-    # the stencil searches left by the Newton refinement, one type per worker
-    for j, rows, th, res in map_chunks(job.pending, left_over(), workers, processes):
-        store(rows, j, th, res)
+    with Workers([job.chunk, job.pending], workers, use_processes(n, workers)) as pool:
+        for result in pool.map(job.chunk, ((s,) for s in starts)):
+            take_chunk(result)
+        # the stencil searches left by the Newton refinement, one type per worker
+        for j, rows, th, res in pool.map(job.pending, left_over()):
+            store(rows, j, th, res)
     return theta, out
 
 

@@ -29,7 +29,7 @@ PROCESS_MIN_ROWS = 32768
 #: None: choose by :func:`use_processes`; True / False: always / never processes (tests and
 #: benchmarks)
 _PROCESSES: bool | None = None
-_JOBS: dict[int, Callable[..., Any]] = {}  # the function of each running map, for the forks
+_JOBS: dict[tuple[int, int], Callable[..., Any]] = {}  # each running map's functions, for forks
 
 
 def use_processes(n: int, workers: int) -> bool:
@@ -45,7 +45,7 @@ def use_processes(n: int, workers: int) -> bool:
     return _PROCESSES is True or (sys.platform == "linux" and n >= PROCESS_MIN_ROWS)
 
 
-def _call(token: int, *args: Any) -> Any:
+def _call(token: tuple[int, int], *args: Any) -> Any:
     """Run the registered function ``token`` (in a forked worker)."""
     return _JOBS[token](*args)
 
@@ -59,62 +59,89 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def map_chunks(
-    fn: Callable[..., Any], args: Iterable[tuple], workers: int, processes: bool
-) -> Iterator[Any]:
-    """``fn(*a)`` for each tuple ``a`` of ``args``, on ``workers`` workers with one intra-op
-    thread each; yields the results in order.
+class Workers:
+    """``workers`` CPU workers with one intra-op thread each, for several maps in a row
+    (a context manager: torch's thread count is 1 inside and restored on exit).
 
-    ``processes`` (see :func:`use_processes`): forked processes, which inherit ``fn`` and
-    what it reads; ``fn`` must then return picklable values (numpy arrays) and write nothing
-    the caller reads. Otherwise threads (or the calling thread for one worker). torch's
-    thread count is 1 during the call and restored afterwards.
+    ``fns`` are the functions the maps will run; with ``processes`` (see
+    :func:`use_processes`) they are registered before the workers are forked, so that every
+    map runs in the same forked processes, which inherit the functions and what they read.
+    They must then return picklable values (numpy arrays) and write nothing the caller
+    reads. Otherwise threads (or the calling thread for one worker).
     """
-    args = list(args)
-    intra = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if processes:
-            yield from _in_processes(fn, args, workers)
-        elif workers <= 1:
-            for a in args:
-                yield fn(*a)
-        else:
+
+    def __init__(self, fns: Iterable[Callable[..., Any]], workers: int, processes: bool) -> None:
+        self.fns = list(fns)
+        self.workers, self.processes = workers, processes
+        self._pool: Any = None
+        self._tokens: list[tuple[int, int]] = []
+
+    def __enter__(self) -> Workers:
+        self._intra = torch.get_num_threads()
+        torch.set_num_threads(1)
+        if self.processes:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            for i, fn in enumerate(self.fns):
+                self._tokens.append((id(self), i))
+                _JOBS[(id(self), i)] = fn
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=mp.get_context("fork"), initializer=_worker_init
+            )
+        elif self.workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(workers) as pool:
-                yield from pool.map(lambda a: fn(*a), args)
-    finally:
-        torch.set_num_threads(intra)
+            self._pool = ThreadPoolExecutor(self.workers)
+        return self
 
+    def map(self, fn: Callable[..., Any], args: Iterable[tuple]) -> Iterator[Any]:
+        """``fn(*a)`` for each ``a`` of ``args`` on the workers; the results in order."""
+        args = list(args)
+        if not args:
+            return iter(())
+        if self._pool is None:
+            return (fn(*a) for a in args)
+        if not self.processes:
+            return self._pool.map(lambda a: fn(*a), args)
+        import warnings
+        from itertools import repeat
 
-def _in_processes(fn: Callable[..., Any], args: list[tuple], workers: int) -> Iterator[Any]:
-    import multiprocessing as mp
-    import warnings
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-    from itertools import repeat
-
-    token = id(fn)
-    _JOBS[token] = fn
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init)
-    try:
+        # bound methods are new objects at each access but compare equal
+        i = next((i for i, f in enumerate(self.fns) if f == fn), None)
+        if i is None:
+            raise ValueError("Workers.map: fn was not given to Workers(fns=...)")
         with warnings.catch_warnings():  # Python >= 3.12 warns on fork beside threads: the
             warnings.simplefilter("ignore", DeprecationWarning)  # workers run only torch code
-            results = pool.map(_call, repeat(token), *zip(*args, strict=True)) if args else []
-        yield from results
-    except BaseException as exc:
-        procs = getattr(pool, "_processes", None) or {}  # no public way before 3.14
-        for proc in list(procs.values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+            return self._pool.map(_call, repeat((id(self), i)), *zip(*args, strict=True))
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._pool is not None and self.processes and exc is not None:
+                procs = getattr(self._pool, "_processes", None) or {}  # none public < 3.14
+                for proc in list(procs.values()):
+                    proc.terminate()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            elif self._pool is not None:
+                self._pool.shutdown(wait=True)
+        finally:
+            for token in self._tokens:
+                _JOBS.pop(token, None)
+            torch.set_num_threads(self._intra)
+        from concurrent.futures.process import BrokenProcessPool
+
         if isinstance(exc, BrokenProcessPool):
             raise RuntimeError(
                 "a worker process died (killed for memory, or by a signal): run with fewer "
                 "threads (num_threads=1 runs it in this process) or a smaller batch_size, or "
                 "stream the census (census_stream, census --out)"
             ) from exc
-        raise
-    finally:
-        _JOBS.pop(token, None)
-    pool.shutdown(wait=True)
+
+
+def map_chunks(
+    fn: Callable[..., Any], args: Iterable[tuple], workers: int, processes: bool
+) -> Iterator[Any]:
+    """``fn(*a)`` for each tuple ``a`` of ``args`` on :class:`Workers` (one map); yields the
+    results in order."""
+    with Workers([fn], workers, processes) as pool:
+        yield from pool.map(fn, args)
