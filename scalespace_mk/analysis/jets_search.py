@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from scalespace_mk.analysis.tables import _cubic_coefficients, _Interp, _knots
+from scalespace_mk.analysis.trust_region import accept
 from scalespace_mk.analysis.workers import map_chunks, use_processes
 from scalespace_mk.scalespace.jets import jet_axis_rows, oriented_weights
 
@@ -574,16 +575,11 @@ class Search:
                 nd, gain = nd[keep], gain[keep]
                 if idx.numel() == 0:
                     break
-            fp, gp, hp = self.objective(zs, prop)
-            acc = fp >= f
+            new = self.objective(zs, prop)
+            cur, (f, g, hm), r, acc = accept(prop, cur, new, (f, g, hm), r, limited)
             # a full Newton step that promised almost nothing and lost: the objective's
             # rounding noise (about 1e-13 for high orders) is reached
             stalled = ~acc & nd & ~limited & (gain <= _STALL_GAIN)
-            cur = torch.where(acc[:, None], prop, cur)
-            f = torch.where(acc, fp, f)
-            g = torch.where(acc[:, None], gp, g)
-            hm = torch.where(acc[:, None, None], hp, hm)
-            r = torch.where(acc, torch.where(limited, 2.0 * r, r), r / 4.0)
         else:
             out[idx] = cur
             out_f[idx] = f

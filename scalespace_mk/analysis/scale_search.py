@@ -33,6 +33,7 @@ import scalespace_mk.limits as limits
 from scalespace_mk.analysis.linear_shift import _TINY, _centred, _shift_t
 from scalespace_mk.analysis.scale_objectives import _AsTwoScales, _LapObjective, _SepObjective
 from scalespace_mk.analysis.tables import _KNOT_STEP
+from scalespace_mk.analysis.trust_region import accept
 from scalespace_mk.analysis.types import ModelType
 from scalespace_mk.analysis.workers import Workers, use_processes
 from scalespace_mk.scalespace.models import model_kernel
@@ -203,13 +204,7 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
             f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
             if idx.numel() == 0:
                 break
-        fp, gp, hp = obj.newton(zs, prop)
-        acc = fp >= f
-        cur = torch.where(acc[:, None], prop, cur)
-        f = torch.where(acc, fp, f)
-        g = torch.where(acc[:, None], gp, g)
-        hm = torch.where(acc[:, None, None], hp, hm)
-        r = torch.where(acc, torch.where(limited, 2.0 * r, r), r / 4.0)
+        cur, (f, g, hm), r, _ = accept(prop, cur, obj.newton(zs, prop), (f, g, hm), r, limited)
     else:
         out[idx] = cur
     return out, converged
