@@ -238,6 +238,14 @@ def run_study(
     t_start = time.perf_counter()
     reference = predict(original, evaluation.images, batch_size=config.batch_size)
     kw = {"n_boot": config.n_boot}
+
+    def against_original(model: nn.Module, **seed: int) -> dict:
+        """The agreement measures of ``model`` with the original on the evaluation crops."""
+        logits = predict(model, evaluation.images, batch_size=config.batch_size)
+        return compare(
+            reference, logits, evaluation.photo, evaluation.labels, **seed, **kw
+        ).to_dict()
+
     base = {
         "accuracy": None,
         "crops": len(evaluation),
@@ -254,13 +262,7 @@ def run_study(
         own = recalibrate_batchnorm(
             copy.deepcopy(original), calib.images, batch_size=config.batch_size
         )
-        base["recalibrated"] = compare(
-            reference,
-            predict(own, evaluation.images, batch_size=config.batch_size),
-            evaluation.photo,
-            evaluation.labels,
-            **kw,
-        ).to_dict()
+        base["recalibrated"] = against_original(own)
     else:
         base["recalibrated"] = None
     say(
@@ -301,14 +303,7 @@ def run_study(
             key = seed if seeded else config.seeds[0]
             run: dict[str, Any] = {"seed": seed}
             if key not in cache:
-                direct = compare(
-                    reference,
-                    predict(model, evaluation.images, batch_size=config.batch_size),
-                    evaluation.photo,
-                    evaluation.labels,
-                    seed=seed,
-                    **kw,
-                ).to_dict()
+                direct = against_original(model, seed=seed)
                 recal, recal_model = None, None
                 if config.recalibrate or distil_this:
                     import copy
@@ -316,14 +311,7 @@ def run_study(
                     recal_model = recalibrate_batchnorm(
                         copy.deepcopy(model), calib.images, batch_size=config.batch_size
                     )
-                    recal = compare(
-                        reference,
-                        predict(recal_model, evaluation.images, batch_size=config.batch_size),
-                        evaluation.photo,
-                        evaluation.labels,
-                        seed=seed,
-                        **kw,
-                    ).to_dict()
+                    recal = against_original(recal_model, seed=seed)
                 cache[key] = (direct, recal if config.recalibrate else None, recal_model)
             direct, recal, recal_model = cache[key]
             run["median_r2"] = _median(report)
