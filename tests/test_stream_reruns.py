@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_stream import _env, _free_port  # the same child environment and port as there
 
 from scalespace_mk.analysis import stream
 from scalespace_mk.analysis.stream import census_stream, read_census
@@ -178,20 +178,6 @@ _CHILD = textwrap.dedent(
     sys.exit(main(sys.argv[1:]))
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        env.pop(key, None)
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **extra)
-    return env
 
 
 def _two_ranks(tmp_path: Path, args: list[str], **extra: str) -> list[tuple[int, str, str]]:
