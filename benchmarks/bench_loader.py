@@ -7,6 +7,9 @@ model step:
 * ``per core``: images per CPU-second of one process, Pillow decode against the training
   loader's work (decode + random resized crop + collate) and the evaluation loader's
   (decode + centre crop + collate), alternating batch by batch (robust on a shared CPU);
+  where simplejpeg is installed (the loader's default JPEG decoder then) also the training
+  loader with ``decoder='pillow'`` and a plain simplejpeg decode
+  (``simplejpeg.decode_jpeg(open(p, 'rb').read())``) in the same alternation;
 
 * ``pil-decode``: baseline, a plain Python loop of ``Image.open(p).convert('RGB')`` +
   ``np.asarray`` (one process);
@@ -65,14 +68,18 @@ def make_jpeg_folder(
         (root / "val").symlink_to(root / "train", target_is_directory=True)
 
 
-def per_core(paths: list[str], train_ds, val_ds, *, batch_size: int, rounds: int) -> dict:
+def per_core(
+    paths: list[str], train_ds, val_ds, *, batch_size: int, rounds: int, train_pillow_ds=None
+) -> dict:
     """Images per CPU-second of this process (one core): Pillow decode vs the two loaders.
 
     ``pil``: ``np.asarray(Image.open(p).convert("RGB"))``; ``train`` / ``val``: the
     dataset's decode-time crop (random resized / centre) of each image plus the loader's
-    collation of each batch. The three alternate batch by batch (so that the load of other
-    processes, which changes by the second, falls on all three alike), ``rounds`` times
-    over all images; CPU time of this process.
+    collation of each batch; with ``train_pillow_ds`` also ``train_pillow`` (that dataset,
+    the training loader with ``decoder='pillow'``) and ``simplejpeg`` (a plain decode). The
+    cases alternate batch by batch (so that the load of other processes, which changes by
+    the second, falls on all alike), ``rounds`` times over all images; CPU time of this
+    process.
     """
     from PIL import Image
 
@@ -90,6 +97,16 @@ def per_core(paths: list[str], train_ds, val_ds, *, batch_size: int, rounds: int
         return go
 
     cases = {"pil": pil, "train": loader(train_ds), "val": loader(val_ds)}
+    if train_pillow_ds is not None:
+        import simplejpeg
+
+        def sj(idx: range) -> None:
+            for i in idx:
+                with open(paths[i], "rb") as f:
+                    simplejpeg.decode_jpeg(f.read(), colorspace="RGB")
+
+        cases["train_pillow"] = loader(train_pillow_ds)
+        cases["simplejpeg"] = sj
     cpu = dict.fromkeys(cases, 0.0)
     per_round: list[dict[str, float]] = []
     n = len(paths)
@@ -169,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and return the figures (also printed)."""
     from scalespace_mk.training.augment import AugmentConfig, TrainTransform
     from scalespace_mk.training.datasets import build_dataset
+    from scalespace_mk.training.decoding import simplejpeg_available
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000)
@@ -218,7 +236,20 @@ def main(argv: list[str] | None = None) -> dict:
         results["build_dataset_header_check_s"] = time.perf_counter() - t
         paths = [p for p, _ in ds.samples]
         val_ds, _ = build_dataset(str(root), split="val", image_size=args.image_size)
-        core = per_core(paths, ds, val_ds, batch_size=args.batch_size, rounds=args.rounds)
+        pillow_ds = None
+        if simplejpeg_available():
+            pillow_ds, _ = build_dataset(
+                str(root), split="train", image_size=args.image_size, decoder="pillow"
+            )
+        results["jpeg_decoder"] = "simplejpeg" if simplejpeg_available() else "pillow"
+        core = per_core(
+            paths,
+            ds,
+            val_ds,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+            train_pillow_ds=pillow_ds,
+        )
         results["per_core_img_per_cpu_s"] = core
         base = bench_pil(paths)
         results["pil_decode_img_s"] = base
@@ -271,11 +302,19 @@ def main(argv: list[str] | None = None) -> dict:
         f"crop {args.image_size} + collate) {core['train']:.0f} ({tr:.2f}x); "
         f"eval loader (centre crop) {core['val']:.0f} ({va:.2f}x) [target (issue 21): >= 0.80x]"
     )
+    print(f"  JPEG decoder of the loaders: {results['jpeg_decoder']}")
+    if "train_pillow" in core:
+        tp, sj = core["train_pillow"] / core["pil"], core["simplejpeg"] / core["pil"]
+        print(
+            f"  train loader with decoder='pillow' {core['train_pillow']:.0f} ({tp:.2f}x); "
+            f"plain simplejpeg decode {core['simplejpeg']:.0f} ({sj:.2f}x; the train loader is "
+            f"{core['train'] / core['simplejpeg']:.2f}x of it)"
+        )
     spread = core["ratio_per_round"]
     print(
-        "  ratio per round (min-max): train "
-        f"{min(spread['train']):.2f}-{max(spread['train']):.2f}, eval "
-        f"{min(spread['val']):.2f}-{max(spread['val']):.2f}; 1-min load average at the end: "
+        "  ratio per round (min-max): "
+        + ", ".join(f"{k} {min(v):.2f}-{max(v):.2f}" for k, v in spread.items())
+        + "; 1-min load average at the end: "
         f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.1f}"
     )
     if args.json is not None:

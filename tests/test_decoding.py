@@ -24,6 +24,16 @@ from scalespace_mk.training.datasets import ImageFolderDataset, build_dataset  #
 needs_arrow = pytest.mark.skipif(
     dec._block_bytes() == 0, reason="rows-limited decoding needs Pillow >= 11.2 (Arrow export)"
 )
+#: the JPEG decoders of decode_crop that this machine has
+DECODERS = [
+    "pillow",
+    pytest.param(
+        "simplejpeg",
+        marks=pytest.mark.skipif(
+            not dec.simplejpeg_available(), reason="simplejpeg is not installed"
+        ),
+    ),
+]
 
 
 def _photo(height: int, width: int, *, noise: float, seed: int = 0) -> np.ndarray:
@@ -66,14 +76,18 @@ def test_rows_limited_decode_is_bit_identical(tmp_path, kw):
 
 
 @needs_arrow
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("train", [True, False])
-def test_decode_crop_equals_crop_of_full_decode(tmp_path, train):
-    """Without draft, the loader's crop is the crop of the fully decoded image, bit for bit."""
+def test_decode_crop_equals_crop_of_full_decode(tmp_path, train, decoder):
+    """Without draft, the loader's crop is the crop of the fully decoded image, bit for bit
+    (either decoder)."""
     path = _jpeg(tmp_path / "p.jpg", _photo(150, 200, noise=12))
     img = Image.fromarray(_full(path))
     for seed in range(12):
         gen = torch.Generator().manual_seed(seed)
-        got = dec.decode_crop(str(path), 48, train=train, generator=gen, draft=False)
+        got = dec.decode_crop(
+            str(path), 48, train=train, generator=gen, draft=False, decoder=decoder
+        )
         if train:
             box = sample_resized_crop_box(150, 200, generator=torch.Generator().manual_seed(seed))
         else:
@@ -84,10 +98,12 @@ def test_decode_crop_equals_crop_of_full_decode(tmp_path, train):
 
 
 @needs_arrow
-def test_damage_below_the_crop_is_not_read_above_it_is_reported(tmp_path):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_damage_below_the_crop_is_not_read_above_it_is_reported(tmp_path, decoder):
     """A file cut short: a crop in the intact top rows decodes to the intact file's crop; a
     crop that needs the missing rows raises OSError (and the dataset with strict=True raises
-    CorruptImageError), as a full decode does."""
+    CorruptImageError), as a full decode does. simplejpeg refuses the file and hands it, with
+    the box already drawn, to Pillow: the same outcome."""
     from scalespace_mk.training.datasets import CorruptImageError
 
     arr = _photo(160, 160, noise=12)
@@ -121,6 +137,7 @@ def test_damage_below_the_crop_is_not_read_above_it_is_reported(tmp_path):
         ratio=(1, 1),
         generator=torch.Generator().manual_seed(seed),
         draft=False,
+        decoder=decoder,
     )
     want = dec._resize_box(Image.fromarray(_full(whole)), tuple(map(float, box)), 16)
     assert torch.equal(top, want)
@@ -128,8 +145,10 @@ def test_damage_below_the_crop_is_not_read_above_it_is_reported(tmp_path):
         assert dec._load_rows(img, 40) is True
         assert np.array_equal(dec._pixels_view(img)[0][:40, :, :3], _full(whole)[:40])
     with pytest.raises(OSError):
-        dec.decode_crop(str(cut), 16, train=False, crop_pct=1.0)
-    ds = ImageFolderDataset(tmp_path / "d", image_size=16, train=False, strict=True)
+        dec.decode_crop(str(cut), 16, train=False, crop_pct=1.0, decoder=decoder)
+    ds = ImageFolderDataset(
+        tmp_path / "d", image_size=16, train=False, strict=True, decoder=decoder
+    )
     with pytest.raises(CorruptImageError, match="cut.jpg"):
         ds[0]
 
@@ -142,7 +161,13 @@ def test_fallbacks_give_the_same_crops(tmp_path, monkeypatch):
 
     def crops():
         return [
-            dec.decode_crop(str(path), 40, train=True, generator=torch.Generator().manual_seed(s))
+            dec.decode_crop(
+                str(path),
+                40,
+                train=True,
+                generator=torch.Generator().manual_seed(s),
+                decoder="pillow",
+            )
             for s in range(6)
         ]
 
@@ -187,7 +212,8 @@ def test_draft_crop_is_close_to_full_decode_and_keeps_the_box(tmp_path, monkeypa
     )
     scales, diffs = [], []
     for seed in range(16):
-        kw = {"train": True, "scale": (0.3, 1.0)}
+        # Pillow for both (simplejpeg never drafts: its full decode would bypass the spy)
+        kw = {"train": True, "scale": (0.3, 1.0), "decoder": "pillow"}
         a = dec.decode_crop(
             str(path), 64, generator=torch.Generator().manual_seed(seed), draft=True, **kw
         )
@@ -290,3 +316,117 @@ def test_jpeg_in_memory_has_one_tile():
     buf.seek(0)
     with Image.open(buf) as img:
         assert len(img.tile) == 1 and img.tile[0][0] == "jpeg" and img.mode == "RGB"
+
+
+# --------------------------------------------------------------------------------------------
+# simplejpeg, the default JPEG decoder where installed
+# --------------------------------------------------------------------------------------------
+
+needs_simplejpeg = pytest.mark.skipif(
+    not dec.simplejpeg_available(), reason="simplejpeg is not installed"
+)
+
+
+def _crops(path: Path, decoder: str, *, size: int = 32, seeds: int = 8, **kw):
+    """Training crops of seeds 0..seeds-1 and the centre crop, with the generators' states
+    after each draw."""
+    out = []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        crop = dec.decode_crop(str(path), size, train=True, generator=gen, decoder=decoder, **kw)
+        out.append((crop, gen.get_state()))
+    out.append((dec.decode_crop(str(path), size, train=False, decoder=decoder, **kw), None))
+    return out
+
+
+def _same(a, b) -> None:
+    for (x, gx), (y, gy) in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+        assert (gx is None and gy is None) or torch.equal(gx, gy)
+
+
+@needs_simplejpeg
+@pytest.mark.parametrize(
+    "kind", ["baseline", "444", "progressive", "grey", "large-drafted", "odd-size"]
+)
+def test_simplejpeg_gives_pillows_crops_and_draws(tmp_path, kind):
+    """simplejpeg and Pillow (both libjpeg-turbo, same settings) give the same crops, bit for
+    bit, and draw the same boxes from the generator (its state afterwards is equal), for
+    4:2:0, 4:4:4, progressive, greyscale JPEGs and a large one whose crops are drafted (handed
+    to Pillow after the box is drawn)."""
+    shape, kw = {"large-drafted": (600, 800), "odd-size": (61, 97)}.get(kind, (90, 130)), {}
+    arr = _photo(*shape, noise=10)
+    if kind == "grey":
+        arr = arr[..., 0]
+    kw = {"444": {"subsampling": 0}, "progressive": {"progressive": True}}.get(kind, {})
+    path = _jpeg(tmp_path / "p.jpg", arr, **kw)
+    opts = {"scale": (0.3, 1.0)} if kind == "large-drafted" else {}
+    _same(_crops(path, "simplejpeg", **opts), _crops(path, "pillow", **opts))
+
+
+@needs_simplejpeg
+def test_simplejpeg_hands_what_it_does_not_take_to_pillow(tmp_path, monkeypatch):
+    """CMYK JPEGs and PNGs never reach simplejpeg; a JPEG with a recoverable defect ("corrupt
+    JPEG data: extraneous bytes", which simplejpeg's strict mode refuses) is decoded by Pillow
+    with the box already drawn: the crops and draws are Pillow's in every case."""
+    import simplejpeg
+
+    arr = _photo(70, 90, noise=8)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(arr).convert("CMYK").save(cmyk, quality=90)
+    png = tmp_path / "p.png"
+    Image.fromarray(arr).save(png)
+    good = _jpeg(tmp_path / "good.jpg", arr).read_bytes()
+    junk = tmp_path / "junk.jpg"
+    sos = good.index(b"\xff\xda")
+    junk.write_bytes(good[:sos] + b"\x00\x13\x37" + good[sos:])  # bytes before a marker
+    with pytest.raises(ValueError):
+        simplejpeg.decode_jpeg(junk.read_bytes())
+    calls: list[str] = []
+    for name in ("decode_jpeg", "decode_jpeg_header"):
+        real = getattr(simplejpeg, name)
+        monkeypatch.setattr(
+            simplejpeg,
+            name,
+            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k),
+        )
+    for path, reaches in ((cmyk, {"decode_jpeg_header"}), (png, set()), (junk, None)):
+        calls.clear()
+        _same(_crops(path, "simplejpeg", seeds=3), _crops(path, "pillow", seeds=3))
+        if reaches is not None:
+            assert set(calls) == reaches, path.name
+        else:  # refused at the header or at the decode, never decoded by simplejpeg
+            assert "decode_jpeg_header" in calls, path.name
+
+
+@needs_simplejpeg
+def test_simplejpeg_limits_and_errors(tmp_path, monkeypatch):
+    """max_pixels is checked from the header before decoding; above Pillow's decompression
+    bomb limit the file goes to Pillow, which warns (naming the file); a truncated file raises
+    as with Pillow; the decoder option is validated."""
+    path = _jpeg(tmp_path / "p.jpg", _photo(40, 50, noise=4))
+    with pytest.raises(ValueError, match="max_pixels"):
+        dec.decode_crop(str(path), 8, train=False, max_pixels=1999, decoder="simplejpeg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.warns(RuntimeWarning, match="p.jpg"):
+        dec.decode_crop(str(path), 8, train=False, decoder="simplejpeg")
+    monkeypatch.undo()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(path.read_bytes()[:300])
+    for decoder in ("simplejpeg", "pillow"):
+        with pytest.raises(OSError):
+            dec.decode_crop(str(cut), 8, train=False, crop_pct=1.0, decoder=decoder)
+    with pytest.raises(ValueError, match="decoder"):
+        ImageFolderDataset(tmp_path, image_size=8, decoder="turbo")
+
+
+def test_decoder_without_simplejpeg(tmp_path, monkeypatch):
+    """Without simplejpeg, 'auto' decodes with Pillow and 'simplejpeg' says how to install it."""
+    (tmp_path / "a").mkdir()
+    path = _jpeg(tmp_path / "a" / "p.jpg", _photo(40, 50, noise=4))
+    want = _crops(path, "pillow", seeds=2)
+    monkeypatch.setattr(dec, "_SJ", False)
+    assert not dec.simplejpeg_available()
+    _same(_crops(path, "auto", seeds=2), want)
+    with pytest.raises(ImportError, match="pip install simplejpeg"):
+        ImageFolderDataset(tmp_path, image_size=8, decoder="simplejpeg")

@@ -74,6 +74,7 @@ import scalespace_mk.limits as limits
 from scalespace_mk._checks import check_choice
 from scalespace_mk._io import download_verified
 from scalespace_mk.training.decoding import (
+    DECODERS,
     _center_box,  # noqa: F401 - the decoding helpers lived here before decoding.py
     _check_pixels,
     _in_worker,
@@ -81,6 +82,7 @@ from scalespace_mk.training.decoding import (
     _report_bombs,
     _require_pil,
     _resize_box,  # noqa: F401
+    _simplejpeg,
     _to_rgb,
     _warn_once_safe,
     decode_crop,
@@ -335,10 +337,16 @@ class ImageFolderDataset(Dataset):
         (about one grey level on average on smooth photos). Default: ``train`` (on for
         training crops, off for evaluation, whose output then does not depend on how large
         the file is). See :mod:`scalespace_mk.training.decoding`.
+    decoder : {'auto', 'pillow', 'simplejpeg'}, default 'auto'
+        JPEG decoder at full scale: simplejpeg when installed (``'auto'``; the ``train``
+        extra installs it; libjpeg-turbo without Pillow's per-file overhead, the same pixels
+        here), else Pillow. Other formats, drafted decodes and files simplejpeg refuses are
+        decoded by Pillow.
 
     Notes
     -----
-    JPEGs are decoded only down to the crop's last row (bit-identical to a full decode).
+    JPEGs that Pillow decodes are decoded only down to the crop's last row (bit-identical to
+    a full decode).
     A file that passes the construction check but fails to decode later (e.g. truncated data)
     is replaced by the next readable sample, and the first such failure in each process is
     reported with one warning; a DataLoader worker never dies from a bad image unless
@@ -364,10 +372,14 @@ class ImageFolderDataset(Dataset):
         progress: bool = False,
         max_pixels: int | None = limits.IMAGE_PIXELS_MAX,
         draft: bool | None = None,
+        decoder: str = "auto",
     ) -> None:
         _require_pil()
         if draft is not None and not isinstance(draft, bool):
             raise TypeError(f"draft must be True, False or None (= train); got {draft!r}")
+        check_choice("decoder", decoder, DECODERS)
+        _simplejpeg(decoder)  # decoder='simplejpeg' without the package: ImportError now
+        self.decoder = decoder
         if max_pixels is not None and (
             isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
         ):
@@ -520,6 +532,7 @@ class ImageFolderDataset(Dataset):
             generator=generator,
             max_pixels=self.max_pixels,
             draft=self.draft,
+            decoder=self.decoder,
         )
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
@@ -1411,6 +1424,7 @@ def build_dataset(
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
     seed: int = 0,
     draft: bool | None = None,
+    decoder: str = "auto",
 ) -> tuple[Dataset, int]:
     """Build a dataset from a specification string.
 
@@ -1442,6 +1456,8 @@ def build_dataset(
         Image folders: allow DCT-domain reduced decoding of JPEGs whose crop is at least twice
         ``image_size`` (see :class:`ImageFolderDataset`). Default: on for ``train``, off for
         ``val``.
+    decoder : {'auto', 'pillow', 'simplejpeg'}, default 'auto'
+        Image folders: the JPEG decoder (see :class:`ImageFolderDataset`).
 
     Returns
     -------
@@ -1498,6 +1514,7 @@ def build_dataset(
             strict=strict,
             seed=seed,
             draft=draft,
+            decoder=decoder,
         )
         return ds, ds.num_classes
     if parsed.kind in CIFAR_ARCHIVES:
