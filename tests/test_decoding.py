@@ -349,7 +349,7 @@ def _same(a, b) -> None:
 @pytest.mark.parametrize(
     "kind", ["baseline", "444", "progressive", "grey", "large-drafted", "odd-size"]
 )
-def test_simplejpeg_gives_pillows_crops_and_draws(tmp_path, kind):
+def test_simplejpeg_gives_pillows_crops_and_draws(tmp_path, kind, monkeypatch):
     """simplejpeg and Pillow (both libjpeg-turbo, same settings) give the same crops, bit for
     bit, and draw the same boxes from the generator (its state afterwards is equal), for
     4:2:0, 4:4:4, progressive, greyscale JPEGs and a large one whose crops are drafted (handed
@@ -361,7 +361,47 @@ def test_simplejpeg_gives_pillows_crops_and_draws(tmp_path, kind):
     kw = {"444": {"subsampling": 0}, "progressive": {"progressive": True}}.get(kind, {})
     path = _jpeg(tmp_path / "p.jpg", arr, **kw)
     opts = {"scale": (0.3, 1.0)} if kind == "large-drafted" else {}
+    calls = _spy_simplejpeg(monkeypatch)
     _same(_crops(path, "simplejpeg", **opts), _crops(path, "pillow", **opts))
+    # every kind has crops that simplejpeg decodes (the centre crop at least)
+    assert calls.count("decode_jpeg") >= 1
+
+
+def _spy_simplejpeg(monkeypatch) -> list[str]:
+    """Record the names of the simplejpeg functions called."""
+    import simplejpeg
+
+    calls: list[str] = []
+    for name in ("decode_jpeg", "decode_jpeg_header"):
+        real = getattr(simplejpeg, name)
+        monkeypatch.setattr(
+            simplejpeg,
+            name,
+            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k),
+        )
+    return calls
+
+
+@needs_simplejpeg
+def test_crops_in_the_upper_half_go_to_pillows_rows_limited_decode(tmp_path, monkeypatch):
+    """A crop that ends above half the image's rows is decoded by Pillow down to its last
+    row (cheaper than simplejpeg's full decode); one that ends lower by simplejpeg; the crops
+    are the full decode's either way."""
+    path = _jpeg(tmp_path / "p.jpg", _photo(200, 200, noise=8))
+    img = Image.fromarray(_full(path))
+    calls = _spy_simplejpeg(monkeypatch)
+    seen = {True: 0, False: 0}
+    for seed in range(40):
+        box = sample_resized_crop_box(200, 200, generator=torch.Generator().manual_seed(seed))
+        calls.clear()
+        got = dec.decode_crop(
+            str(path), 24, train=True, generator=torch.Generator().manual_seed(seed), draft=False
+        )
+        upper = box[1] + box[3] < dec._SJ_ROWS * 200
+        assert ("decode_jpeg" in calls) is not upper, (seed, box)
+        assert torch.equal(got, dec._resize_box(img, tuple(map(float, box)), 24))
+        seen[upper] += 1
+    assert min(seen.values()) >= 3  # both ways were taken
 
 
 @needs_simplejpeg
@@ -382,14 +422,7 @@ def test_simplejpeg_hands_what_it_does_not_take_to_pillow(tmp_path, monkeypatch)
     junk.write_bytes(good[:sos] + b"\x00\x13\x37" + good[sos:])  # bytes before a marker
     with pytest.raises(ValueError):
         simplejpeg.decode_jpeg(junk.read_bytes())
-    calls: list[str] = []
-    for name in ("decode_jpeg", "decode_jpeg_header"):
-        real = getattr(simplejpeg, name)
-        monkeypatch.setattr(
-            simplejpeg,
-            name,
-            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k),
-        )
+    calls = _spy_simplejpeg(monkeypatch)
     for path, reaches in ((cmyk, {"decode_jpeg_header"}), (png, set()), (junk, None)):
         calls.clear()
         _same(_crops(path, "simplejpeg", seeds=3), _crops(path, "pillow", seeds=3))
