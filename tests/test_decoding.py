@@ -451,6 +451,8 @@ def test_simplejpeg_limits_and_errors(tmp_path, monkeypatch):
             dec.decode_crop(str(cut), 8, train=False, crop_pct=1.0, decoder=decoder)
     with pytest.raises(ValueError, match="decoder"):
         ImageFolderDataset(tmp_path, image_size=8, decoder="turbo")
+    with pytest.raises(ValueError, match="decoder"):
+        dec.decode_crop(str(path), 8, train=False, decoder="turbo")
 
 
 def test_decoder_without_simplejpeg(tmp_path, monkeypatch):

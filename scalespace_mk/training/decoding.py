@@ -292,6 +292,8 @@ def decode_crop(
         ``uint8 [3, size, size]``, RGB, channels first.
     """
     draft = train if draft is None else bool(draft)
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
 
     def box_for(width: int, height: int) -> tuple[int, int, int, int]:
         if train:
@@ -306,7 +308,7 @@ def decode_crop(
         done = _decode_crop_simplejpeg(sj, path, size, box_for, draft, max_pixels)
         if isinstance(done, torch.Tensor):
             return done
-        if done is not None:  # the box is drawn: Pillow decodes it (draft, or a refusal)
+        if done is not None:  # box drawn; Pillow decodes (draft, upper rows, a refusal)
             drawn, data = done
             return _decode_crop_pillow(path, size, lambda w, h: drawn, draft, max_pixels, data=data)
     return _decode_crop_pillow(path, size, box_for, draft, max_pixels)
