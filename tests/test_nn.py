@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import io
 import pickle
 
@@ -474,6 +475,11 @@ def test_ddp_single_process_gloo(tmp_path):
         for p, q in zip(layer.parameters(), ref.parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
     finally:
+        # free the DDP wrapper (its reducer holds the process group) while the group lives:
+        # freed after destroy_process_group, gloo's destructor once hung joining its
+        # threads (a full-suite run, 2026-12-06)
+        ddp = None
+        gc.collect()
         dist.destroy_process_group()
 
 
