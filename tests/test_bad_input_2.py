@@ -187,7 +187,10 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 _SLOW_COMMAND = """
-import sys, time
+import signal, sys, time
+# Ctrl-C as in a terminal even when this test runs in a background job, whose children
+# inherit SIGINT ignored (Python then installs no KeyboardInterrupt handler)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import scalespace_mk.cli.{module} as m
 def slow(args):
     print("ready", flush=True)
@@ -220,9 +223,13 @@ def test_sigint_during_a_command_one_line_exit_130(module, attr, argv, tmp_path)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # (a no-op once it exited) never leave it running
+        proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip() == f"scalespace-mk {argv[0]}: interrupted (Ctrl-C); exit status 130"

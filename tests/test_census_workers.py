@@ -95,6 +95,9 @@ def test_ctrl_c_stops_the_workers(tmp_path):
     code = textwrap.dedent(
         f"""
         # {marker}
+        import signal
+        # Ctrl-C as in a terminal, even under a background job (SIGINT inherited ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import numpy as np, torch
         import scalespace_mk.analysis.census as C
         import scalespace_mk.analysis.workers as W
@@ -117,11 +120,15 @@ def test_ctrl_c_stops_the_workers(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(3.0)  # the workers are forked and busy
-    assert len(_alive(marker)) >= 2
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(3.0)  # the workers are forked and busy
+        assert len(_alive(marker)) >= 2
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # (a no-op once it exited) never leave it running
+        proc.communicate()
     assert "interrupted" in out, err
     deadline = time.monotonic() + 10
     while _alive(marker) and time.monotonic() < deadline:
