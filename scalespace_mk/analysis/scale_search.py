@@ -199,11 +199,11 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
         if bool(done.any()):
             out[idx] = torch.where(take[:, None], prop, cur)
             converged[idx] = conv
-            keep = ~done
-            idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
-            f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
-            if idx.numel() == 0:
+            keep = torch.nonzero(~done)[:, 0]  # one nonzero for the ten selections
+            if keep.numel() == 0:
                 break
+            idx, zs, prop, cur = (t.index_select(0, keep) for t in (idx, zs, prop, cur))
+            f, g, hm, r, limited = (t.index_select(0, keep) for t in (f, g, hm, r, limited))
         cur, (f, g, hm), r, _ = accept(prop, cur, obj.newton(zs, prop), (f, g, hm), r, limited)
     else:
         out[idx] = cur
@@ -476,10 +476,11 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.
                 corr.view(m, g * g).mul_(grid.scale[t])
             corr = corr.abs_().view(m, g, g)
             # the first maximum in row-major order: the row of the maximum, then its column
-            # (torch's argmax over a long row is far slower than amax on the CPU)
-            iy = corr.amax(dim=2).argmax(dim=1)  # [m]
+            # (torch's argmax over a long row is far slower than amax on the CPU, and on
+            # short rows slower than max, which also returns the first maximum's index)
+            iy = corr.amax(dim=2).max(dim=1).indices  # [m]
             row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
-            ix = row.argmax(dim=1)
+            ix = row.max(dim=1).indices
             out[start : start + m, t] = iy * g + ix
             ny, nx = (iy[:, None] + off).abs_(), (ix[:, None] + off).abs_()
             ny = torch.minimum(ny, 2 * (g - 1) - ny)
@@ -521,7 +522,7 @@ def _grid_start_1d(
     off = torch.tensor([-1, 0, 1], device=z.device)
     for start in range(0, n, _GRID_CHUNK_1D):
         values = obj.grid(z[start : start + _GRID_CHUNK_1D], sig)  # [rows, G]
-        b = values.argmax(dim=1)
+        b = values.max(dim=1).indices  # the first maximum (as argmax; faster on the CPU)
         idx = (b[:, None] + off).abs_()
         idx = torch.minimum(idx, 2 * (g - 1) - idx)
         best[start : start + _GRID_CHUNK_1D] = b
