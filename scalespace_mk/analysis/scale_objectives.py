@@ -392,9 +392,32 @@ class _LapObjective:
         if self.kind == "iso":
             return self.values(zf, sig)
         zf = self.reduce(zf)
-        lhat, nrm = self.lap(sig), self.norms(sig)[..., 0]  # [G, R], [G]
-        zl = zf @ lhat.T  # [n, G]
+        lhat_t, c_lo, c_hi, okd, b_lo, b_hi, f_k, f_l = self._grid_columns(sig)
+        zl = zf @ lhat_t  # [n, G]
         zk = zf[:, self.centre : self.centre + 1]  # [n, 1]
+        e_lo = torch.addcmul(zl * c_lo[0], zk, c_lo[1])  # lo A + B
+        e_hi = torch.addcmul(zl * c_hi[0], zk, c_hi[1])  # hi A + B
+        # (A = 0 gives a product B^2 >= 0: inside only when A = B = 0, i.e. zk = zl = 0,
+        # where both branches give 0)
+        inside = (e_lo.mul_(e_hi) <= 0) & okd
+        del e_hi, e_lo
+
+        def bound(ah: torch.Tensor | None, inv_den: torch.Tensor) -> torch.Tensor:
+            if ah is None:  # alpha = 0: the delta alone, [n, 1] (the same for every sigma)
+                return zk * zk * inv_den
+            return torch.addcmul(zk, zl, -ah).square_().mul_(inv_den)
+
+        free = torch.addcmul(zk * f_k[0], zl, f_k[1])
+        free = torch.addcmul((zk * zk) * f_l, zl, free)
+        return torch.where(inside, free, torch.maximum(bound(*b_lo), bound(*b_hi)))
+
+    def _grid_columns(self, sig: torch.Tensor) -> tuple:
+        """What :meth:`grid` needs of each grid scale ``sig`` [G] (cached for the last
+        grid: every chunk of a census has the same)."""
+        cached = getattr(self, "_columns", None)
+        if cached is not None and cached[0].shape == sig.shape and torch.equal(cached[0], sig):
+            return cached[1]
+        lhat, nrm = self.lap(sig), self.norms(sig)[..., 0]  # [G, R], [G]
         p = self.k * self.k
         lm = torch.matmul(lhat, self.mult) / p
         ll = (torch.matmul(lhat * lhat, self.mult) - p * lm * lm).clamp(min=_TINY)
@@ -404,20 +427,24 @@ class _LapObjective:
         okd = det > 1e-12 * kk * ll
         sdet = torch.where(okd, det, torch.ones_like(det))
         lo, hi = self.alpha_range[0] * nrm, self.alpha_range[1] * nrm
-        e_lo = torch.addcmul(zl * (kk - lo * kl), zk, lo * ll - kl)  # lo A + B
-        e_hi = torch.addcmul(zl * (kk - hi * kl), zk, hi * ll - kl)  # hi A + B
-        # (A = 0 gives a product B^2 >= 0: inside only when A = B = 0, i.e. zk = zl = 0,
-        # where both branches give 0)
-        inside = (e_lo.mul_(e_hi) <= 0) & okd
-        del e_hi, e_lo
 
-        def bound(ah: torch.Tensor) -> torch.Tensor:
-            num = torch.addcmul(zk, zl, -ah)
-            return num.square_().mul_(1.0 / (kk - 2.0 * ah * kl + ah * ah * ll))
+        def bound_terms(a: float, ah: torch.Tensor) -> tuple:
+            inv_den = 1.0 / (kk - 2.0 * ah * kl + ah * ah * ll)
+            # alpha = 0: the denominator is kk in every column
+            return (None, inv_den[:1]) if a == 0.0 else (ah, inv_den)
 
-        free = torch.addcmul(zk * (-2.0 * kl / sdet), zl, kk / sdet)
-        free = torch.addcmul((zk * zk) * (ll / sdet), zl, free)
-        return torch.where(inside, free, torch.maximum(bound(lo), bound(hi)))
+        cols = (
+            lhat.T.contiguous(),
+            (kk - lo * kl, lo * ll - kl),
+            (kk - hi * kl, hi * ll - kl),
+            okd,
+            bound_terms(self.alpha_range[0], lo),
+            bound_terms(self.alpha_range[1], hi),
+            (-2.0 * kl / sdet, kk / sdet),
+            ll / sdet,
+        )
+        self._columns = (sig.clone(), cols)
+        return cols
 
     def newton(
         self, zf: torch.Tensor, th: torch.Tensor
