@@ -669,17 +669,22 @@ def _exact(
             delta = torch.zeros(k * k, dtype=torch.float64, device=yf.device)
             delta[(k * k) // 2] = 1.0
             lap = delta - mk1
-            alpha = _best_alpha(yf, delta, lap, alpha_range)
+            alpha = _best_alpha(yf, delta, lap, alpha_range, centred)
             g = delta - alpha[:, None] * lap  # K - alpha L: the model at alpha (linear in it)
             res = _shift_t(yf, g, centred)
     return {"a": res.a, "b": res.b, "r2": res.r2, "rss": res.rss, "alpha": alpha}
 
 
 def _best_alpha(
-    yf: torch.Tensor, delta: torch.Tensor, lap: torch.Tensor, alpha_range: tuple[float, float]
+    yf: torch.Tensor,
+    delta: torch.Tensor,
+    lap: torch.Tensor,
+    alpha_range: tuple[float, float],
+    centred: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
-    """Closed-form alpha of ``y ~ a (K - alpha L) + b`` within ``alpha_range``: [n]."""
-    yc = yf - yf.mean(dim=1, keepdim=True)
+    """Closed-form alpha of ``y ~ a (K - alpha L) + b`` within ``alpha_range``: [n];
+    ``centred`` is :func:`_centred` of ``yf`` when the caller has it."""
+    yc = (yf - yf.mean(dim=1, keepdim=True)) if centred is None else centred[1]
     kc = delta - delta.mean()
     lc = lap - lap.mean(dim=1, keepdim=True)
     kk = (kc * kc).sum()
