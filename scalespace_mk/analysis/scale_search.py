@@ -21,6 +21,7 @@ each (:func:`_fit_all`): forked processes for large inputs on Linux, threads oth
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -462,7 +463,7 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.
     n, k, g = zf.shape[0], grid.k, grid.g
     out = torch.empty(n, len(grid.pairs), dtype=torch.long, device=zf.device)
     near = torch.empty(n, len(grid.pairs), 9, dtype=_GRID_DTYPE, device=zf.device)
-    off = torch.tensor([-1, 0, 1], device=zf.device)
+    nbr = _grid_neighbours(g, zf.device)
     rows = _grid_rows(g * g)
     for start in range(0, n, rows):
         z = zf[start : start + rows].to(_GRID_DTYPE).view(-1, k, k)
@@ -481,13 +482,23 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.
             iy = corr.amax(dim=2).max(dim=1).indices  # [m]
             row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
             ix = row.max(dim=1).indices
-            out[start : start + m, t] = iy * g + ix
-            ny, nx = (iy[:, None] + off).abs_(), (ix[:, None] + off).abs_()
-            ny = torch.minimum(ny, 2 * (g - 1) - ny)
-            nx = torch.minimum(nx, 2 * (g - 1) - nx)
-            idx = (ny[:, :, None] * g + nx[:, None, :]).view(m, 9)
-            near[start : start + m, t] = corr.view(m, g * g).gather(1, idx)
+            best = torch.add(ix, iy, alpha=g)  # iy * G + ix
+            out[start : start + m, t] = best
+            near[start : start + m, t] = corr.view(m, g * g).gather(1, nbr.index_select(0, best))
     return out, near
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_neighbours(g: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``[G * G, 9]`` of the 3x3 neighbourhood (index ``3 dy + dx``) of every
+    point ``iy * G + ix`` of a ``G x G`` grid, mirrored at both ends of the grid (as the
+    objective is)."""
+    off = torch.tensor([-1, 0, 1], device=device)
+    i = torch.arange(g, device=device)
+    near = (i[:, None] + off).abs_()
+    near = torch.minimum(near, 2 * (g - 1) - near)  # [G, 3]
+    idx = near[:, None, :, None] * g + near[None, :, None, :]  # [G (iy), G (ix), 3, 3]
+    return idx.reshape(g * g, 9).contiguous()
 
 
 def _grid_start(
