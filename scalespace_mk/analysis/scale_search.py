@@ -166,19 +166,18 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
         # a scale on a bound with the gradient pointing out stays there (projected Newton)
         concave = torch.stack([hm[:, 0, 0], hm[:, 1, 1]], dim=1) <= 0
         free = ~((((cur >= smax) & (g > 0)) | ((cur <= 0.0) & (g < 0))) & concave)
-        g = torch.where(free, g, torch.zeros_like(g))
+        g = torch.where(free, g, 0.0)
         both = free[:, 0] & free[:, 1]
-        hxx = torch.where(free[:, 0], hm[:, 0, 0], -torch.ones_like(f))
-        hyy = torch.where(free[:, 1], hm[:, 1, 1], -torch.ones_like(f))
-        hxy = torch.where(both, hm[:, 0, 1], torch.zeros_like(f))
+        hxx = torch.where(free[:, 0], hm[:, 0, 0], -1.0)
+        hyy = torch.where(free[:, 1], hm[:, 1, 1], -1.0)
+        hxy = torch.where(both, hm[:, 0, 1], 0.0)
         det = hxx * hyy - hxy * hxy
         nd = (hxx < 0) & (det > 0)
-        sdet = torch.where(nd, det, torch.ones_like(det))
-        newton = torch.stack(
-            [-(hyy * g[:, 0] - hxy * g[:, 1]) / sdet, -(hxx * g[:, 1] - hxy * g[:, 0]) / sdet], 1
-        )
+        sdet = torch.where(nd, det, 1.0)
+        g0, g1 = g.unbind(1)
+        newton = torch.stack([(hxy * g1 - hyy * g0) / sdet, (hxy * g0 - hxx * g1) / sdet], 1)
         gmax = g.abs().amax(dim=1, keepdim=True)
-        ascent = g / torch.where(gmax > 0, gmax, torch.ones_like(gmax)) * r[:, None]
+        ascent = g / torch.where(gmax > 0, gmax, 1.0) * r[:, None]
         # along a scale of positive curvature (e.g. sigma = 0 of an even objective, a saddle
         # with zero gradient) either direction ascends: go by the radius
         side = torch.where(cur < 0.5 * smax, 1.0, -1.0)
