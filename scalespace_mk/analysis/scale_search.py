@@ -586,8 +586,11 @@ def _fit_chunk(
         if grid is None:
             grid = _grid_models(objs, sigma_max, dev)
         best, near = _grid_argmax(zf, grid)
+        # the starts of all separable types at once ([n * T] rows, row by row as per type)
+        point, vertex = _grid_start(best.reshape(-1), near.reshape(-1, 9), sig2, sigma_max)
+        point, vertex = point.view(-1, len(sep), 2), vertex.view(-1, len(sep), 2)
         for col, j in enumerate(sep):
-            start2[j] = _grid_start(best[:, col], near[:, col], sig2, sigma_max)
+            start2[j] = (point[:, col].contiguous(), vertex[:, col].contiguous())
     fits = []
     for j, (tp, obj) in enumerate(zip(tps, objs, strict=True)):
         if obj.dim == 2:
