@@ -274,20 +274,22 @@ def _discgauss_half(s: torch.Tensor, radius: int, n_fft: int | None = None) -> t
     one_minus_cos = 2.0 * torch.sin((math.pi / n_fft) * k) ** 2
     if radius + 1 <= _DIRECT_TAPS and n_fft <= _DIRECT_FFT_MAX:
         # the few taps of the inverse transform as one product with its cosines (a real,
-        # even spectrum S): T(n) = delta(n) + sum_k c_k (S_k - 1) cos(2 pi k n / N) / N,
-        # c_k = 2 but at k = 0 and N / 2 (delta is the transform of the constant 1). Less
-        # work than the transform; exact at s = 0, and within ~5e-16 of T like it, but
-        # with S - 1 (expm1) the small taps of small scales keep ~1e-9 relative accuracy
-        # (~1e-7 with the FFT); for longer transforms (larger s) the sum of S - 1 cancels
-        # more (~1e-15 at sigma = 8), so the FFT takes over
+        # even spectrum S): T(n) = sum_k c_k S_k cos(2 pi k n / N) / N, c_k = 2 but at
+        # k = 0 and N / 2. Less work than the transform, within ~5e-16 of T like it. Below
+        # s = 1 the sum runs over S - 1 (expm1) and adds delta(n), the transform of the
+        # constant 1: exact at s = 0, and the small taps of small scales keep ~1e-9
+        # relative accuracy (~1e-7 with the FFT). For longer transforms (larger s) the
+        # FFT takes over
         n = torch.arange(radius + 1, dtype=torch.float64, device=s.device)
         weight = torch.full_like(k, 2.0 / n_fft)
         weight[0] = 1.0 / n_fft
         if n_fft % 2 == 0:
             weight[-1] = 1.0 / n_fft
         basis = weight[:, None] * torch.cos((2.0 * math.pi / n_fft) * k[:, None] * n[None, :])
-        values = torch.matmul(torch.expm1(-s[:, None] * one_minus_cos[None, :]), basis)
-        values[:, 0] += 1.0
+        small = (s < 1.0).to(torch.float64)[:, None]  # rows summed as S - 1 (and delta)
+        spectrum = torch.expm1(-s[:, None] * one_minus_cos[None, :]).add_(1.0 - small)
+        values = torch.matmul(spectrum, basis)
+        values[:, :1] += small
         return values.clamp_(min=0.0, max=1.0)
     spectrum = torch.exp(-s[:, None] * one_minus_cos[None, :])
     values = torch.fft.irfft(spectrum, n=n_fft, dim=1)[:, : radius + 1]
