@@ -211,28 +211,24 @@ class _SepObjective:
         vv, vy_, vyy = _norm_terms(vd, self.sq_y)
         su, sux, suxx = (torch.matmul(w, self.sum_x) for w in ud)
         sv, svy, svyy = (torch.matmul(w, self.sum_y) for w in vd)
-        # D = uu vv - P^2 / k^2 with P = su sv (the sum of g) and P's derivatives
-        c = -2.0 / float(self.k * self.k)
-        p, px, py = su * sv, sux * sv, su * svy
-        d = torch.addcmul(uu * vv, p, p, value=0.5 * c)
-        dx = torch.addcmul(ux_ * vv, p, px, value=c)
-        dy = torch.addcmul(uu * vy_, p, py, value=c)
-        dxx = torch.add(uxx * vv, torch.addcmul(px * px, p, suxx * sv), alpha=c)
-        dyy = torch.add(uu * vyy, torch.addcmul(py * py, p, su * svyy), alpha=c)
-        dxy = torch.add(ux_ * vy_, torch.addcmul(px * py, p, sux * svy), alpha=c)
+        kk = float(self.k * self.k)
+        d = uu * vv - (su * sv) ** 2 / kk
+        dx = ux_ * vv - 2.0 * su * sux * sv * sv / kk
+        dy = uu * vy_ - 2.0 * sv * svy * su * su / kk
+        dxx = uxx * vv - 2.0 * sv * sv * (sux * sux + su * suxx) / kk
+        dyy = uu * vyy - 2.0 * su * su * (svy * svy + sv * svyy) / kk
+        dxy = ux_ * vy_ - 4.0 * su * sux * sv * svy / kk
         ok = d > _TINY * uu * vv
-        d = torch.where(ok, d, torch.ones_like(d))
-        f = torch.where(ok, n0 * n0 / d, torch.zeros_like(d))
-        # f = N^2 / D: product and quotient rules
+        d = torch.where(ok, d, 1.0)
+        f = torch.where(ok, n0 * n0 / d, 0.0)
+        # f = N^2 / D: product and quotient rules (the same operations in the same order as
+        # before: the census's results reproduce to the last bit)
         n02 = 2.0 * n0
-        gx = torch.addcmul(n02 * nx, f, dx, value=-1.0).div_(d)
-        gy = torch.addcmul(n02 * ny, f, dy, value=-1.0).div_(d)
-        hxx = torch.addcmul(nx * nx, n0, nxx).mul_(2.0)
-        hxx = hxx.addcmul_(gx, dx, value=-2.0).addcmul_(f, dxx, value=-1.0).div_(d)
-        hyy = torch.addcmul(ny * ny, n0, nyy).mul_(2.0)
-        hyy = hyy.addcmul_(gy, dy, value=-2.0).addcmul_(f, dyy, value=-1.0).div_(d)
-        hxy = torch.addcmul(nx * ny, n0, nxy).mul_(2.0).addcmul_(gx, dy, value=-1.0)
-        hxy = hxy.addcmul_(gy, dx, value=-1.0).addcmul_(f, dxy, value=-1.0).div_(d)
+        gx = n02 * nx / d - f * dx / d
+        gy = n02 * ny / d - f * dy / d
+        hxx = (2.0 * (nx * nx + n0 * nxx) - 2.0 * gx * dx - f * dxx) / d
+        hyy = (2.0 * (ny * ny + n0 * nyy) - 2.0 * gy * dy - f * dyy) / d
+        hxy = (2.0 * (nx * ny + n0 * nxy) - gx * dy - gy * dx - f * dxy) / d
         grad = torch.stack([gx, gy], dim=1)
         hess = torch.stack([hxx, hxy, hxy, hyy], dim=1).view(-1, 2, 2)
         return f, grad, hess

@@ -257,13 +257,6 @@ def _next_fast_length(n: int) -> int:
     return best
 
 
-#: up to this many taps (n = 0 .. radius) the discrete Gaussian's inverse transform is a
-#: product with its cosines instead of an FFT (small kernels: the census's 7x7 models)
-_DIRECT_TAPS = 8
-#: ... for transform lengths up to this (scales up to sigma ~5; within ~5e-16 of T there)
-_DIRECT_FFT_MAX = 80
-
-
 def _discgauss_half(s: torch.Tensor, radius: int, n_fft: int | None = None) -> torch.Tensor:
     """``T(n; s)`` for ``n = 0 .. radius`` as ``[B, radius + 1]`` float64 (no autograd)."""
     if n_fft is None:
@@ -272,25 +265,6 @@ def _discgauss_half(s: torch.Tensor, radius: int, n_fft: int | None = None) -> t
     k = torch.arange(n_fft // 2 + 1, dtype=torch.float64, device=s.device)
     # 1 - cos(w) = 2 sin^2(w / 2), free of cancellation near w = 0 (matters for large s)
     one_minus_cos = 2.0 * torch.sin((math.pi / n_fft) * k) ** 2
-    if radius + 1 <= _DIRECT_TAPS and n_fft <= _DIRECT_FFT_MAX:
-        # the few taps of the inverse transform as one product with its cosines (a real,
-        # even spectrum S): T(n) = sum_k c_k S_k cos(2 pi k n / N) / N, c_k = 2 but at
-        # k = 0 and N / 2. Less work than the transform, within ~5e-16 of T like it. Below
-        # s = 1 the sum runs over S - 1 (expm1) and adds delta(n), the transform of the
-        # constant 1: exact at s = 0, and the small taps of small scales keep ~1e-9
-        # relative accuracy (~1e-7 with the FFT). For longer transforms (larger s) the
-        # FFT takes over
-        n = torch.arange(radius + 1, dtype=torch.float64, device=s.device)
-        weight = torch.full_like(k, 2.0 / n_fft)
-        weight[0] = 1.0 / n_fft
-        if n_fft % 2 == 0:
-            weight[-1] = 1.0 / n_fft
-        basis = weight[:, None] * torch.cos((2.0 * math.pi / n_fft) * k[:, None] * n[None, :])
-        small = (s < 1.0).to(torch.float64)[:, None]  # rows summed as S - 1 (and delta)
-        spectrum = torch.expm1(-s[:, None] * one_minus_cos[None, :]).add_(1.0 - small)
-        values = torch.matmul(spectrum, basis)
-        values[:, :1] += small
-        return values.clamp_(min=0.0, max=1.0)
     spectrum = torch.exp(-s[:, None] * one_minus_cos[None, :])
     values = torch.fft.irfft(spectrum, n=n_fft, dim=1)[:, : radius + 1]
     # T is positive; the transform leaves rounding noise of ~1e-17 in far tails
