@@ -201,16 +201,15 @@ class _SepObjective:
         their exact derivatives from the cubic tables (x: sigma_x, y: sigma_y).
         """
         z3 = self.reduce(z3)
-        ud, vd = self.uh.derivs(th[:, 0]), self.vh.derivs(th[:, 1])  # u, u', u'': [n, h]
-        u = torch.stack(ud, dim=2)  # [n, h, 3]
-        v = torch.stack(vd, dim=1)  # [n, 3, h]
+        u = torch.stack(self.uh.derivs(th[:, 0]), dim=2)  # [n, h, 3]: u, u', u''
+        v = torch.stack(self.vh.derivs(th[:, 1]), dim=1)  # [n, 3, h]
         nm = torch.matmul(v, torch.matmul(z3, u))  # [n, 3, 3]: d^a/dy^a d^b/dx^b N
         n0, nx, ny = nm[:, 0, 0], nm[:, 0, 1], nm[:, 1, 0]
         nxx, nyy, nxy = nm[:, 0, 2], nm[:, 2, 0], nm[:, 1, 1]
-        uu, ux_, uxx = _norm_terms(ud, self.sq_x)
-        vv, vy_, vyy = _norm_terms(vd, self.sq_y)
-        su, sux, suxx = (torch.matmul(w, self.sum_x) for w in ud)
-        sv, svy, svyy = (torch.matmul(w, self.sum_y) for w in vd)
+        uu, ux_, uxx = _norm_terms(u.transpose(1, 2), self.sq_x)
+        vv, vy_, vyy = _norm_terms(v, self.sq_y)
+        su, sux, suxx = torch.matmul(self.sum_x, u).unbind(1)
+        sv, svy, svyy = torch.matmul(v, self.sum_y).unbind(1)
         kk = float(self.k * self.k)
         d = uu * vv - (su * sv) ** 2 / kk
         dx = ux_ * vv - 2.0 * su * sux * sv * sv / kk
@@ -235,11 +234,11 @@ class _SepObjective:
 
 
 def _norm_terms(
-    w: tuple[torch.Tensor, torch.Tensor, torch.Tensor], weight: torch.Tensor
+    w: torch.Tensor, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``sum weight w^2`` and its first two derivatives from ``w, w', w''`` (each ``[n,
-    k]``; ``weight`` ``[k]``: 1, or 1 and 2 for the taps of a folded factor)."""
-    w0, w1, w2 = w
+    """``sum weight w^2`` and its first two derivatives from ``w, w', w''`` stacked as
+    ``[n, 3, k]`` (``weight`` ``[k]``: 1, or 1 and 2 for the taps of a folded factor)."""
+    w0, w1, w2 = w.unbind(1)
     return (
         torch.matmul(w0 * w0, weight),
         2.0 * torch.matmul(w0 * w1, weight),
