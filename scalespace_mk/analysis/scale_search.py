@@ -474,14 +474,11 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.
             corr = torch.matmul(y[fy].view(m * g, k), grid.u[fx])  # [m * G (iy), G (ix)]
             if grid.scale[t] is not None:
                 corr.view(m, g * g).mul_(grid.scale[t])
-            corr = corr.abs_().view(m, g, g)
-            # the first maximum in row-major order: the row of the maximum, then its column
-            # (torch's argmax over a long row is far slower than amax on the CPU, and on
-            # short rows slower than max, which also returns the first maximum's index)
-            iy = corr.amax(dim=2).max(dim=1).indices  # [m]
-            row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
-            ix = row.max(dim=1).indices
-            best = torch.add(ix, iy, alpha=g)  # iy * G + ix
+            corr = corr.abs_()
+            # the first maximum in row-major order (index iy * G + ix): max(dim) returns the
+            # first maximum's index, and on the CPU it is far faster than argmax (and than
+            # the row maxima followed by the maximum's row)
+            best = corr.view(m, g * g).max(dim=1).indices  # [m]
             out[start : start + m, t] = best
             near[start : start + m, t] = corr.view(m, g * g).gather(1, nbr.index_select(0, best))
     return out, near
