@@ -169,7 +169,7 @@ class _SepObjective:
         uu, vv = torch.matmul(u * u, self.sq_x), torch.matmul(v * v, self.sq_y)
         su, sv = torch.matmul(u, self.sum_x), torch.matmul(v, self.sum_y)
         den = uu * vv - (su * sv) ** 2 / (self.k * self.k)
-        return torch.where(den > _TINY * uu * vv, den, torch.full_like(den, math.inf))
+        return torch.where(den > _TINY * uu * vv, den, math.inf)
 
     def product(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
         """R^2 at all pairs of ``sx`` [n, B] (or [B]) and ``sy`` [n, A]: ``[n, A, B]``."""
@@ -362,10 +362,10 @@ class _LapObjective:
         kk = self.kk
         det = kk * ll - kl * kl
         okd = det > 1e-12 * kk * ll
-        sdet = torch.where(okd, det, torch.ones_like(det))
+        sdet = torch.where(okd, det, 1.0)
         ca = (ll * zk - kl * zl) / sdet  # coefficient of K_c
         cl = (kk * zl - kl * zk) / sdet  # coefficient of L_c
-        ahat = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
+        ahat = -cl / torch.where(ca != 0, ca, 1.0)
         lo, hi = self.alpha_range[0] * nrm, self.alpha_range[1] * nrm
         inside = okd & (ca != 0) & (ahat >= lo) & (ahat <= hi)
 
@@ -487,9 +487,9 @@ class _LapObjective:
         lo, hi = bound(self.alpha_range[0]), bound(self.alpha_range[1])
         # the branch of values(): the free optimum where alpha_hat lies in the range
         okd = det[0] > 1e-12 * kk * ll[0]
-        sdet = torch.where(okd, det[0], torch.ones_like(det[0]))
+        sdet = torch.where(okd, det[0], 1.0)
         ca = (ll[0] * zk - kl[0] * zl[0]) / sdet
-        ahat = -(kk * zl[0] - kl[0] * zk) / sdet / torch.where(ca != 0, ca, torch.ones_like(ca))
+        ahat = -(kk * zl[0] - kl[0] * zk) / sdet / torch.where(ca != 0, ca, 1.0)
         inside = okd & (ca != 0)
         inside &= (ahat >= self.alpha_range[0] * nrm[0]) & (ahat <= self.alpha_range[1] * nrm[0])
         on_lo = lo[0] >= hi[0]

@@ -60,7 +60,7 @@ def _newton(fs: torch.Tensor, h: torch.Tensor, dim: int) -> tuple[torch.Tensor, 
         grad = (fp - fm) / (2 * h)
         hess = (fp - 2 * f0 + fm) / (h * h)
         ok = hess < 0
-        return (-grad / torch.where(ok, hess, -torch.ones_like(hess)))[:, None], ok
+        return (-grad / torch.where(ok, hess, -1.0))[:, None], ok
     F = fs.reshape(-1, 3, 3)  # [y, x]
     f0 = F[:, 1, 1]
     gx = (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
@@ -70,7 +70,7 @@ def _newton(fs: torch.Tensor, h: torch.Tensor, dim: int) -> tuple[torch.Tensor, 
     hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h * h)
     det = hxx * hyy - hxy * hxy
     ok = (hxx < 0) & (det > 0)
-    sdet = torch.where(ok, det, torch.ones_like(det))
+    sdet = torch.where(ok, det, 1.0)
     return torch.stack([-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], 1), ok
 
 
