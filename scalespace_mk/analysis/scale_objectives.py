@@ -169,7 +169,7 @@ class _SepObjective:
         uu, vv = torch.matmul(u * u, self.sq_x), torch.matmul(v * v, self.sq_y)
         su, sv = torch.matmul(u, self.sum_x), torch.matmul(v, self.sum_y)
         den = uu * vv - (su * sv) ** 2 / (self.k * self.k)
-        return torch.where(den > _TINY * uu * vv, den, torch.full_like(den, math.inf))
+        return torch.where(den > _TINY * uu * vv, den, math.inf)
 
     def product(self, z3: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
         """R^2 at all pairs of ``sx`` [n, B] (or [B]) and ``sy`` [n, A]: ``[n, A, B]``."""
@@ -218,16 +218,18 @@ class _SepObjective:
         dyy = uu * vyy - 2.0 * su * su * (svy * svy + sv * svyy) / kk
         dxy = ux_ * vy_ - 4.0 * su * sux * sv * svy / kk
         ok = d > _TINY * uu * vv
-        d = torch.where(ok, d, torch.ones_like(d))
-        f = torch.where(ok, n0 * n0 / d, torch.zeros_like(d))
-        # f = N^2 / D: product and quotient rules
-        gx = 2.0 * n0 * nx / d - f * dx / d
-        gy = 2.0 * n0 * ny / d - f * dy / d
+        d = torch.where(ok, d, 1.0)
+        f = torch.where(ok, n0 * n0 / d, 0.0)
+        # f = N^2 / D: product and quotient rules (the same operations in the same order as
+        # before: the census's results reproduce to the last bit)
+        n02 = 2.0 * n0
+        gx = n02 * nx / d - f * dx / d
+        gy = n02 * ny / d - f * dy / d
         hxx = (2.0 * (nx * nx + n0 * nxx) - 2.0 * gx * dx - f * dxx) / d
         hyy = (2.0 * (ny * ny + n0 * nyy) - 2.0 * gy * dy - f * dyy) / d
         hxy = (2.0 * (nx * ny + n0 * nxy) - gx * dy - gy * dx - f * dxy) / d
         grad = torch.stack([gx, gy], dim=1)
-        hess = torch.stack([torch.stack([hxx, hxy], 1), torch.stack([hxy, hyy], 1)], 1)
+        hess = torch.stack([hxx, hxy, hxy, hyy], dim=1).view(-1, 2, 2)
         return f, grad, hess
 
 
@@ -360,10 +362,10 @@ class _LapObjective:
         kk = self.kk
         det = kk * ll - kl * kl
         okd = det > 1e-12 * kk * ll
-        sdet = torch.where(okd, det, torch.ones_like(det))
+        sdet = torch.where(okd, det, 1.0)
         ca = (ll * zk - kl * zl) / sdet  # coefficient of K_c
         cl = (kk * zl - kl * zk) / sdet  # coefficient of L_c
-        ahat = -cl / torch.where(ca != 0, ca, torch.ones_like(ca))
+        ahat = -cl / torch.where(ca != 0, ca, 1.0)
         lo, hi = self.alpha_range[0] * nrm, self.alpha_range[1] * nrm
         inside = okd & (ca != 0) & (ahat >= lo) & (ahat <= hi)
 
@@ -385,9 +387,32 @@ class _LapObjective:
         if self.kind == "iso":
             return self.values(zf, sig)
         zf = self.reduce(zf)
-        lhat, nrm = self.lap(sig), self.norms(sig)[..., 0]  # [G, R], [G]
-        zl = zf @ lhat.T  # [n, G]
+        lhat_t, c_lo, c_hi, okd, b_lo, b_hi, f_k, f_l = self._grid_columns(sig)
+        zl = zf @ lhat_t  # [n, G]
         zk = zf[:, self.centre : self.centre + 1]  # [n, 1]
+        e_lo = torch.addcmul(zl * c_lo[0], zk, c_lo[1])  # lo A + B
+        e_hi = torch.addcmul(zl * c_hi[0], zk, c_hi[1])  # hi A + B
+        # (A = 0 gives a product B^2 >= 0: inside only when A = B = 0, i.e. zk = zl = 0,
+        # where both branches give 0)
+        inside = (e_lo.mul_(e_hi) <= 0) & okd
+        del e_hi, e_lo
+
+        def bound(ah: torch.Tensor | None, inv_den: torch.Tensor) -> torch.Tensor:
+            if ah is None:  # alpha = 0: the delta alone, [n, 1] (the same for every sigma)
+                return zk * zk * inv_den
+            return torch.addcmul(zk, zl, -ah).square_().mul_(inv_den)
+
+        free = torch.addcmul(zk * f_k[0], zl, f_k[1])
+        free = torch.addcmul((zk * zk) * f_l, zl, free)
+        return torch.where(inside, free, torch.maximum(bound(*b_lo), bound(*b_hi)))
+
+    def _grid_columns(self, sig: torch.Tensor) -> tuple:
+        """What :meth:`grid` needs of each grid scale ``sig`` [G] (cached for the last
+        grid: every chunk of a census has the same)."""
+        cached = getattr(self, "_columns", None)
+        if cached is not None and cached[0].shape == sig.shape and torch.equal(cached[0], sig):
+            return cached[1]
+        lhat, nrm = self.lap(sig), self.norms(sig)[..., 0]  # [G, R], [G]
         p = self.k * self.k
         lm = torch.matmul(lhat, self.mult) / p
         ll = (torch.matmul(lhat * lhat, self.mult) - p * lm * lm).clamp(min=_TINY)
@@ -397,20 +422,24 @@ class _LapObjective:
         okd = det > 1e-12 * kk * ll
         sdet = torch.where(okd, det, torch.ones_like(det))
         lo, hi = self.alpha_range[0] * nrm, self.alpha_range[1] * nrm
-        e_lo = torch.addcmul(zl * (kk - lo * kl), zk, lo * ll - kl)  # lo A + B
-        e_hi = torch.addcmul(zl * (kk - hi * kl), zk, hi * ll - kl)  # hi A + B
-        # (A = 0 gives a product B^2 >= 0: inside only when A = B = 0, i.e. zk = zl = 0,
-        # where both branches give 0)
-        inside = (e_lo.mul_(e_hi) <= 0) & okd
-        del e_hi, e_lo
 
-        def bound(ah: torch.Tensor) -> torch.Tensor:
-            num = torch.addcmul(zk, zl, -ah)
-            return num.square_().mul_(1.0 / (kk - 2.0 * ah * kl + ah * ah * ll))
+        def bound_terms(a: float, ah: torch.Tensor) -> tuple:
+            inv_den = 1.0 / (kk - 2.0 * ah * kl + ah * ah * ll)
+            # alpha = 0: the denominator is kk in every column
+            return (None, inv_den[:1]) if a == 0.0 else (ah, inv_den)
 
-        free = torch.addcmul(zk * (-2.0 * kl / sdet), zl, kk / sdet)
-        free = torch.addcmul((zk * zk) * (ll / sdet), zl, free)
-        return torch.where(inside, free, torch.maximum(bound(lo), bound(hi)))
+        cols = (
+            lhat.T.contiguous(),
+            (kk - lo * kl, lo * ll - kl),
+            (kk - hi * kl, hi * ll - kl),
+            okd,
+            bound_terms(self.alpha_range[0], lo),
+            bound_terms(self.alpha_range[1], hi),
+            (-2.0 * kl / sdet, kk / sdet),
+            ll / sdet,
+        )
+        self._columns = (sig.clone(), cols)
+        return cols
 
     def newton(
         self, zf: torch.Tensor, th: torch.Tensor
@@ -458,9 +487,9 @@ class _LapObjective:
         lo, hi = bound(self.alpha_range[0]), bound(self.alpha_range[1])
         # the branch of values(): the free optimum where alpha_hat lies in the range
         okd = det[0] > 1e-12 * kk * ll[0]
-        sdet = torch.where(okd, det[0], torch.ones_like(det[0]))
+        sdet = torch.where(okd, det[0], 1.0)
         ca = (ll[0] * zk - kl[0] * zl[0]) / sdet
-        ahat = -(kk * zl[0] - kl[0] * zk) / sdet / torch.where(ca != 0, ca, torch.ones_like(ca))
+        ahat = -(kk * zl[0] - kl[0] * zk) / sdet / torch.where(ca != 0, ca, 1.0)
         inside = okd & (ca != 0)
         inside &= (ahat >= self.alpha_range[0] * nrm[0]) & (ahat <= self.alpha_range[1] * nrm[0])
         on_lo = lo[0] >= hi[0]

@@ -21,6 +21,7 @@ each (:func:`_fit_all`): forked processes for large inputs on Linux, threads oth
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -59,7 +60,7 @@ def _newton(fs: torch.Tensor, h: torch.Tensor, dim: int) -> tuple[torch.Tensor, 
         grad = (fp - fm) / (2 * h)
         hess = (fp - 2 * f0 + fm) / (h * h)
         ok = hess < 0
-        return (-grad / torch.where(ok, hess, -torch.ones_like(hess)))[:, None], ok
+        return (-grad / torch.where(ok, hess, -1.0))[:, None], ok
     F = fs.reshape(-1, 3, 3)  # [y, x]
     f0 = F[:, 1, 1]
     gx = (F[:, 1, 2] - F[:, 1, 0]) / (2 * h)
@@ -69,7 +70,7 @@ def _newton(fs: torch.Tensor, h: torch.Tensor, dim: int) -> tuple[torch.Tensor, 
     hxy = (F[:, 2, 2] - F[:, 2, 0] - F[:, 0, 2] + F[:, 0, 0]) / (4 * h * h)
     det = hxx * hyy - hxy * hxy
     ok = (hxx < 0) & (det > 0)
-    sdet = torch.where(ok, det, torch.ones_like(det))
+    sdet = torch.where(ok, det, 1.0)
     return torch.stack([-(hyy * gx - hxy * gy) / sdet, -(hxx * gy - hxy * gx) / sdet], 1), ok
 
 
@@ -165,19 +166,18 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
         # a scale on a bound with the gradient pointing out stays there (projected Newton)
         concave = torch.stack([hm[:, 0, 0], hm[:, 1, 1]], dim=1) <= 0
         free = ~((((cur >= smax) & (g > 0)) | ((cur <= 0.0) & (g < 0))) & concave)
-        g = torch.where(free, g, torch.zeros_like(g))
+        g = torch.where(free, g, 0.0)
         both = free[:, 0] & free[:, 1]
-        hxx = torch.where(free[:, 0], hm[:, 0, 0], -torch.ones_like(f))
-        hyy = torch.where(free[:, 1], hm[:, 1, 1], -torch.ones_like(f))
-        hxy = torch.where(both, hm[:, 0, 1], torch.zeros_like(f))
+        hxx = torch.where(free[:, 0], hm[:, 0, 0], -1.0)
+        hyy = torch.where(free[:, 1], hm[:, 1, 1], -1.0)
+        hxy = torch.where(both, hm[:, 0, 1], 0.0)
         det = hxx * hyy - hxy * hxy
         nd = (hxx < 0) & (det > 0)
-        sdet = torch.where(nd, det, torch.ones_like(det))
-        newton = torch.stack(
-            [-(hyy * g[:, 0] - hxy * g[:, 1]) / sdet, -(hxx * g[:, 1] - hxy * g[:, 0]) / sdet], 1
-        )
+        sdet = torch.where(nd, det, 1.0)
+        g0, g1 = g.unbind(1)
+        newton = torch.stack([(hxy * g1 - hyy * g0) / sdet, (hxy * g0 - hxx * g1) / sdet], 1)
         gmax = g.abs().amax(dim=1, keepdim=True)
-        ascent = g / torch.where(gmax > 0, gmax, torch.ones_like(gmax)) * r[:, None]
+        ascent = g / torch.where(gmax > 0, gmax, 1.0) * r[:, None]
         # along a scale of positive curvature (e.g. sigma = 0 of an even objective, a saddle
         # with zero gradient) either direction ascends: go by the radius
         side = torch.where(cur < 0.5 * smax, 1.0, -1.0)
@@ -199,11 +199,11 @@ def _refine_sep(obj: _SepObjective, z3: torch.Tensor, theta: torch.Tensor, r0: f
         if bool(done.any()):
             out[idx] = torch.where(take[:, None], prop, cur)
             converged[idx] = conv
-            keep = ~done
-            idx, zs, prop, cur = idx[keep], zs[keep], prop[keep], cur[keep]
-            f, g, hm, r, limited = f[keep], g[keep], hm[keep], r[keep], limited[keep]
-            if idx.numel() == 0:
+            keep = torch.nonzero(~done)[:, 0]  # one nonzero for the ten selections
+            if keep.numel() == 0:
                 break
+            idx, zs, prop, cur = (t.index_select(0, keep) for t in (idx, zs, prop, cur))
+            f, g, hm, r, limited = (t.index_select(0, keep) for t in (f, g, hm, r, limited))
         cur, (f, g, hm), r, _ = accept(prop, cur, obj.newton(zs, prop), (f, g, hm), r, limited)
     else:
         out[idx] = cur
@@ -462,7 +462,7 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.
     n, k, g = zf.shape[0], grid.k, grid.g
     out = torch.empty(n, len(grid.pairs), dtype=torch.long, device=zf.device)
     near = torch.empty(n, len(grid.pairs), 9, dtype=_GRID_DTYPE, device=zf.device)
-    off = torch.tensor([-1, 0, 1], device=zf.device)
+    nbr = _grid_neighbours(g, zf.device)
     rows = _grid_rows(g * g)
     for start in range(0, n, rows):
         z = zf[start : start + rows].to(_GRID_DTYPE).view(-1, k, k)
@@ -474,19 +474,27 @@ def _grid_argmax(zf: torch.Tensor, grid: _SepGrid) -> tuple[torch.Tensor, torch.
             corr = torch.matmul(y[fy].view(m * g, k), grid.u[fx])  # [m * G (iy), G (ix)]
             if grid.scale[t] is not None:
                 corr.view(m, g * g).mul_(grid.scale[t])
-            corr = corr.abs_().view(m, g, g)
-            # the first maximum in row-major order: the row of the maximum, then its column
-            # (torch's argmax over a long row is far slower than amax on the CPU)
-            iy = corr.amax(dim=2).argmax(dim=1)  # [m]
-            row = corr.gather(1, iy[:, None, None].expand(-1, 1, g))[:, 0, :]
-            ix = row.argmax(dim=1)
-            out[start : start + m, t] = iy * g + ix
-            ny, nx = (iy[:, None] + off).abs_(), (ix[:, None] + off).abs_()
-            ny = torch.minimum(ny, 2 * (g - 1) - ny)
-            nx = torch.minimum(nx, 2 * (g - 1) - nx)
-            idx = (ny[:, :, None] * g + nx[:, None, :]).view(m, 9)
-            near[start : start + m, t] = corr.view(m, g * g).gather(1, idx)
+            corr = corr.abs_()
+            # the first maximum in row-major order (index iy * G + ix): max(dim) returns the
+            # first maximum's index, and on the CPU it is far faster than argmax (and than
+            # the row maxima followed by the maximum's row)
+            best = corr.view(m, g * g).max(dim=1).indices  # [m]
+            out[start : start + m, t] = best
+            near[start : start + m, t] = corr.view(m, g * g).gather(1, nbr.index_select(0, best))
     return out, near
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_neighbours(g: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``[G * G, 9]`` of the 3x3 neighbourhood (index ``3 dy + dx``) of every
+    point ``iy * G + ix`` of a ``G x G`` grid, mirrored at both ends of the grid (as the
+    objective is)."""
+    off = torch.tensor([-1, 0, 1], device=device)
+    i = torch.arange(g, device=device)
+    near = (i[:, None] + off).abs_()
+    near = torch.minimum(near, 2 * (g - 1) - near)  # [G, 3]
+    idx = near[:, None, :, None] * g + near[None, :, None, :]  # [G (iy), G (ix), 3, 3]
+    return idx.reshape(g * g, 9).contiguous()
 
 
 def _grid_start(
@@ -521,7 +529,7 @@ def _grid_start_1d(
     off = torch.tensor([-1, 0, 1], device=z.device)
     for start in range(0, n, _GRID_CHUNK_1D):
         values = obj.grid(z[start : start + _GRID_CHUNK_1D], sig)  # [rows, G]
-        b = values.argmax(dim=1)
+        b = values.max(dim=1).indices  # the first maximum (as argmax; faster on the CPU)
         idx = (b[:, None] + off).abs_()
         idx = torch.minimum(idx, 2 * (g - 1) - idx)
         best[start : start + _GRID_CHUNK_1D] = b
@@ -575,8 +583,11 @@ def _fit_chunk(
         if grid is None:
             grid = _grid_models(objs, sigma_max, dev)
         best, near = _grid_argmax(zf, grid)
+        # the starts of all separable types at once ([n * T] rows, row by row as per type)
+        point, vertex = _grid_start(best.reshape(-1), near.reshape(-1, 9), sig2, sigma_max)
+        point, vertex = point.view(-1, len(sep), 2), vertex.view(-1, len(sep), 2)
         for col, j in enumerate(sep):
-            start2[j] = _grid_start(best[:, col], near[:, col], sig2, sigma_max)
+            start2[j] = (point[:, col].contiguous(), vertex[:, col].contiguous())
     fits = []
     for j, (tp, obj) in enumerate(zip(tps, objs, strict=True)):
         if obj.dim == 2:
@@ -668,17 +679,22 @@ def _exact(
             delta = torch.zeros(k * k, dtype=torch.float64, device=yf.device)
             delta[(k * k) // 2] = 1.0
             lap = delta - mk1
-            alpha = _best_alpha(yf, delta, lap, alpha_range)
+            alpha = _best_alpha(yf, delta, lap, alpha_range, centred)
             g = delta - alpha[:, None] * lap  # K - alpha L: the model at alpha (linear in it)
             res = _shift_t(yf, g, centred)
     return {"a": res.a, "b": res.b, "r2": res.r2, "rss": res.rss, "alpha": alpha}
 
 
 def _best_alpha(
-    yf: torch.Tensor, delta: torch.Tensor, lap: torch.Tensor, alpha_range: tuple[float, float]
+    yf: torch.Tensor,
+    delta: torch.Tensor,
+    lap: torch.Tensor,
+    alpha_range: tuple[float, float],
+    centred: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
-    """Closed-form alpha of ``y ~ a (K - alpha L) + b`` within ``alpha_range``: [n]."""
-    yc = yf - yf.mean(dim=1, keepdim=True)
+    """Closed-form alpha of ``y ~ a (K - alpha L) + b`` within ``alpha_range``: [n];
+    ``centred`` is :func:`_centred` of ``yf`` when the caller has it."""
+    yc = (yf - yf.mean(dim=1, keepdim=True)) if centred is None else centred[1]
     kc = delta - delta.mean()
     lc = lap - lap.mean(dim=1, keepdim=True)
     kk = (kc * kc).sum()

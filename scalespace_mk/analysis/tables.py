@@ -66,6 +66,7 @@ class _Interp:
         self.inv_step = 1.0 / step
         self.sigma_max = sigma_max
         self.n = coef.shape[0]
+        self._parts: list[torch.Tensor] | None = None  # c0..c3 as [J, D] each (derivs)
 
     def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma.abs()
@@ -85,11 +86,13 @@ class _Interp:
 
         Each ``[n, D]``: the exact derivatives of the piecewise cubic.
         """
-        s = sigma.clamp(0.0, self.sigma_max) * self.inv_step
-        i = s.floor().clamp(max=self.n - 1)
-        t = (s - i)[:, None]
-        c = self.coef.index_select(0, i.long())  # [n, 4, D]
-        c0, c1, c2, c3 = c.unbind(1)
+        if self._parts is None:  # each coefficient's table contiguous: the rows gathered
+            self._parts = [p.contiguous() for p in self.coef.unbind(1)]  # and t below are
+        s = sigma.clamp(0.0, self.sigma_max) * self.inv_step  # contiguous [n, D] operands
+        i = s.floor().clamp(max=self.n - 1)  # (several times faster than strided slices)
+        idx = i.long()
+        c0, c1, c2, c3 = (part.index_select(0, idx) for part in self._parts)  # [n, D] each
+        t = (s - i)[:, None].expand_as(c0).contiguous()
         f = torch.addcmul(c1, torch.addcmul(c2, c3, t), t)  # Horner with fused steps
         f = torch.addcmul(c0, f, t)
         c2x2, c3x3 = c2 * 2.0, c3 * 3.0

@@ -174,11 +174,19 @@ def _axis_kernels(
     mode: str,
     epsilon: float,
     boundary: str,
+    memo: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """1-D kernels ``[B, size]`` in increasing-coordinate order, operators applied."""
+    """1-D kernels ``[B, size]`` in increasing-coordinate order, operators applied.
+
+    ``memo`` (a dict, per scale tensor ``sigma``) keeps the Gaussians by their number of
+    taps, so that several operators on the same scales transform them once."""
     if mode == "full":  # operators on the full Gaussian: one extra tap per side and factor
         size, boundary = size + 2 * len(ops), "none"
-    values = gaussian_kernel(sigma, method=method, size=size, epsilon=epsilon)
+    values = None if memo is None else memo.get(size)
+    if values is None:
+        values = gaussian_kernel(sigma, method=method, size=size, epsilon=epsilon)
+        if memo is not None:
+            memo[size] = values
     for op in ops:
         values = apply_1d(values, op, boundary=boundary)
     return values
@@ -258,16 +266,19 @@ def model_kernel(
     if al is not None and not bool(torch.isfinite(al).all()):
         raise ValueError("alpha must be finite")
     n = batch or 1
+    one_scale = sy is sx  # sigma_y None: the y kernels are the x kernels
     sx, sy = sx.expand(n), sy.expand(n)
+    memo_x: dict[int, torch.Tensor] = {}  # Gaussians by taps, computed once per axis
+    memo_y = memo_x if one_scale else {}
 
-    def axis(sig, ops, boundary="reflect"):
-        return _axis_kernels(sig, ops, size, method, mode, epsilon, boundary)
+    def axis(sig, ops, boundary="reflect", memo=None):
+        return _axis_kernels(sig, ops, size, method, mode, epsilon, boundary, memo)
 
     if spec.laplacian or spec.centre_surround:
-        tx, ty = axis(sx, ()), axis(sy, ())
+        tx, ty = axis(sx, (), memo=memo_x), axis(sy, (), memo=memo_y)
         # docs/method.md#models: nabla5 on the cropped array with zero padding ('same')
         bnd = "zero"
-        dxx, dyy = axis(sx, ("xx",), bnd), axis(sy, ("xx",), bnd)
+        dxx, dyy = axis(sx, ("xx",), bnd, memo_x), axis(sy, ("xx",), bnd, memo_y)
         kernel = (
             ty.flip(-1)[:, :, None] * dxx[:, None, :] + dyy.flip(-1)[:, :, None] * tx[:, None, :]
         )
