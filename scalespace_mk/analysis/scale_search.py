@@ -36,7 +36,7 @@ from scalespace_mk.analysis.scale_objectives import _AsTwoScales, _LapObjective,
 from scalespace_mk.analysis.tables import _KNOT_STEP
 from scalespace_mk.analysis.trust_region import accept
 from scalespace_mk.analysis.types import ModelType
-from scalespace_mk.analysis.workers import Workers, use_processes
+from scalespace_mk.analysis.workers import Workers, shared_zeros, use_processes
 from scalespace_mk.scalespace.models import model_kernel
 
 _GRID_STEP_2D = 0.1  # coarse grid step for two-scale models
@@ -282,31 +282,33 @@ def _check_census_memory(
 
 
 class _Job:
-    """The work of one :func:`_fit_all`: a chunk of filters, or the left-over stencil
-    searches of one type; returns numpy arrays, so that it can run in a forked process."""
+    """The work of one :func:`_fit_all`: a chunk of filters, whose scales and fit arrays it
+    writes into ``theta`` [N, T, 2] and ``out`` (``[N, T]`` arrays; from
+    :func:`~scalespace_mk.analysis.workers.shared_zeros`, so that a forked process can write
+    them), or the left-over stencil searches of one type (returned as numpy arrays)."""
 
-    def __init__(self, y: torch.Tensor, tps, objs, args: tuple, dev, batch_size: int) -> None:
+    def __init__(
+        self, y: torch.Tensor, tps, objs, args: tuple, dev, batch_size: int, theta, out
+    ) -> None:
         self.y, self.tps, self.objs, self.args = y, tps, objs, args
         self.dev, self.batch_size = dev, batch_size
+        self.theta, self.out = theta, out
         with torch.no_grad():
             self.grid = _grid_models(objs, args[4], dev) if len(y) else None
 
-    def chunk(self, start: int) -> tuple[int, int, list, list]:
-        """Fit the filters ``start .. start + batch_size``: ``(start, stop, (scales [m, T, 2],
-        fit arrays [m, T]), left-over (type, rows, starts))``."""
+    def chunk(self, start: int) -> tuple[int, int, list]:
+        """Fit the filters ``start .. start + batch_size`` (results into ``theta`` and
+        ``out``): ``(start, stop, left-over (type, rows, starts))``."""
         stop = min(start + self.batch_size, len(self.y))
         left: list = []
         with torch.no_grad():
             yf = self.y[start:stop].to(self.dev).reshape(stop - start, -1)
             fits = _fit_chunk(self.tps, self.objs, yf, *self.args, pending=left, grid=self.grid)
         # [m, T, 2] scales (one-scale types: sigma_y = sigma_x) and [m, T] fit arrays
-        theta = torch.stack([th.expand(-1, 2) for th, _ in fits], dim=1).cpu().numpy()
-        out = {
-            key: torch.stack([res[key] for _, res in fits], dim=1).cpu().numpy()
-            for key in fits[0][1]
-        }
-        rest = [(j, rows.numpy() + start, th0.cpu().numpy()) for j, rows, th0 in left]
-        return start, stop, (theta, out), rest
+        self.theta[start:stop] = torch.stack([th.expand(-1, 2) for th, _ in fits], dim=1).cpu()
+        for key, arr in self.out.items():
+            arr[start:stop] = torch.stack([res[key] for _, res in fits], dim=1).cpu()
+        return start, stop, [(j, rows.numpy() + start, th0.cpu().numpy()) for j, rows, th0 in left]
 
     def pending(self, j: int, rows: np.ndarray, th0: np.ndarray) -> tuple:
         """The stencil searches of type ``j`` left by the chunks (rows, starts ``[m, S,
@@ -341,10 +343,13 @@ def _fit_all(
     ``(k, method, mode, epsilon, sigma_max, alpha_range)``.
     """
     n, n_t = y.shape[0], len(tps)
-    theta = np.zeros((n, n_t, 2))
-    out = {key: np.zeros((n, n_t)) for key in ("a", "b", "r2", "rss", "alpha")}
-    job = _Job(torch.as_tensor(y), tps, objs, args, dev, batch_size)
     starts = range(0, n, batch_size)
+    workers = max(min(torch.get_num_threads(), len(starts)), 1)
+    forked = dev.type == "cpu" and use_processes(n, workers)
+    # the chunks write their results straight into these (shared with forked workers)
+    theta = shared_zeros((n, n_t, 2), forked)
+    out = {key: shared_zeros((n, n_t), forked) for key in ("a", "b", "r2", "rss", "alpha")}
+    job = _Job(torch.as_tensor(y), tps, objs, args, dev, batch_size, theta, out)
     pending: dict[int, list] = {}
 
     def store(rows: Any, j: int, th: np.ndarray, res: dict[str, np.ndarray]) -> None:
@@ -353,10 +358,7 @@ def _fit_all(
             out[key][rows, j] = res[key]
 
     def take_chunk(result: tuple) -> None:
-        start, stop, (th, res), rest = result
-        theta[start:stop] = th
-        for key in out:
-            out[key][start:stop] = res[key]
+        start, stop, rest = result
         for j, rows, th0 in rest:
             pending.setdefault(j, []).append((rows, th0))
         if bar is not None:
@@ -380,8 +382,7 @@ def _fit_all(
             store(rows, j, th, res)
         return theta, out
 
-    workers = max(min(torch.get_num_threads(), len(starts)), 1)
-    with Workers([job.chunk, job.pending], workers, use_processes(n, workers)) as pool:
+    with Workers([job.chunk, job.pending], workers, forked) as pool:
         for result in pool.map(job.chunk, ((s,) for s in starts)):
             take_chunk(result)
         # the stencil searches left by the Newton refinement, one type per worker

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PROCESS_MIN_ROWS", "map_chunks", "use_processes"]
+__all__ = ["PROCESS_MIN_ROWS", "map_chunks", "shared_zeros", "use_processes"]
 
 #: rows (filters) from which a fit with more than one worker forks processes (Linux)
 PROCESS_MIN_ROWS = 32768
@@ -43,6 +43,38 @@ def use_processes(n: int, workers: int) -> bool:
     if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
         return False
     return _PROCESSES is True or (sys.platform == "linux" and n >= PROCESS_MIN_ROWS)
+
+
+def shared_zeros(shape: tuple[int, ...], processes: bool) -> Any:
+    """A float64 array of zeros that forked workers can write into: backed by an anonymous
+    shared memory map when ``processes`` (create it before the workers are forked; each
+    worker writes its own rows, the parent reads them once the map is done), a plain numpy
+    array otherwise. Results written there need not travel back through a pipe (about 1.8 MB
+    a chunk of 4,096 filters for the 8-type census).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape.
+    processes : bool
+        Whether the workers will be forked processes (:func:`use_processes`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` zeros of ``shape``.
+    """
+    import math
+
+    import numpy as np
+
+    if not processes:
+        return np.zeros(shape)
+    import mmap
+
+    n = math.prod(shape)
+    buf = mmap.mmap(-1, max(n, 1) * 8)  # MAP_SHARED | MAP_ANONYMOUS: zeroed pages
+    return np.frombuffer(buf, dtype=np.float64, count=n).reshape(shape)
 
 
 def _call(token: tuple[int, int], *args: Any) -> Any:
@@ -67,7 +99,8 @@ class Workers:
     :func:`use_processes`) they are registered before the workers are forked, so that every
     map runs in the same forked processes, which inherit the functions and what they read.
     They must then return picklable values (numpy arrays) and write nothing the caller
-    reads. Otherwise threads (or the calling thread for one worker).
+    reads, except into arrays of :func:`shared_zeros` made before the workers start.
+    Otherwise threads (or the calling thread for one worker).
     """
 
     def __init__(self, fns: Iterable[Callable[..., Any]], workers: int, processes: bool) -> None:
