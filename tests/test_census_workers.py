@@ -145,3 +145,22 @@ def test_family_census_processes_equal_threads(monkeypatch, two_threads, family,
     threads = C.census(y, family=family, order=order, batch_size=256)
     for name in ("sigma_x", "sigma_y", "coefficients", "b", "r2"):
         assert np.array_equal(getattr(procs, name), getattr(threads, name)), name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork")
+def test_shared_zeros_are_written_by_forked_workers():
+    """Arrays of shared_zeros start at zero and carry what forked workers write (the 8-type
+    census's results travel this way); without processes they are plain arrays."""
+    shape = (5000, 3, 2)
+    a = W.shared_zeros(shape, True)
+    assert a.shape == shape and a.dtype == np.float64 and not a.any()
+
+    def fill(i: int) -> int:
+        a[i * 1000 : (i + 1) * 1000] = i + 1.5
+        return i
+
+    with W.Workers([fill], 2, True) as pool:
+        assert list(pool.map(fill, ((i,) for i in range(5)))) == list(range(5))
+    assert np.array_equal(a[:, 0, 0], np.repeat(np.arange(5) + 1.5, 1000))
+    plain = W.shared_zeros((3, 4), False)
+    assert type(plain) is np.ndarray and plain.shape == (3, 4) and not plain.any()
