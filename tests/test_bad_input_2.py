@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _interrupt import interrupt_when_ready
 
 from scalespace_mk import _io
 from scalespace_mk.cli import main
@@ -187,10 +187,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 _SLOW_COMMAND = """
-import signal, sys, time
-# Ctrl-C as in a terminal even when this test runs in a background job, whose children
-# inherit SIGINT ignored (Python then installs no KeyboardInterrupt handler)
-signal.signal(signal.SIGINT, signal.default_int_handler)
+import sys, time
 import scalespace_mk.cli.{module} as m
 def slow(args):
     print("ready", flush=True)
@@ -213,24 +210,9 @@ sys.exit(main({argv!r}))
     ],
 )
 def test_sigint_during_a_command_one_line_exit_130(module, attr, argv, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     code = _SLOW_COMMAND.format(module=module, attr=attr, argv=argv)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()  # (a no-op once it exited) never leave it running
-        proc.communicate()
-    assert proc.returncode == 130, err
+    returncode, _, err = interrupt_when_ready(code, tmp_path)
+    assert returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip() == f"scalespace-mk {argv[0]}: interrupted (Ctrl-C); exit status 130"
 

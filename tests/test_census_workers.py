@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _interrupt import interrupt_when_ready
 
 import scalespace_mk.analysis.census as C
 import scalespace_mk.analysis.scale_search as S
@@ -95,9 +95,6 @@ def test_ctrl_c_stops_the_workers(tmp_path):
     code = textwrap.dedent(
         f"""
         # {marker}
-        import signal
-        # Ctrl-C as in a terminal, even under a background job (SIGINT inherited ignored)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         import numpy as np, torch
         import scalespace_mk.analysis.census as C
         import scalespace_mk.analysis.workers as W
@@ -111,24 +108,12 @@ def test_ctrl_c_stops_the_workers(tmp_path):
             print("interrupted", flush=True)
         """
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "ready"
+
+    def workers_busy() -> None:
         time.sleep(3.0)  # the workers are forked and busy
         assert len(_alive(marker)) >= 2
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()  # (a no-op once it exited) never leave it running
-        proc.communicate()
+
+    _, out, err = interrupt_when_ready(code, tmp_path, before=workers_busy)
     assert "interrupted" in out, err
     deadline = time.monotonic() + 10
     while _alive(marker) and time.monotonic() < deadline:
