@@ -91,27 +91,24 @@ class RankGroup:
 
         ``step`` names the step in the message of a failure (``"opening the input"``).
         """
-        message, value = None, None
-        try:
-            value = fn(*args)
-        except Exception as exc:
-            if self.world == 1:
-                raise
-            message = self.failure(step, exc)
+        message, value = self._attempt(step, fn, args)
         self.gather(message)
         return value
 
     def run0(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on rank 0 only; its value (or its failure) reaches every rank."""
-        message, value = None, None
-        if self.rank == 0:
-            try:
-                value = fn(*args)
-            except Exception as exc:
-                if self.world == 1:
-                    raise
-                message = self.failure(step, exc)
+        message, value = self._attempt(step, fn, args) if self.rank == 0 else (None, None)
         return self.gather(message, value)[0]
+
+    def _attempt(self, step: str, fn: Callable[..., Any], args: tuple) -> tuple[Any, Any]:
+        """``(None, fn(*args))``, or ``(failure message, None)`` when it raises (alone, the
+        error is raised as it is)."""
+        try:
+            return None, fn(*args)
+        except Exception as exc:
+            if self.world == 1:
+                raise
+            return self.failure(step, exc), None
 
     def failure(self, step: str, exc: BaseException) -> str:
         """The message every rank raises for ``exc`` on this rank during ``step``; an

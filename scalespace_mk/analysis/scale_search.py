@@ -595,26 +595,40 @@ def _fit_chunk(
             th0, th1 = start2.pop(j)  # the grid point and the quadratic's vertex near it
             zr = obj.reduce(z3)  # folded once per type
             th, conv = _refine_sep(obj, zr, th1, h2, sigma_max)
-            rest = torch.nonzero(~conv)[:, 0]
-            starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 2]
-            if rest.numel() and pending is not None:
-                pending.append((j, rest.cpu(), starts[rest]))
-            elif rest.numel():
-                th[rest] = _refine_from(obj, zr[rest], starts[rest], h2, sigma_max)
+            _unfinished(j, obj, zr, th0, th, conv, h2, sigma_max, pending)
         else:
             sig1, h1 = _coarse_grid(sigma_max, 1, dev)
             z1 = obj.reduce(zf)
             th0, th1 = _grid_start_1d(obj, z1, sig1, sigma_max)
             th, conv = _refine_sep(_AsTwoScales(obj), z1, F.pad(th1, (0, 1)), h1, sigma_max)
             th = th[:, :1].contiguous()
-            rest = torch.nonzero(~conv)[:, 0]
-            starts = torch.stack([th0, th], dim=1)  # [n, 2 starts, 1]
-            if rest.numel() and pending is not None:
-                pending.append((j, rest.cpu(), starts[rest]))
-            elif rest.numel():
-                th[rest] = _refine_from(obj, z1[rest], starts[rest], h1, sigma_max)
+            _unfinished(j, obj, z1, th0, th, conv, h1, sigma_max, pending)
         fits.append((th, _exact(tp, th, yf, k, method, mode, epsilon, alpha_range, centred)))
     return fits
+
+
+def _unfinished(
+    j: int,
+    obj: Any,
+    z: torch.Tensor,
+    th0: torch.Tensor,
+    th: torch.Tensor,
+    conv: torch.Tensor,
+    h: float,
+    sigma_max: float,
+    pending: list | None,
+) -> None:
+    """The fits of type ``j`` the Newton steps left unconverged (``~conv``): queued in
+    ``pending`` as ``(j, rows, starts [m, 2, d])`` (the grid point ``th0`` and the Newton's
+    point ``th``), or, without a queue, searched from both starts here (written into ``th``)."""
+    rest = torch.nonzero(~conv)[:, 0]
+    if not rest.numel():
+        return
+    starts = torch.stack([th0, th], dim=1)[rest]
+    if pending is not None:
+        pending.append((j, rest.cpu(), starts))
+    else:
+        th[rest] = _refine_from(obj, z[rest], starts, h, sigma_max)
 
 
 def _fit_pending(
