@@ -132,6 +132,19 @@ def uptime() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def finish(fig: dict, json_path: str | None) -> int:
+    """Record and print the load average after the run; write ``fig`` to ``json_path``
+    (atomically) when given. Returns 0, the exit status."""
+    fig["load_after"] = uptime()
+    print(f"load average after: {fig['load_after']}")
+    if json_path:
+        from scalespace_mk._io import atomic_path
+
+        with atomic_path(json_path) as tmp_path:
+            Path(tmp_path).write_text(json.dumps(fig, indent=2))
+    return 0
+
+
 TARGETS = {"planted": 30.0, "noise": 60.0}  # seconds per million on the idle 2-core machine
 
 
@@ -246,14 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.n * per / 3600:.1f} h for {args.n:,}); "
         f"this census is {per / ours_per:,.0f}x faster"
     )
-    fig["load_after"] = uptime()
-    print(f"load average after: {fig['load_after']}")
-    if args.json:
-        from scalespace_mk._io import atomic_path
-
-        with atomic_path(args.json) as tmp_path:
-            Path(tmp_path).write_text(json.dumps(fig, indent=2))
-    return 0
+    return finish(fig, args.json)
 
 
 if __name__ == "__main__":

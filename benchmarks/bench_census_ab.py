@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_census import extract_baseline, planted_filters, uptime  # noqa: E402
+from bench_census import extract_baseline, finish, planted_filters, uptime  # noqa: E402
 
 #: census of argv[1] on one thread, best CPU time of two calls; results to argv[2]
 CHILD = r"""
@@ -99,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU-second); best type differs {row['type_mismatches']}, max |dR^2| "
                 f"{row['max_abs_dr2']:.1e}, R^2 lower by > 1e-6: {row['r2_lower_by_1e-6']}"
             )
-    fig["load_after"] = uptime()
-    print(f"load average after: {fig['load_after']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=2))
-    return 0
+    return finish(fig, args.json)
 
 
 if __name__ == "__main__":

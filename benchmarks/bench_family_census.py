@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_census import extract_baseline, uptime  # noqa: E402
+from bench_census import extract_baseline, finish, uptime  # noqa: E402
 from family_reference import _planted  # noqa: E402
 
 #: name -> family_census options
@@ -138,14 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{row['higher_1e-6']} (largest drop {row['max_lower']:.1e})",
                         flush=True,
                     )
-    fig["load_after"] = uptime()
-    print(f"load average after: {fig['load_after']}")
-    if args.json:
-        from scalespace_mk._io import atomic_path
-
-        with atomic_path(args.json) as tmp_path:
-            Path(tmp_path).write_text(json.dumps(fig, indent=2))
-    return 0
+    return finish(fig, args.json)
 
 
 if __name__ == "__main__":
