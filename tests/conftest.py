@@ -88,3 +88,13 @@ def _restore_torch_threads():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test (restored by ``_restore_torch_threads``): tiny
+    kernels thrash when a shared 2-core machine is busy, and some comparisons are per
+    thread count. A module asks for it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    torch.set_num_threads(1)

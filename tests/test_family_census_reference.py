@@ -51,12 +51,8 @@ def ref():
     return data
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: one intra-op thread for every test here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMPROVED: dict[str, int] = {}

@@ -23,13 +23,8 @@ from scalespace_mk.analysis.jets import (
 from scalespace_mk.cli import main
 from scalespace_mk.scalespace.jets import jet_basis, oriented_kernel
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: one intra-op thread for every test here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _planted_njet(rng, n, order=2, k=7, noise=0.0, aniso=False):

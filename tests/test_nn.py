@@ -34,13 +34,8 @@ dynamo_function_warning = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny kernels thrash when a shared 2-core machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: one intra-op thread for every test here (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_params(n=12, seed=0, low=0.0, high=2.5):
