@@ -11,12 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_quick_on_cpu(tmp_path):
+def _run_check(tmp_path, *extra: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """``gpu_check.py --device cpu --quick [extra] --out tmp_path/check`` on one thread; it
+    must succeed. Returns the --out stem and the finished process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     out = tmp_path / "check"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick"]
-        + ["--out", str(out)],
+        + [*extra, "--out", str(out)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -24,6 +26,11 @@ def test_gpu_check_quick_on_cpu(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_gpu_check_quick_on_cpu(tmp_path):
+    out, _ = _run_check(tmp_path)
     report = json.loads(out.with_suffix(".json").read_text())
     rows = report["rows"]
     assert {r["section"] for r in rows} == {
@@ -58,18 +65,7 @@ def test_gpu_check_quick_on_cpu(tmp_path):
 
 
 def test_gpu_check_budget_skips_what_would_start_after_it(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    out = tmp_path / "check"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick"]
-        + ["--budget", "1e-9", "--out", str(out)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out, _ = _run_check(tmp_path, "--budget", "1e-9")
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert len(rows) == 9 and all(r["value"] == "skipped" for r in rows)
     assert all("--budget" in r["note"] for r in rows)
